@@ -1,0 +1,68 @@
+"""Hotline IVR: a confidential, multilingual phone hotline on Twilio.
+
+`create_app()` is the app factory gunicorn and the tests use; it reads the settings,
+loads the flows and registers the blueprints, nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from datetime import datetime
+
+from flask import Flask
+
+from ivr.config import Settings, load_settings
+
+__all__ = ["create_app"]
+
+PHONE_LIKE = re.compile(r"\+?\d[\d\s().-]{6,}\d")
+
+
+class RedactPhoneNumbers(logging.Filter):
+    """Belt and braces: no log line leaves this process with something like a number in it.
+
+    Our own log calls never pass a caller's number; this catches what a library might.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if PHONE_LIKE.search(message):
+            record.msg, record.args = PHONE_LIKE.sub("[number]", message), None
+        return True
+
+
+def configure_logging(level: str) -> None:
+    root = logging.getLogger()
+    if not any(isinstance(f, RedactPhoneNumbers) for h in root.handlers for f in h.filters):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.addFilter(RedactPhoneNumbers())
+        root.addHandler(handler)
+    root.setLevel(level)
+
+
+def create_app(
+    settings: Settings | None = None, clock: Callable[[], datetime] | None = None
+) -> Flask:
+    from ivr import public, voice
+    from ivr.calls import CallHandler
+    from ivr.registry import FlowRegistry
+    from ivr.storage import Database
+
+    settings = settings or load_settings()
+    configure_logging(settings.log_level)
+    app = Flask(__name__, instance_path=str(settings.instance_dir.resolve()))
+    app.config["MAX_CONTENT_LENGTH"] = 256 * 1024
+    registry = FlowRegistry(settings.flows_dir, settings.instance_dir / "flow-versions")
+    if settings.entry_flow not in {s.id for s in registry.status()}:
+        logging.getLogger(__name__).error(
+            "entry flow %r is not loaded (see the flow problems above); callers will hear "
+            "an apology and can leave a voicemail until it is fixed", settings.entry_flow
+        )
+    app.extensions["ivr"] = CallHandler(settings, registry, clock)
+    app.extensions["ivr.db"] = Database(settings.database_url)
+    app.register_blueprint(voice.bp)
+    app.register_blueprint(public.bp)
+    return app

@@ -1,0 +1,138 @@
+"""Twilio's webhooks in, TwiML out: reads Twilio's parameters, runs the engine, renders.
+
+No Flask here, so `ivr call`, `ivr flows test`, the benchmark and the web blueprint all go
+through exactly this code. Whatever fails inside (our bug, a flow, a store), the caller
+hears an apology in their language with a retry and a voicemail: never silence.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+
+from ivr import engine
+from ivr.config import Settings
+from ivr.engine import CallInput, CallState, Caller, Context, Turn
+from ivr.errors import StateError
+from ivr.registry import FlowRegistry
+from ivr.twiml import EMPTY, Renderer, SignatureChecker, decode_state
+
+log = logging.getLogger(__name__)
+
+MAX_TWIML = 64_000  # Twilio rejects a TwiML document over 64 kB
+
+EVENTS = {
+    "timeout": engine.NO_INPUT,
+    "recorded": engine.RECORDED,
+    "silence": engine.NO_RECORDING,
+    "dialed": engine.DIALED,
+    "retry": engine.START,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    twiml: str
+    trace: tuple[str, ...] = ()  # the steps this webhook walked, for editors' tools
+
+
+Params = Mapping[str, str]
+
+
+class CallHandler:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: FlowRegistry,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.renderer = Renderer(settings.public_base_url, settings.hotline_number)
+        self.checker = SignatureChecker(settings.twilio_auth_token)
+
+    def _context(self, params: Params) -> Context:
+        number = params.get("From", "")
+        caller: Callable[[], Caller] = cache(lambda: self.registry.regions.which(number)[0])
+        return Context(self.clock(), caller, lambda _state: self.settings.transfer_numbers)
+
+    def _reply(self, turn: Turn) -> Reply:
+        twiml = self.renderer.render(turn)
+        if len(twiml.encode()) > MAX_TWIML:
+            raise ValueError(f"TwiML for step {turn.state.step} is over 64 kB")
+        return Reply(twiml, turn.trace)
+
+    def incoming(self, params: Params) -> Reply:
+        """A new call: start the entry flow."""
+        try:
+            turn = engine.start(self.registry.get, self.settings.entry_flow, self._context(params))
+            return self._reply(turn)
+        except Exception:
+            log.exception("incoming call %s failed; the caller hears an apology",
+                          params.get("CallSid", "?"))
+            return Reply(self.renderer.apology("ru", None))
+
+    def step(self, query: Params, params: Params) -> Reply:
+        """An action URL of ours: a menu answer, a recording, a dial outcome, a retry."""
+        event = query.get("e", "")
+        language = query.get("l", "ru")
+        state: CallState | None = None
+        try:
+            if event == "rescued":
+                return Reply(self.renderer.goodbye(language))
+            if event == "restart":
+                turn = engine.start(
+                    self.registry.get, self.settings.entry_flow, self._context(params), language
+                )
+                return self._reply(turn)
+            state = decode_state(query.get("s", ""))
+            given = self._input(event, params)
+            return self._reply(engine.resume(self.registry.get, state, given, self._context(params)))
+        except Exception as exc:
+            if isinstance(exc, StateError):
+                log.warning("call %s: %s", params.get("CallSid", "?"), exc)
+            else:
+                log.exception("call %s failed at %s; the caller hears an apology",
+                              params.get("CallSid", "?"), state.step if state else "?")
+            token = query.get("s") if state is not None and event != "retry" else None
+            return Reply(self.renderer.apology(state.language if state else language, token))
+
+    def _input(self, event: str, params: Params) -> CallInput:
+        if event == "input":
+            digits = params.get("Digits", "").strip()
+            speech = params.get("SpeechResult", "").strip()
+            if digits:
+                return CallInput(engine.DIGITS, digits=digits)
+            if speech:
+                return CallInput(engine.SPEECH, speech=speech)
+            return CallInput(engine.NO_INPUT)
+        if event not in EVENTS:
+            raise StateError(f"unknown event {event[:20]!r}")
+        return CallInput(EVENTS[event], dial_status=params.get("DialCallStatus", ""))
+
+    def fallback(self, params: Params) -> Reply:
+        """Twilio's fallback URL: our primary answer failed; apologise in the call's language."""
+        language = "ru"
+        error_url = params.get("ErrorUrl", "")
+        if "s=" in error_url:
+            token = error_url.split("s=", 1)[1].split("&", 1)[0]
+            try:
+                language = decode_state(token).language
+            except StateError:
+                pass
+        log.warning("fallback for call %s: Twilio error %s",
+                    params.get("CallSid", "?"), params.get("ErrorCode", "?"))
+        return Reply(self.renderer.apology(language, None))
+
+    def status(self, params: Params) -> Reply:
+        log.info("call %s is %s", params.get("CallSid", "?"), params.get("CallStatus", "?"))
+        return Reply(EMPTY)
+
+    def recording(self, query: Params, params: Params) -> Reply:
+        log.info("recording %s of call %s is %s", params.get("RecordingSid", "?"),
+                 params.get("CallSid", "?"), params.get("RecordingStatus", "?"))
+        return Reply(EMPTY)

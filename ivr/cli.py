@@ -1,0 +1,272 @@
+"""The `ivr` command: run the hotline, call it from a terminal, check and test flows.
+
+Errors a user made (a bad setting, a broken flow, a failed scenario) end in one clear
+message and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+from dotenv import load_dotenv
+
+from ivr.config import Settings, load_settings
+from ivr.errors import ConfigError
+
+DEFAULT_CALLER = "+79161234567"  # a Moscow mobile number, for trying the hotline out
+
+
+def settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group()
+def main() -> None:
+    """Hotline IVR: run it, call it, check and test its flows."""
+    load_dotenv(os.environ.get("IVR_DOTENV", ".env"), override=False)
+
+
+# --- running ------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--port", default=lambda: int(os.environ.get("PORT", "5000")), show_default="5000")
+@click.option("--workers", default=lambda: int(os.environ.get("WEB_CONCURRENCY", "2")),
+              show_default="2")
+def serve(port: int, workers: int) -> None:
+    """Answer calls: gunicorn with the app factory, as the Procfile's `web` runs it."""
+    s = settings()
+    s.instance_dir.mkdir(parents=True, exist_ok=True)
+    from ivr.loader import flow_files, load_set
+
+    result = load_set(flow_files([s.flows_dir]))
+    for problem in result.problems:
+        click.echo(str(problem), err=True)
+    click.echo(f"Hotline answering on http://127.0.0.1:{port}  (flows: {', '.join(result.flows)})")
+    click.echo(f"Call it from another terminal:  .venv/bin/ivr call --url http://127.0.0.1:{port}")
+    gunicorn = shutil.which("gunicorn") or str(Path(sys.executable).parent / "gunicorn")
+    os.execv(gunicorn, [
+        gunicorn, "--config", "python:ivr.serving", "--bind", f"0.0.0.0:{port}",
+        "--workers", str(workers), "ivr:create_app()",
+    ])
+
+
+@main.command()
+@click.option("--burst", is_flag=True, help="Work the queue until it is empty, then stop.")
+def worker(burst: bool) -> None:
+    """Run a background worker (rq) for the hotline's queues."""
+    import redis
+    from rq import Queue, Worker
+
+    s = settings()
+    conn = redis.Redis.from_url(s.redis_url)
+    try:
+        conn.ping()
+    except redis.RedisError as exc:
+        raise click.ClickException(f"cannot reach Redis at REDIS_URL: {exc}") from None
+    Worker([Queue("default", connection=conn)], connection=conn).work(burst=burst)
+
+
+# --- calling ------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--from", "from_", default=DEFAULT_CALLER, show_default=True,
+              help="The caller's number, or `anonymous` for a withheld one.")
+@click.option("--press", default=None,
+              help="Answers in order, comma-separated: keys (1, 2, #), `wait` for silence, "
+                   "`say:words` to speak, `answer`/`busy` at a transfer. Without it: ask.")
+@click.option("--url", default=None, help="A running hotline (else the app runs in-process).")
+@click.option("--at", "at", default=None, help="In-process only: the time of the call (ISO 8601).")
+@click.option("--steps", is_flag=True, help="Show the flow steps each answer walked.")
+def call(from_: str, press: str | None, url: str | None, at: str | None, steps: bool) -> None:
+    """Call the hotline from the terminal, hearing what a caller hears."""
+    from ivr.standin import SILENCE, ScriptedCaller
+
+    s = settings()
+    on_hear = lambda kind, text, locale: click.echo(  # noqa: E731
+        {"say": f"  [{locale}] {text}", "play": f"  ♪ {text}", "pause": "  …"}[kind]
+    )
+    if press is not None:
+        caller: object = ScriptedCaller([p.strip() for p in press.split(",") if p.strip()], on_hear)
+    else:
+        caller = InteractiveCaller(on_hear)
+    phone = _phone(s, url, at, (lambda names: click.echo(f"    ({' → '.join(names)})")) if steps
+                   else None)
+    click.echo(f"Calling {s.hotline_number} from {from_} …")
+    log = phone.call(from_, caller)  # type: ignore[arg-type]
+    ended = {"hangup": "the hotline hung up", "end-of-document": "the hotline hung up",
+             "caller-hangup": "you hung up", "reject": "the hotline rejected the call"}
+    click.echo(f"Call ended: {ended.get(log.ended, log.ended)} after {log.requests} webhooks.")
+    for error in log.errors:
+        click.echo(f"error: {error}", err=True)
+    if log.errors:
+        sys.exit(1)
+    _ = SILENCE
+
+
+class InteractiveCaller:
+    def __init__(self, on_hear: object) -> None:
+        self.on_hear = on_hear
+
+    def hear(self, kind: str, text: str, locale: str) -> None:
+        self.on_hear(kind, text, locale)  # type: ignore[operator]
+
+    def keys(self, info: dict[str, str]) -> str:
+        speech = " or speak (say:words)" if "speech" in info.get("input", "") else ""
+        answer = click.prompt(
+            f"  press keys{speech}; Enter = silence, h = hang up",
+            default="", show_default=False,
+        ).strip()
+        return {"": "wait", "h": "hangup"}.get(answer, answer)
+
+    def record(self, info: dict[str, str]) -> str:
+        answer = click.prompt(
+            f"  (recording, up to {info.get('maxLength', '?')} s) press {info.get('finishOnKey', '#')}"
+            " to end your message, Enter = say nothing, h = hang up",
+            default="", show_default=False,
+        ).strip()
+        return {"": "wait", "h": "hangup"}.get(answer, answer)
+
+    def dial(self, numbers: list[str]) -> str:
+        answer = click.prompt(
+            f"  (ringing {len(numbers)} operator phone(s)) a = answered, b = busy, Enter = no answer",
+            default="", show_default=False,
+        ).strip()
+        return {"a": "completed", "b": "busy"}.get(answer, "no-answer")
+
+
+def _phone(s: Settings, url: str | None, at: str | None, on_step: object) -> object:
+    from ivr import create_app
+    from ivr.standin import FlaskTransport, HttpTransport, Phone, Transport
+
+    transport: Transport
+    if url:
+        transport = HttpTransport(s.public_base_url, url)
+    else:
+        clock = None
+        if at:
+            when = _parse_time(at)
+            clock = lambda: when  # noqa: E731
+        transport = FlaskTransport(create_app(s, clock=clock))
+    return Phone(transport, s.public_base_url, s.twilio_auth_token, s.twilio_account_sid,
+                 s.hotline_number, on_step)  # type: ignore[arg-type]
+
+
+def _parse_time(text: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.ClickException(f"--at {text!r} is not a time like 2026-11-25T22:30+02:00") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+# --- flows --------------------------------------------------------------------------------
+
+
+@main.group()
+def flows() -> None:
+    """Check, draw and test the YAML flows."""
+
+
+@flows.command("check")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+def flows_check(paths: tuple[Path, ...]) -> None:
+    """Report every problem in the flows (default: FLOWS_DIR) as file:line:col: message."""
+    from ivr.loader import flow_files, load_set
+    from ivr.routing import load_regions
+
+    folder = Path(os.environ.get("FLOWS_DIR") or "flows")
+    targets = list(paths) or [folder]
+    missing = [str(p) for p in targets if not p.exists()]
+    if missing:
+        raise click.ClickException(f"no such file or folder: {', '.join(missing)}")
+    regions_file = next(
+        (p / "regions.yaml" for p in targets if p.is_dir()), folder / "regions.yaml"
+    )
+    regions, problems = load_regions(regions_file)
+    names = regions.names() if regions_file.is_file() else None
+    result = load_set(flow_files(targets), regions=names)
+    problems += result.problems
+    for problem in problems:
+        click.echo(str(problem))
+    errors = [p for p in problems if not p.warning]
+    if errors:
+        click.echo(f"{len(errors)} problem(s) found; callers keep hearing the last good version.")
+        sys.exit(1)
+    summary = ", ".join(f"{f.id}@{f.version} ({len(f.steps)} steps)" for f in result.flows.values())
+    click.echo(f"{len(result.flows)} flow(s) OK: {summary}")
+
+
+@flows.command("graph")
+@click.argument("flow_id")
+@click.option("--format", "fmt", type=click.Choice(["mermaid", "dot"]), default="mermaid",
+              show_default=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="Write to a file (.svg renders with Graphviz's `dot` when installed).")
+def flows_graph(flow_id: str, fmt: str, output: Path | None) -> None:
+    """Draw a flow, for an editor to see its shape."""
+    import subprocess
+
+    from ivr.flow import dot, mermaid
+    from ivr.loader import flow_files, load_set
+
+    s = settings()
+    result = load_set(flow_files([s.flows_dir]))
+    if flow_id not in result.flows:
+        raise click.ClickException(
+            f"no flow `{flow_id}` without errors in {s.flows_dir} (run `ivr flows check`)"
+        )
+    flow = result.flows[flow_id]
+    if output is not None and output.suffix == ".svg":
+        exe = shutil.which("dot")
+        if not exe:
+            raise click.ClickException("SVG needs Graphviz's `dot` (apt-get install graphviz)")
+        subprocess.run([exe, "-Tsvg", "-o", str(output)], input=dot(flow).encode(), check=True)
+        click.echo(f"wrote {output}")
+        return
+    text = mermaid(flow) if fmt == "mermaid" else dot(flow)
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+        click.echo(f"wrote {output}")
+
+
+@flows.command("test")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("-v", "--verbose", is_flag=True, help="Print what each scenario heard.")
+def flows_test(paths: tuple[Path, ...], verbose: bool) -> None:
+    """Run the flows' scenario files (default: FLOWS_DIR/tests/*.yaml)."""
+    from ivr.scenarios import run_files, scenario_files
+
+    s = settings()
+    files = scenario_files(list(paths) or [s.flows_dir / "tests"])
+    if not files:
+        raise click.ClickException(f"no scenario files in {s.flows_dir / 'tests'}")
+    results = run_files(s, files)
+    failed = 0
+    for r in results:
+        mark = "ok  " if r.ok else "FAIL"
+        click.echo(f"{mark} {r.where}: {r.name}")
+        for problem in r.problems:
+            click.echo(f"       {problem}")
+        if verbose or not r.ok:
+            for line in r.heard:
+                click.echo(f"       | {line}")
+        failed += not r.ok
+    click.echo(f"{len(results) - failed} passed, {failed} failed")
+    if failed:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""Settings, read from the environment once at start-up and checked all together.
+
+In development (the default) every setting has a safe local value, so a fresh checkout
+answers calls with nothing configured. With `IVR_ENV=production` the settings that protect
+callers (the Twilio credentials, the public https URL, the hotline number, a real
+database) must be given; a missing one stops start-up with one line saying which and how.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ivr.errors import ConfigError
+
+E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+DEV_ACCOUNT_SID = "AC" + "0" * 32
+DEV_AUTH_TOKEN = "dev-auth-token-not-secret"
+DEV_HOTLINE = "+15005550006"
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str = "development"
+    twilio_account_sid: str = DEV_ACCOUNT_SID
+    twilio_auth_token: str = DEV_AUTH_TOKEN
+    public_base_url: str = "http://127.0.0.1:5000"
+    twilio_api_base: str = "https://api.twilio.com"
+    database_url: str = ""
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    flows_dir: Path = Path("flows")
+    instance_dir: Path = Path("instance")
+    hotline_number: str = DEV_HOTLINE
+    entry_flow: str = "hotline"
+    transfer_numbers: tuple[str, ...] = ()
+    log_level: str = "INFO"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    def replace(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+
+# name -> (what it is, needed in production)
+SETTINGS: dict[str, tuple[str, bool]] = {
+    "IVR_ENV": ("development or production", False),
+    "TWILIO_ACCOUNT_SID": ("the Twilio account SID (AC…)", True),
+    "TWILIO_AUTH_TOKEN": ("the Twilio auth token that signs webhooks", True),
+    "PUBLIC_BASE_URL": ("the https URL Twilio calls, e.g. https://hotline.example.org", True),
+    "TWILIO_API_BASE": ("Twilio's REST API base URL", False),
+    "DATABASE_URL": ("an SQLAlchemy database URL (PostgreSQL in production)", True),
+    "REDIS_URL": ("the Redis URL for background jobs", False),
+    "FLOWS_DIR": ("the folder of YAML flows", False),
+    "INSTANCE_DIR": ("the folder for local state (SQLite file, flow versions)", False),
+    "HOTLINE_NUMBER": ("the hotline's Twilio number in E.164 form, e.g. +380441234567", True),
+    "ENTRY_FLOW": ("the flow id that answers incoming calls", False),
+    "TRANSFER_NUMBERS": ("comma-separated E.164 numbers a transfer step rings", False),
+    "LOG_LEVEL": ("DEBUG, INFO, WARNING or ERROR", False),
+}
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and check every setting; raise ConfigError naming all that are wrong."""
+    env = dict(os.environ if environ is None else environ)
+    get = lambda name: (env.get(name) or "").strip()  # noqa: E731
+    problems: list[str] = []
+    mode = get("IVR_ENV") or "development"
+    if mode not in ("development", "production"):
+        problems.append(f"IVR_ENV is {mode!r}: set it to development or production")
+    production = mode == "production"
+    if production:
+        for name, (what, needed) in SETTINGS.items():
+            if needed and not get(name):
+                problems.append(f"{name} is not set: set it to {what} (see .env.example)")
+    base = Settings()
+    instance = Path(get("INSTANCE_DIR") or base.instance_dir)
+    values: dict[str, Any] = {
+        "env": mode,
+        "twilio_account_sid": get("TWILIO_ACCOUNT_SID") or base.twilio_account_sid,
+        "twilio_auth_token": get("TWILIO_AUTH_TOKEN") or base.twilio_auth_token,
+        "public_base_url": (get("PUBLIC_BASE_URL") or base.public_base_url).rstrip("/"),
+        "twilio_api_base": (get("TWILIO_API_BASE") or base.twilio_api_base).rstrip("/"),
+        "database_url": get("DATABASE_URL") or f"sqlite:///{(instance / 'ivr.db').resolve()}",
+        "redis_url": get("REDIS_URL") or base.redis_url,
+        "flows_dir": Path(get("FLOWS_DIR") or base.flows_dir),
+        "instance_dir": instance,
+        "hotline_number": get("HOTLINE_NUMBER") or base.hotline_number,
+        "entry_flow": get("ENTRY_FLOW") or base.entry_flow,
+        "transfer_numbers": tuple(n.strip() for n in get("TRANSFER_NUMBERS").split(",") if n.strip()),
+        "log_level": (get("LOG_LEVEL") or base.log_level).upper(),
+    }
+    url = values["public_base_url"]
+    if not re.match(r"^https?://[^/\s?#]+(/[^\s?#]*)?$", url):
+        problems.append(f"PUBLIC_BASE_URL {url!r} is not a URL like https://hotline.example.org")
+    elif production and not url.startswith("https://"):
+        problems.append("PUBLIC_BASE_URL must start with https:// in production")
+    if get("HOTLINE_NUMBER") and not E164.match(values["hotline_number"]):
+        problems.append("HOTLINE_NUMBER must be in E.164 form, like +380441234567")
+    for number in values["transfer_numbers"]:
+        if not E164.match(number):
+            problems.append("TRANSFER_NUMBERS must be E.164 numbers separated by commas")
+            break
+    if production and values["twilio_auth_token"] == DEV_AUTH_TOKEN:
+        problems.append("TWILIO_AUTH_TOKEN is the development token: set the real one")
+    if values["log_level"] not in logging.getLevelNamesMapping():
+        problems.append(f"LOG_LEVEL {values['log_level']!r} is not DEBUG, INFO, WARNING or ERROR")
+    if not values["flows_dir"].is_dir():
+        problems.append(f"FLOWS_DIR {str(values['flows_dir'])!r} is not a folder of flows")
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return Settings(**values)

@@ -1,0 +1,42 @@
+"""The project's exceptions.
+
+    IvrError                  anything this project raises on purpose
+    ├── ConfigError           a setting is missing or wrong; one line says which and what to do
+    ├── FlowError             flows on disk have problems (`.problems` lists every one)
+    ├── EngineError           a flow reached a state the engine cannot go on from (our bug, or
+    │                         a flow the validator let through); the caller hears an apology
+    └── StateError            a call-state token from an action URL could not be read
+
+Errors a user made (a bad flow, a bad setting) carry a message meant for that user: where
+and what to do. Everything else is our bug: a stack trace in the log, and a calm sentence
+to the caller.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ivr.loader import Problem
+
+
+class IvrError(Exception):
+    pass
+
+
+class ConfigError(IvrError):
+    pass
+
+
+class FlowError(IvrError):
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class EngineError(IvrError):
+    pass
+
+
+class StateError(IvrError):
+    pass

@@ -1,0 +1,914 @@
+"""YAML flow files -> flow model, naming every problem with its file, line and column.
+
+A flow editor is not a programmer: the loader reads the whole file, keeps going after the
+first mistake and reports all of them at once, each as `file:line:col: message`, with a
+guess at what was meant where one helps. It works on `yaml.compose` nodes rather than
+`yaml.safe_load` output because nodes keep their position and show duplicate keys.
+
+The running service, `ivr flows check` and `ivr flows test` all use this one loader, so a
+flow that passes the check is exactly the flow callers hear.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from ivr.flow import (
+    DEFAULT_LOCALES,
+    STEP_TYPES,
+    VOICES,
+    WAITING,
+    Branch,
+    Condition,
+    Flow,
+    Goto,
+    Hangup,
+    Hours,
+    Language,
+    Menu,
+    Option,
+    Prompt,
+    Record,
+    Say,
+    SetLanguage,
+    SetVariables,
+    Step,
+    Text,
+    Transfer,
+    edges,
+    voices_for,
+)
+
+NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+KEY = re.compile(r"^[0-9*#]$")
+WEEKDAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+CONDITIONS = ("region", "country", "language", "withheld", "open", "closed", "variable")
+RESERVED_FILES = {"regions.yaml"}  # data files in FLOWS_DIR that are not flows
+
+FLOW_KEYS = {"id", "title", "languages", "default_language", "start", "hours", "steps"}
+STEP_KEYS: dict[str, tuple[set[str], set[str]]] = {  # type -> (required, optional)
+    "say": ({"prompt", "next"}, {"pause"}),
+    "menu": (
+        {"prompt", "options", "on_failure"},
+        {"timeout", "retries", "no_input", "wrong_key", "repeat_key", "speech"},
+    ),
+    "language": ({"language", "next"}, {"prompt"}),
+    "branch": ({"when", "otherwise"}, set()),
+    "set": ({"variables", "next"}, set()),
+    "record": ({"prompt", "next"}, {"max_length", "finish_key", "silence_timeout", "on_empty"}),
+    "transfer": ({"next", "no_answer"}, {"prompt", "out_of_hours", "hours", "timeout"}),
+    "goto": ({"flow"}, {"step"}),
+    "hangup": (set(), {"prompt"}),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    file: str
+    line: int
+    col: int
+    message: str
+    hint: str = ""
+    warning: bool = False
+
+    def __str__(self) -> str:
+        kind = "warning: " if self.warning else ""
+        hint = f" ({self.hint})" if self.hint else ""
+        return f"{self.file}:{self.line}:{self.col}: {kind}{self.message}{hint}"
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"did you mean `{close[0]}`?" if close else ""
+
+
+class Doc:
+    """One YAML document being read: turns nodes into values and records problems."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.problems: list[Problem] = []
+        self._constructor = yaml.constructor.SafeConstructor()
+
+    def problem(self, node: Node, message: str, hint: str = "", warning: bool = False) -> None:
+        mark = node.start_mark
+        self.problems.append(
+            Problem(self.file, mark.line + 1, mark.column + 1, message, hint, warning)
+        )
+
+    def mapping(self, node: Node, what: str) -> dict[str, tuple[Node, Node]] | None:
+        if not isinstance(node, MappingNode):
+            self.problem(node, f"{what} must be a mapping of `key: value` lines")
+            return None
+        out: dict[str, tuple[Node, Node]] = {}
+        for key_node, value_node in node.value:
+            key = self.value(key_node)
+            if not isinstance(key, str | int) or isinstance(key, bool):
+                self.problem(key_node, f"{what} has a key that is not a name")
+                continue
+            name = str(key)
+            if name in out:
+                first = out[name][0].start_mark.line + 1
+                self.problem(key_node, f"duplicate key `{name}` in {what} (first at line {first})")
+                continue
+            out[name] = (key_node, value_node)
+        return out
+
+    def keys(
+        self,
+        node: Node,
+        found: dict[str, tuple[Node, Node]],
+        required: set[str],
+        optional: set[str],
+        what: str,
+    ) -> None:
+        allowed = required | optional
+        for key, (key_node, _) in found.items():
+            if key not in allowed:
+                self.problem(key_node, f"unknown key `{key}` in {what}", did_you_mean(key, allowed))
+        for key in sorted(required - found.keys()):
+            self.problem(node, f"{what} needs `{key}`")
+
+    def value(self, node: Node) -> Any:
+        if isinstance(node, ScalarNode):
+            return self._constructor.construct_object(node, deep=True)
+        return None
+
+    def string(self, node: Node, what: str) -> str | None:
+        value = self.value(node)
+        if isinstance(node, ScalarNode) and value is not None and not isinstance(value, bool):
+            text = str(value).strip()
+            if text:
+                return text
+        self.problem(node, f"{what} must be a non-empty text")
+        return None
+
+    def name(self, node: Node, what: str) -> str | None:
+        text = self.string(node, what)
+        if text is not None and not NAME.match(text):
+            self.problem(
+                node, f"{what} `{text}` is not a valid name", "use letters, digits, `_` or `-`"
+            )
+            return None
+        return text
+
+    def integer(self, node: Node, what: str, low: int, high: int) -> int | None:
+        value = self.value(node)
+        if isinstance(value, int) and not isinstance(value, bool) and low <= value <= high:
+            return value
+        self.problem(node, f"{what} must be a whole number from {low} to {high}")
+        return None
+
+    def boolean(self, node: Node, what: str) -> bool | None:
+        value = self.value(node)
+        if isinstance(value, bool):
+            return value
+        self.problem(node, f"{what} must be `true` or `false`")
+        return None
+
+    def strings(self, node: Node, what: str) -> tuple[str, ...]:
+        """A single text or a list of texts."""
+        if isinstance(node, SequenceNode):
+            items = [self.string(n, what) for n in node.value]
+            return tuple(i for i in items if i is not None)
+        one = self.string(node, what)
+        return (one,) if one is not None else ()
+
+
+def compose(text: str, doc: Doc) -> Node | None:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        what = " ".join(x for x in (exc.context, exc.problem) if x)
+        doc.problems.append(Problem(doc.file, line, col, f"YAML syntax error: {what}"))
+        return None
+    except yaml.YAMLError as exc:
+        doc.problems.append(Problem(doc.file, 1, 1, f"YAML error: {exc}"))
+        return None
+    if node is None:
+        doc.problems.append(Problem(doc.file, 1, 1, "the file is empty"))
+    return node
+
+
+# --- one flow file -----------------------------------------------------------------------
+
+
+@dataclass
+class Parsed:
+    """A flow file after reading: the flow if it is usable, and what the set check needs."""
+
+    file: str
+    flow: Flow | None
+    problems: list[Problem]
+    id_node: Node | None = None
+    gotos: list[tuple[Goto, Node]] = field(default_factory=list)
+
+
+class _FlowReader:
+    def __init__(self, doc: Doc, audio_dir: Path | None, regions: set[str] | None) -> None:
+        self.doc = doc
+        self.audio_dir = audio_dir
+        self.regions = regions
+        self.languages: dict[str, Language] = {}
+        self.hours: dict[str, Hours] = {}
+        self.refs: list[tuple[str, Node]] = []  # step references to check
+        self.hours_refs: list[tuple[str, Node]] = []
+        self.gotos: list[tuple[Goto, Node]] = []
+        self.step_nodes: dict[str, Node] = {}
+
+    # prompts ----------------------------------------------------------------------------
+    def prompt(self, node: Node, what: str) -> Prompt | None:
+        doc = self.doc
+        if isinstance(node, ScalarNode) and len(self.languages) == 1:
+            text = doc.string(node, what)
+            return {next(iter(self.languages)): Text(text)} if text else None
+        found = doc.mapping(node, f"{what} (one line per language)")
+        if found is None:
+            return None
+        out: dict[str, Text] = {}
+        for lang, (key_node, value_node) in found.items():
+            if lang not in self.languages:
+                doc.problem(
+                    key_node,
+                    f"`{lang}` is not a language of this flow",
+                    did_you_mean(lang, self.languages) or f"it speaks {', '.join(self.languages)}",
+                )
+                continue
+            text = self.text(value_node, f"{what} in `{lang}`")
+            if text:
+                out[lang] = text
+        missing = [lang for lang in self.languages if lang not in found]
+        if missing:
+            doc.problem(
+                node,
+                f"{what} has no `{'`, `'.join(missing)}` version",
+                f"this flow speaks {', '.join(self.languages)}: give the words in each",
+            )
+        return out if out and not missing else None
+
+    def text(self, node: Node, what: str) -> Text | None:
+        doc = self.doc
+        if isinstance(node, ScalarNode):
+            words = doc.string(node, what)
+            return Text(words) if words else None
+        found = doc.mapping(node, what)
+        if found is None:
+            return None
+        doc.keys(node, found, {"text"}, {"audio"}, what)
+        words = doc.string(found["text"][1], f"{what} text") if "text" in found else None
+        audio = None
+        if "audio" in found:
+            audio = doc.string(found["audio"][1], f"{what} audio")
+            if audio and not audio.startswith(("https://", "http://")):
+                if ".." in Path(audio).parts or audio.startswith("/"):
+                    doc.problem(found["audio"][1], f"audio `{audio}` must stay inside flows/audio")
+                    audio = None
+                elif self.audio_dir is not None and not (self.audio_dir / audio).is_file():
+                    doc.problem(
+                        found["audio"][1],
+                        f"audio file `{audio}` is not in {self.audio_dir}; callers hear the text",
+                        warning=True,
+                    )
+                    audio = None
+        return Text(words, audio) if words else None
+
+    # flow-level parts -------------------------------------------------------------------
+    def read_languages(self, node: Node) -> None:
+        doc = self.doc
+        found = doc.mapping(node, "`languages`")
+        if not found:
+            if found is not None:
+                doc.problem(node, "a flow needs at least one language")
+            return
+        for code, (key_node, value_node) in found.items():
+            entry = doc.mapping(value_node, f"language `{code}`")
+            if entry is None:
+                continue
+            doc.keys(value_node, entry, {"voice"}, {"locale"}, f"language `{code}`")
+            locale = DEFAULT_LOCALES.get(code)
+            if "locale" in entry:
+                locale = doc.string(entry["locale"][1], "`locale`")
+            if locale is None:
+                doc.problem(key_node, f"language `{code}` needs a `locale` such as `de-DE`")
+                continue
+            if "voice" not in entry:
+                continue
+            voice = doc.string(entry["voice"][1], "`voice`")
+            if voice is None:
+                continue
+            speaks = VOICES.get(voice)
+            offered = ", ".join(voices_for(locale)) or "none"
+            if speaks is None:
+                doc.problem(
+                    entry["voice"][1],
+                    f"unknown voice `{voice}` for {locale}",
+                    did_you_mean(voice, voices_for(locale)) or f"Twilio offers: {offered}",
+                )
+            elif speaks != locale:
+                doc.problem(
+                    entry["voice"][1],
+                    f"voice `{voice}` speaks {speaks}, not {locale}: Twilio would reject the call",
+                    f"for {locale} Twilio offers: {offered}",
+                )
+            else:
+                self.languages[code] = Language(code, voice, locale)
+        if len(self.languages) < len(found):
+            # keep prompt checks meaningful: still expect a version in every declared language
+            for code in found:
+                self.languages.setdefault(code, Language(code, "", DEFAULT_LOCALES.get(code, "")))
+
+    def read_hours(self, node: Node) -> None:
+        doc = self.doc
+        found = doc.mapping(node, "`hours`")
+        for name, (key_node, value_node) in (found or {}).items():
+            entry = doc.mapping(value_node, f"hours `{name}`")
+            if entry is None:
+                continue
+            doc.keys(value_node, entry, {"timezone", "open"}, {"holidays"}, f"hours `{name}`")
+            tz = doc.string(entry["timezone"][1], "`timezone`") if "timezone" in entry else None
+            if tz:
+                try:
+                    ZoneInfo(tz)
+                except (ZoneInfoNotFoundError, ValueError):
+                    doc.problem(
+                        entry["timezone"][1],
+                        f"unknown time zone `{tz}`",
+                        "use a name such as Europe/Kyiv or Europe/Moscow",
+                    )
+                    tz = None
+            weekly: dict[int, list[tuple[int, int]]] = {}
+            days = doc.mapping(entry["open"][1], "`open`") if "open" in entry else None
+            for spec, (day_node, span_node) in (days or {}).items():
+                for day in self.weekdays(spec, day_node):
+                    for span in doc.strings(span_node, "opening time"):
+                        parsed = self.span(span, span_node)
+                        if parsed:
+                            weekly.setdefault(day, []).append(parsed)
+            holidays: set[date] = set()
+            if "holidays" in entry:
+                h_node = entry["holidays"][1]
+                items = h_node.value if isinstance(h_node, SequenceNode) else [h_node]
+                for item in items:
+                    value = doc.value(item)
+                    if isinstance(value, date):
+                        holidays.add(value)
+                    else:
+                        doc.problem(item, "a holiday must be a date like 2027-01-01")
+            if tz:
+                spans = {d: tuple(s) for d, s in weekly.items()}
+                self.hours[name] = Hours(tz, spans, frozenset(holidays))
+
+    def weekdays(self, spec: str, node: Node) -> list[int]:
+        spec = spec.strip().lower()
+        if spec in ("daily", "every day"):
+            return list(range(7))
+        if "-" in spec:
+            first, _, last = spec.partition("-")
+            if first in WEEKDAYS and last in WEEKDAYS:
+                a, b = WEEKDAYS.index(first), WEEKDAYS.index(last)
+                return [(a + i) % 7 for i in range((b - a) % 7 + 1)]
+        elif spec in WEEKDAYS:
+            return [WEEKDAYS.index(spec)]
+        self.doc.problem(node, f"`{spec}` is not a day", "use mon, tue … sun, a range like mon-fri, or daily")
+        return []
+
+    def span(self, text: str, node: Node) -> tuple[int, int] | None:
+        m = re.fullmatch(r"(\d{1,2}):(\d\d)\s*-\s*(\d{1,2}):(\d\d)", text)
+        if m:
+            h1, m1, h2, m2 = (int(x) for x in m.groups())
+            if h1 < 24 and h2 <= 24 and m1 < 60 and m2 < 60 and (h2 < 24 or m2 == 0):
+                return h1 * 60 + m1, h2 * 60 + m2
+        self.doc.problem(node, f"`{text}` is not a time span", "write it like 09:00-18:00")
+        return None
+
+    # steps ------------------------------------------------------------------------------
+    def ref(self, node: Node, what: str) -> str:
+        name = self.doc.string(node, what) or ""
+        self.refs.append((name, node))
+        return name
+
+    def step(self, name: str, node: Node) -> Step | None:
+        doc = self.doc
+        what = f"step `{name}`"
+        found = doc.mapping(node, what)
+        if found is None:
+            return None
+        if "type" not in found:
+            doc.problem(node, f"{what} needs a `type`", f"one of: {', '.join(STEP_TYPES)}")
+            return None
+        kind = doc.string(found["type"][1], "`type`")
+        if kind not in STEP_KEYS:
+            if kind:
+                doc.problem(
+                    found["type"][1],
+                    f"unknown step type `{kind}`",
+                    did_you_mean(kind, STEP_TYPES) or f"step types: {', '.join(STEP_TYPES)}",
+                )
+            return None
+        required, optional = STEP_KEYS[kind]
+        doc.keys(node, found, required | {"type"}, optional, f"{kind} step `{name}`")
+        if kind == "record" and "next" not in found:
+            doc.problem(
+                node,
+                f"record step `{name}` has nothing after it",
+                "add `next:` with what the caller hears after leaving the message",
+            )
+        if not required <= found.keys():
+            return None
+        v: dict[str, Node] = {k: n for k, (_, n) in found.items()}
+        try:
+            return self._build(kind, name, v)
+        except _Skip:
+            return None
+
+    def _need(self, value: Any) -> Any:
+        if value is None:
+            raise _Skip
+        return value
+
+    def _opt_prompt(self, v: dict[str, Node], key: str, what: str) -> Prompt | None:
+        return self._need(self.prompt(v[key], what)) if key in v else None
+
+    def _build(self, kind: str, name: str, v: dict[str, Node]) -> Step:
+        doc, need = self.doc, self._need
+        what = f"step `{name}`"
+        match kind:
+            case "say":
+                pause = doc.integer(v["pause"], "`pause`", 0, 10) if "pause" in v else 0
+                return Say(
+                    name, need(self.prompt(v["prompt"], f"prompt of {what}")),
+                    self.ref(v["next"], "`next`"), need(pause),
+                )
+            case "menu":
+                return self.menu(name, v)
+            case "language":
+                lang = need(doc.string(v["language"], "`language`"))
+                if lang not in self.languages:
+                    doc.problem(
+                        v["language"],
+                        f"`{lang}` is not a language of this flow",
+                        did_you_mean(lang, self.languages) or f"it speaks {', '.join(self.languages)}",
+                    )
+                    raise _Skip
+                return SetLanguage(
+                    name, lang, self.ref(v["next"], "`next`"),
+                    self._opt_prompt(v, "prompt", f"prompt of {what}"),
+                )
+            case "branch":
+                return self.branch(name, v)
+            case "set":
+                found = need(doc.mapping(v["variables"], "`variables`"))
+                values = {}
+                for var, (key_node, value_node) in found.items():
+                    if not NAME.match(var):
+                        doc.problem(key_node, f"variable `{var}` is not a valid name")
+                    values[var] = need(doc.string(value_node, f"variable `{var}`"))
+                return SetVariables(name, values, self.ref(v["next"], "`next`"))
+            case "record":
+                return Record(
+                    name,
+                    need(self.prompt(v["prompt"], f"prompt of {what}")),
+                    self.ref(v["next"], "`next`"),
+                    need(doc.integer(v["max_length"], "`max_length`", 5, 3600))
+                    if "max_length" in v else 120,
+                    self.key(v["finish_key"]) if "finish_key" in v else "#",
+                    need(doc.integer(v["silence_timeout"], "`silence_timeout`", 1, 60))
+                    if "silence_timeout" in v else 5,
+                    self.ref(v["on_empty"], "`on_empty`") if "on_empty" in v else None,
+                )
+            case "transfer":
+                hours = None
+                if "hours" in v:
+                    hours = need(doc.string(v["hours"], "`hours`"))
+                    self.hours_refs.append((hours, v["hours"]))
+                    if "out_of_hours" not in v:
+                        doc.problem(
+                            v["hours"],
+                            f"transfer `{name}` has `hours` but no `out_of_hours` step",
+                            "say where callers go when nobody is on duty",
+                        )
+                return Transfer(
+                    name,
+                    self._opt_prompt(v, "prompt", f"prompt of {what}"),
+                    self.ref(v["next"], "`next`"),
+                    self.ref(v["no_answer"], "`no_answer`"),
+                    self.ref(v["out_of_hours"], "`out_of_hours`") if "out_of_hours" in v else None,
+                    hours,
+                    need(doc.integer(v["timeout"], "`timeout`", 5, 120)) if "timeout" in v else 25,
+                )
+            case "goto":
+                step = Goto(
+                    name,
+                    need(doc.name(v["flow"], "`flow`")),
+                    need(doc.name(v["step"], "`step`")) if "step" in v else None,
+                )
+                self.gotos.append((step, v.get("step", v["flow"])))
+                return step
+            case _:
+                return Hangup(name, self._opt_prompt(v, "prompt", f"prompt of {what}"))
+
+    def key(self, node: Node) -> str:
+        value = self.doc.value(node)
+        key = str(value) if isinstance(value, int | str) and not isinstance(value, bool) else ""
+        if not KEY.match(key):
+            self.doc.problem(node, f"`{key or node.value}` is not a phone key", "use 0-9, * or #")
+            raise _Skip
+        return key
+
+    def menu(self, name: str, v: dict[str, Node]) -> Menu:
+        doc, need = self.doc, self._need
+        what = f"step `{name}`"
+        found = need(doc.mapping(v["options"], f"options of {what}"))
+        options: list[Option] = []
+        seen: dict[str, Node] = {}
+        for _, (key_node, value_node) in found.items():
+            try:
+                key = self.key(key_node)
+            except _Skip:
+                continue
+            if key in seen:
+                line = seen[key].start_mark.line + 1
+                doc.problem(key_node, f"menu key `{key}` is used twice (first at line {line})")
+                continue
+            seen[key] = key_node
+            if isinstance(value_node, MappingNode):
+                entry = doc.mapping(value_node, f"option `{key}`") or {}
+                doc.keys(value_node, entry, {"next"}, {"words"}, f"option `{key}`")
+                if "next" not in entry:
+                    continue
+                words: dict[str, tuple[str, ...]] = {}
+                for lang, (wk, wv) in (
+                    doc.mapping(entry["words"][1], "`words`") or {} if "words" in entry else {}
+                ).items():
+                    if lang not in self.languages:
+                        doc.problem(wk, f"`{lang}` is not a language of this flow")
+                    words[lang] = doc.strings(wv, "a word")
+                options.append(Option(key, self.ref(entry["next"][1], "`next`"), words))
+            else:
+                options.append(Option(key, self.ref(value_node, f"option `{key}`")))
+        if not options:
+            doc.problem(v["options"], f"menu `{name}` has no options")
+            raise _Skip
+        repeat = None
+        if "repeat_key" in v:
+            repeat = self.key(v["repeat_key"])
+            if repeat in seen:
+                doc.problem(v["repeat_key"], f"repeat key `{repeat}` is also a menu option")
+        speech = need(doc.boolean(v["speech"], "`speech`")) if "speech" in v else False
+        if speech and not any(o.words for o in options):
+            doc.problem(
+                v["speech"], "`speech: true` but no option lists `words` to listen for",
+                warning=True,
+            )
+        return Menu(
+            name,
+            need(self.prompt(v["prompt"], f"prompt of {what}")),
+            tuple(options),
+            self.ref(v["on_failure"], "`on_failure`"),
+            need(doc.integer(v["timeout"], "`timeout`", 1, 60)) if "timeout" in v else 5,
+            need(doc.integer(v["retries"], "`retries`", 0, 9)) if "retries" in v else 2,
+            self._opt_prompt(v, "no_input", f"`no_input` of {what}"),
+            self._opt_prompt(v, "wrong_key", f"`wrong_key` of {what}"),
+            repeat,
+            speech,
+        )
+
+    def branch(self, name: str, v: dict[str, Node]) -> Branch:
+        doc = self.doc
+        node = v["when"]
+        if not isinstance(node, SequenceNode) or not node.value:
+            doc.problem(node, "`when` must be a list of conditions, each starting with `- `")
+            raise _Skip
+        conditions: list[Condition] = []
+        for item in node.value:
+            entry = doc.mapping(item, "a `when` condition")
+            if entry is None:
+                continue
+            kinds = [k for k in entry if k in CONDITIONS]
+            extra = {"equals"} if "variable" in entry else set()
+            doc.keys(item, entry, {"next"}, set(CONDITIONS) | extra, "a `when` condition")
+            if len(kinds) != 1:
+                doc.problem(
+                    item, "each `when` condition needs exactly one test",
+                    f"one of: {', '.join(CONDITIONS)}",
+                )
+                continue
+            if "next" not in entry:
+                continue
+            kind = kinds[0]
+            key_node, value_node = entry[kind]
+            variable = None
+            if kind == "withheld":
+                flag = doc.boolean(value_node, "`withheld`")
+                values: tuple[str, ...] = () if flag is None else (str(flag).lower(),)
+            elif kind == "variable":
+                variable = doc.name(value_node, "`variable`")
+                if "equals" not in entry:
+                    doc.problem(item, "a `variable` condition needs `equals`")
+                    continue
+                values = doc.strings(entry["equals"][1], "`equals`")
+            else:
+                values = doc.strings(value_node, f"`{kind}`")
+                self.check_values(kind, values, value_node)
+            if values:
+                conditions.append(
+                    Condition(kind, values, self.ref(entry["next"][1], "`next`"), variable)
+                )
+        return Branch(name, tuple(conditions), self.ref(v["otherwise"], "`otherwise`"))
+
+    def check_values(self, kind: str, values: tuple[str, ...], node: Node) -> None:
+        doc = self.doc
+        for value in values:
+            if kind == "language" and value not in self.languages:
+                doc.problem(node, f"`{value}` is not a language of this flow")
+            elif kind in ("open", "closed"):
+                self.hours_refs.append((value, node))
+            elif kind == "country" and not re.fullmatch(r"[A-Z]{2}", value):
+                doc.problem(node, f"`{value}` is not a country code", "use codes like RU or UA")
+            elif kind == "region" and self.regions is not None and value not in self.regions:
+                doc.problem(
+                    node, f"no region named `{value}` in regions.yaml",
+                    did_you_mean(value, self.regions) or f"regions: {', '.join(sorted(self.regions))}",
+                )
+
+
+class _Skip(Exception):
+    """A part of a step was wrong (already reported): leave the step out of the model."""
+
+
+def parse_flow(
+    text: str,
+    file: str,
+    audio_dir: Path | None = None,
+    regions: set[str] | None = None,
+) -> Parsed:
+    """Read one flow file; every problem found is in `.problems`, `.flow` is None if any."""
+    doc = Doc(file)
+    root = compose(text, doc)
+    if root is None:
+        return Parsed(file, None, doc.problems)
+    if not isinstance(root, MappingNode):
+        doc.problem(root, "a flow file must be a mapping with `id`, `languages` and `steps`")
+        return Parsed(file, None, doc.problems)
+    top = doc.mapping(root, "the flow") or {}
+    doc.keys(root, top, {"id", "languages", "steps"}, FLOW_KEYS - {"id", "languages", "steps"},
+             "the flow")
+    reader = _FlowReader(doc, audio_dir, regions)
+    flow_id = doc.name(top["id"][1], "`id`") if "id" in top else None
+    if "languages" in top:
+        reader.read_languages(top["languages"][1])
+    if "hours" in top:
+        reader.read_hours(top["hours"][1])
+    steps: dict[str, Step] = {}
+    step_map = doc.mapping(top["steps"][1], "`steps`") if "steps" in top else None
+    if step_map == {}:
+        doc.problem(top["steps"][1], "a flow needs at least one step")
+    for name, (key_node, value_node) in (step_map or {}).items():
+        reader.step_nodes[name] = key_node
+        if not NAME.match(name):
+            doc.problem(key_node, f"step name `{name}` is not valid", "use letters, digits, `_` or `-`")
+        step = reader.step(name, value_node)
+        if step is not None:
+            steps[name] = step
+    names = list(reader.step_nodes)
+    for target, node in reader.refs:
+        if target and target not in reader.step_nodes:
+            doc.problem(
+                node, f"no step named `{target}`", did_you_mean(target, names) or "check the spelling"
+            )
+    for target, node in reader.hours_refs:
+        if target not in reader.hours:
+            doc.problem(
+                node, f"no opening hours named `{target}`",
+                did_you_mean(target, reader.hours) or "define them under `hours:`",
+            )
+    start = names[0] if names else ""
+    if "start" in top:
+        start = reader.ref(top["start"][1], "`start`")
+        if start not in reader.step_nodes:
+            doc.problem(top["start"][1], f"no step named `{start}`", did_you_mean(start, names))
+    default = next(iter(reader.languages), "")
+    if "default_language" in top:
+        default = doc.string(top["default_language"][1], "`default_language`") or ""
+        if default not in reader.languages:
+            doc.problem(top["default_language"][1], f"`{default}` is not a language of this flow")
+    if start in steps and len(steps) == len(reader.step_nodes):
+        _check_graph(doc, steps, start, reader.step_nodes)
+    title = doc.string(top["title"][1], "`title`") if "title" in top else ""
+    if any(not p.warning for p in doc.problems) or not flow_id:
+        return Parsed(file, None, doc.problems, top.get("id", (None, None))[1], reader.gotos)
+    flow = Flow(
+        id=flow_id,
+        version=hashlib.sha256(text.encode()).hexdigest()[:10],
+        languages=reader.languages,
+        default_language=default,
+        start=start,
+        steps=steps,
+        hours=reader.hours,
+        source=file,
+        title=title or "",
+    )
+    return Parsed(file, flow, doc.problems, top["id"][1], reader.gotos)
+
+
+def _check_graph(doc: Doc, steps: dict[str, Step], start: str, nodes: dict[str, Node]) -> None:
+    """Unreachable steps and loops that never wait for the caller, within one flow."""
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in steps:
+            continue
+        seen.add(name)
+        todo.extend(t for _, t, _ in edges(steps[name]))
+    for name in steps:
+        if name not in seen:
+            doc.problem(
+                nodes[name], f"step `{name}` can never be reached from `{start}`",
+                "link to it from another step, or delete it",
+            )
+    for cycle in _automatic_cycles(steps):
+        doc.problem(
+            nodes[cycle[0]],
+            "these steps loop forever without waiting for the caller: "
+            + " -> ".join(f"`{s}`" for s in [*cycle, cycle[0]]),
+            "put a menu, record or transfer step in the loop",
+        )
+
+
+def _automatic_cycles(steps: dict[str, Step]) -> list[list[str]]:
+    """Each distinct cycle of automatic edges, found by depth-first search."""
+    cycles: list[list[str]] = []
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+
+    def visit(name: str, path: list[str]) -> None:
+        state[name] = 1
+        path.append(name)
+        for _, target, auto in edges(steps[name]):
+            if not auto or target not in steps:
+                continue
+            if state.get(target) == 1:
+                cycles.append(path[path.index(target):])
+            elif target not in state:
+                visit(target, path)
+        path.pop()
+        state[name] = 2
+
+    for name in steps:
+        if name not in state:
+            visit(name, [])
+    return cycles
+
+
+# --- a set of flow files ------------------------------------------------------------------
+
+
+@dataclass
+class FlowSet:
+    flows: dict[str, Flow]
+    problems: list[Problem]
+    files: dict[str, str]  # flow id -> file
+    broken: set[str]  # files with errors
+
+
+def flow_files(paths: Iterable[Path]) -> list[Path]:
+    """The flow files named, or found in the folders named (their top level only)."""
+    out: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            out += sorted(
+                p for p in path.iterdir()
+                if p.suffix in (".yaml", ".yml") and p.name not in RESERVED_FILES
+            )
+        else:
+            out.append(path)
+    return out
+
+
+def load_set(
+    files: Iterable[Path],
+    audio_dir: Callable[[Path], Path] = lambda f: f.parent / "audio",
+    regions: set[str] | None = None,
+    known: dict[str, Flow] | None = None,
+) -> FlowSet:
+    """Read flow files and check what only the whole set can tell: ids, gotos, reachability.
+
+    `known` are flows already serving (the last good versions) that a goto may still name.
+    """
+    parsed: list[Parsed] = []
+    problems: list[Problem] = []
+    for path in files:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
+            problems.append(Problem(str(path), 1, 1, f"cannot read the file: {reason}"))
+            continue
+        parsed.append(parse_flow(text, str(path), audio_dir(path), regions))
+    flows: dict[str, Flow] = dict(known or {})
+    files: dict[str, str] = {}
+    for p in parsed:
+        if p.flow is None:
+            continue
+        if p.flow.id in files:
+            doc = Doc(p.file)
+            assert p.id_node is not None
+            doc.problem(p.id_node, f"flow id `{p.flow.id}` is also used by {files[p.flow.id]}")
+            p.problems += doc.problems
+            p.flow = None
+            continue
+        files[p.flow.id] = p.file
+        flows[p.flow.id] = p.flow
+    for p in parsed:
+        doc = Doc(p.file)
+        for goto, node in p.gotos:
+            target = flows.get(goto.flow)
+            if target is None:
+                doc.problem(node, f"no flow with id `{goto.flow}`", did_you_mean(goto.flow, flows))
+            elif goto.step and goto.step not in target.steps:
+                doc.problem(
+                    node, f"flow `{goto.flow}` has no step `{goto.step}`",
+                    did_you_mean(goto.step, target.steps),
+                )
+        if p.flow is not None and not doc.problems:
+            _check_outcome(doc, p, flows)
+            _check_cross_cycles(doc, p, flows)
+        p.problems += doc.problems
+        if p.flow is not None and any(not x.warning for x in doc.problems):
+            flows.pop(p.flow.id, None)
+            files.pop(p.flow.id, None)
+            p.flow = None
+    for p in parsed:
+        problems += p.problems
+    broken = {p.file for p in parsed if p.flow is None} | {x.file for x in problems if not x.warning}
+    return FlowSet(
+        {k: f for k, f in flows.items() if k in files}, problems, files, broken
+    )
+
+
+def _reachable(flow: Flow, start: str, flows: dict[str, Flow]) -> Iterator[tuple[Flow, Step]]:
+    seen: set[tuple[str, str]] = set()
+    todo = [(flow, start)]
+    while todo:
+        f, name = todo.pop()
+        if (f.id, name) in seen or name not in f.steps:
+            continue
+        seen.add((f.id, name))
+        step = f.steps[name]
+        yield f, step
+        if isinstance(step, Goto) and step.flow in flows:
+            target = flows[step.flow]
+            todo.append((target, step.step or target.start))
+        todo.extend((f, t) for _, t, _ in edges(step))
+
+
+def _check_outcome(doc: Doc, p: Parsed, flows: dict[str, Flow]) -> None:
+    assert p.flow is not None and p.id_node is not None
+    kinds = {type(s) for _, s in _reachable(p.flow, p.flow.start, flows)}
+    if not kinds & {Record, Transfer}:
+        doc.problem(
+            p.id_node,
+            f"flow `{p.flow.id}` never reaches a voicemail (`record`) or an operator (`transfer`)",
+            "every caller must be able to reach a human or leave a message",
+        )
+
+
+def _check_cross_cycles(doc: Doc, p: Parsed, flows: dict[str, Flow]) -> None:
+    """A goto into another flow that comes back without waiting for the caller."""
+    assert p.flow is not None
+    for goto, node in p.gotos:
+        target = flows.get(goto.flow)
+        if target is None:
+            continue
+        todo, seen = [(target, goto.step or target.start)], set()
+        while todo:
+            f, name = todo.pop()
+            if (f.id, name) in seen or name not in f.steps:
+                continue
+            seen.add((f.id, name))
+            step = f.steps[name]
+            if isinstance(step, WAITING) or isinstance(step, Hangup):
+                continue
+            if f.id == p.flow.id and name == goto.name:
+                doc.problem(
+                    node, f"goto `{goto.name}` comes back to itself without waiting for the caller",
+                    "put a menu, record or transfer step on the way",
+                )
+                break
+            if isinstance(step, Goto) and step.flow in flows:
+                nxt = flows[step.flow]
+                todo.append((nxt, step.step or nxt.start))
+            todo.extend((f, t) for _, t, auto in edges(step) if auto)

@@ -1,0 +1,352 @@
+"""A local stand-in for Twilio's side of a phone call.
+
+Twilio cannot be reached from our machines, so this plays its part faithfully: it posts
+Twilio's standard parameters to our webhooks, signs each request with the auth token as
+Twilio does (twilio's own RequestValidator computes the signature), and follows the TwiML
+it gets back with Twilio's rules: the prompts nested in <Gather> play before it listens,
+a <Gather> with no input falls through to the next verb, an empty <Record> skips its
+action, a <Dial> posts DialCallStatus, the end of a document hangs up, a failed webhook
+goes to the fallback URL with ErrorCode and ErrorUrl, and a status callback ends the call.
+It also rejects what Twilio would reject: a non-XML answer, a document over 64 kB, or a
+<Say> voice that does not speak its language.
+
+`ivr call`, `ivr flows test`, the test suite and the benchmark all call through it.
+"""
+
+from __future__ import annotations
+
+import secrets
+import urllib.error
+import urllib.request
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import urlencode, urlsplit
+
+from twilio.request_validator import RequestValidator
+
+from ivr.flow import VOICES
+
+MAX_TWIML = 64_000
+MAX_WEBHOOKS = 300
+KNOWN_VERBS = {"Say", "Play", "Pause", "Gather", "Record", "Dial", "Redirect", "Hangup", "Reject"}
+
+
+class TwimlError(Exception):
+    """Our answer is something Twilio would refuse (it would play its own error message)."""
+
+
+@dataclass
+class HttpReply:
+    status: int
+    content_type: str
+    body: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class Transport(Protocol):
+    def post(self, url: str, params: dict[str, str], headers: dict[str, str]) -> HttpReply: ...
+
+
+class FlaskTransport:
+    """Calls the app in-process, as if over HTTP (the URL's path and query are kept)."""
+
+    def __init__(self, app: Any) -> None:
+        self.client = app.test_client()
+
+    def post(self, url: str, params: dict[str, str], headers: dict[str, str]) -> HttpReply:
+        parts = urlsplit(url)
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        r = self.client.post(path, data=params, headers=headers)
+        return HttpReply(
+            r.status_code, r.headers.get("Content-Type", ""), r.get_data(as_text=True),
+            dict(r.headers),
+        )
+
+
+class HttpTransport:
+    """Calls a running server; `server` replaces the public base URL's host for the socket."""
+
+    def __init__(self, public_base: str, server: str, timeout: float = 15.0) -> None:
+        self.public_base = public_base.rstrip("/")
+        self.server = server.rstrip("/")
+        self.timeout = timeout  # Twilio gives up after 15 s
+
+    def post(self, url: str, params: dict[str, str], headers: dict[str, str]) -> HttpReply:
+        target = self.server + url[len(self.public_base):] if url.startswith(self.public_base) else url
+        req = urllib.request.Request(
+            target, data=urlencode(params).encode(), headers=headers, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as r:
+                return HttpReply(r.status, r.headers.get("Content-Type", ""),
+                                 r.read().decode("utf-8", "replace"), dict(r.headers))
+        except urllib.error.HTTPError as e:
+            return HttpReply(e.code, e.headers.get("Content-Type", ""),
+                             e.read().decode("utf-8", "replace"), dict(e.headers))
+
+
+# --- what the caller does --------------------------------------------------------------
+
+SILENCE = "wait"
+HANG_UP = "hangup"
+
+
+class Caller(Protocol):
+    """The person on the phone: hears, and answers each wait with one action."""
+
+    def hear(self, kind: str, text: str, locale: str) -> None: ...
+    def keys(self, info: dict[str, str]) -> str: ...  # digits, "say:words", SILENCE or HANG_UP
+    def record(self, info: dict[str, str]) -> str: ...  # finish key, SILENCE or HANG_UP
+    def dial(self, numbers: list[str]) -> str: ...  # DialCallStatus the operator leg ends in
+
+
+class ScriptedCaller:
+    """Answers from a list such as ["1", "wait", "#"]; hangs up when the list runs out.
+
+    At a <Gather>: keys, `wait` (say nothing), `say:words` (speech) or `hangup`. At a
+    <Record>: the key that ends the message, `wait` (an empty message) or `hangup`. At a
+    <Dial>: `answer`, `busy`, `no-answer` or `failed` (an unrelated item: no-answer).
+    """
+
+    def __init__(self, presses: list[str], on_hear: Callable[[str, str, str], None] | None = None):
+        self.presses = list(presses)
+        self.on_hear = on_hear
+
+    def _next(self) -> str:
+        return self.presses.pop(0) if self.presses else HANG_UP
+
+    def hear(self, kind: str, text: str, locale: str) -> None:
+        if self.on_hear:
+            self.on_hear(kind, text, locale)
+
+    def keys(self, info: dict[str, str]) -> str:
+        return self._next()
+
+    def record(self, info: dict[str, str]) -> str:
+        return self._next()
+
+    def dial(self, numbers: list[str]) -> str:
+        item = self._next()
+        if item == HANG_UP:
+            return HANG_UP
+        return {"answer": "completed"}.get(item, item if item in ("busy", "failed") else "no-answer")
+
+
+@dataclass
+class Heard:
+    kind: str  # say, play, pause
+    text: str
+    locale: str = ""
+
+
+@dataclass
+class CallLog:
+    heard: list[Heard] = field(default_factory=list)
+    steps: list[str] = field(default_factory=list)
+    requests: int = 0
+    ended: str = ""  # hangup, end-of-document, caller-hangup, reject, error
+    errors: list[str] = field(default_factory=list)
+
+    def text(self) -> str:
+        return "\n".join(h.text for h in self.heard if h.kind == "say")
+
+
+class Phone:
+    """Twilio's part of one inbound call to the hotline."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        public_base: str,
+        auth_token: str,
+        account_sid: str,
+        hotline: str,
+        on_step: Callable[[list[str]], None] | None = None,
+    ) -> None:
+        self.transport = transport
+        self.base = public_base.rstrip("/")
+        self.validator = RequestValidator(auth_token)
+        self.account_sid = account_sid
+        self.hotline = hotline
+        self.on_step = on_step
+
+    def _params(self, from_: str, extra: dict[str, str]) -> dict[str, str]:
+        params = {
+            "CallSid": self.call_sid,
+            "AccountSid": self.account_sid,
+            "From": from_,
+            "To": self.hotline,
+            "Caller": from_,
+            "Called": self.hotline,
+            "CallStatus": "in-progress",
+            "Direction": "inbound",
+            "ApiVersion": "2010-04-01",
+            "FromCountry": "",
+            "FromState": "",
+            "FromCity": "",
+            "FromZip": "",
+            "ToCountry": "US",
+            "ToState": "",
+            "ToCity": "",
+            "ToZip": "",
+            "CallerCountry": "",
+            "CalledCountry": "US",
+        }
+        params.update(extra)
+        return params
+
+    def post(self, url: str, params: dict[str, str]) -> HttpReply:
+        headers = {"X-Twilio-Signature": self.validator.compute_signature(url, params)}
+        return self.transport.post(url, params, headers)
+
+    def call(self, from_: str, caller: Caller) -> CallLog:
+        self.call_sid = "CA" + secrets.token_hex(16)
+        log = CallLog()
+        url = f"{self.base}/twilio/voice"
+        extra: dict[str, str] = {}
+        params = self._params(from_, {"CallStatus": "ringing"})
+        doc = self._fetch(url, params, log)
+        while doc is not None and log.requests < MAX_WEBHOOKS:
+            url, extra, doc = self._follow(doc, url, from_, caller, log)
+        if log.requests >= MAX_WEBHOOKS:
+            log.errors.append("the call went on for too many webhooks")
+            log.ended = "error"
+        status = self._params(from_, {"CallStatus": "completed", "CallDuration": "60",
+                                      "SequenceNumber": "1"})
+        reply = self.post(f"{self.base}/twilio/status", status)
+        if reply.status != 200 or "<Response" not in reply.body:
+            log.errors.append(f"status callback answered {reply.status}")
+        return log
+
+    def _fetch(self, url: str, params: dict[str, str], log: CallLog) -> ET.Element | None:
+        log.requests += 1
+        reply = self.post(url, params)
+        try:
+            return self._check(reply, log)
+        except TwimlError as exc:
+            log.errors.append(f"{urlsplit(url).path}: {exc}")
+            # Twilio now requests the fallback URL with the error.
+            fb = dict(params, ErrorCode="11200", ErrorUrl=url)
+            reply = self.post(f"{self.base}/twilio/fallback", fb)
+            try:
+                return self._check(reply, log)
+            except TwimlError as exc2:
+                log.errors.append(f"fallback: {exc2}")
+                log.ended = "error"
+                return None
+
+    def _check(self, reply: HttpReply, log: CallLog) -> ET.Element:
+        if reply.status != 200:
+            raise TwimlError(f"HTTP {reply.status}")
+        if not reply.content_type.split(";")[0].strip() in ("text/xml", "application/xml"):
+            raise TwimlError(f"Content-Type {reply.content_type!r} is not XML")
+        if len(reply.body.encode()) > MAX_TWIML:
+            raise TwimlError("TwiML over 64 kB")
+        try:
+            root = ET.fromstring(reply.body)
+        except ET.ParseError as exc:
+            raise TwimlError(f"invalid XML: {exc}") from exc
+        if root.tag != "Response":
+            raise TwimlError(f"root element is <{root.tag}>, not <Response>")
+        for el in root.iter():
+            if el is not root and el.tag not in KNOWN_VERBS | {"Number", "Client", "Conference"}:
+                raise TwimlError(f"unknown verb <{el.tag}>")
+            if el.tag == "Say":
+                voice, lang = el.get("voice", ""), el.get("language", "")
+                if voice in VOICES and lang and VOICES[voice] != lang:
+                    raise TwimlError(f"voice {voice} does not speak {lang}")
+                if not (el.text or "").strip():
+                    raise TwimlError("<Say> with nothing to say")
+        steps = reply.headers.get("X-IVR-Steps", "")
+        if steps:
+            log.steps += steps.split(",")
+            if self.on_step:
+                self.on_step(steps.split(","))
+        return root
+
+    def _play(self, el: ET.Element, caller: Caller, log: CallLog) -> None:
+        if el.tag == "Say":
+            h = Heard("say", (el.text or "").strip(), el.get("language", ""))
+        elif el.tag == "Play":
+            h = Heard("play", (el.text or "").strip())
+        else:
+            h = Heard("pause", el.get("length", "1"))
+        log.heard.append(h)
+        caller.hear(h.kind, h.text, h.locale)
+
+    def _follow(
+        self, doc: ET.Element, url: str, from_: str, caller: Caller, log: CallLog
+    ) -> tuple[str, dict[str, str], ET.Element | None]:
+        """Run one TwiML document; return the next request to make, if any."""
+        for verb in doc:
+            if verb.tag in ("Say", "Play", "Pause"):
+                self._play(verb, caller, log)
+            elif verb.tag == "Gather":
+                for inner in verb:
+                    self._play(inner, caller, log)
+                info = dict(verb.attrib)
+                answer = caller.keys(info)
+                if answer == HANG_UP:
+                    log.ended = "caller-hangup"
+                    return url, {}, None
+                if answer == SILENCE:
+                    continue
+                extra = {"Digits": answer}
+                if answer.startswith("say:"):
+                    extra = {"SpeechResult": answer[4:], "Confidence": "0.9"}
+                action = verb.get("action") or url
+                return self._next(action, from_, extra, log)
+            elif verb.tag == "Record":
+                answer = caller.record(dict(verb.attrib))
+                if answer == SILENCE:
+                    continue  # empty recording: Twilio skips the action
+                rec = "RE" + secrets.token_hex(16)
+                extra = {
+                    "RecordingSid": rec,
+                    "RecordingUrl": f"https://api.twilio.com/2010-04-01/Accounts/"
+                    f"{self.account_sid}/Recordings/{rec}",
+                    "RecordingDuration": "7",
+                    "Digits": answer,
+                }
+                callback = verb.get("recordingStatusCallback")
+                action = verb.get("action") or url
+                nxt = self._next(action, from_, extra, log)
+                if callback:
+                    cb = self._params(from_, {**extra, "RecordingStatus": "completed",
+                                              "RecordingChannels": "1"})
+                    cb.pop("Digits")
+                    reply = self.post(callback, cb)
+                    if reply.status != 200:
+                        log.errors.append(f"recording callback answered {reply.status}")
+                if answer == HANG_UP:
+                    log.ended = "caller-hangup"
+                    return url, {}, None
+                return nxt
+            elif verb.tag == "Dial":
+                numbers = [n.text or "" for n in verb if n.tag == "Number"]
+                status = caller.dial(numbers)
+                if status == HANG_UP:
+                    log.ended = "caller-hangup"
+                    return url, {}, None
+                action = verb.get("action")
+                extra = {"DialCallStatus": status, "DialCallSid": "CA" + secrets.token_hex(16)}
+                if status == "completed":
+                    extra["DialCallDuration"] = "42"
+                if action:
+                    return self._next(action, from_, extra, log)
+            elif verb.tag == "Redirect":
+                return self._next((verb.text or "").strip() or url, from_, {}, log)
+            elif verb.tag in ("Hangup", "Reject"):
+                log.ended = verb.tag.lower()
+                return url, {}, None
+        log.ended = log.ended or "end-of-document"
+        return url, {}, None
+
+    def _next(
+        self, action: str, from_: str, extra: dict[str, str], log: CallLog
+    ) -> tuple[str, dict[str, str], ET.Element | None]:
+        if not action.startswith(("http://", "https://")):
+            action = self.base + action if action.startswith("/") else action
+        return action, extra, self._fetch(action, self._params(from_, extra), log)

@@ -1,0 +1,255 @@
+"""The Twilio adapter: engine turns -> TwiML, call state <-> action URLs, signatures.
+
+TwiML is built with twilio's `VoiceResponse`, never by hand. What a turn says depends only
+on the flow version, the step and the language, so the rendered document is cached with a
+placeholder where the call's state token goes; a webhook then costs a dict lookup and one
+string replace instead of building XML (see ../shared/notes/performance.md).
+
+Call state travels in the action URLs Twilio calls back (`?s=<token>`). Twilio signs the
+whole URL, and every /twilio request is checked against that signature, so the token needs
+no signature of its own; it holds no phone number, only flow, version, step, language,
+attempts and the flow's own variables. Tokens are base64url, so query values stay within
+[A-Za-z0-9_-] (werkzeug would re-encode anything else and break signatures).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+from functools import lru_cache
+from urllib.parse import quote
+
+from twilio.request_validator import RequestValidator, get_signature_algorithm
+from twilio.twiml.voice_response import Gather, VoiceResponse
+
+from ivr.engine import (
+    AskKeys,
+    AskRecording,
+    CallState,
+    Connect,
+    End,
+    Silence,
+    Speak,
+    Turn,
+    Utterance,
+)
+from ivr.errors import StateError
+
+PLACEHOLDER = "__STATE__"
+MAX_TOKEN = 2048
+
+
+# --- call state tokens ---------------------------------------------------------------------
+
+
+def encode_state(state: CallState) -> str:
+    raw = json.dumps(
+        [state.flow, state.version, state.step, state.language, state.attempts,
+         [list(kv) for kv in state.variables]],
+        separators=(",", ":"),
+        ensure_ascii=False,
+    ).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def decode_state(token: str) -> CallState:
+    if not token or len(token) > MAX_TOKEN:
+        raise StateError("missing or oversized call state")
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        flow, version, step, language, attempts, variables = json.loads(raw)
+        state = CallState(
+            str(flow), str(version), str(step), str(language), int(attempts),
+            tuple((str(k), str(v)) for k, v in variables),
+        )
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise StateError("unreadable call state") from exc
+    return state
+
+
+# --- rendering -------------------------------------------------------------------------
+
+
+class Renderer:
+    """Turns engine turns into TwiML for one public base URL and hotline number."""
+
+    def __init__(self, base_url: str, hotline_number: str) -> None:
+        self.base = base_url.rstrip("/")
+        self.caller_id = hotline_number
+        self._cached = lru_cache(maxsize=4096)(self._template)
+
+    def step_url(self, token: str, event: str) -> str:
+        return f"{self.base}/twilio/step?s={token}&e={event}"
+
+    def render(self, turn: Turn) -> str:
+        return self._cached(turn.say, turn.wait).replace(PLACEHOLDER, encode_state(turn.state))
+
+    def _utter(self, parent: VoiceResponse | Gather, items: tuple[Utterance, ...]) -> None:
+        for item in items:
+            if isinstance(item, Silence):
+                parent.pause(length=item.seconds)
+            elif item.audio:
+                url = item.audio if "://" in item.audio else f"{self.base}/audio/{quote(item.audio)}"
+                parent.play(url)
+            else:
+                parent.say(item.text, voice=item.voice, language=item.locale)
+
+    def _template(self, say: tuple[Utterance, ...], wait: object) -> str:
+        r = VoiceResponse()
+        self._utter(r, say)
+        s = PLACEHOLDER
+        match wait:
+            case AskKeys():
+                g = Gather(
+                    input="dtmf speech" if wait.speech_locale else "dtmf",
+                    num_digits=wait.num_digits,
+                    timeout=wait.timeout,
+                    finish_on_key=wait.finish_on_key,
+                    action=self.step_url(s, "input"),
+                    method="POST",
+                    action_on_empty_result=False,
+                    language=wait.speech_locale,
+                    hints=", ".join(wait.hints) or None,
+                    speech_timeout="auto" if wait.speech_locale else None,
+                )
+                self._utter(g, wait.prompt)
+                r.append(g)
+                r.redirect(self.step_url(s, "timeout"), method="POST")
+            case AskRecording():
+                r.record(
+                    action=self.step_url(s, "recorded"),
+                    method="POST",
+                    max_length=wait.max_length,
+                    finish_on_key=wait.finish_key,
+                    timeout=wait.silence_timeout,
+                    play_beep=True,
+                    trim="trim-silence",
+                    recording_status_callback=f"{self.base}/twilio/recording?s={s}",
+                    recording_status_callback_event="completed absent",
+                )
+                r.redirect(self.step_url(s, "silence"), method="POST")
+            case Connect():
+                d = r.dial(
+                    caller_id=self.caller_id,
+                    answer_on_bridge=True,
+                    timeout=wait.timeout,
+                    action=self.step_url(s, "dialed"),
+                    method="POST",
+                )
+                for number in wait.numbers:
+                    d.number(number)
+            case End():
+                r.hangup()
+        return str(r)
+
+    # --- when something went wrong ----------------------------------------------------
+    def apology(self, language: str, retry_token: str | None) -> str:
+        """What a caller hears when we failed: a short apology, a retry, or a voicemail.
+
+        It needs no flow, no database and no Redis, so it works whatever broke.
+        """
+        lang = language if language in APOLOGY else "ru"
+        text = APOLOGY[lang]
+        voice, locale = APOLOGY_VOICES[lang]
+        r = VoiceResponse()
+        retry = (
+            self.step_url(retry_token, "retry") if retry_token
+            else f"{self.base}/twilio/step?e=restart&l={lang}"
+        )
+        g = Gather(num_digits=1, timeout=6, action=retry, method="POST")
+        g.say(text["sorry"], voice=voice, language=locale)
+        r.append(g)
+        r.say(text["record"], voice=voice, language=locale)
+        r.record(
+            action=f"{self.base}/twilio/step?e=rescued&l={lang}",
+            method="POST",
+            max_length=180,
+            finish_on_key="#",
+            play_beep=True,
+            trim="trim-silence",
+            recording_status_callback=f"{self.base}/twilio/recording?l={lang}",
+            recording_status_callback_event="completed absent",
+        )
+        r.say(text["bye"], voice=voice, language=locale)
+        r.hangup()
+        return str(r)
+
+    def goodbye(self, language: str) -> str:
+        lang = language if language in APOLOGY else "ru"
+        voice, locale = APOLOGY_VOICES[lang]
+        r = VoiceResponse()
+        r.say(APOLOGY[lang]["thanks"], voice=voice, language=locale)
+        r.hangup()
+        return str(r)
+
+
+EMPTY = str(VoiceResponse())
+
+APOLOGY_VOICES = {
+    "ru": ("Polly.Tatyana", "ru-RU"),
+    "uk": ("Google.uk-UA-Standard-A", "uk-UA"),
+    "en": ("Polly.Joanna", "en-US"),
+}
+APOLOGY = {
+    "ru": {
+        "sorry": "Извините, у нас техническая ошибка. Чтобы попробовать ещё раз, нажмите 1. "
+        "Или оставайтесь на линии и оставьте сообщение.",
+        "record": "Говорите после сигнала. Закончив, нажмите решётку.",
+        "bye": "Мы не услышали сообщения. Пожалуйста, позвоните ещё раз. До свидания.",
+        "thanks": "Спасибо, ваше сообщение записано. До свидания.",
+    },
+    "uk": {
+        "sorry": "Вибачте, у нас технічна помилка. Щоб спробувати ще раз, натисніть 1. "
+        "Або залишайтеся на лінії та залиште повідомлення.",
+        "record": "Говоріть після сигналу. Закінчивши, натисніть решітку.",
+        "bye": "Ми не почули повідомлення. Будь ласка, зателефонуйте ще раз. До побачення.",
+        "thanks": "Дякуємо, ваше повідомлення записано. До побачення.",
+    },
+    "en": {
+        "sorry": "Sorry, we have a technical problem. To try again, press 1. "
+        "Or stay on the line to leave a message.",
+        "record": "Speak after the tone. When you are done, press the hash key.",
+        "bye": "We did not hear a message. Please call again. Goodbye.",
+        "thanks": "Thank you, your message has been recorded. Goodbye.",
+    },
+}
+
+
+# --- signatures ------------------------------------------------------------------------
+
+
+class _Params(dict[str, list[str]]):
+    """Form values in the shape RequestValidator reads without raising per parameter."""
+
+    def getall(self, name: str) -> list[str]:
+        return self[name]
+
+
+class SignatureChecker:
+    """Checks X-Twilio-Signature with twilio's RequestValidator.
+
+    The common case (the URL exactly as configured) is one HMAC; only a mismatch goes
+    through `validate`, which also tries the URL with and without an explicit port.
+    """
+
+    def __init__(self, auth_token: str) -> None:
+        self.validator = RequestValidator(auth_token)
+
+    def valid(
+        self, url: str, params: dict[str, list[str]], signature: str, settings_header: str = ""
+    ) -> bool:
+        if not signature:
+            return False
+        algorithm = get_signature_algorithm(settings_header)
+        try:
+            expected = self.validator.compute_signature(url, _Params(params), algorithm)
+        except ValueError:
+            return False
+        if hmac.compare_digest(expected.encode(), signature.encode()):
+            return True
+        return bool(self.validator.validate(url, _Params(params), signature, algorithm))
+
+    def sign(self, url: str, params: dict[str, str]) -> str:
+        return str(self.validator.compute_signature(url, params))

@@ -10,10 +10,12 @@ import logging
 import re
 from collections.abc import Callable
 from datetime import datetime
-
-from flask import Flask
+from typing import TYPE_CHECKING
 
 from ivr.config import Settings, load_settings
+
+if TYPE_CHECKING:  # the pure core (flow, loader, engine) must import without Flask
+    from flask import Flask
 
 __all__ = ["create_app"]
 
@@ -46,6 +48,8 @@ def configure_logging(level: str) -> None:
 def create_app(
     settings: Settings | None = None, clock: Callable[[], datetime] | None = None
 ) -> Flask:
+    from flask import Flask
+
     from ivr import public, voice
     from ivr.calls import CallHandler
     from ivr.registry import FlowRegistry

@@ -89,7 +89,7 @@ def worker(burst: bool) -> None:
 @click.option("--steps", is_flag=True, help="Show the flow steps each answer walked.")
 def call(from_: str, press: str | None, url: str | None, at: str | None, steps: bool) -> None:
     """Call the hotline from the terminal, hearing what a caller hears."""
-    from ivr.standin import SILENCE, ScriptedCaller
+    from ivr.standin import ScriptedCaller
 
     s = settings()
     on_hear = lambda kind, text, locale: click.echo(  # noqa: E731
@@ -110,7 +110,6 @@ def call(from_: str, press: str | None, url: str | None, at: str | None, steps: 
         click.echo(f"error: {error}", err=True)
     if log.errors:
         sys.exit(1)
-    _ = SILENCE
 
 
 class InteractiveCaller:
@@ -156,7 +155,7 @@ def _phone(s: Settings, url: str | None, at: str | None, on_step: object) -> obj
         if at:
             when = _parse_time(at)
             clock = lambda: when  # noqa: E731
-        transport = FlaskTransport(create_app(s, clock=clock))
+        transport = FlaskTransport(create_app(s.replace(log_level="WARNING"), clock=clock))
     return Phone(transport, s.public_base_url, s.twilio_auth_token, s.twilio_account_sid,
                  s.hotline_number, on_step)  # type: ignore[arg-type]
 
@@ -200,7 +199,7 @@ def flows_check(paths: tuple[Path, ...]) -> None:
         click.echo(str(problem))
     errors = [p for p in problems if not p.warning]
     if errors:
-        click.echo(f"{len(errors)} problem(s) found; callers keep hearing the last good version.")
+        click.echo(f"{len(errors)} problem(s) found; a running hotline keeps serving the last good version of a broken flow.")
         sys.exit(1)
     summary = ", ".join(f"{f.id}@{f.version} ({len(f.steps)} steps)" for f in result.flows.values())
     click.echo(f"{len(result.flows)} flow(s) OK: {summary}")

@@ -34,7 +34,9 @@ class Database:
             with self.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
         except SQLAlchemyError as exc:
-            return type(exc.orig or exc).__name__
+            return type(getattr(exc, "orig", None) or exc).__name__
+        except OSError as exc:
+            return type(exc).__name__
         return None
 
     @property

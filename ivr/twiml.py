@@ -109,7 +109,6 @@ class Renderer:
                     finish_on_key=wait.finish_on_key,
                     action=self.step_url(s, "input"),
                     method="POST",
-                    action_on_empty_result=False,
                     language=wait.speech_locale,
                     hints=", ".join(wait.hints) or None,
                     speech_timeout="auto" if wait.speech_locale else None,

@@ -1,0 +1,262 @@
+"""The /twilio/* HTTP contract, exercised through the real app as Twilio would call it."""
+
+from __future__ import annotations
+
+import logging
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from twilio.request_validator import RequestValidator
+
+from ivr import create_app
+from ivr.config import Settings
+from tests.conftest import BASE, SUNDAY, TOKEN, call_params, signed
+
+CRIMEA = "+79781234567"
+
+
+def xml(response: object) -> ET.Element:
+    assert response.status_code == 200, response.get_data(as_text=True)  # type: ignore[attr-defined]
+    assert response.headers["Content-Type"].startswith("text/xml")  # type: ignore[attr-defined]
+    body = response.get_data(as_text=True)  # type: ignore[attr-defined]
+    assert len(body.encode()) < 64_000
+    return ET.fromstring(body)
+
+
+def said(root: ET.Element) -> list[str]:
+    return [el.text or "" for el in root.iter("Say")]
+
+
+def action_of(root: ET.Element) -> str:
+    """The path and query of the first Gather/Record action, as Twilio would call it."""
+    for el in root.iter():
+        if el.tag in ("Gather", "Record") and el.get("action"):
+            parts = urlsplit(el.get("action", ""))
+            return f"{parts.path}?{parts.query}"
+    raise AssertionError("no action in the TwiML")
+
+
+# --- signatures ---------------------------------------------------------------------------
+
+
+def test_a_signed_incoming_call_is_answered_with_the_greeting(client: FlaskClient) -> None:
+    root = xml(signed(client, "/twilio/voice", call_params()))
+    assert said(root)[0] == "Здравствуйте"
+    assert root.find("Gather") is not None
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"X-Twilio-Signature": ""}, {"X-Twilio-Signature": "bm90IGEgc2lnbmF0dXJl"},
+     {"X-Twilio-Signature": "ünïcödé"}],
+)
+def test_missing_empty_or_forged_signatures_are_refused(
+    client: FlaskClient, headers: dict[str, str]
+) -> None:
+    response = client.post("/twilio/voice", data=call_params(), headers=headers)
+    assert response.status_code == 403
+
+
+def test_a_tampered_parameter_or_query_is_refused(client: FlaskClient) -> None:
+    params = call_params(Digits="1")
+    good = RequestValidator(TOKEN).compute_signature(f"{BASE}/twilio/step?e=timeout", params)
+    tampered = dict(params, Digits="2")
+    r = client.post("/twilio/step?e=timeout", data=tampered, headers={"X-Twilio-Signature": good})
+    assert r.status_code == 403
+    r = client.post("/twilio/step?e=input", data=params, headers={"X-Twilio-Signature": good})
+    assert r.status_code == 403
+    r = client.post("/twilio/step?e=timeout", data=params, headers={"X-Twilio-Signature": good})
+    assert r.status_code == 200
+
+
+def test_signature_uses_the_public_url_not_the_proxy_facing_one(client: FlaskClient) -> None:
+    """Behind TLS termination the app sees http://10.0.0.5:8000; Twilio signed the public URL."""
+    params = call_params()
+    ok = signed(client, "/twilio/voice", params, base_url="http://10.0.0.5:8000")
+    assert ok.status_code == 200
+    internal = signed(client, "/twilio/voice", params, base="http://10.0.0.5:8000",
+                      base_url="http://10.0.0.5:8000")
+    assert internal.status_code == 403
+
+
+def test_signature_with_an_explicit_port_is_accepted(client: FlaskClient) -> None:
+    r = signed(client, "/twilio/voice", call_params(), base="https://hotline.example.org:443")
+    assert r.status_code == 200
+
+
+def test_wrong_auth_token_is_refused(client: FlaskClient) -> None:
+    assert signed(client, "/twilio/voice", call_params(), token="other-token").status_code == 403
+
+
+def test_refusals_are_logged_without_the_callers_number(
+    client: FlaskClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO):
+        client.post("/twilio/voice", data=call_params(From=CRIMEA))
+        signed(client, "/twilio/voice", call_params(From=CRIMEA))
+        signed(client, "/twilio/status", call_params(From=CRIMEA, CallStatus="completed"))
+    assert "rejected" in caplog.text
+    assert "978" not in caplog.text and "7978" not in caplog.text
+
+
+# --- answers ------------------------------------------------------------------------------
+
+
+def test_status_callbacks_get_an_empty_response(client: FlaskClient) -> None:
+    root = xml(signed(client, "/twilio/status", call_params(CallStatus="completed",
+                                                              CallDuration="42")))
+    assert root.tag == "Response" and len(root) == 0
+
+
+def test_a_whole_call_reaches_the_voicemail_and_ends_politely(client: FlaskClient) -> None:
+    root = xml(signed(client, "/twilio/voice", call_params()))
+    root = xml(signed(client, action_of(root), call_params(Digits="2")))  # Ukrainian
+    assert said(root) == ["Говоріть після сигналу"]
+    record = root.find("Record")
+    assert record is not None
+    done = call_params(RecordingUrl="https://api.twilio.com/x", RecordingSid="RE" + "1" * 32,
+                       RecordingDuration="12", Digits="#")
+    root = xml(signed(client, action_of(root), done))
+    assert said(root) == ["До побачення"] and root[-1].tag == "Hangup"
+
+
+def test_a_retried_webhook_gets_the_same_answer(client: FlaskClient) -> None:
+    first = xml(signed(client, "/twilio/voice", call_params()))
+    path = action_of(first)
+    a = signed(client, path, call_params(Digits="7")).get_data(as_text=True)
+    b = signed(client, path, call_params(Digits="7")).get_data(as_text=True)
+    assert a == b and "Нет такой кнопки" in a
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"From": "anonymous"},
+        {"From": ""},
+        {"From": "+266696687"},
+        {"From": "client:operator-7"},
+        {"Digits": ""},
+        {"Digits": "1" * 300},
+        {"Digits": "١"},
+        {"SpeechResult": "Я хочу здатися в полон 🙏", "Confidence": "0.4"},
+        {"From": "+7 (978) 123-45-67", "FromCountry": "Крым"},
+    ],
+)
+def test_odd_but_signed_input_never_fails(client: FlaskClient, extra: dict[str, str]) -> None:
+    root = xml(signed(client, "/twilio/voice", call_params(**extra)))
+    again = xml(signed(client, action_of(root), call_params(**extra)))
+    assert said(again), "the caller must hear something"
+
+
+def test_missing_optional_fields_are_fine(client: FlaskClient) -> None:
+    assert xml(signed(client, "/twilio/voice", {"CallSid": "CA1"})).find("Gather") is not None
+    assert xml(signed(client, "/twilio/status", {})).tag == "Response"
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["/twilio/step", "/twilio/step?e=input", "/twilio/step?s=garbage&e=input",
+     "/twilio/step?s=WyJ4Il0&e=input", "/twilio/step?e=nonsense&s=x"],
+)
+def test_an_unreadable_state_gets_an_apology_not_an_error(
+    client: FlaskClient, query: str
+) -> None:
+    root = xml(signed(client, query, call_params(Digits="1")))
+    assert root[0].tag == "Gather" and root.find("Record") is not None
+    assert "техническая ошибка" in said(root)[0]
+
+
+def test_a_flow_that_fails_mid_call_apologises_in_the_callers_language(
+    client: FlaskClient, app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = xml(signed(client, "/twilio/voice", call_params()))
+    root = xml(signed(client, action_of(root), call_params(Digits="3")))  # English
+    path = action_of(root)
+
+    def broken(*_a: object) -> None:
+        raise RuntimeError("database is on fire")
+
+    monkeypatch.setattr("ivr.engine.resume", broken)
+    root = xml(signed(client, path, call_params(RecordingSid="RE1", Digits="#")))
+    assert "technical problem" in said(root)[0]
+    retry = root[0].get("action", "")
+    assert "e=retry" in retry  # the retry goes back to where the caller was
+    monkeypatch.undo()
+    parts = urlsplit(retry)
+    again = xml(signed(client, f"{parts.path}?{parts.query}", call_params(Digits="1")))
+    assert said(again) == ["Speak after the tone"]
+
+
+def test_a_broken_entry_flow_still_lets_callers_leave_a_message(
+    settings: Settings, flows_dir: Path
+) -> None:
+    (flows_dir / "mini.yaml").write_text("id: hotline\nsteps: [oops\n", encoding="utf-8")
+    app = create_app(settings, clock=lambda: SUNDAY)
+    with app.test_client() as client:
+        root = xml(signed(client, "/twilio/voice", call_params()))
+        assert root.find("Record") is not None and "техническая ошибка" in said(root)[0]
+        restart = xml(signed(client, action_of(root), call_params(Digits="1")))
+        assert restart.find("Record") is not None
+        health = client.get("/healthz").get_json()
+        assert health["status"] == "degraded" and health["entry_flow"]["ok"] is False
+        assert any("mini.yaml:3:1: YAML syntax error" in p for p in health["flow_problems"])
+
+
+def test_an_uncaught_bug_in_the_blueprint_still_gives_twiml(
+    client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def boom(*_a: object) -> None:
+        raise KeyError("bug")
+
+    monkeypatch.setattr("ivr.calls.CallHandler.status", boom)
+    root = xml(signed(client, "/twilio/status", call_params()))
+    assert root.find("Record") is not None
+
+
+def test_fallback_apologises_in_the_language_of_the_failed_url(client: FlaskClient) -> None:
+    root = xml(signed(client, "/twilio/voice", call_params()))
+    root = xml(signed(client, action_of(root), call_params(Digits="2")))
+    failed = BASE + action_of(root)
+    fb = xml(signed(client, "/twilio/fallback",
+                    call_params(ErrorCode="11200", ErrorUrl=failed)))
+    assert "технічна помилка" in said(fb)[0]
+    plain = xml(signed(client, "/twilio/fallback", call_params(ErrorCode="11205")))
+    assert "техническая ошибка" in said(plain)[0]
+
+
+def test_recording_callback_is_acknowledged(client: FlaskClient) -> None:
+    root = xml(signed(client, "/twilio/recording?s=abc",
+                      call_params(RecordingSid="RE1", RecordingStatus="absent")))
+    assert len(root) == 0
+
+
+# --- health -------------------------------------------------------------------------------
+
+
+def test_healthz_reports_database_flows_and_redis(client: FlaskClient) -> None:
+    body = client.get("/healthz").get_json()
+    assert body["database"] == {"ok": True, "backend": "sqlite"}
+    assert body["flows"]["hotline"]["stale"] is False
+    assert len(body["flows"]["hotline"]["version"]) == 10
+    assert body["entry_flow"] == {"id": "hotline", "ok": True}
+    assert isinstance(body["redis"]["ok"], bool)
+
+
+def test_calls_go_on_when_redis_is_down(settings: Settings) -> None:
+    app = create_app(settings.replace(redis_url="redis://127.0.0.1:1/0"), clock=lambda: SUNDAY)
+    with app.test_client() as client:
+        body = client.get("/healthz").get_json()
+        assert body["redis"] == {"ok": False} and body["status"] == "ok"
+        assert xml(signed(client, "/twilio/voice", call_params())).find("Gather") is not None
+
+
+def test_healthz_says_when_the_database_is_unreachable(settings: Settings) -> None:
+    app = create_app(settings.replace(database_url="sqlite:////proc/nope/ivr.db"), clock=lambda: SUNDAY)
+    with app.test_client() as client:
+        body = client.get("/healthz").get_json()
+        assert body["database"]["ok"] is False and body["status"] == "degraded"
+        assert xml(signed(client, "/twilio/voice", call_params())).find("Gather") is not None

@@ -7,6 +7,7 @@ hears an apology in their language with a retry and a voicemail: never silence.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from functools import cache
 
 from ivr import engine
 from ivr.config import Settings
-from ivr.engine import CallInput, CallState, Caller, Context, Turn
+from ivr.engine import Caller, CallInput, CallState, Context, Turn
 from ivr.errors import StateError
 from ivr.registry import FlowRegistry
 from ivr.twiml import EMPTY, Renderer, SignatureChecker, decode_state
@@ -120,10 +121,8 @@ class CallHandler:
         error_url = params.get("ErrorUrl", "")
         if "s=" in error_url:
             token = error_url.split("s=", 1)[1].split("&", 1)[0]
-            try:
+            with contextlib.suppress(StateError):
                 language = decode_state(token).language
-            except StateError:
-                pass
         log.warning("fallback for call %s: Twilio error %s",
                     params.get("CallSid", "?"), params.get("ErrorCode", "?"))
         return Reply(self.renderer.apology(language, None))

@@ -9,14 +9,19 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from dotenv import load_dotenv
 
 from ivr.config import Settings, load_settings
 from ivr.errors import ConfigError
+
+if TYPE_CHECKING:
+    from ivr.standin import Phone
 
 DEFAULT_CALLER = "+79161234567"  # a Moscow mobile number, for trying the hotline out
 
@@ -89,20 +94,17 @@ def worker(burst: bool) -> None:
 @click.option("--steps", is_flag=True, help="Show the flow steps each answer walked.")
 def call(from_: str, press: str | None, url: str | None, at: str | None, steps: bool) -> None:
     """Call the hotline from the terminal, hearing what a caller hears."""
-    from ivr.standin import ScriptedCaller
+    from ivr.standin import Caller, ScriptedCaller
 
     s = settings()
-    on_hear = lambda kind, text, locale: click.echo(  # noqa: E731
-        {"say": f"  [{locale}] {text}", "play": f"  ♪ {text}", "pause": "  …"}[kind]
-    )
+    caller: Caller
     if press is not None:
-        caller: object = ScriptedCaller([p.strip() for p in press.split(",") if p.strip()], on_hear)
+        caller = ScriptedCaller([p.strip() for p in press.split(",") if p.strip()], _print_heard)
     else:
-        caller = InteractiveCaller(on_hear)
-    phone = _phone(s, url, at, (lambda names: click.echo(f"    ({' → '.join(names)})")) if steps
-                   else None)
+        caller = InteractiveCaller()
+    phone = _phone(s, url, at, _print_steps if steps else None)
     click.echo(f"Calling {s.hotline_number} from {from_} …")
-    log = phone.call(from_, caller)  # type: ignore[arg-type]
+    log = phone.call(from_, caller)
     ended = {"hangup": "the hotline hung up", "end-of-document": "the hotline hung up",
              "caller-hangup": "you hung up", "reject": "the hotline rejected the call"}
     click.echo(f"Call ended: {ended.get(log.ended, log.ended)} after {log.requests} webhooks.")
@@ -112,12 +114,19 @@ def call(from_: str, press: str | None, url: str | None, at: str | None, steps: 
         sys.exit(1)
 
 
+def _print_heard(kind: str, text: str, locale: str) -> None:
+    click.echo({"say": f"  [{locale}] {text}", "play": f"  ♪ {text}", "pause": "  …"}[kind])
+
+
+def _print_steps(names: list[str]) -> None:
+    click.echo(f"    ({' → '.join(names)})")
+
+
 class InteractiveCaller:
-    def __init__(self, on_hear: object) -> None:
-        self.on_hear = on_hear
+    """A person at the terminal: keys are typed, each wait is a prompt."""
 
     def hear(self, kind: str, text: str, locale: str) -> None:
-        self.on_hear(kind, text, locale)  # type: ignore[operator]
+        _print_heard(kind, text, locale)
 
     def keys(self, info: dict[str, str]) -> str:
         speech = " or speak (say:words)" if "speech" in info.get("input", "") else ""
@@ -143,7 +152,9 @@ class InteractiveCaller:
         return {"a": "completed", "b": "busy"}.get(answer, "no-answer")
 
 
-def _phone(s: Settings, url: str | None, at: str | None, on_step: object) -> object:
+def _phone(
+    s: Settings, url: str | None, at: str | None, on_step: Callable[[list[str]], None] | None
+) -> Phone:
     from ivr import create_app
     from ivr.standin import FlaskTransport, HttpTransport, Phone, Transport
 
@@ -157,7 +168,7 @@ def _phone(s: Settings, url: str | None, at: str | None, on_step: object) -> obj
             clock = lambda: when  # noqa: E731
         transport = FlaskTransport(create_app(s.replace(log_level="WARNING"), clock=clock))
     return Phone(transport, s.public_base_url, s.twilio_auth_token, s.twilio_account_sid,
-                 s.hotline_number, on_step)  # type: ignore[arg-type]
+                 s.hotline_number, on_step)
 
 
 def _parse_time(text: str) -> datetime:
@@ -199,7 +210,8 @@ def flows_check(paths: tuple[Path, ...]) -> None:
         click.echo(str(problem))
     errors = [p for p in problems if not p.warning]
     if errors:
-        click.echo(f"{len(errors)} problem(s) found; a running hotline keeps serving the last good version of a broken flow.")
+        click.echo(f"{len(errors)} problem(s) found; a running hotline keeps serving "
+                   "the last good version of a broken flow.")
         sys.exit(1)
     summary = ", ".join(f"{f.id}@{f.version} ({len(f.steps)} steps)" for f in result.flows.values())
     click.echo(f"{len(result.flows)} flow(s) OK: {summary}")

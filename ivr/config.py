@@ -70,7 +70,10 @@ SETTINGS: dict[str, tuple[str, bool]] = {
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read and check every setting; raise ConfigError naming all that are wrong."""
     env = dict(os.environ if environ is None else environ)
-    get = lambda name: (env.get(name) or "").strip()  # noqa: E731
+
+    def get(name: str) -> str:
+        return (env.get(name) or "").strip()
+
     problems: list[str] = []
     mode = get("IVR_ENV") or "development"
     if mode not in ("development", "production"):

@@ -156,7 +156,7 @@ FlowLookup = Callable[[str, str | None], Flow]  # (flow id, version or None for 
 def start(flows: FlowLookup, flow_id: str, ctx: Context, language: str | None = None) -> Turn:
     """Begin a call at the flow's start (in `language`, when the flow speaks it)."""
     flow = flows(flow_id, None)
-    lang = language if language in flow.languages else flow.default_language
+    lang = language if language and language in flow.languages else flow.default_language
     state = CallState(flow.id, flow.version, flow.start, lang)
     return _run(flows, flow, state, [], ctx, [])
 
@@ -288,7 +288,7 @@ def _run(
                 prompt = tuple(_speak(flow, state.language, step.prompt))
                 speech = flow.languages[state.language].locale if step.speech else None
                 hints = tuple(w for o in step.options for w in o.words.get(state.language, ()))
-                finish = "" if "#" in step.keys() else "#"
+                finish = "" if "#" in step.menu_keys() else "#"
                 ask = AskKeys(prompt, step.num_digits, step.timeout, finish, speech, hints)
                 return Turn(tuple(out), ask, state, tuple(trace))
             case Record():

@@ -135,9 +135,9 @@ class Menu:
 
     @property
     def num_digits(self) -> int:
-        return max(len(k) for k in self.keys())
+        return max(len(k) for k in self.menu_keys())
 
-    def keys(self) -> list[str]:
+    def menu_keys(self) -> list[str]:
         return [o.key for o in self.options] + ([self.repeat_key] if self.repeat_key else [])
 
 

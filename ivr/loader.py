@@ -142,7 +142,10 @@ class Doc:
 
     def value(self, node: Node) -> Any:
         if isinstance(node, ScalarNode):
-            return self._constructor.construct_object(node, deep=True)
+            try:
+                return self._constructor.construct_object(node, deep=True)
+            except (yaml.constructor.ConstructorError, ValueError):
+                return None  # e.g. a date like 2027-13-45 or an unknown `!tag`: a wrong value
         return None
 
     def string(self, node: Node, what: str) -> str | None:
@@ -191,9 +194,17 @@ def compose(text: str, doc: Doc) -> Node | None:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         what = " ".join(x for x in (exc.context, exc.problem) if x)
-        doc.problems.append(Problem(doc.file, line, col, f"YAML syntax error: {what}"))
+        hint = ""
+        if "quoted scalar" in what and exc.context_mark:
+            mark = exc.context_mark  # the opening quote, not the end of the file
+            hint = "a quote opened here is never closed"
+        elif "'\\t'" in what:
+            hint = "indent with spaces, not tabs"
+        elif "expected <block end>" in what or "mapping values are not allowed" in what:
+            hint = "check the indentation and the `:` on this line and the one above"
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        doc.problems.append(Problem(doc.file, line, col, f"YAML syntax error: {what}", hint))
         return None
     except yaml.YAMLError as exc:
         doc.problems.append(Problem(doc.file, 1, 1, f"YAML error: {exc}"))
@@ -224,6 +235,8 @@ class _FlowReader:
         self.regions = regions
         self.languages: dict[str, Language] = {}
         self.hours: dict[str, Hours] = {}
+        self.hours_names: set[str] = set()  # declared, even if their contents have mistakes
+        self._broken = False  # a part of the current step was wrong (already reported)
         self.refs: list[tuple[str, Node]] = []  # step references to check
         self.hours_refs: list[tuple[str, Node]] = []
         self.gotos: list[tuple[Goto, Node]] = []
@@ -333,6 +346,7 @@ class _FlowReader:
     def read_hours(self, node: Node) -> None:
         doc = self.doc
         found = doc.mapping(node, "`hours`")
+        self.hours_names = set(found or {})
         for name, (key_node, value_node) in (found or {}).items():
             entry = doc.mapping(value_node, f"hours `{name}`")
             if entry is None:
@@ -352,11 +366,9 @@ class _FlowReader:
             weekly: dict[int, list[tuple[int, int]]] = {}
             days = doc.mapping(entry["open"][1], "`open`") if "open" in entry else None
             for spec, (day_node, span_node) in (days or {}).items():
+                spans = [self.span(s, span_node) for s in doc.strings(span_node, "opening time")]
                 for day in self.weekdays(spec, day_node):
-                    for span in doc.strings(span_node, "opening time"):
-                        parsed = self.span(span, span_node)
-                        if parsed:
-                            weekly.setdefault(day, []).append(parsed)
+                    weekly.setdefault(day, []).extend(s for s in spans if s)
             holidays: set[date] = set()
             if "holidays" in entry:
                 h_node = entry["holidays"][1]
@@ -368,8 +380,8 @@ class _FlowReader:
                     else:
                         doc.problem(item, "a holiday must be a date like 2027-01-01")
             if tz:
-                spans = {d: tuple(s) for d, s in weekly.items()}
-                self.hours[name] = Hours(tz, spans, frozenset(holidays))
+                weekly_spans = {d: tuple(s) for d, s in weekly.items() if s}
+                self.hours[name] = Hours(tz, weekly_spans, frozenset(holidays))
 
     def weekdays(self, spec: str, node: Node) -> list[int]:
         spec = spec.strip().lower()
@@ -419,22 +431,34 @@ class _FlowReader:
                 )
             return None
         required, optional = STEP_KEYS[kind]
-        doc.keys(node, found, required | {"type"}, optional, f"{kind} step `{name}`")
+        said = set()
         if kind == "record" and "next" not in found:
+            said = {"next"}  # said better than "needs `next`"
             doc.problem(
                 node,
                 f"record step `{name}` has nothing after it",
                 "add `next:` with what the caller hears after leaving the message",
             )
+        doc.keys(node, found, (required | {"type"}) - said, optional, f"{kind} step `{name}`")
         if not required <= found.keys():
             return None
         v: dict[str, Node] = {k: n for k, (_, n) in found.items()}
+        self._broken = False
         try:
-            return self._build(kind, name, v)
+            built = self._build(kind, name, v)
         except _Skip:
             return None
+        return None if self._broken else built
 
     def _need(self, value: Any) -> Any:
+        """A part of the step that was wrong (already reported) leaves the step out of the
+        model, but the rest of the step is still read so all its problems are reported."""
+        if value is None:
+            self._broken = True
+        return value
+
+    def _must(self, value: Any) -> Any:
+        """A part the rest of the step is read from: stop reading the step if it is wrong."""
         if value is None:
             raise _Skip
         return value
@@ -456,13 +480,13 @@ class _FlowReader:
                 return self.menu(name, v)
             case "language":
                 lang = need(doc.string(v["language"], "`language`"))
-                if lang not in self.languages:
+                if lang is not None and lang not in self.languages:
                     doc.problem(
                         v["language"],
                         f"`{lang}` is not a language of this flow",
                         did_you_mean(lang, self.languages) or f"it speaks {', '.join(self.languages)}",
                     )
-                    raise _Skip
+                    need(None)
                 return SetLanguage(
                     name, lang, self.ref(v["next"], "`next`"),
                     self._opt_prompt(v, "prompt", f"prompt of {what}"),
@@ -470,7 +494,7 @@ class _FlowReader:
             case "branch":
                 return self.branch(name, v)
             case "set":
-                found = need(doc.mapping(v["variables"], "`variables`"))
+                found = self._must(doc.mapping(v["variables"], "`variables`"))
                 values = {}
                 for var, (key_node, value_node) in found.items():
                     if not NAME.match(var):
@@ -484,7 +508,7 @@ class _FlowReader:
                     self.ref(v["next"], "`next`"),
                     need(doc.integer(v["max_length"], "`max_length`", 5, 3600))
                     if "max_length" in v else 120,
-                    self.key(v["finish_key"]) if "finish_key" in v else "#",
+                    need(self.key(v["finish_key"])) if "finish_key" in v else "#",
                     need(doc.integer(v["silence_timeout"], "`silence_timeout`", 1, 60))
                     if "silence_timeout" in v else 5,
                     self.ref(v["on_empty"], "`on_empty`") if "on_empty" in v else None,
@@ -493,7 +517,8 @@ class _FlowReader:
                 hours = None
                 if "hours" in v:
                     hours = need(doc.string(v["hours"], "`hours`"))
-                    self.hours_refs.append((hours, v["hours"]))
+                    if hours is not None:
+                        self.hours_refs.append((hours, v["hours"]))
                     if "out_of_hours" not in v:
                         doc.problem(
                             v["hours"],
@@ -512,32 +537,31 @@ class _FlowReader:
             case "goto":
                 step = Goto(
                     name,
-                    need(doc.name(v["flow"], "`flow`")),
-                    need(doc.name(v["step"], "`step`")) if "step" in v else None,
+                    self._must(doc.name(v["flow"], "`flow`")),
+                    self._must(doc.name(v["step"], "`step`")) if "step" in v else None,
                 )
                 self.gotos.append((step, v.get("step", v["flow"])))
                 return step
             case _:
                 return Hangup(name, self._opt_prompt(v, "prompt", f"prompt of {what}"))
 
-    def key(self, node: Node) -> str:
+    def key(self, node: Node) -> str | None:
         value = self.doc.value(node)
         key = str(value) if isinstance(value, int | str) and not isinstance(value, bool) else ""
         if not KEY.match(key):
             self.doc.problem(node, f"`{key or node.value}` is not a phone key", "use 0-9, * or #")
-            raise _Skip
+            return None
         return key
 
     def menu(self, name: str, v: dict[str, Node]) -> Menu:
         doc, need = self.doc, self._need
         what = f"step `{name}`"
-        found = need(doc.mapping(v["options"], f"options of {what}"))
+        found = self._must(doc.mapping(v["options"], f"options of {what}"))
         options: list[Option] = []
         seen: dict[str, Node] = {}
         for _, (key_node, value_node) in found.items():
-            try:
-                key = self.key(key_node)
-            except _Skip:
+            key = self.key(key_node)
+            if key is None:
                 continue
             if key in seen:
                 line = seen[key].start_mark.line + 1
@@ -559,13 +583,13 @@ class _FlowReader:
                 options.append(Option(key, self.ref(entry["next"][1], "`next`"), words))
             else:
                 options.append(Option(key, self.ref(value_node, f"option `{key}`")))
-        if not options:
+        if not options and not found:
             doc.problem(v["options"], f"menu `{name}` has no options")
-            raise _Skip
+        need(options or None)
         repeat = None
         if "repeat_key" in v:
-            repeat = self.key(v["repeat_key"])
-            if repeat in seen:
+            repeat = need(self.key(v["repeat_key"]))
+            if repeat is not None and repeat in seen:
                 doc.problem(v["repeat_key"], f"repeat key `{repeat}` is also a menu option")
         speech = need(doc.boolean(v["speech"], "`speech`")) if "speech" in v else False
         if speech and not any(o.words for o in options):
@@ -690,10 +714,10 @@ def parse_flow(
                 node, f"no step named `{target}`", did_you_mean(target, names) or "check the spelling"
             )
     for target, node in reader.hours_refs:
-        if target not in reader.hours:
+        if target not in reader.hours_names:
             doc.problem(
                 node, f"no opening hours named `{target}`",
-                did_you_mean(target, reader.hours) or "define them under `hours:`",
+                did_you_mean(target, reader.hours_names) or "define them under `hours:`",
             )
     start = names[0] if names else ""
     if "start" in top:
@@ -705,7 +729,8 @@ def parse_flow(
         default = doc.string(top["default_language"][1], "`default_language`") or ""
         if default not in reader.languages:
             doc.problem(top["default_language"][1], f"`{default}` is not a language of this flow")
-    if start in steps and len(steps) == len(reader.step_nodes):
+    clean = not any(not p.warning for p in doc.problems)  # else: follow-on noise, no news
+    if clean and start in steps and len(steps) == len(reader.step_nodes):
         _check_graph(doc, steps, start, reader.step_nodes)
     title = doc.string(top["title"][1], "`title`") if "title" in top else ""
     if any(not p.warning for p in doc.problems) or not flow_id:
@@ -837,7 +862,11 @@ def load_set(
         for goto, node in p.gotos:
             target = flows.get(goto.flow)
             if target is None:
-                doc.problem(node, f"no flow with id `{goto.flow}`", did_you_mean(goto.flow, flows))
+                doc.problem(
+                    node, f"no flow with id `{goto.flow}`",
+                    did_you_mean(goto.flow, flows)
+                    or f"check the spelling, or add a flow file with `id: {goto.flow}`",
+                )
             elif goto.step and goto.step not in target.steps:
                 doc.problem(
                     node, f"flow `{goto.flow}` has no step `{goto.step}`",

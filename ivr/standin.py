@@ -205,11 +205,10 @@ class Phone:
         self.call_sid = "CA" + secrets.token_hex(16)
         log = CallLog()
         url = f"{self.base}/twilio/voice"
-        extra: dict[str, str] = {}
         params = self._params(from_, {"CallStatus": "ringing"})
         doc = self._fetch(url, params, log)
         while doc is not None and log.requests < MAX_WEBHOOKS:
-            url, extra, doc = self._follow(doc, url, from_, caller, log)
+            url, _extra, doc = self._follow(doc, url, from_, caller, log)
         if log.requests >= MAX_WEBHOOKS:
             log.errors.append("the call went on for too many webhooks")
             log.ended = "error"
@@ -240,7 +239,7 @@ class Phone:
     def _check(self, reply: HttpReply, log: CallLog) -> ET.Element:
         if reply.status != 200:
             raise TwimlError(f"HTTP {reply.status}")
-        if not reply.content_type.split(";")[0].strip() in ("text/xml", "application/xml"):
+        if reply.content_type.split(";")[0].strip() not in ("text/xml", "application/xml"):
             raise TwimlError(f"Content-Type {reply.content_type!r} is not XML")
         if len(reply.body.encode()) > MAX_TWIML:
             raise TwimlError("TwiML over 64 kB")
@@ -330,12 +329,12 @@ class Phone:
                 if status == HANG_UP:
                     log.ended = "caller-hangup"
                     return url, {}, None
-                action = verb.get("action")
+                dial_action = verb.get("action")
                 extra = {"DialCallStatus": status, "DialCallSid": "CA" + secrets.token_hex(16)}
                 if status == "completed":
                     extra["DialCallDuration"] = "42"
-                if action:
-                    return self._next(action, from_, extra, log)
+                if dial_action:
+                    return self._next(dial_action, from_, extra, log)
             elif verb.tag == "Redirect":
                 return self._next((verb.text or "").strip() or url, from_, {}, log)
             elif verb.tag in ("Hangup", "Reject"):

@@ -31,7 +31,6 @@ from ivr.engine import (
     Connect,
     End,
     Silence,
-    Speak,
     Turn,
     Utterance,
 )

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 
 from flask import Blueprint, Response, abort, current_app, request
+from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 from ivr.calls import CallHandler, Reply
 
@@ -74,11 +76,9 @@ def recording() -> Response:
 
 
 @bp.errorhandler(Exception)
-def apologise(exc: Exception) -> Response | Exception:
+def apologise(exc: Exception) -> WerkzeugResponse:
     """Last line of defence: even our own bug in this blueprint gives the caller TwiML."""
-    from werkzeug.exceptions import HTTPException
-
     if isinstance(exc, HTTPException):
-        return exc
+        return exc.get_response()
     log.exception("unexpected error in %s; the caller hears an apology", request.path)
     return twiml(Reply(handler().renderer.apology("ru", None)))

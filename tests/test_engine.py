@@ -13,8 +13,8 @@ from ivr import engine
 from ivr.engine import (
     AskKeys,
     AskRecording,
-    CallInput,
     Caller,
+    CallInput,
     CallState,
     Connect,
     Context,
@@ -23,7 +23,7 @@ from ivr.engine import (
     Turn,
 )
 from ivr.errors import EngineError
-from ivr.flow import Flow
+from ivr.flow import Flow, Say
 from ivr.loader import parse_flow
 
 FLOW = """
@@ -302,9 +302,9 @@ def test_loop_without_input_is_stopped() -> None:
     # The validator refuses this flow; the engine must still not spin forever on one.
     looping = _flow(FLOW)
     steps = dict(looping.steps)
-    from ivr.flow import Say
-
-    steps["hello"] = Say("hello", steps["crimea_note"].prompt, "hello")  # type: ignore[union-attr]
+    note = steps["crimea_note"]
+    assert isinstance(note, Say)
+    steps["hello"] = Say("hello", note.prompt, "hello")
     broken = Flow("main", "x", looping.languages, "ru", "hello", steps)
     with pytest.raises(EngineError, match="without waiting"):
         engine.start(lambda _f, _v: broken, "main", ctx())

@@ -1,0 +1,189 @@
+"""What an admin runs: the Procfile's web command under gunicorn, settings, the `ivr` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ivr.cli import main
+from ivr.config import load_settings
+from ivr.errors import ConfigError
+from ivr.standin import HttpTransport, Phone, ScriptedCaller
+from tests.conftest import ROOT, TEST_FLOWS
+
+BIN = str(Path(sys.executable).parent)
+
+
+def procfile(kind: str) -> str:
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        name, _, command = line.partition(":")
+        if name.strip() == kind:
+            return command.strip()
+    raise AssertionError(f"no {kind} in Procfile")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def base_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "IVR_"))}
+    env.update(PATH=f"{BIN}:{env.get('PATH', '')}", INSTANCE_DIR=str(tmp_path / "instance"),
+               FLOWS_DIR=str(TEST_FLOWS), IVR_DOTENV=str(tmp_path / "no.env"), **extra)
+    return env
+
+
+@pytest.fixture
+def web(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    port = free_port()
+    env = base_env(tmp_path, PORT=str(port), PUBLIC_BASE_URL="https://hotline.example.org",
+                   TWILIO_AUTH_TOKEN="gunicorn-test-token", WEB_CONCURRENCY="2")
+    proc = subprocess.Popen(["bash", "-c", f"exec {procfile('web')}"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(url + "/healthz", timeout=1).read()
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    raise AssertionError(proc.stdout.read() if proc.stdout else "") from None
+                time.sleep(0.1)
+        yield url, env
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_the_procfile_web_command_answers_a_whole_call_over_http(
+    web: tuple[str, dict[str, str]],
+) -> None:
+    url, env = web
+    health = json.loads(urllib.request.urlopen(url + "/healthz").read())
+    assert health["flows"]["hotline"]["stale"] is False
+    phone = Phone(HttpTransport(env["PUBLIC_BASE_URL"], url), env["PUBLIC_BASE_URL"],
+                  env["TWILIO_AUTH_TOKEN"], "AC" + "0" * 32, "+15005550006")
+    log = phone.call("+380441234567", ScriptedCaller(["2", "1", "#"]))
+    assert log.errors == []
+    assert "Здравствуйте" in log.text() and "Говоріть після сигналу" in log.text()
+    assert log.ended == "hangup"
+    forged = urllib.request.Request(url + "/twilio/voice", data=b"From=%2B1", method="POST",
+                                    headers={"X-Twilio-Signature": "forged"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(forged)
+    assert refused.value.code == 403
+
+
+def test_a_missing_production_setting_stops_start_up_with_one_line(tmp_path: Path) -> None:
+    env = base_env(tmp_path, PORT=str(free_port()), IVR_ENV="production")
+    result = subprocess.run(["bash", "-c", f"exec {procfile('web')}"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    lines = [x for x in result.stderr.splitlines() if x.startswith("ivr: cannot start:")]
+    assert len(lines) == 1, result.stderr
+    assert "TWILIO_AUTH_TOKEN is not set" in lines[0] and "HOTLINE_NUMBER is not set" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"IVR_ENV": "staging"}, "IVR_ENV is 'staging'"),
+        ({"IVR_ENV": "production"}, "PUBLIC_BASE_URL is not set"),
+        ({"IVR_ENV": "production", "TWILIO_ACCOUNT_SID": "AC1", "TWILIO_AUTH_TOKEN": "t",
+          "PUBLIC_BASE_URL": "http://x.org", "DATABASE_URL": "postgresql://db/ivr",
+          "HOTLINE_NUMBER": "+380441234567"}, "must start with https://"),
+        ({"HOTLINE_NUMBER": "0441234567"}, "HOTLINE_NUMBER must be in E.164 form"),
+        ({"TRANSFER_NUMBERS": "+380441234567, 12"}, "TRANSFER_NUMBERS must be E.164"),
+        ({"PUBLIC_BASE_URL": "hotline.org"}, "is not a URL"),
+        ({"FLOWS_DIR": "/nonexistent"}, "FLOWS_DIR '/nonexistent' is not a folder"),
+        ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL 'LOUD'"),
+    ],
+)
+def test_bad_settings_are_named(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("+", r"\+")):
+        load_settings({"FLOWS_DIR": str(TEST_FLOWS), **env})
+
+
+def test_development_needs_no_settings_at_all() -> None:
+    s = load_settings({"FLOWS_DIR": str(TEST_FLOWS)})
+    assert s.env == "development" and s.database_url.startswith("sqlite:///")
+    assert s.redis_url == "redis://127.0.0.1:6379/0"
+    assert s.twilio_api_base == "https://api.twilio.com"
+
+
+def test_production_with_every_setting_starts() -> None:
+    s = load_settings({
+        "IVR_ENV": "production", "TWILIO_ACCOUNT_SID": "AC" + "2" * 32,
+        "TWILIO_AUTH_TOKEN": "real", "PUBLIC_BASE_URL": "https://hotline.example.org/",
+        "DATABASE_URL": "postgresql+psycopg://ivr@127.0.0.1/ivr", "HOTLINE_NUMBER": "+380441234567",
+        "FLOWS_DIR": str(TEST_FLOWS), "TRANSFER_NUMBERS": "+380441112233,+380441112234",
+    })
+    assert s.production and s.public_base_url == "https://hotline.example.org"
+    assert s.transfer_numbers == ("+380441112233", "+380441112234")
+
+
+def test_every_setting_is_in_env_example() -> None:
+    from ivr.config import SETTINGS
+
+    example = (ROOT / ".env.example").read_text()
+    for name in SETTINGS:
+        assert f"\n{name}=" in example, name
+
+
+# --- the ivr command ----------------------------------------------------------------------
+
+
+def run(args: list[str], tmp_path: Path, **env: str) -> tuple[int, str]:
+    environ = {"FLOWS_DIR": str(TEST_FLOWS), "INSTANCE_DIR": str(tmp_path / "i"),
+               "IVR_DOTENV": str(tmp_path / "none"), **env}
+    result = CliRunner().invoke(main, args, env=environ)
+    return result.exit_code, result.output
+
+
+def test_ivr_call_prints_what_the_caller_hears(tmp_path: Path) -> None:
+    code, out = run(["call", "--press", "3,#", "--steps", "--at", "2026-11-22T12:00+02:00"],
+                    tmp_path)
+    assert code == 0, out
+    assert "[ru-RU] Здравствуйте" in out and "[en-US] Speak after the tone" in out
+    assert "(set_en → main → voicemail)" in out and "[en-US] Goodbye" in out
+    assert "Call ended: the hotline hung up" in out
+
+
+def test_ivr_call_from_a_withheld_number_and_interactive_keys(tmp_path: Path) -> None:
+    environ = {"FLOWS_DIR": str(TEST_FLOWS), "INSTANCE_DIR": str(tmp_path / "i"),
+               "IVR_DOTENV": str(tmp_path / "none")}
+    result = CliRunner().invoke(main, ["call", "--from", "anonymous"], env=environ,
+                                input="2\n#\n")
+    assert result.exit_code == 0, result.output
+    assert "press keys" in result.output and "Говоріть після сигналу" in result.output
+    assert "До побачення" in result.output
+
+
+def test_ivr_call_with_a_bad_setting_says_so(tmp_path: Path) -> None:
+    code, out = run(["call"], tmp_path, HOTLINE_NUMBER="12")
+    assert code == 1 and "HOTLINE_NUMBER must be in E.164 form" in out
+    assert "Traceback" not in out
+
+
+def test_ivr_flows_graph_draws_mermaid_and_dot(tmp_path: Path) -> None:
+    code, out = run(["flows", "graph", "hotline"], tmp_path)
+    assert code == 0 and out.startswith("flowchart TD")
+    assert 's_lang -- "2" --> s_set_uk' in out
+    code, out = run(["flows", "graph", "hotline", "--format", "dot"], tmp_path)
+    assert code == 0 and '"lang" -> "set_uk" [label="2", style=bold];' in out
+    code, out = run(["flows", "graph", "nope"], tmp_path)
+    assert code == 1 and "no flow `nope`" in out

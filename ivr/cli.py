@@ -43,10 +43,12 @@ def main() -> None:
 
 
 @main.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0 to let other machines call in).")
 @click.option("--port", default=lambda: int(os.environ.get("PORT", "5000")), show_default="5000")
 @click.option("--workers", default=lambda: int(os.environ.get("WEB_CONCURRENCY", "2")),
               show_default="2")
-def serve(port: int, workers: int) -> None:
+def serve(host: str, port: int, workers: int) -> None:
     """Answer calls: gunicorn with the app factory, as the Procfile's `web` runs it."""
     s = settings()
     s.instance_dir.mkdir(parents=True, exist_ok=True)
@@ -59,7 +61,7 @@ def serve(port: int, workers: int) -> None:
     click.echo(f"Call it from another terminal:  .venv/bin/ivr call --url http://127.0.0.1:{port}")
     gunicorn = shutil.which("gunicorn") or str(Path(sys.executable).parent / "gunicorn")
     os.execv(gunicorn, [
-        gunicorn, "--config", "python:ivr.serving", "--bind", f"0.0.0.0:{port}",
+        gunicorn, "--config", "python:ivr.serving", "--bind", f"{host}:{port}",
         "--workers", str(workers), "ivr:create_app()",
     ])
 

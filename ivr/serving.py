@@ -20,6 +20,7 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "sync"  # measured: even spread across workers, see bench/webhooks.py
 timeout = 30
 graceful_timeout = 10
+control_socket_disable = True  # several hotlines (or a benchmark) may run on one machine
 accesslog = None  # request lines carry call state tokens; nothing a caller needs logged
 
 

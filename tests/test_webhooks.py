@@ -260,3 +260,35 @@ def test_healthz_says_when_the_database_is_unreachable(settings: Settings) -> No
         body = client.get("/healthz").get_json()
         assert body["database"]["ok"] is False and body["status"] == "degraded"
         assert xml(signed(client, "/twilio/voice", call_params())).find("Gather") is not None
+
+
+def test_recorded_prompts_are_played_and_served(settings: Settings, flows_dir: Path) -> None:
+    audio = flows_dir / "audio"
+    audio.mkdir()
+    (audio / "hello-ru.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt ")
+    flow = (flows_dir / "mini.yaml").read_text(encoding="utf-8")
+    flow = flow.replace("prompt: {ru: Здравствуйте,",
+                        "prompt: {ru: {text: Здравствуйте, audio: hello-ru.wav},")
+    (flows_dir / "mini.yaml").write_text(flow, encoding="utf-8")
+    app = create_app(settings, clock=lambda: SUNDAY)
+    with app.test_client() as client:
+        root = xml(signed(client, "/twilio/voice", call_params()))
+        play = root.find("Play")
+        assert play is not None and play.text == f"{BASE}/audio/hello-ru.wav"
+        served = client.get("/audio/hello-ru.wav")
+        assert served.status_code == 200 and served.data.startswith(b"RIFF")
+        assert client.get("/audio/../mini.yaml").status_code == 404
+        assert client.get("/audio/missing.wav").status_code == 404
+
+
+def test_a_missing_audio_file_falls_back_to_the_text(settings: Settings, flows_dir: Path) -> None:
+    flow = (flows_dir / "mini.yaml").read_text(encoding="utf-8")
+    flow = flow.replace("prompt: {ru: Здравствуйте,",
+                        "prompt: {ru: {text: Здравствуйте, audio: nowhere.wav},")
+    (flows_dir / "mini.yaml").write_text(flow, encoding="utf-8")
+    app = create_app(settings, clock=lambda: SUNDAY)
+    with app.test_client() as client:
+        root = xml(signed(client, "/twilio/voice", call_params()))
+        assert root.find("Play") is None and said(root)[0] == "Здравствуйте"
+        warnings = client.get("/healthz").get_json()
+        assert warnings["status"] == "ok"

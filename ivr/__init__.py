@@ -19,7 +19,8 @@ if TYPE_CHECKING:  # the pure core (flow, loader, engine) must import without Fl
 
 __all__ = ["create_app"]
 
-PHONE_LIKE = re.compile(r"\+?\d[\d\s().-]{6,}\d")
+# Seven or more digits, perhaps spaced or punctuated, not inside an id such as CA12ab…
+PHONE_LIKE = re.compile(r"(?<![A-Za-z0-9])\+?\d[\d\s().-]{6,}\d(?![A-Za-z0-9])")
 
 
 class RedactPhoneNumbers(logging.Filter):

@@ -181,7 +181,8 @@ def resume(flows: FlowLookup, state: CallState, given: CallInput, ctx: Context) 
                     attempts += 1
                     if attempts > step.retries:
                         return _run(flows, flow, _at(state, step.on_failure), out, ctx, [])
-                    extra = step.no_input if given.event == NO_INPUT else step.wrong_key
+                    # Speech we could not match is "we did not catch that", not a wrong key.
+                    extra = step.wrong_key if given.event == DIGITS else step.no_input
                     if extra:
                         out += _speak(flow, state.language, extra)
                 return _run(flows, flow, replace(state, attempts=attempts), out, ctx, [])
@@ -212,9 +213,15 @@ def _menu_choice(step: Menu, state: CallState, given: CallInput) -> str | None:
                 return option.next
     elif given.event == SPEECH and given.speech:
         heard = given.speech.casefold()
-        for option in step.options:
-            if any(w.casefold() in heard for w in option.words.get(state.language, ())):
-                return option.next
+        # The call's own language first; then any language's words, since a caller choosing
+        # a language may well say its name in that language.
+        for words in (
+            lambda o: o.words.get(state.language, ()),
+            lambda o: [w for ws in o.words.values() for w in ws],
+        ):
+            for option in step.options:
+                if any(w.casefold() in heard for w in words(option)):
+                    return option.next
     return None
 
 

@@ -97,7 +97,8 @@ class Renderer:
 
     def _template(self, say: tuple[Utterance, ...], wait: object) -> str:
         r = VoiceResponse()
-        self._utter(r, say)
+        if not isinstance(wait, AskKeys):
+            self._utter(r, say)
         s = PLACEHOLDER
         match wait:
             case AskKeys():
@@ -112,7 +113,9 @@ class Renderer:
                     hints=", ".join(wait.hints) or None,
                     speech_timeout="auto" if wait.speech_locale else None,
                 )
-                self._utter(g, wait.prompt)
+                # Everything said in this turn plays inside the Gather, so a caller who
+                # knows the menu can press a key without waiting for the end.
+                self._utter(g, say + wait.prompt)
                 r.append(g)
                 r.redirect(self.step_url(s, "timeout"), method="POST")
             case AskRecording():

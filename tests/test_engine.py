@@ -180,7 +180,9 @@ def test_menu_turn_asks_for_one_key_and_listens_in_the_call_language() -> None:
         (CallInput("digits", digits="2"), 0, "vm", ["говорите"], AskRecording),
         (CallInput("speech", speech="Хочу оставить СООБЩЕНИЕ"), 0, "vm", ["говорите"],
          AskRecording),
-        (CallInput("speech", speech="погода"), 0, "menu", ["нет такой", "меню"], AskKeys),
+        (CallInput("speech", speech="погода"), 0, "menu", ["не слышу", "меню"], AskKeys),
+        (CallInput("speech", speech="залишити повідомлення"), 0, "vm", ["говорите"],
+         AskRecording),  # Ukrainian words on a Russian call still count
         (CallInput("digits", digits="*"), 0, "menu", ["меню"], AskKeys),
         (CallInput("digits", digits="9"), 0, "menu", ["нет такой", "меню"], AskKeys),
         (CallInput("digits", digits="1" * 300), 0, "menu", ["нет такой", "меню"], AskKeys),

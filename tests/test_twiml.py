@@ -36,13 +36,15 @@ def query(url: str) -> dict[str, str]:
 
 
 def test_menu_is_a_gather_with_the_prompt_inside_and_a_redirect_after() -> None:
-    root = render(AskKeys((HELLO,), 1, 6, "#", "uk-UA", ("так", "ні")))
-    gather, redirect = root[1], root[2]
-    assert [el.tag for el in root] == ["Say", "Gather", "Redirect"]
+    menu = Speak("Меню", "Google.uk-UA-Standard-A", "uk-UA")
+    root = render(AskKeys((menu,), 1, 6, "#", "uk-UA", ("так", "ні")))
+    gather, redirect = root[0], root[1]
+    assert [el.tag for el in root] == ["Gather", "Redirect"]
     assert gather.get("input") == "dtmf speech" and gather.get("language") == "uk-UA"
     assert gather.get("numDigits") == "1" and gather.get("timeout") == "6"
     assert gather.get("hints") == "так, ні"
-    assert [c.tag for c in gather] == ["Say"]
+    # what the turn said before the menu plays inside the Gather too: callers can barge in
+    assert [(c.tag, c.text) for c in gather] == [("Say", "Вітаємо"), ("Say", "Меню")]
     assert gather[0].get("voice") == "Google.uk-UA-Standard-A"
     assert decode_state(query(gather.get("action", ""))["s"]) == STATE
     assert query(gather.get("action", ""))["e"] == "input"
@@ -50,7 +52,7 @@ def test_menu_is_a_gather_with_the_prompt_inside_and_a_redirect_after() -> None:
 
 
 def test_hash_as_a_menu_key_turns_off_the_finish_key() -> None:
-    gather = render(AskKeys((HELLO,), 1, 5, "", None))[1]
+    gather = render(AskKeys((HELLO,), 1, 5, "", None))[0]
     assert gather.get("finishOnKey") == "" and gather.get("input") == "dtmf"
 
 

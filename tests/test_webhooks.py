@@ -203,7 +203,7 @@ def test_a_broken_entry_flow_still_lets_callers_leave_a_message(
         assert restart.find("Record") is not None
         health = client.get("/healthz").get_json()
         assert health["status"] == "degraded" and health["entry_flow"]["ok"] is False
-        assert any("mini.yaml:3:1: YAML syntax error" in p for p in health["flow_problems"])
+        assert any("mini.yaml:2:8: YAML syntax error" in p for p in health["flow_problems"])
 
 
 def test_an_uncaught_bug_in_the_blueprint_still_gives_twiml(
@@ -273,7 +273,7 @@ def test_recorded_prompts_are_played_and_served(settings: Settings, flows_dir: P
     app = create_app(settings, clock=lambda: SUNDAY)
     with app.test_client() as client:
         root = xml(signed(client, "/twilio/voice", call_params()))
-        play = root.find("Play")
+        play = root.find(".//Play")
         assert play is not None and play.text == f"{BASE}/audio/hello-ru.wav"
         served = client.get("/audio/hello-ru.wav")
         assert served.status_code == 200 and served.data.startswith(b"RIFF")
@@ -289,6 +289,6 @@ def test_a_missing_audio_file_falls_back_to_the_text(settings: Settings, flows_d
     app = create_app(settings, clock=lambda: SUNDAY)
     with app.test_client() as client:
         root = xml(signed(client, "/twilio/voice", call_params()))
-        assert root.find("Play") is None and said(root)[0] == "Здравствуйте"
+        assert root.find(".//Play") is None and said(root)[0] == "Здравствуйте"
         warnings = client.get("/healthz").get_json()
         assert warnings["status"] == "ok"

@@ -41,6 +41,7 @@ class Result:
     name: str
     problems: list[str] = field(default_factory=list)
     heard: list[str] = field(default_factory=list)
+    turns: list[tuple[list[str], set[str]]] = field(default_factory=list)  # see CallLog
 
     @property
     def ok(self) -> bool:
@@ -121,6 +122,7 @@ def run(settings: Settings, sc: Scenario, apps: dict[tuple[str, str], Flask]) ->
     presses = [str(p) for p in spec.get("press") or []]
     log = phone.call(str(spec.get("from", "+79161234567")), ScriptedCaller(presses))
     result.heard = [h.text for h in log.heard if h.kind in ("say", "play")]
+    result.turns = log.turns
     result.problems += check(spec, log)
     return result
 

@@ -145,6 +145,8 @@ class Heard:
 class CallLog:
     heard: list[Heard] = field(default_factory=list)
     steps: list[str] = field(default_factory=list)
+    # per answer: the steps it walked and the languages its <Say>s spoke
+    turns: list[tuple[list[str], set[str]]] = field(default_factory=list)
     requests: int = 0
     ended: str = ""  # hangup, end-of-document, caller-hangup, reject, error
     errors: list[str] = field(default_factory=list)
@@ -261,6 +263,7 @@ class Phone:
         steps = reply.headers.get("X-IVR-Steps", "")
         if steps:
             log.steps += steps.split(",")
+            log.turns.append((steps.split(","), {s.get("language", "") for s in root.iter("Say")}))
             if self.on_step:
                 self.on_step(steps.split(","))
         return root

@@ -1,0 +1,106 @@
+"""The shipped hotline: its flows check clean, every scenario passes, regions are right."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ivr.cli import main
+from ivr.config import Settings
+from ivr.loader import flow_files, load_set
+from ivr.routing import load_regions
+from ivr.scenarios import run_files, scenario_files
+from tests.conftest import ROOT
+
+FLOWS = ROOT / "flows"
+
+
+def real_settings(tmp_path: Path) -> Settings:
+    return Settings(flows_dir=FLOWS, instance_dir=tmp_path / "instance",
+                    database_url=f"sqlite:///{tmp_path / 'db.sqlite'}")
+
+
+def test_the_shipped_flows_check_clean(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["flows", "check", str(FLOWS)],
+                                env={"IVR_DOTENV": str(tmp_path / "none")})
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("1 flow(s) OK: hotline@")
+
+
+def test_every_hotline_scenario_passes(tmp_path: Path) -> None:
+    files = scenario_files([FLOWS / "tests"])
+    results = run_files(real_settings(tmp_path), files)
+    assert len(results) >= 60
+    failed = [f"{r.where} {r.name}: {r.problems}" for r in results if not r.ok]
+    assert failed == []
+
+
+def test_every_step_of_the_hotline_is_walked_in_every_language(tmp_path: Path) -> None:
+    """Scenarios cover every branch: each step is walked, the main ones in ru, uk and en."""
+    flow = load_set(flow_files([FLOWS])).flows["hotline"]
+    walked: dict[str, set[str]] = {}
+    for r in run_files(real_settings(tmp_path), scenario_files([FLOWS / "tests"])):
+        for steps, locales in r.turns:
+            for step in steps:
+                walked.setdefault(step, set()).update(locales)
+    assert set(flow.steps) - set(walked) == set()
+    for step in ("main_menu", "after_info", "voicemail", "operator", "surrender_info",
+                 "mobilised_info", "closed_note", "busy_note", "thanks", "after_call"):
+        assert {"ru-RU", "uk-UA", "en-US"} <= walked[step], step
+
+
+def test_a_scenario_that_expects_the_wrong_thing_fails(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "flow: hotline\nscenarios:\n"
+        "  - name: expects the impossible\n    press: [1, 2]\n"
+        "    hears: [Bonjour]\n    ends_at: nowhere\n    ended: hangup\n"
+        "  - name: typo in a key\n    press: [1]\n    heers: [x]\n",
+        encoding="utf-8",
+    )
+    results = run_files(real_settings(tmp_path), [bad])
+    assert len(results) == 1 and not results[0].ok  # the file itself is wrong: no calls made
+    assert any("unknown key `heers`" in p and "did you mean `hears`?" in p
+               for p in results[0].problems)
+    bad.write_text(bad.read_text().replace("heers", "hears"), encoding="utf-8")
+    results = run_files(real_settings(tmp_path), [bad])
+    problems = results[0].problems
+    assert "did not hear 'Bonjour' at all" in problems
+    assert any(p.startswith("ended at step `") and "not `nowhere`" in p for p in problems)
+    assert any("the call ended by caller-hangup, not hangup" == p for p in problems)
+
+
+@pytest.mark.parametrize(
+    ("number", "region", "withheld"),
+    [
+        ("+79781234567", "crimea", False),
+        ("+73652123456", "crimea", False),
+        ("+380652123456", "crimea", False),
+        ("+380692123456", "crimea", False),
+        ("+79491234567", "occupied", False),
+        ("+79591234567", "occupied", False),
+        ("+79901234567", "occupied", False),
+        ("+380621234567", "occupied", False),
+        ("+380641234567", "occupied", False),
+        ("+79161234567", "russia", False),
+        ("+74951234567", "russia", False),
+        ("+380441234567", "ukraine", False),
+        ("+380612123456", "ukraine", False),  # Zaporizhzhia city: free territory
+        ("+380501234567", "ukraine", False),
+        ("+14155550100", "elsewhere", False),
+        ("+4915123456789", "elsewhere", False),
+        ("anonymous", "elsewhere", True),
+        ("", "elsewhere", True),
+        ("+266696687", "elsewhere", True),
+        ("client:alice", "elsewhere", True),
+        ("12", "elsewhere", True),
+    ],
+)
+def test_region_of_a_number(number: str, region: str, withheld: bool) -> None:
+    regions, problems = load_regions(FLOWS / "regions.yaml")
+    assert problems == []
+    caller, rule = regions.which(number)
+    assert (caller.region, caller.withheld) == (region, withheld), rule
+    assert number[1:] not in rule or not number  # the reason never repeats the number

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ivr.loader import Problem
+    from ivr.yamldoc import Problem
 
 
 class IvrError(Exception):

@@ -11,7 +11,6 @@ flow that passes the check is exactly the flow callers hear.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -21,7 +20,6 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ivr.flow import (
@@ -49,8 +47,8 @@ from ivr.flow import (
     edges,
     voices_for,
 )
+from ivr.yamldoc import NAME, Doc, Problem, compose, did_you_mean
 
-NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 KEY = re.compile(r"^[0-9*#]$")
 WEEKDAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 CONDITIONS = ("region", "country", "language", "withheld", "open", "closed", "variable")
@@ -71,147 +69,6 @@ STEP_KEYS: dict[str, tuple[set[str], set[str]]] = {  # type -> (required, option
     "goto": ({"flow"}, {"step"}),
     "hangup": (set(), {"prompt"}),
 }
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    file: str
-    line: int
-    col: int
-    message: str
-    hint: str = ""
-    warning: bool = False
-
-    def __str__(self) -> str:
-        kind = "warning: " if self.warning else ""
-        hint = f" ({self.hint})" if self.hint else ""
-        return f"{self.file}:{self.line}:{self.col}: {kind}{self.message}{hint}"
-
-
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"did you mean `{close[0]}`?" if close else ""
-
-
-class Doc:
-    """One YAML document being read: turns nodes into values and records problems."""
-
-    def __init__(self, file: str) -> None:
-        self.file = file
-        self.problems: list[Problem] = []
-        self._constructor = yaml.constructor.SafeConstructor()
-
-    def problem(self, node: Node, message: str, hint: str = "", warning: bool = False) -> None:
-        mark = node.start_mark
-        self.problems.append(
-            Problem(self.file, mark.line + 1, mark.column + 1, message, hint, warning)
-        )
-
-    def mapping(self, node: Node, what: str) -> dict[str, tuple[Node, Node]] | None:
-        if not isinstance(node, MappingNode):
-            self.problem(node, f"{what} must be a mapping of `key: value` lines")
-            return None
-        out: dict[str, tuple[Node, Node]] = {}
-        for key_node, value_node in node.value:
-            key = self.value(key_node)
-            if not isinstance(key, str | int) or isinstance(key, bool):
-                self.problem(key_node, f"{what} has a key that is not a name")
-                continue
-            name = str(key)
-            if name in out:
-                first = out[name][0].start_mark.line + 1
-                self.problem(key_node, f"duplicate key `{name}` in {what} (first at line {first})")
-                continue
-            out[name] = (key_node, value_node)
-        return out
-
-    def keys(
-        self,
-        node: Node,
-        found: dict[str, tuple[Node, Node]],
-        required: set[str],
-        optional: set[str],
-        what: str,
-    ) -> None:
-        allowed = required | optional
-        for key, (key_node, _) in found.items():
-            if key not in allowed:
-                self.problem(key_node, f"unknown key `{key}` in {what}", did_you_mean(key, allowed))
-        for key in sorted(required - found.keys()):
-            self.problem(node, f"{what} needs `{key}`")
-
-    def value(self, node: Node) -> Any:
-        if isinstance(node, ScalarNode):
-            try:
-                return self._constructor.construct_object(node, deep=True)
-            except (yaml.constructor.ConstructorError, ValueError):
-                return None  # e.g. a date like 2027-13-45 or an unknown `!tag`: a wrong value
-        return None
-
-    def string(self, node: Node, what: str) -> str | None:
-        value = self.value(node)
-        if isinstance(node, ScalarNode) and value is not None and not isinstance(value, bool):
-            text = str(value).strip()
-            if text:
-                return text
-        self.problem(node, f"{what} must be a non-empty text")
-        return None
-
-    def name(self, node: Node, what: str) -> str | None:
-        text = self.string(node, what)
-        if text is not None and not NAME.match(text):
-            self.problem(
-                node, f"{what} `{text}` is not a valid name", "use letters, digits, `_` or `-`"
-            )
-            return None
-        return text
-
-    def integer(self, node: Node, what: str, low: int, high: int) -> int | None:
-        value = self.value(node)
-        if isinstance(value, int) and not isinstance(value, bool) and low <= value <= high:
-            return value
-        self.problem(node, f"{what} must be a whole number from {low} to {high}")
-        return None
-
-    def boolean(self, node: Node, what: str) -> bool | None:
-        value = self.value(node)
-        if isinstance(value, bool):
-            return value
-        self.problem(node, f"{what} must be `true` or `false`")
-        return None
-
-    def strings(self, node: Node, what: str) -> tuple[str, ...]:
-        """A single text or a list of texts."""
-        if isinstance(node, SequenceNode):
-            items = [self.string(n, what) for n in node.value]
-            return tuple(i for i in items if i is not None)
-        one = self.string(node, what)
-        return (one,) if one is not None else ()
-
-
-def compose(text: str, doc: Doc) -> Node | None:
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        what = " ".join(x for x in (exc.context, exc.problem) if x)
-        hint = ""
-        if "quoted scalar" in what and exc.context_mark:
-            mark = exc.context_mark  # the opening quote, not the end of the file
-            hint = "a quote opened here is never closed"
-        elif "'\\t'" in what:
-            hint = "indent with spaces, not tabs"
-        elif "expected <block end>" in what or "mapping values are not allowed" in what:
-            hint = "check the indentation and the `:` on this line and the one above"
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        doc.problems.append(Problem(doc.file, line, col, f"YAML syntax error: {what}", hint))
-        return None
-    except yaml.YAMLError as exc:
-        doc.problems.append(Problem(doc.file, 1, 1, f"YAML error: {exc}"))
-        return None
-    if node is None:
-        doc.problems.append(Problem(doc.file, 1, 1, "the file is empty"))
-    return node
 
 
 # --- one flow file -----------------------------------------------------------------------
@@ -245,9 +102,19 @@ class _FlowReader:
     # prompts ----------------------------------------------------------------------------
     def prompt(self, node: Node, what: str) -> Prompt | None:
         doc = self.doc
+        if not self.languages:
+            return None  # the missing `languages` is reported once, not at every prompt
         if isinstance(node, ScalarNode) and len(self.languages) == 1:
-            text = doc.string(node, what)
-            return {next(iter(self.languages)): Text(text)} if text else None
+            words = doc.string(node, what)
+            return {next(iter(self.languages)): Text(words)} if words else None
+        if isinstance(node, ScalarNode):  # several languages, one line
+            first = next(iter(self.languages))
+            doc.problem(
+                node, f"{what} needs one line per language",
+                f"this flow speaks {', '.join(self.languages)}: "
+                f"put each on its own line under it, like `{first}: …`",
+            )
+            return None
         found = doc.mapping(node, f"{what} (one line per language)")
         if found is None:
             return None
@@ -347,7 +214,7 @@ class _FlowReader:
         doc = self.doc
         found = doc.mapping(node, "`hours`")
         self.hours_names = set(found or {})
-        for name, (key_node, value_node) in (found or {}).items():
+        for name, (_key_node, value_node) in (found or {}).items():
             entry = doc.mapping(value_node, f"hours `{name}`")
             if entry is None:
                 continue
@@ -558,16 +425,12 @@ class _FlowReader:
         what = f"step `{name}`"
         found = self._must(doc.mapping(v["options"], f"options of {what}"))
         options: list[Option] = []
-        seen: dict[str, Node] = {}
+        seen: set[str] = set()  # `1` and "1" are one key: Doc.mapping reports the duplicate
         for _, (key_node, value_node) in found.items():
             key = self.key(key_node)
             if key is None:
                 continue
-            if key in seen:
-                line = seen[key].start_mark.line + 1
-                doc.problem(key_node, f"menu key `{key}` is used twice (first at line {line})")
-                continue
-            seen[key] = key_node
+            seen.add(key)
             if isinstance(value_node, MappingNode):
                 entry = doc.mapping(value_node, f"option `{key}`") or {}
                 doc.keys(value_node, entry, {"next"}, {"words"}, f"option `{key}`")
@@ -633,7 +496,7 @@ class _FlowReader:
             if "next" not in entry:
                 continue
             kind = kinds[0]
-            key_node, value_node = entry[kind]
+            value_node = entry[kind][1]
             variable = None
             if kind == "withheld":
                 flag = doc.boolean(value_node, "`withheld`")
@@ -844,24 +707,37 @@ def load_set(
             continue
         parsed.append(parse_flow(text, str(path), audio_dir(path), regions))
     flows: dict[str, Flow] = dict(known or {})
-    files: dict[str, str] = {}
+    owners: dict[str, str] = {}
     for p in parsed:
         if p.flow is None:
             continue
-        if p.flow.id in files:
+        if p.flow.id in owners:
             doc = Doc(p.file)
             assert p.id_node is not None
-            doc.problem(p.id_node, f"flow id `{p.flow.id}` is also used by {files[p.flow.id]}")
+            doc.problem(
+                p.id_node, f"flow id `{p.flow.id}` is also used by {owners[p.flow.id]}",
+                "give each flow file its own `id`",
+            )
             p.problems += doc.problems
             p.flow = None
             continue
-        files[p.flow.id] = p.file
+        owners[p.flow.id] = p.file
         flows[p.flow.id] = p.flow
+    broken_ids: dict[str, str] = {}  # files with mistakes: a goto there is not misspelt
+    for p in parsed:
+        name = Doc(p.file).value(p.id_node) if p.flow is None and p.id_node else None
+        if isinstance(name, str) and name not in owners:
+            broken_ids[name] = p.file
     for p in parsed:
         doc = Doc(p.file)
         for goto, node in p.gotos:
             target = flows.get(goto.flow)
-            if target is None:
+            if target is None and goto.flow in broken_ids:
+                doc.problem(
+                    node, f"flow `{goto.flow}` cannot be used: {broken_ids[goto.flow]} has mistakes",
+                    "fix that file first",
+                )
+            elif target is None:
                 doc.problem(
                     node, f"no flow with id `{goto.flow}`",
                     did_you_mean(goto.flow, flows)
@@ -870,21 +746,23 @@ def load_set(
             elif goto.step and goto.step not in target.steps:
                 doc.problem(
                     node, f"flow `{goto.flow}` has no step `{goto.step}`",
-                    did_you_mean(goto.step, target.steps),
+                    did_you_mean(goto.step, target.steps)
+                    or f"its steps: {', '.join(target.steps)}",
                 )
         if p.flow is not None and not doc.problems:
             _check_outcome(doc, p, flows)
             _check_cross_cycles(doc, p, flows)
         p.problems += doc.problems
-        if p.flow is not None and any(not x.warning for x in doc.problems):
+    for p in parsed:  # only after every flow was checked against the same set
+        if p.flow is not None and any(not x.warning for x in p.problems):
             flows.pop(p.flow.id, None)
-            files.pop(p.flow.id, None)
+            owners.pop(p.flow.id, None)
             p.flow = None
     for p in parsed:
         problems += p.problems
     broken = {p.file for p in parsed if p.flow is None} | {x.file for x in problems if not x.warning}
     return FlowSet(
-        {k: f for k, f in flows.items() if k in files}, problems, files, broken
+        {k: f for k, f in flows.items() if k in owners}, problems, owners, broken
     )
 
 
@@ -929,7 +807,7 @@ def _check_cross_cycles(doc: Doc, p: Parsed, flows: dict[str, Flow]) -> None:
                 continue
             seen.add((f.id, name))
             step = f.steps[name]
-            if isinstance(step, WAITING) or isinstance(step, Hangup):
+            if isinstance(step, (*WAITING, Hangup)):
                 continue
             if f.id == p.flow.id and name == goto.name:
                 doc.problem(

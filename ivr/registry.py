@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ivr.flow import Flow
-from ivr.loader import Problem, flow_files, load_set, parse_flow
+from ivr.loader import flow_files, load_set, parse_flow
 from ivr.routing import DEFAULT, Regions, load_regions
+from ivr.yamldoc import Problem
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import phonenumbers
 from yaml.nodes import MappingNode
 
 from ivr.engine import Caller
-from ivr.loader import Doc, Problem, compose
+from ivr.yamldoc import Doc, Problem, compose
 
 # What Twilio sends in `From` when a caller hides their number.
 WITHHELD = {"", "anonymous", "restricted", "unknown", "private", "+266696687", "+7378742833"}

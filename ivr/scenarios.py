@@ -18,8 +18,8 @@ from flask import Flask
 from yaml.nodes import MappingNode, SequenceNode
 
 from ivr.config import Settings
-from ivr.loader import Doc, compose, did_you_mean
 from ivr.standin import CallLog, FlaskTransport, Phone, ScriptedCaller
+from ivr.yamldoc import Doc, compose, did_you_mean
 
 # Flow tests always have an operator phone to ring, whatever TRANSFER_NUMBERS says here;
 # whether it answers is up to the scenario (`answer`, `busy`, `no-answer` in `press`).

@@ -69,7 +69,7 @@ def test_a_scenario_that_expects_the_wrong_thing_fails(tmp_path: Path) -> None:
     problems = results[0].problems
     assert "did not hear 'Bonjour' at all" in problems
     assert any(p.startswith("ended at step `") and "not `nowhere`" in p for p in problems)
-    assert any("the call ended by caller-hangup, not hangup" == p for p in problems)
+    assert any(p == "the call ended by caller-hangup, not hangup" for p in problems)
 
 
 @pytest.mark.parametrize(

@@ -759,7 +759,7 @@ def load_set(
             owners.pop(p.flow.id, None)
             p.flow = None
     for p in parsed:
-        problems += p.problems
+        problems += sorted(p.problems, key=lambda x: (x.line, x.col))  # in reading order
     broken = {p.file for p in parsed if p.flow is None} | {x.file for x in problems if not x.warning}
     return FlowSet(
         {k: f for k, f in flows.items() if k in owners}, problems, owners, broken

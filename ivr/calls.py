@@ -73,7 +73,7 @@ class CallHandler:
             turn = engine.start(self.registry.get, self.settings.entry_flow, self._context(params))
             return self._reply(turn)
         except Exception:
-            log.exception("incoming call %s failed; the caller hears an apology",
+            log.exception("incoming call %s failed; answered with the apology",
                           params.get("CallSid", "?"))
             return Reply(self.renderer.apology("ru", None))
 
@@ -97,7 +97,7 @@ class CallHandler:
             if isinstance(exc, StateError):
                 log.warning("call %s: %s", params.get("CallSid", "?"), exc)
             else:
-                log.exception("call %s failed at %s; the caller hears an apology",
+                log.exception("call %s failed at %s; answered with the apology",
                               params.get("CallSid", "?"), state.step if state else "?")
             token = query.get("s") if state is not None and event != "retry" else None
             return Reply(self.renderer.apology(state.language if state else language, token))

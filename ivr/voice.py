@@ -80,5 +80,5 @@ def apologise(exc: Exception) -> WerkzeugResponse:
     """Last line of defence: even our own bug in this blueprint gives the caller TwiML."""
     if isinstance(exc, HTTPException):
         return exc.get_response()
-    log.exception("unexpected error in %s; the caller hears an apology", request.path)
+    log.exception("unexpected error in %s; answered with the apology", request.path)
     return twiml(Reply(handler().renderer.apology("ru", None)))

@@ -128,7 +128,7 @@ class CallHandler:
         return Reply(self.renderer.apology(language, None))
 
     def status(self, params: Params) -> Reply:
-        log.info("call %s is %s", params.get("CallSid", "?"), params.get("CallStatus", "?"))
+        log.debug("call %s is %s", params.get("CallSid", "?"), params.get("CallStatus", "?"))
         return Reply(EMPTY)
 
     def recording(self, query: Params, params: Params) -> Reply:

@@ -8,8 +8,9 @@ which says http:// and an internal host behind a TLS proxy (twilio-python issue 
 from __future__ import annotations
 
 import logging
+from urllib.parse import unquote_plus
 
-from flask import Blueprint, Response, abort, current_app, request
+from flask import Blueprint, Response, abort, current_app, g, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as WerkzeugResponse
 
@@ -25,8 +26,27 @@ def handler() -> CallHandler:
     return found
 
 
+def parse_form(body: str) -> dict[str, list[str]]:
+    """application/x-www-form-urlencoded, as Twilio posts it.
+
+    What werkzeug's form parsing does for this one content type, in a quarter of the time
+    (it was the largest cost of a webhook, see bench/webhooks.py --profile).
+    """
+    form: dict[str, list[str]] = {}
+    for pair in body.split("&"):
+        if not pair:
+            continue
+        name, _, value = pair.partition("=")
+        if "%" in pair or "+" in pair:
+            name, value = unquote_plus(name), unquote_plus(value)
+        form.setdefault(name, []).append(value)
+    return form
+
+
 def params() -> dict[str, str]:
-    return request.form.to_dict() if request.method == "POST" else request.args.to_dict()
+    """Twilio's parameters, first value of each: the body of a POST, the query of a GET."""
+    found: dict[str, str] = g.twilio_params
+    return found
 
 
 @bp.before_request
@@ -34,7 +54,15 @@ def check_signature() -> None:
     h = handler()
     query = request.environ.get("QUERY_STRING", "")
     url = h.settings.public_base_url + request.path + (f"?{query}" if query else "")
-    form = request.form.to_dict(flat=False) if request.method == "POST" else {}
+    if request.method != "POST":
+        form: dict[str, list[str]] = {}
+        g.twilio_params = request.args.to_dict()
+    elif request.mimetype == "application/x-www-form-urlencoded":
+        form = parse_form(request.get_data(as_text=True))
+        g.twilio_params = {name: values[0] for name, values in form.items()}
+    else:
+        form = request.form.to_dict(flat=False)
+        g.twilio_params = request.form.to_dict()
     signature = request.headers.get("X-Twilio-Signature", "")
     settings = request.headers.get("X-Twilio-Webhooks-Signature-Settings", "")
     if not h.checker.valid(url, form, signature, settings):

@@ -9,11 +9,13 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from twilio.request_validator import RequestValidator
+from werkzeug.datastructures import MultiDict
 
 from ivr.engine import AskKeys, AskRecording, CallState, Connect, End, Silence, Speak, Turn
 from ivr.errors import StateError
 from ivr.flow import VOICES
-from ivr.twiml import Renderer, decode_state, encode_state
+from ivr.twiml import Renderer, SignatureChecker, decode_state, encode_state
 
 BASE = "https://hotline.example.org"
 STATE = CallState("hotline", "abc123", "main_menu", "uk", 1, (("topic", "здатися"),))
@@ -128,3 +130,30 @@ def test_state_token_round_trips_and_stays_url_safe(
 def test_garbage_tokens_are_state_errors(token: str) -> None:
     with pytest.raises(StateError):
         decode_state(token)
+
+
+param_names = st.text(st.characters(codec="utf-8"), min_size=1,
+                      max_size=12)
+param_values = st.lists(st.text(st.characters(codec="utf-8"),
+                                max_size=30), min_size=1, max_size=3)
+
+
+@given(url=st.sampled_from([BASE + "/twilio/voice", BASE + "/twilio/step?s=abc&e=input"]),
+       params=st.dictionaries(param_names, param_values, max_size=25))
+def test_fast_signature_is_exactly_twilios(url: str, params: dict[str, list[str]]) -> None:
+    """The hot-path HMAC equals RequestValidator.compute_signature for any parameters."""
+    checker = SignatureChecker("secret-token")
+    theirs = RequestValidator("secret-token").compute_signature(url, MultiDict(
+        [(k, v) for k, vs in params.items() for v in vs]))
+    assert checker.expected(url, params) == theirs
+    assert checker.valid(url, params, theirs)
+
+
+@given(params=st.dictionaries(param_names, param_values, max_size=25))
+def test_form_parsing_matches_the_standard_library(params: dict[str, list[str]]) -> None:
+    from urllib.parse import parse_qs, urlencode
+
+    from ivr.voice import parse_form
+
+    body = urlencode([(k, v) for k, vs in params.items() for v in vs])
+    assert parse_form(body) == parse_qs(body, keep_blank_values=True)

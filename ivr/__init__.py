@@ -53,8 +53,10 @@ def create_app(
 
     from ivr import public, voice
     from ivr.calls import CallHandler
+    from ivr.jobs import Outbox, OutboxFlusher, keyring_for
     from ivr.registry import FlowRegistry
-    from ivr.storage import Database
+    from ivr.storage import Database, Vault
+    from ivr.voicemail import Reported, note_recording
 
     settings = settings or load_settings()
     configure_logging(settings.log_level)
@@ -66,8 +68,19 @@ def create_app(
             "entry flow %r is not loaded (see the flow problems above); callers will hear "
             "an apology and can leave a voicemail until it is fixed", settings.entry_flow
         )
-    app.extensions["ivr"] = CallHandler(settings, registry, clock)
-    app.extensions["ivr.db"] = Database(settings.database_url)
+    db = Database(settings.database_url)
+    vault = Vault(keyring_for(settings))
+    outbox = Outbox(db, settings.redis_url)
+
+    def report(recording: Reported) -> None:
+        if note_recording(db, vault, recording) is not None:
+            outbox.flush()  # at once when Redis is up; the flusher retries when it is not
+
+    app.extensions["ivr"] = CallHandler(settings, registry, clock, report)
+    app.extensions["ivr.db"] = db
+    app.extensions["ivr.outbox"] = outbox
+    if settings.outbox_flush_seconds > 0:
+        OutboxFlusher(outbox, settings.outbox_flush_seconds).start()
     app.register_blueprint(voice.bp)
     app.register_blueprint(public.bp)
     return app

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,9 +21,11 @@ from ivr.engine import Caller, CallInput, CallState, Context, Turn
 from ivr.errors import StateError
 from ivr.registry import FlowRegistry
 from ivr.twiml import EMPTY, Renderer, SignatureChecker, decode_state
+from ivr.voicemail import Reported
 
 log = logging.getLogger(__name__)
 
+RECORDING_SID = re.compile(r"^RE[0-9a-f]{32}$")
 MAX_TWIML = 64_000  # Twilio rejects a TwiML document over 64 kB
 
 EVENTS = {
@@ -49,10 +52,12 @@ class CallHandler:
         settings: Settings,
         registry: FlowRegistry,
         clock: Callable[[], datetime] | None = None,
+        voicemail: Callable[[Reported], None] | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
         self.clock = clock or (lambda: datetime.now(UTC))
+        self.voicemail = voicemail
         self.renderer = Renderer(settings.public_base_url, settings.hotline_number)
         self.checker = SignatureChecker(settings.twilio_auth_token)
 
@@ -92,6 +97,8 @@ class CallHandler:
                 return self._reply(turn)
             state = decode_state(query.get("s", ""))
             given = self._input(event, params)
+            if given.event == engine.RECORDED:
+                self._report(params, state, "completed")
             return self._reply(engine.resume(self.registry.get, state, given, self._context(params)))
         except Exception as exc:
             if isinstance(exc, StateError):
@@ -132,6 +139,35 @@ class CallHandler:
         return Reply(EMPTY)
 
     def recording(self, query: Params, params: Params) -> Reply:
-        log.info("recording %s of call %s is %s", params.get("RecordingSid", "?"),
-                 params.get("CallSid", "?"), params.get("RecordingStatus", "?"))
+        """recordingStatusCallback: note the recording (it carries no From) and answer."""
+        state = None
+        with contextlib.suppress(StateError):
+            state = decode_state(query.get("s", ""))
+        self._report(params, state, params.get("RecordingStatus", ""), language=query.get("l", ""))
         return Reply(EMPTY)
+
+    def _report(self, params: Params, state: CallState | None, status: str,
+                language: str = "") -> None:
+        """Hand a reported recording to the voicemail desk; never fail the webhook for it."""
+        sid = params.get("RecordingSid", "")
+        if self.voicemail is None:
+            return
+        if not RECORDING_SID.match(sid) or not params.get("CallSid"):
+            log.warning("recording report without valid ids ignored")
+            return
+        try:
+            duration = int(params.get("RecordingDuration", "0") or 0)
+        except ValueError:
+            duration = 0
+        number = params.get("From", "")
+        try:
+            self.voicemail(Reported(
+                call_sid=params["CallSid"][:64], recording_sid=sid, status=status,
+                duration=duration, number=number,
+                caller=self.registry.regions.which(number)[0],
+                flow=state.flow if state else "", flow_version=state.version if state else "",
+                step=state.step if state else "", language=state.language if state else language,
+            ))
+        except Exception:
+            # The recording stays at Twilio; the log says which one, so nothing is lost.
+            log.exception("could not store recording %s; it remains at Twilio", sid)

@@ -6,22 +6,25 @@ message and a non-zero exit, never a traceback.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 from dotenv import load_dotenv
 
+from ivr.casebook import STATUSES
 from ivr.config import Settings, load_settings
 from ivr.errors import ConfigError
 
 if TYPE_CHECKING:
     from ivr.standin import Phone
+    from ivr.storage import Database, Vault
 
 DEFAULT_CALLER = "+79161234567"  # a Moscow mobile number, for trying the hotline out
 
@@ -53,6 +56,9 @@ def serve(host: str, port: int, workers: int) -> None:
     s = settings()
     s.instance_dir.mkdir(parents=True, exist_ok=True)
     from ivr.loader import flow_files, load_set
+    from ivr.storage import upgrade
+
+    upgrade(s.database_url)
 
     result = load_set(flow_files([s.flows_dir]))
     for problem in result.problems:
@@ -69,17 +75,174 @@ def serve(host: str, port: int, workers: int) -> None:
 @main.command()
 @click.option("--burst", is_flag=True, help="Work the queue until it is empty, then stop.")
 def worker(burst: bool) -> None:
-    """Run a background worker (rq) for the hotline's queues."""
+    """Run a background worker (rq): voicemails to cases, retention."""
     import redis
     from rq import Queue, Worker
 
+    from ivr import jobs
+
     s = settings()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # speech models never come from a hub
     conn = redis.Redis.from_url(s.redis_url)
     try:
         conn.ping()
     except redis.RedisError as exc:
         raise click.ClickException(f"cannot reach Redis at REDIS_URL: {exc}") from None
-    Worker([Queue("default", connection=conn)], connection=conn).work(burst=burst)
+    services = jobs.services()
+    flushed = jobs.Outbox(services.db, s.redis_url).flush()
+    if flushed:
+        click.echo(f"enqueued {flushed} job(s) that were waiting in the outbox")
+    queue = Queue(jobs.QUEUE, connection=conn)
+    if not burst:
+        jobs.schedule_purge(queue)
+    Worker([queue], connection=conn).work(burst=burst, with_scheduler=not burst)
+
+
+# --- data ---------------------------------------------------------------------------------
+
+
+@main.group()
+def db() -> None:
+    """The database schema."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Bring the database to the newest schema (run before starting; safe to repeat)."""
+    from ivr.storage import upgrade
+
+    s = settings()
+    upgrade(s.database_url)
+    click.echo("database is up to date")
+
+
+@main.group()
+def keys() -> None:
+    """Master keys that protect callers' data (IVR_DATA_KEYS)."""
+
+
+@keys.command("new")
+def keys_new() -> None:
+    """Print a new master key: put it first in IVR_DATA_KEYS, then `ivr keys rotate`."""
+    from ivr.keys import new_master_key
+
+    click.echo(new_master_key())
+
+
+@keys.command("rotate")
+def keys_rotate() -> None:
+    """Re-wrap every data key with the first master key, so older ones can be dropped."""
+    from ivr.jobs import keyring_for
+    from ivr.storage import Database, Vault
+
+    s = settings()
+    vault = Vault(keyring_for(s))
+    with Database(s.database_url).session() as session:
+        count = vault.rotate(session)
+    click.echo(f"re-wrapped {count} data key(s) with {vault.keyring.current}; keys other than "
+               f"{vault.keyring.current} can now be removed from IVR_DATA_KEYS")
+
+
+@main.command()
+@click.option("--older-than", "older_than", default="30d", show_default=True,
+              help="Closed longer ago than this: 30d, 12h, 90m.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def purge(older_than: str, yes: bool) -> None:
+    """Destroy the number, audio and transcript of cases closed before then (keys first)."""
+    from ivr.jobs import keyring_for
+    from ivr.storage import Database, Vault
+    from ivr.voicemail import purge as purge_cases
+
+    age = _duration(older_than)
+    s = settings()
+    if not yes:
+        click.confirm(f"Destroy the data of cases closed more than {older_than} ago?", abort=True)
+    count = purge_cases(Database(s.database_url), Vault(keyring_for(s)), age)
+    click.echo(f"destroyed the data of {count} case(s); their anonymous counts remain")
+
+
+def _duration(text: str) -> timedelta:
+    units = {"d": "days", "h": "hours", "m": "minutes"}
+    number, unit = text[:-1], text[-1:]
+    if unit not in units or not number.isdigit():
+        raise click.ClickException(f"{text!r} is not a duration like 30d, 12h or 90m")
+    return timedelta(**{units[unit]: int(number)})
+
+
+@main.group()
+def cases() -> None:
+    """Voicemail cases."""
+
+
+def _casebook() -> tuple[Database, Vault]:
+    from ivr.jobs import keyring_for
+    from ivr.storage import Database, Vault, upgrade
+
+    s = settings()
+    upgrade(s.database_url)
+    return Database(s.database_url), Vault(keyring_for(s))
+
+
+def _actor() -> str:
+    return f"cli:{os.environ.get('USER') or 'admin'}"
+
+
+@cases.command("list")
+@click.option("--status", type=click.Choice(STATUSES), default=None)
+@click.option("--region", default=None, help="A region name from flows/regions.yaml.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def cases_list(status: str | None, region: str | None, as_json: bool) -> None:
+    """The cases, newest first (no caller data: `ivr cases show ID` for the transcript)."""
+    from ivr.casebook import list_cases
+
+    db, _vault = _casebook()
+    rows = list_cases(db, status=status, region=region)
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    for r in rows:
+        click.echo(f"#{r['id']:<6} {r['status']:<22} {r['region'] or '-':<10} "
+                   f"{r['language'] or '-':<3} {r['created_at']}"
+                   + (f"  ({r['status_reason']})" if r["status_reason"] else ""))
+    click.echo(f"{len(rows)} case(s)")
+
+
+@cases.command("show")
+@click.argument("case_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def cases_show(case_id: int, as_json: bool) -> None:
+    """One case with its transcript (decrypted here; the reading is written to the audit log)."""
+    from ivr.casebook import show_case
+
+    db, vault = _casebook()
+    found = show_case(db, vault, case_id, actor=_actor())
+    if found is None:
+        raise click.ClickException(f"no case #{case_id} (see `ivr cases list`)")
+    if as_json:
+        click.echo(json.dumps(found, ensure_ascii=False, indent=2))
+        return
+    timeline = found.pop("timeline")
+    for key, value in found.items():
+        click.echo(f"{key:>30}: {value if value is not None else '-'}")
+    click.echo(f"{'timeline':>30}:")
+    for entry in timeline:
+        click.echo(f"{'':>32}{entry['at']} {entry['actor']}: {entry['action']}"
+                   + (f" ({entry['detail']})" if entry["detail"] else ""))
+
+
+@cases.command("close")
+@click.argument("case_id", type=int)
+@click.option("--reason", default="", help="Why (kept on the case; no caller data, please).")
+def cases_close(case_id: int, reason: str) -> None:
+    """Close a case; its data is destroyed RETENTION_DAYS later."""
+    from ivr.casebook import CaseError, close_case
+
+    db, _vault = _casebook()
+    try:
+        close_case(db, case_id, _actor(), reason)
+    except CaseError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"case #{case_id} closed")
 
 
 # --- calling ------------------------------------------------------------------------------

@@ -39,6 +39,10 @@ class Settings:
     entry_flow: str = "hotline"
     transfer_numbers: tuple[str, ...] = ()
     log_level: str = "INFO"
+    data_keys: str = ""  # IVR_DATA_KEYS; never logged
+    retention_days: int = 30
+    transcribe_engines: str = "en=whisper-tiny-en"
+    outbox_flush_seconds: float = 5.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -64,6 +68,13 @@ SETTINGS: dict[str, tuple[str, bool]] = {
     "ENTRY_FLOW": ("the flow id that answers incoming calls", False),
     "TRANSFER_NUMBERS": ("comma-separated E.164 numbers a transfer step rings", False),
     "LOG_LEVEL": ("DEBUG, INFO, WARNING or ERROR", False),
+    "IVR_DATA_KEYS": ("master keys, newest first: `id:base64key,…` (make one: `ivr keys new`)",
+                      True),
+    "RETENTION_DAYS": ("days a closed case's number, audio and transcript are kept", False),
+    "TRANSCRIBE_ENGINES": ("speech engine per language, e.g. en=whisper-tiny-en,"
+                           "ru=vosk:/srv/asr/vosk-model-small-ru", False),
+    "OUTBOX_FLUSH_SECONDS": ("how often a web process re-tries enqueueing jobs Redis missed",
+                             False),
 }
 
 
@@ -99,7 +110,27 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "entry_flow": get("ENTRY_FLOW") or base.entry_flow,
         "transfer_numbers": tuple(n.strip() for n in get("TRANSFER_NUMBERS").split(",") if n.strip()),
         "log_level": (get("LOG_LEVEL") or base.log_level).upper(),
+        "data_keys": get("IVR_DATA_KEYS"),
+        "transcribe_engines": get("TRANSCRIBE_ENGINES") or base.transcribe_engines,
     }
+    for name, key, default, low in (("RETENTION_DAYS", "retention_days", base.retention_days, 1),
+                                    ("OUTBOX_FLUSH_SECONDS", "outbox_flush_seconds",
+                                     base.outbox_flush_seconds, 0)):
+        raw = get(name)
+        try:
+            number = float(raw) if raw else default
+        except ValueError:
+            number = -1
+        if number < low:
+            problems.append(f"{name} must be a number, at least {low}")
+        values[key] = int(number) if key == "retention_days" else number
+    if values["data_keys"]:
+        from ivr.keys import parse_master_keys
+
+        try:
+            parse_master_keys(values["data_keys"])
+        except ConfigError as exc:
+            problems.append(str(exc))
     url = values["public_base_url"]
     if not re.match(r"^https?://[^/\s?#]+(/[^\s?#]*)?$", url):
         problems.append(f"PUBLIC_BASE_URL {url!r} is not a URL like https://hotline.example.org")

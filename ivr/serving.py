@@ -32,3 +32,6 @@ def on_starting(server: Any) -> None:
         print(f"ivr: cannot start: {exc}", file=sys.stderr)
         sys.exit(1)
     settings.instance_dir.mkdir(parents=True, exist_ok=True)
+    from ivr.storage import upgrade
+
+    upgrade(settings.database_url)  # once, in the master, before any worker answers a call

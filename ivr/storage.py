@@ -1,32 +1,200 @@
-"""The database: one SQLAlchemy engine per process, from DATABASE_URL.
+"""The database: tables, sessions, and the vault that seals each case's private data.
 
-SQLite under `instance/` is the embedded default for a first run; PostgreSQL in production.
-Tables arrive with the voicemail pipeline; today the call path needs no database at all,
-and /healthz reports whether the configured one answers.
+SQLite under `instance/` is the embedded default for a first run; PostgreSQL in production
+(`DATABASE_URL=postgresql+psycopg://…`). The schema is owned by Alembic migrations
+(`ivr/migrations`, applied by `ivr db upgrade`); these models are what the code reads.
+
+What could identify a caller (the number, the voice, the words) is stored only sealed under
+the case's own data key (see ivr/keys.py). A case keeps its region, language and dates in
+clear, so anonymous counts survive when its data is destroyed.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import (
+    DateTime,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    create_engine,
+    event,
+    select,
+    text,
+)
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+from ivr.keys import CryptoError, Keyring, number_hash, seal, unseal
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timestamps stored as UTC and read back time-zone aware, on SQLite as on PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class DataKey(Base):
+    """A case's data key, wrapped by a master key. Deleting `wrapped` shreds the case's data."""
+
+    __tablename__ = "data_keys"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(20), default="case")  # case | number-hash
+    wrapped: Mapped[bytes | None] = mapped_column(LargeBinary)
+    master_id: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    destroyed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Call(Base):
+    __tablename__ = "calls"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_sid: Mapped[str] = mapped_column(String(64), unique=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    flow: Mapped[str | None] = mapped_column(String(64))
+    flow_version: Mapped[str | None] = mapped_column(String(16))
+    language: Mapped[str | None] = mapped_column(String(8))
+    region: Mapped[str | None] = mapped_column(String(64))
+    # Set when a recording is reported with an empty or absent result, so it is not lost
+    # silently but does not become an empty case either.
+    note: Mapped[str | None] = mapped_column(String(200))
+
+
+class Recording(Base):
+    __tablename__ = "recordings"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    recording_sid: Mapped[str] = mapped_column(String(64), unique=True)
+    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id"))
+    # reported -> stored -> done; or failed (with error)
+    status: Mapped[str] = mapped_column(String(20), default="reported")
+    duration: Mapped[int | None] = mapped_column(Integer)
+    reported_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    stored_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    deleted_at_provider: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    audio: Mapped[bytes | None] = mapped_column(LargeBinary)  # sealed WAV
+    audio_bytes: Mapped[int | None] = mapped_column(Integer)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(String(300))
+
+
+class Case(Base):
+    """A voicemail an operator acts on. Status: new, transcribed, transcription_failed,
+    routed, closed; `status_reason` says why where it helps ("no model for uk")."""
+
+    __tablename__ = "cases"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id"))
+    recording_id: Mapped[int] = mapped_column(ForeignKey("recordings.id"), unique=True)
+    data_key_id: Mapped[int] = mapped_column(ForeignKey("data_keys.id"))
+    status: Mapped[str] = mapped_column(String(24), default="new", index=True)
+    status_reason: Mapped[str | None] = mapped_column(String(200))
+    language: Mapped[str | None] = mapped_column(String(8))
+    region: Mapped[str | None] = mapped_column(String(64), index=True)
+    country: Mapped[str | None] = mapped_column(String(2))
+    flow: Mapped[str | None] = mapped_column(String(64))
+    step: Mapped[str | None] = mapped_column(String(64))
+    caller_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    number: Mapped[bytes | None] = mapped_column(LargeBinary)  # sealed E.164 number
+    transcript: Mapped[bytes | None] = mapped_column(LargeBinary)  # sealed text
+    transcript_engine: Mapped[str | None] = mapped_column(String(80))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    transcribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    routed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AuditEntry(Base):
+    """Who saw or did what to a case, and when. Never the data itself."""
+
+    __tablename__ = "audit"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(80))
+    action: Mapped[str] = mapped_column(String(40))
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"), index=True)
+    detail: Mapped[str | None] = mapped_column(Text)
+
+
+class OutboxJob(Base):
+    """A job to enqueue: written with the data it is about, so Redis being down loses nothing."""
+
+    __tablename__ = "outbox"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job: Mapped[str] = mapped_column(String(40))
+    target_id: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    last_error: Mapped[str | None] = mapped_column(String(200))
+
+
+# --- the database --------------------------------------------------------------------------
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=15000")  # web and worker processes share the file
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
 
 
 class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         self._engine: Engine | None = None
+        self._sessions: sessionmaker[Session] | None = None
+        self._pid = os.getpid()
 
     @property
     def engine(self) -> Engine:
+        if self._engine is not None and self._pid != os.getpid():
+            self._engine.dispose(close=False)  # forked (gunicorn, rq): fresh connections
+            self._engine, self._sessions, self._pid = None, None, os.getpid()
         if self._engine is None:
             parsed = make_url(self.url)
-            if parsed.get_backend_name() == "sqlite" and parsed.database:
+            if self.backend == "sqlite" and parsed.database:
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             self._engine = create_engine(self.url, pool_pre_ping=True)
+            if self.backend == "sqlite":
+                event.listen(self._engine, "connect", _sqlite_pragmas)
         return self._engine
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session in one transaction: committed at the end, rolled back on error."""
+        if self._sessions is None or self._pid != os.getpid():
+            self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        with self._sessions() as s, s.begin():
+            yield s
 
     def ping(self) -> str | None:
         """None when the database answers, else a short reason without credentials."""
@@ -42,3 +210,95 @@ class Database:
     @property
     def backend(self) -> str:
         return make_url(self.url).get_backend_name()
+
+
+# --- the vault: data keys and sealed fields -----------------------------------------------
+
+
+class Vault:
+    """Seals and opens case data with per-case data keys; knows nothing of HTTP or jobs."""
+
+    def __init__(self, keyring: Keyring) -> None:
+        self.keyring = keyring
+        self._hash_key: bytes | None = None
+
+    def new_key(self, s: Session, purpose: str = "case") -> tuple[DataKey, bytes]:
+        plain, wrapped, master_id = self.keyring.new_data_key()
+        key = DataKey(purpose=purpose, wrapped=wrapped, master_id=master_id)
+        s.add(key)
+        s.flush()
+        return key, plain
+
+    def key_of(self, s: Session, key_id: int) -> bytes:
+        key = s.get(DataKey, key_id)
+        if key is None or key.wrapped is None:
+            raise CryptoError("the data key was destroyed: this data is gone")
+        return self.keyring.unwrap(key.wrapped, key.master_id)
+
+    def seal(self, s: Session, case: Case, field: str, value: bytes) -> bytes:
+        return seal(self.key_of(s, case.data_key_id), value, f"case:{case.id}:{field}")
+
+    def open(self, s: Session, case: Case, field: str) -> bytes | None:
+        sealed: bytes | None = getattr(case, field)
+        if sealed is None:
+            return None
+        return unseal(self.key_of(s, case.data_key_id), sealed, f"case:{case.id}:{field}")
+
+    def seal_audio(self, s: Session, case: Case, wav: bytes) -> bytes:
+        return seal(self.key_of(s, case.data_key_id), wav, f"case:{case.id}:audio")
+
+    def open_audio(self, s: Session, case: Case, recording: Recording) -> bytes | None:
+        if recording.audio is None:
+            return None
+        return unseal(self.key_of(s, case.data_key_id), recording.audio, f"case:{case.id}:audio")
+
+    def number_hash(self, s: Session, number: str) -> str:
+        """The keyed hash that recognises a repeat caller; its key lives sealed in the vault."""
+        if self._hash_key is None:
+            row = s.scalars(
+                select(DataKey).where(DataKey.purpose == "number-hash").order_by(DataKey.id)
+            ).first()
+            if row is None:
+                row, self._hash_key = self.new_key(s, "number-hash")
+            else:
+                self._hash_key = self.key_of(s, row.id)
+        return number_hash(self._hash_key, number)
+
+    def destroy(self, s: Session, key_id: int) -> None:
+        key = s.get(DataKey, key_id)
+        if key is not None and key.wrapped is not None:
+            key.wrapped = None
+            key.destroyed_at = utcnow()
+
+    def rotate(self, s: Session) -> int:
+        """Re-wrap every data key not wrapped by the first master key; returns how many."""
+        count = 0
+        current = self.keyring.current
+        for key in s.scalars(select(DataKey).where(DataKey.wrapped.is_not(None),
+                                                   DataKey.master_id != current)):
+            assert key.wrapped is not None
+            plain = self.keyring.unwrap(key.wrapped, key.master_id)
+            key.wrapped, key.master_id = self.keyring.wrap(plain)
+            count += 1
+        return count
+
+
+# --- migrations ----------------------------------------------------------------------------
+
+
+def alembic_config(url: str) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Bring the database to the newest schema (safe to run at every start)."""
+    from alembic import command
+
+    if make_url(url).get_backend_name() == "sqlite" and make_url(url).database:
+        Path(make_url(url).database or "").parent.mkdir(parents=True, exist_ok=True)
+    command.upgrade(alembic_config(url), revision)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -20,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TEST_FLOWS = ROOT / "tests" / "flows"
 BASE = "https://hotline.example.org"
 TOKEN = "test-auth-token"
+TEST_KEYS = "test-key-2:" + "A" * 43 + ",test-key-1:" + "B" * 43
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -43,11 +46,13 @@ def settings(tmp_path: Path, flows_dir: Path) -> Settings:
         twilio_auth_token=TOKEN,
         public_base_url=BASE,
         database_url=f"sqlite:///{tmp_path / 'ivr.db'}",
-        redis_url="redis://127.0.0.1:6379/15",
+        redis_url="redis://127.0.0.1:1/0",  # none: tests that need Redis start their own
         flows_dir=flows_dir,
         instance_dir=tmp_path / "instance",
         hotline_number="+15005550006",
         transfer_numbers=("+380441112233",),
+        data_keys=TEST_KEYS,
+        outbox_flush_seconds=0,
     )
 
 
@@ -57,7 +62,43 @@ SUNDAY = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
 @pytest.fixture
 def app(settings: Settings) -> Flask:
+    create_schema(settings.database_url)
     return create_app(settings, clock=lambda: SUNDAY)
+
+
+def create_schema(url: str) -> None:
+    """The tables, quickly (test_storage.py holds the migrations equal to the models)."""
+    from sqlalchemy import create_engine
+
+    from ivr.storage import Base
+
+    engine = create_engine(url)
+    Base.metadata.create_all(engine)
+    engine.dispose()
+
+
+def _postgres_admin() -> str:
+    return os.environ.get("IVR_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throw-away PostgreSQL database for this run. Never skipped: a missing server fails."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin_url = _postgres_admin()
+    name = f"ivr_test_{os.getpid()}_{secrets.token_hex(3)}"
+    try:
+        admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        pytest.fail(f"PostgreSQL is needed for the database tests ({admin_url}): {exc}")
+    yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
 
 
 @pytest.fixture

@@ -105,7 +105,12 @@ def test_a_missing_production_setting_stops_start_up_with_one_line(tmp_path: Pat
         ({"IVR_ENV": "production"}, "PUBLIC_BASE_URL is not set"),
         ({"IVR_ENV": "production", "TWILIO_ACCOUNT_SID": "AC1", "TWILIO_AUTH_TOKEN": "t",
           "PUBLIC_BASE_URL": "http://x.org", "DATABASE_URL": "postgresql://db/ivr",
-          "HOTLINE_NUMBER": "+380441234567"}, "must start with https://"),
+          "HOTLINE_NUMBER": "+380441234567", "IVR_DATA_KEYS": "k:" + "A" * 43},
+         "must start with https://"),
+        ({"IVR_ENV": "production"}, "IVR_DATA_KEYS is not set"),
+        ({"IVR_DATA_KEYS": "k1:short"}, "IVR_DATA_KEYS key 'k1' is not 32 bytes"),
+        ({"IVR_DATA_KEYS": "nocolon"}, "IVR_DATA_KEYS entry 1 is not `id:base64key`"),
+        ({"RETENTION_DAYS": "0"}, "RETENTION_DAYS must be a number, at least 1"),
         ({"HOTLINE_NUMBER": "0441234567"}, "HOTLINE_NUMBER must be in E.164 form"),
         ({"TRANSFER_NUMBERS": "+380441234567, 12"}, "TRANSFER_NUMBERS must be E.164"),
         ({"PUBLIC_BASE_URL": "hotline.org"}, "is not a URL"),
@@ -131,6 +136,7 @@ def test_production_with_every_setting_starts() -> None:
         "TWILIO_AUTH_TOKEN": "real", "PUBLIC_BASE_URL": "https://hotline.example.org/",
         "DATABASE_URL": "postgresql+psycopg://ivr@127.0.0.1/ivr", "HOTLINE_NUMBER": "+380441234567",
         "FLOWS_DIR": str(TEST_FLOWS), "TRANSFER_NUMBERS": "+380441112233,+380441112234",
+        "IVR_DATA_KEYS": "k2:" + "A" * 43 + ",k1:" + "B" * 43,
     })
     assert s.production and s.public_base_url == "https://hotline.example.org"
     assert s.transfer_numbers == ("+380441112233", "+380441112234")

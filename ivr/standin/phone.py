@@ -10,23 +10,32 @@ goes to the fallback URL with ErrorCode and ErrorUrl, and a status callback ends
 It also rejects what Twilio would reject: a non-XML answer, a document over 64 kB, or a
 <Say> voice that does not speak its language.
 
+With a `TwilioApi` (the REST side, `ivr.standin.api`) attached, a <Record> leaves the
+caller's audio in that API under a new RE… sid, as Twilio does: the action URL and the
+recordingStatusCallback get its RecordingUrl (on the API, without extension), an empty
+message posts RecordingStatus=absent to the callback and skips the action.
+
 `ivr call`, `ivr flows test`, the test suite and the benchmark all call through it.
 """
 
 from __future__ import annotations
 
+import io
 import secrets
 import urllib.error
 import urllib.request
+import wave
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import urlencode, urlsplit
 
 from twilio.request_validator import RequestValidator
 
 from ivr.flow import VOICES
+from ivr.standin.api import TwilioApi, new_sid, rfc2822, tone_wav, wav_seconds
 
 MAX_TWIML = 64_000
 MAX_WEBHOOKS = 300
@@ -102,17 +111,35 @@ class Caller(Protocol):
     def dial(self, numbers: list[str]) -> str: ...  # DialCallStatus the operator leg ends in
 
 
+class SpeaksAudio(Protocol):
+    """A caller who can also say something into a <Record> (optional, beside `Caller`)."""
+
+    def audio(self, info: dict[str, str]) -> bytes | None: ...  # WAV bytes; None: a tone
+
+
+CallerAudio = bytes | Callable[[dict[str, str]], bytes]
+
+
 class ScriptedCaller:
     """Answers from a list such as ["1", "wait", "#"]; hangs up when the list runs out.
 
     At a <Gather>: keys, `wait` (say nothing), `say:words` (speech) or `hangup`. At a
     <Record>: the key that ends the message, `wait` (an empty message) or `hangup`. At a
     <Dial>: `answer`, `busy`, `no-answer` or `failed` (an unrelated item: no-answer).
+
+    `recording`: what the caller says into a <Record> when a `TwilioApi` is attached to
+    the phone, WAV bytes or a function of the <Record>'s attributes (default: a tone).
     """
 
-    def __init__(self, presses: list[str], on_hear: Callable[[str, str, str], None] | None = None):
+    def __init__(
+        self,
+        presses: list[str],
+        on_hear: Callable[[str, str, str], None] | None = None,
+        recording: CallerAudio | None = None,
+    ) -> None:
         self.presses = list(presses)
         self.on_hear = on_hear
+        self.recording = recording
 
     def _next(self) -> str:
         return self.presses.pop(0) if self.presses else HANG_UP
@@ -126,6 +153,11 @@ class ScriptedCaller:
 
     def record(self, info: dict[str, str]) -> str:
         return self._next()
+
+    def audio(self, info: dict[str, str]) -> bytes | None:
+        if self.recording is None or isinstance(self.recording, bytes):
+            return self.recording
+        return self.recording(info)
 
     def dial(self, numbers: list[str]) -> str:
         item = self._next()
@@ -156,7 +188,10 @@ class CallLog:
 
 
 class Phone:
-    """Twilio's part of one inbound call to the hotline."""
+    """Twilio's part of one inbound call to the hotline.
+
+    `api`: a running `TwilioApi` of the same account that keeps what callers record.
+    """
 
     def __init__(
         self,
@@ -166,6 +201,7 @@ class Phone:
         account_sid: str,
         hotline: str,
         on_step: Callable[[list[str]], None] | None = None,
+        api: TwilioApi | None = None,
     ) -> None:
         self.transport = transport
         self.base = public_base.rstrip("/")
@@ -173,6 +209,9 @@ class Phone:
         self.account_sid = account_sid
         self.hotline = hotline
         self.on_step = on_step
+        self.api = api
+        if api is not None and api.account_sid != account_sid:
+            raise ValueError("the TwilioApi belongs to another account than the phone")
 
     def _params(self, from_: str, extra: dict[str, str]) -> dict[str, str]:
         params = {
@@ -300,6 +339,11 @@ class Phone:
                     extra = {"SpeechResult": answer[4:], "Confidence": "0.9"}
                 action = verb.get("action") or url
                 return self._next(action, from_, extra, log)
+            elif verb.tag == "Record" and self.api is not None:
+                answer = caller.record(dict(verb.attrib))
+                recorded = self._record(self.api, verb, url, from_, caller, answer, log)
+                if recorded is not None:
+                    return recorded
             elif verb.tag == "Record":
                 answer = caller.record(dict(verb.attrib))
                 if answer == SILENCE:
@@ -346,9 +390,73 @@ class Phone:
         log.ended = log.ended or "end-of-document"
         return url, {}, None
 
+    def _record(
+        self, api: TwilioApi, verb: ET.Element, url: str, from_: str, caller: Caller, answer: str,
+        log: CallLog,
+    ) -> tuple[str, dict[str, str], ET.Element | None] | None:
+        """A <Record> with the REST side attached; None: the message was empty, go on."""
+        info = dict(verb.attrib)
+        events = set((verb.get("recordingStatusCallbackEvent") or "completed").split())
+        callback = verb.get("recordingStatusCallback")
+        sid = new_sid("RE")
+        started = rfc2822(datetime.now(UTC))
+        meta = {"RecordingSid": sid, "RecordingUrl": api.recording_url(sid),
+                "RecordingChannels": "1", "RecordingSource": "RecordVerb",
+                "RecordingStartTime": started}
+
+        def notify(status: str, duration: str | None) -> None:
+            if not callback or status not in events:
+                return
+            params = {"AccountSid": self.account_sid, "CallSid": self.call_sid, **meta,
+                      "RecordingStatus": status}
+            if duration is not None:
+                params["RecordingDuration"] = duration
+            target = callback if callback.startswith(("http://", "https://")) else self.base + callback
+            reply = self.post(target, params)
+            if reply.status != 200:
+                log.errors.append(f"recording callback ({status}) answered {reply.status}")
+
+        notify("in-progress", None)
+        if answer == SILENCE:  # an empty message: no action, the call goes on with the next verb
+            api.add_recording(sid, None, call_sid=self.call_sid, duration=0, status="absent")
+            notify("absent", "0")
+            return None
+        audio = getattr(caller, "audio", None)
+        wav = audio(info) if callable(audio) else None
+        wav = _clip(wav if wav is not None else tone_wav(3.0), info.get("maxLength", "3600"))
+        seconds = wav_seconds(wav)
+        duration = max(1, round(seconds if seconds is not None else len(wav) / 16000))
+        api.add_recording(sid, wav, call_sid=self.call_sid, duration=duration)
+        extra = {"RecordingSid": sid, "RecordingUrl": api.recording_url(sid),
+                 "RecordingDuration": str(duration), "Digits": answer}
+        nxt = self._next(verb.get("action") or url, from_, extra, log)
+        notify("completed", str(duration))
+        if answer == HANG_UP:
+            log.ended = "caller-hangup"
+            return url, {}, None
+        return nxt
+
     def _next(
         self, action: str, from_: str, extra: dict[str, str], log: CallLog
     ) -> tuple[str, dict[str, str], ET.Element | None]:
         if not action.startswith(("http://", "https://")):
             action = self.base + action if action.startswith("/") else action
         return action, extra, self._fetch(action, self._params(from_, extra), log)
+
+
+def _clip(wav: bytes, max_length: str) -> bytes:
+    """Twilio stops recording at maxLength seconds."""
+    try:
+        limit = float(max_length)
+        with wave.open(io.BytesIO(wav), "rb") as r:
+            params, keep = r.getparams(), int(limit * r.getframerate())
+            if r.getnframes() <= keep:
+                return wav
+            frames = r.readframes(keep)
+    except (ValueError, wave.Error, EOFError):
+        return wav
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setparams(params)
+        w.writeframes(frames)
+    return out.getvalue()

@@ -1,0 +1,108 @@
+"""Cases as people read them: the admin's terminal today, the operator console later.
+
+One home for what a case looks like outside the database, so the CLI and the console show
+the same fields with the same names (`ivr cases list --json` is read by other tools: keep the
+JSON fields stable). Listing never decrypts anything; showing one case decrypts its
+transcript for the reader and writes who read it into the audit log in the same transaction.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+
+from ivr.keys import CryptoError
+from ivr.storage import AuditEntry, Case, Database, Recording, Vault, utcnow
+
+STATUSES = ("new", "transcribed", "transcription_failed", "routed", "closed")
+
+
+class CaseError(Exception):
+    """An action that does not fit the case (closing a closed case, an unknown id)."""
+
+
+def _iso(when: datetime | None) -> str | None:
+    return when.isoformat(timespec="seconds") if when is not None else None
+
+
+def _summary(case: Case, rec: Recording | None, repeat: int) -> dict[str, Any]:
+    return {
+        "id": case.id,
+        "status": case.status,
+        "status_reason": case.status_reason,
+        "region": case.region,
+        "country": case.country,
+        "language": case.language,
+        "flow": case.flow,
+        "step": case.step,
+        "created_at": _iso(case.created_at),
+        "transcribed_at": _iso(case.transcribed_at),
+        "routed_at": _iso(case.routed_at),
+        "closed_at": _iso(case.closed_at),
+        "purged_at": _iso(case.purged_at),
+        "recording_seconds": rec.duration if rec else None,
+        "recording_status": rec.status if rec else None,
+        "recording_stored_at": _iso(rec.stored_at) if rec else None,
+        "recording_deleted_at_provider": _iso(rec.deleted_at_provider) if rec else None,
+        "transcript_engine": case.transcript_engine,
+        "number_withheld": case.number is None and case.purged_at is None,
+        "earlier_cases_from_same_number": repeat,
+    }
+
+
+def _repeats(db_session: Any, case: Case) -> int:
+    if case.caller_hash is None:
+        return 0
+    return int(db_session.scalar(
+        select(func.count(Case.id)).where(Case.caller_hash == case.caller_hash, Case.id < case.id)
+    ) or 0)
+
+
+def list_cases(db: Database, status: str | None = None, region: str | None = None,
+               limit: int = 500) -> list[dict[str, Any]]:
+    """Newest first; nothing decrypted, nothing about the caller but region and language."""
+    with db.session() as s:
+        query = select(Case, Recording).join(Recording, Recording.id == Case.recording_id)
+        if status:
+            query = query.where(Case.status == status)
+        if region:
+            query = query.where(Case.region == region)
+        rows = s.execute(query.order_by(Case.created_at.desc(), Case.id.desc()).limit(limit)).all()
+        return [_summary(case, rec, _repeats(s, case)) for case, rec in rows]
+
+
+def show_case(db: Database, vault: Vault, case_id: int, actor: str) -> dict[str, Any] | None:
+    """One case with its transcript decrypted; the reading is audited. None if no such case."""
+    with db.session() as s:
+        case = s.get(Case, case_id)
+        if case is None:
+            return None
+        rec = s.get(Recording, case.recording_id)
+        found = _summary(case, rec, _repeats(s, case))
+        try:
+            sealed = vault.open(s, case, "transcript")
+            found["transcript"] = sealed.decode() if sealed is not None else None
+        except CryptoError as exc:
+            found["transcript"], found["transcript_error"] = None, str(exc)
+        if found["transcript"] is not None:
+            s.add(AuditEntry(actor=actor, action="transcript-read", case_id=case.id))
+        found["timeline"] = [
+            {"at": _iso(e.at), "actor": e.actor, "action": e.action, "detail": e.detail}
+            for e in s.scalars(select(AuditEntry).where(AuditEntry.case_id == case.id)
+                               .order_by(AuditEntry.at, AuditEntry.id))
+        ]
+        return found
+
+
+def close_case(db: Database, case_id: int, actor: str, reason: str = "") -> None:
+    """Close a case; retention counts from here (RETENTION_DAYS)."""
+    with db.session() as s:
+        case = s.get(Case, case_id)
+        if case is None:
+            raise CaseError(f"no case #{case_id}")
+        if case.status == "closed":
+            raise CaseError(f"case #{case_id} is already closed")
+        case.status, case.status_reason, case.closed_at = "closed", reason or None, utcnow()
+        s.add(AuditEntry(actor=actor, action="closed", case_id=case.id, detail=reason or None))

@@ -1,0 +1,239 @@
+"""From a recording Twilio reports to a case an operator can act on, losing nothing.
+
+The web side (`note_recording`) only writes ids and sealed data in one transaction, with an
+outbox row for the job, and answers Twilio at once. The worker side (`process_recording`)
+is a sequence of steps that each commit before the next begins (fetch and seal the audio;
+delete it from Twilio; transcribe), so a worker killed at any point leaves a state the next
+attempt simply continues from, and never a duplicate case: a recording sid makes at most one
+recording row and one case, whatever Twilio delivers twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ivr.engine import Caller
+from ivr.storage import AuditEntry, Call, Case, Database, OutboxJob, Recording, Vault, utcnow
+
+log = logging.getLogger(__name__)
+
+PROCESS_RECORDING = "process_recording"
+MAX_FETCH_ATTEMPTS = 6
+
+
+@dataclass(frozen=True, slots=True)
+class Reported:
+    """What Twilio told us about a recording (action or status callback): ids, no audio."""
+
+    call_sid: str
+    recording_sid: str
+    status: str  # completed, absent, in-progress; "completed" for a Record action
+    duration: int
+    number: str  # the caller's From, "" when the callback does not carry it
+    caller: Caller
+    flow: str = ""
+    flow_version: str = ""
+    step: str = ""
+    language: str = ""
+
+
+def note_recording(db: Database, vault: Vault, r: Reported) -> int | None:
+    """Record a reported recording durably; return the outbox job id to enqueue, if any."""
+    with db.session() as s:
+        call = s.scalars(select(Call).where(Call.call_sid == r.call_sid)).first()
+        if call is None:
+            call = Call(call_sid=r.call_sid, flow=r.flow or None,
+                        flow_version=r.flow_version or None, language=r.language or None,
+                        region=r.caller.region)
+            s.add(call)
+            s.flush()
+        if r.status == "absent" or (r.status == "completed" and r.duration <= 0):
+            call.note = f"recording {r.recording_sid} was empty or absent"
+            return None
+        if r.status != "completed":
+            return None
+        rec = s.scalars(select(Recording).where(Recording.recording_sid == r.recording_sid)).first()
+        if rec is not None:  # delivered twice (action and status callback, or a retry)
+            case = s.scalars(select(Case).where(Case.recording_id == rec.id)).first()
+            if case is not None and case.number is None and r.number and not r.caller.withheld:
+                _seal_number(s, vault, case, r.number)
+            return None
+        rec = Recording(recording_sid=r.recording_sid, call_id=call.id, duration=r.duration)
+        s.add(rec)
+        s.flush()
+        key, _plain = vault.new_key(s)
+        case = Case(call_id=call.id, recording_id=rec.id, data_key_id=key.id,
+                    language=r.language or call.language, region=r.caller.region,
+                    country=r.caller.country, flow=r.flow or call.flow, step=r.step or None)
+        s.add(case)
+        s.flush()
+        if r.number and not r.caller.withheld:
+            _seal_number(s, vault, case, r.number)
+        s.add(AuditEntry(actor="system", action="case-created", case_id=case.id))
+        job = OutboxJob(job=PROCESS_RECORDING, target_id=rec.id)
+        s.add(job)
+        s.flush()
+        log.info("case %s created for recording %s", case.id, r.recording_sid)
+        return job.id
+
+
+def _seal_number(s: Session, vault: Vault, case: Case, number: str) -> None:
+    case.number = vault.seal(s, case, "number", number.encode())
+    case.caller_hash = vault.number_hash(s, number)
+
+
+# --- the worker side -------------------------------------------------------------------
+
+
+class Retryable(Exception):
+    """A step failed for a reason that may pass (network, Twilio 5xx): try the job again."""
+
+
+@dataclass(frozen=True, slots=True)
+class Tools:
+    """What processing needs from outside, handed in so tests can use real local parts."""
+
+    fetch: Callable[[str], bytes]  # recording sid -> WAV bytes (raises Retryable or ValueError)
+    delete: Callable[[str], None]  # recording sid -> deleted at the provider
+    check_audio: Callable[[bytes], None]  # raises ValueError with a reason for bad audio
+    transcribe: Callable[[str, bytes], tuple[str, str]]  # (language, wav) -> (text, engine)
+
+
+class NoModel(Exception):
+    """Raised by `Tools.transcribe` when no engine covers the language."""
+
+
+def process_recording(db: Database, vault: Vault, tools: Tools, recording_id: int) -> str:
+    """Fetch, seal, delete at the provider, transcribe. Returns the recording's final status."""
+    with db.session() as s:
+        rec = s.get(Recording, recording_id)
+        if rec is None:
+            return "missing"
+        if rec.status in ("done", "failed"):
+            return rec.status
+        sid, stored = rec.recording_sid, rec.audio is not None
+    if not stored:
+        _fetch_and_seal(db, vault, tools, recording_id, sid)
+    with db.session() as s:
+        rec = s.get(Recording, recording_id)
+        assert rec is not None
+        if rec.status == "failed":
+            return "failed"
+        already_deleted = rec.deleted_at_provider is not None
+    if not already_deleted:
+        tools.delete(sid)  # Retryable on network trouble: the job runs again from here
+        with db.session() as s:
+            rec = s.get(Recording, recording_id)
+            assert rec is not None
+            rec.deleted_at_provider = utcnow()
+    _transcribe(db, vault, tools, recording_id)
+    return "done"
+
+
+def _fetch_and_seal(db: Database, vault: Vault, tools: Tools, recording_id: int, sid: str) -> None:
+    try:
+        wav = tools.fetch(sid)
+        tools.check_audio(wav)
+    except Retryable as exc:
+        with db.session() as s:
+            rec = s.get(Recording, recording_id)
+            assert rec is not None
+            rec.attempts += 1
+            rec.error = str(exc)[:300]
+            if rec.attempts < MAX_FETCH_ATTEMPTS:
+                raise
+            _fail(s, rec, f"could not fetch the recording after {rec.attempts} tries: {exc}")
+        return
+    except ValueError as exc:
+        with db.session() as s:
+            rec = s.get(Recording, recording_id)
+            assert rec is not None
+            _fail(s, rec, f"unreadable recording: {exc}")
+        return
+    with db.session() as s:
+        rec = s.get(Recording, recording_id)
+        case = s.scalars(select(Case).where(Case.recording_id == recording_id)).one()
+        assert rec is not None
+        rec.audio = vault.seal_audio(s, case, wav)
+        rec.audio_bytes = len(wav)
+        rec.stored_at = utcnow()
+        rec.status = "stored"
+        rec.error = None
+
+
+def _fail(s: Session, rec: Recording, reason: str) -> None:
+    rec.status, rec.error = "failed", reason[:300]
+    case = s.scalars(select(Case).where(Case.recording_id == rec.id)).first()
+    if case is not None:
+        case.status, case.status_reason = "transcription_failed", reason[:200]
+        s.add(AuditEntry(actor="system", action="recording-failed", case_id=case.id))
+    log.warning("recording %s failed: %s", rec.recording_sid, reason)
+
+
+def _transcribe(db: Database, vault: Vault, tools: Tools, recording_id: int) -> None:
+    with db.session() as s:
+        rec = s.get(Recording, recording_id)
+        case = s.scalars(select(Case).where(Case.recording_id == recording_id)).one()
+        assert rec is not None
+        if case.status != "new":
+            rec.status = "done"
+            return
+        wav = vault.open_audio(s, case, rec)
+        language = case.language or ""
+    assert wav is not None
+    try:
+        text, engine = tools.transcribe(language, wav)
+        reason = None
+    except NoModel:
+        text, engine, reason = "", "", f"no model for {language or 'an unknown language'}"
+    except ValueError as exc:
+        text, engine, reason = "", "", str(exc)[:200]
+    with db.session() as s:
+        rec = s.get(Recording, recording_id)
+        case = s.scalars(select(Case).where(Case.recording_id == recording_id)).one()
+        assert rec is not None
+        if reason is None:
+            case.transcript = vault.seal(s, case, "transcript", text.encode())
+            case.transcript_engine = engine
+            case.status, case.status_reason = "transcribed", None
+        else:
+            case.status, case.status_reason = "transcription_failed", reason
+        case.transcribed_at = utcnow()
+        rec.status = "done"
+        s.add(AuditEntry(actor="system", action=case.status, case_id=case.id,
+                         detail=engine or reason))
+
+
+# --- retention -------------------------------------------------------------------------
+
+
+def purge(db: Database, vault: Vault, older_than: timedelta) -> int:
+    """Destroy the data of cases closed longer ago than `older_than`: keys first.
+
+    The case row stays with its region, language, status and dates (anonymous counts); the
+    number, audio and transcript become unreadable with the key, then are removed.
+    """
+    cutoff = utcnow() - older_than
+    count = 0
+    with db.session() as s:
+        cases = s.scalars(select(Case).where(Case.closed_at.is_not(None), Case.closed_at < cutoff,
+                                             Case.purged_at.is_(None))).all()
+        for case in cases:
+            vault.destroy(s, case.data_key_id)
+            rec = s.get(Recording, case.recording_id)
+            if rec is not None:
+                rec.audio = None
+            case.number = case.transcript = None
+            case.caller_hash = None
+            case.purged_at = utcnow()
+            s.add(AuditEntry(actor="system", action="purged", case_id=case.id))
+            count += 1
+    if count:
+        log.info("purged the data of %d closed case(s)", count)
+    return count

@@ -47,8 +47,12 @@ def configure_logging(level: str) -> None:
 
 
 def create_app(
-    settings: Settings | None = None, clock: Callable[[], datetime] | None = None
+    settings: Settings | None = None, clock: Callable[[], datetime] | None = None,
+    *, voicemail: bool = True, enqueue: bool = True,
 ) -> Flask:
+    """The hotline's web app. `voicemail=False`: recordings are not kept (flow scenario
+    runs); `enqueue=False`: their jobs wait in the outbox for `Outbox.run_here` (`ivr call`).
+    """
     from flask import Flask
 
     from ivr import public, voice
@@ -73,13 +77,13 @@ def create_app(
     outbox = Outbox(db, settings.redis_url)
 
     def report(recording: Reported) -> None:
-        if note_recording(db, vault, recording) is not None:
-            outbox.flush()  # at once when Redis is up; the flusher retries when it is not
+        if note_recording(db, vault, recording) is not None and enqueue:
+            outbox.flush_soon()  # at once when Redis is up; the flusher retries when it is not
 
-    app.extensions["ivr"] = CallHandler(settings, registry, clock, report)
+    app.extensions["ivr"] = CallHandler(settings, registry, clock, report if voicemail else None)
     app.extensions["ivr.db"] = db
     app.extensions["ivr.outbox"] = outbox
-    if settings.outbox_flush_seconds > 0:
+    if settings.outbox_flush_seconds > 0 and voicemail and enqueue:
         OutboxFlusher(outbox, settings.outbox_flush_seconds).start()
     app.register_blueprint(voice.bp)
     app.register_blueprint(public.bp)

@@ -23,7 +23,7 @@ from ivr.config import Settings, load_settings
 from ivr.errors import ConfigError
 
 if TYPE_CHECKING:
-    from ivr.standin import Phone
+    from ivr.standin import Phone, TwilioApi
     from ivr.storage import Database, Vault
 
 DEFAULT_CALLER = "+79161234567"  # a Moscow mobile number, for trying the hotline out
@@ -254,29 +254,89 @@ def cases_close(case_id: int, reason: str) -> None:
 @click.option("--press", default=None,
               help="Answers in order, comma-separated: keys (1, 2, #), `wait` for silence, "
                    "`say:words` to speak, `answer`/`busy` at a transfer. Without it: ask.")
+@click.option("--voicemail", default=None, metavar="FILE.wav|say:TEXT",
+              help="What you say at the tone: a WAV file, or say:TEXT spoken by espeak-ng "
+                   "(default: a tone). In-process only.")
 @click.option("--url", default=None, help="A running hotline (else the app runs in-process).")
 @click.option("--at", "at", default=None, help="In-process only: the time of the call (ISO 8601).")
 @click.option("--steps", is_flag=True, help="Show the flow steps each answer walked.")
-def call(from_: str, press: str | None, url: str | None, at: str | None, steps: bool) -> None:
-    """Call the hotline from the terminal, hearing what a caller hears."""
-    from ivr.standin import Caller, ScriptedCaller
+def call(from_: str, press: str | None, voicemail: str | None, url: str | None, at: str | None,
+         steps: bool) -> None:
+    """Call the hotline from the terminal, hearing what a caller hears.
+
+    In-process (no --url), a message left at the tone goes where Twilio would keep it (a
+    local stand-in of Twilio's REST API) and is processed right here as a worker would:
+    fetched, sealed, deleted there, transcribed, filed as a case.
+    """
+    from ivr.standin import Caller, ScriptedCaller, TwilioApi
 
     s = settings()
+    if url and (voicemail or at):
+        raise click.ClickException("--voicemail and --at work in-process only (leave out --url)")
+    audio = _voicemail_audio(voicemail) if voicemail else None
     caller: Caller
     if press is not None:
-        caller = ScriptedCaller([p.strip() for p in press.split(",") if p.strip()], _print_heard)
+        caller = ScriptedCaller([p.strip() for p in press.split(",") if p.strip()], _print_heard,
+                                recording=audio)
     else:
-        caller = InteractiveCaller()
-    phone = _phone(s, url, at, _print_steps if steps else None)
-    click.echo(f"Calling {s.hotline_number} from {from_} …")
-    log = phone.call(from_, caller)
-    ended = {"hangup": "the hotline hung up", "end-of-document": "the hotline hung up",
-             "caller-hangup": "you hung up", "reject": "the hotline rejected the call"}
-    click.echo(f"Call ended: {ended.get(log.ended, log.ended)} after {log.requests} webhooks.")
+        caller = InteractiveCaller(audio)
+    api = None if url else TwilioApi(s.twilio_account_sid, s.twilio_auth_token)
+    try:
+        if api is not None:
+            from ivr.storage import upgrade
+
+            upgrade(s.database_url)
+            s = s.replace(twilio_api_base=api.start())
+        phone = _phone(s, url, at, _print_steps if steps else None, api)
+        click.echo(f"Calling {s.hotline_number} from {from_} …")
+        log = phone.call(from_, caller)
+        ended = {"hangup": "the hotline hung up", "end-of-document": "the hotline hung up",
+                 "caller-hangup": "you hung up", "reject": "the hotline rejected the call"}
+        click.echo(f"Call ended: {ended.get(log.ended, log.ended)} after {log.requests} webhooks.")
+        if api is not None:
+            _file_voicemails(s, phone)
+    finally:
+        if api is not None:
+            api.stop()
     for error in log.errors:
         click.echo(f"error: {error}", err=True)
     if log.errors:
         sys.exit(1)
+
+
+def _voicemail_audio(spec: str) -> bytes:
+    from ivr.standin import synthesize
+
+    if spec.startswith("say:"):
+        try:
+            return synthesize(spec[4:])
+        except RuntimeError as exc:
+            raise click.ClickException(f"--voicemail say:…: {exc}") from None
+    path = Path(spec)
+    if not path.is_file():
+        raise click.ClickException(f"--voicemail {spec}: no such file (give a WAV file or say:TEXT)")
+    return path.read_bytes()
+
+
+def _file_voicemails(s: Settings, phone: Phone) -> None:
+    """Run the voicemail jobs this call left, here, as `ivr worker` would; show the cases."""
+    from ivr import jobs
+    from ivr.casebook import list_cases
+
+    app = phone.transport.app  # type: ignore[attr-defined]  # in-process: a FlaskTransport
+    outbox: jobs.Outbox = app.extensions["ivr.outbox"]
+    jobs.use(lambda _settings: jobs.build_services(s))
+    try:
+        ran = outbox.run_here()
+    except Exception as exc:  # the case is kept; a worker will take it up again
+        raise click.ClickException(f"the voicemail is kept but could not be processed here: {exc}") \
+            from None
+    if ran:
+        for row in list_cases(app.extensions["ivr.db"], limit=ran):
+            reason = f" ({row['status_reason']})" if row["status_reason"] else ""
+            click.echo(f"Voicemail filed as case #{row['id']}: {row['status']}{reason}, "
+                       f"region {row['region']}, language {row['language']}. "
+                       f"Read it: ivr cases show {row['id']}")
 
 
 def _print_heard(kind: str, text: str, locale: str) -> None:
@@ -289,6 +349,12 @@ def _print_steps(names: list[str]) -> None:
 
 class InteractiveCaller:
     """A person at the terminal: keys are typed, each wait is a prompt."""
+
+    def __init__(self, recording: bytes | None = None) -> None:
+        self.recording = recording
+
+    def audio(self, info: dict[str, str]) -> bytes | None:
+        return self.recording
 
     def hear(self, kind: str, text: str, locale: str) -> None:
         _print_heard(kind, text, locale)
@@ -318,7 +384,8 @@ class InteractiveCaller:
 
 
 def _phone(
-    s: Settings, url: str | None, at: str | None, on_step: Callable[[list[str]], None] | None
+    s: Settings, url: str | None, at: str | None, on_step: Callable[[list[str]], None] | None,
+    api: TwilioApi | None = None,
 ) -> Phone:
     from ivr import create_app
     from ivr.standin import FlaskTransport, HttpTransport, Phone, Transport
@@ -331,9 +398,9 @@ def _phone(
         if at:
             when = _parse_time(at)
             clock = lambda: when  # noqa: E731
-        transport = FlaskTransport(create_app(s.replace(log_level="WARNING"), clock=clock))
+        transport = FlaskTransport(create_app(s.replace(log_level="WARNING"), clock=clock, enqueue=False))
     return Phone(transport, s.public_base_url, s.twilio_auth_token, s.twilio_account_sid,
-                 s.hotline_number, on_step)
+                 s.hotline_number, on_step, api=api)
 
 
 def _parse_time(text: str) -> datetime:

@@ -42,6 +42,7 @@ class Settings:
     data_keys: str = ""  # IVR_DATA_KEYS; never logged
     retention_days: int = 30
     transcribe_engines: str = "en=whisper-tiny-en"
+    transcribe_threads: int = 1
     outbox_flush_seconds: float = 5.0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -73,6 +74,7 @@ SETTINGS: dict[str, tuple[str, bool]] = {
     "RETENTION_DAYS": ("days a closed case's number, audio and transcript are kept", False),
     "TRANSCRIBE_ENGINES": ("speech engine per language, e.g. en=whisper-tiny-en,"
                            "ru=vosk:/srv/asr/vosk-model-small-ru", False),
+    "TRANSCRIBE_THREADS": ("CPU threads per transcription in a worker (default 1)", False),
     "OUTBOX_FLUSH_SECONDS": ("how often a web process re-tries enqueueing jobs Redis missed",
                              False),
 }
@@ -124,6 +126,16 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         if number < low:
             problems.append(f"{name} must be a number, at least {low}")
         values[key] = int(number) if key == "retention_days" else number
+    from ivr.transcribe import parse_engines, parse_threads
+
+    try:
+        parse_engines(values["transcribe_engines"])
+    except ValueError as exc:
+        problems.append(str(exc))
+    try:
+        values["transcribe_threads"] = parse_threads(get("TRANSCRIBE_THREADS"))
+    except ValueError as exc:
+        problems.append(str(exc))
     if values["data_keys"]:
         from ivr.keys import parse_master_keys
 

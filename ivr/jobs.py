@@ -10,14 +10,18 @@ the database, not in a web process's memory.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
 import redis
 from rq import Queue, Retry, get_current_job
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
 from sqlalchemy import select, update
 
 from ivr import voicemail
@@ -30,6 +34,8 @@ log = logging.getLogger(__name__)
 QUEUE = "ivr"
 # Network steps retry with backoff: Twilio or our network may be down for minutes.
 RETRY = Retry(max=5, interval=[10, 30, 60, 300, 900])
+FAILURE_TTL = 30 * 24 * 3600  # failed jobs stay visible (`rq info`) for a month
+REDIS_BACKOFF = 5.0  # seconds a webhook leaves Redis alone after it failed
 
 
 @dataclass
@@ -78,6 +84,7 @@ def build_services(settings: Settings) -> Services:
     provider = TwilioProvider(settings.twilio_account_sid, settings.twilio_auth_token,
                               settings.twilio_api_base)
     engines = asr.parse_engines(settings.transcribe_engines)
+    threads = settings.transcribe_threads
 
     def fetch(sid: str) -> bytes:
         try:
@@ -101,10 +108,11 @@ def build_services(settings: Settings) -> Services:
 
     def transcribe(language: str, wav: bytes) -> tuple[str, str]:
         try:
-            engine = asr.transcriber_for(engines, language)
-        except asr.NoModel:
-            raise voicemail.NoModel(language) from None
-        result = engine.transcribe(wav)
+            result = asr.transcriber_for(engines, language, threads).transcribe(wav)
+        except asr.NoModel as exc:
+            raise voicemail.NoModel(str(exc)) from None
+        except asr.TranscriptionError as exc:  # bad audio, or the engine failed on it
+            raise ValueError(str(exc)) from None
         return result.text, result.engine
 
     db = Database(settings.database_url)
@@ -121,20 +129,41 @@ def process_recording(recording_id: int) -> str:
 
 
 def purge_expired() -> int:
-    """Retention, hourly: runs in the worker and schedules its own next run."""
+    """Housekeeping, hourly: retention, and voicemails whose jobs gave up. Reschedules itself."""
     s = services()
     count = voicemail.purge(s.db, s.vault, timedelta(days=s.settings.retention_days))
     job = get_current_job()
     if job is not None:
-        schedule_purge(Queue(QUEUE, connection=job.connection), PURGE_EVERY)
+        queue = Queue(QUEUE, connection=job.connection)
+        requeue_unfinished(s.db, queue)
+        schedule_purge(queue, PURGE_EVERY)
     return count
 
 
 PURGE_EVERY = timedelta(hours=1)
+STUCK_AFTER = timedelta(hours=1)
 
 
 def schedule_purge(queue: Queue, delay: timedelta = timedelta(0)) -> None:
     queue.enqueue_in(delay, purge_expired, job_id="purge-expired")
+
+
+def requeue_unfinished(db: Database, queue: Queue, older_than: timedelta = STUCK_AFTER) -> int:
+    """Run again the voicemails whose job ran out of retries (Twilio down for hours, say)."""
+    count = 0
+    for recording_id in voicemail.unfinished(db, older_than):
+        job_id = f"{voicemail.PROCESS_RECORDING}-{recording_id}"
+        status = None
+        with contextlib.suppress(NoSuchJobError):
+            status = Job.fetch(job_id, connection=queue.connection).get_status()
+        if status in (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED):
+            continue
+        queue.enqueue(process_recording, recording_id, job_id=job_id, retry=RETRY,
+                      failure_ttl=FAILURE_TTL)
+        count += 1
+    if count:
+        log.warning("re-enqueued %d voicemail(s) whose processing had stopped", count)
+    return count
 
 
 JOBS: dict[str, Callable[[int], object]] = {voicemail.PROCESS_RECORDING: process_recording}
@@ -152,41 +181,67 @@ class Outbox:
     def __init__(self, db: Database, redis_url: str) -> None:
         self.db = db
         self.redis_url = redis_url
+        self.failed_at = -REDIS_BACKOFF  # monotonic time of the last failure to reach Redis
+        self._queue: Queue | None = None  # one connection pool per process (redis-py is fork-aware)
+
+    def flush_soon(self) -> int:
+        """From a webhook: flush now unless Redis just failed (then the flusher thread will),
+        so a dead Redis does not cost every voicemail a connection timeout."""
+        if time.monotonic() - self.failed_at < REDIS_BACKOFF:
+            return 0
+        return self.flush()
 
     def flush(self, limit: int = 200) -> int:
         """Enqueue pending jobs; returns how many. Safe from several processes at once."""
-        with self.db.session() as s:
-            pending = s.scalars(
-                select(OutboxJob).where(OutboxJob.enqueued_at.is_(None))
-                .order_by(OutboxJob.id).limit(limit)
-            ).all()
-            todo = [(j.id, j.job, j.target_id) for j in pending]
+        todo = self._pending(limit)
         if not todo:
             return 0
+        if self._queue is None:
+            self._queue = Queue(QUEUE, connection=redis_client(self.redis_url))
+        queue = self._queue
         try:
-            queue = Queue(QUEUE, connection=redis_client(self.redis_url))
             queue.connection.ping()
         except redis.RedisError as exc:
+            self.failed_at = time.monotonic()
             self._note(todo, f"Redis unreachable: {type(exc).__name__}")
             return 0
         done = 0
         for job_id, job, target in todo:
-            with self.db.session() as s:  # claim it, so one process enqueues it
-                claimed = s.execute(
-                    update(OutboxJob).where(OutboxJob.id == job_id, OutboxJob.enqueued_at.is_(None))
-                    .values(enqueued_at=utcnow(), last_error=None)
-                ).rowcount  # type: ignore[attr-defined]
-            if not claimed:
+            if not self._claim(job_id):  # another process got it first
                 continue
             try:
                 queue.enqueue(JOBS[job], target, job_id=f"{job}-{target}", retry=RETRY,
-                              failure_ttl=30 * 24 * 3600)
+                              failure_ttl=FAILURE_TTL)
                 done += 1
             except redis.RedisError as exc:
+                self.failed_at = time.monotonic()
                 with self.db.session() as s:
                     s.execute(update(OutboxJob).where(OutboxJob.id == job_id)
                               .values(enqueued_at=None, last_error=type(exc).__name__))
                 break
+        return done
+
+    def _pending(self, limit: int) -> list[tuple[int, str, int]]:
+        with self.db.session() as s:
+            rows = s.scalars(select(OutboxJob).where(OutboxJob.enqueued_at.is_(None))
+                             .order_by(OutboxJob.id).limit(limit)).all()
+            return [(j.id, j.job, j.target_id) for j in rows]
+
+    def _claim(self, job_id: int) -> bool:
+        with self.db.session() as s:
+            claimed: int = s.execute(
+                update(OutboxJob).where(OutboxJob.id == job_id, OutboxJob.enqueued_at.is_(None))
+                .values(enqueued_at=utcnow(), last_error=None)
+            ).rowcount  # type: ignore[attr-defined]
+        return claimed == 1
+
+    def run_here(self) -> int:
+        """Claim pending jobs and run them in this process, as a worker would (`ivr call`)."""
+        done = 0
+        for job_id, job, target in self._pending(limit=1000):
+            if self._claim(job_id):
+                JOBS[job](target)
+                done += 1
         return done
 
     def _note(self, todo: list[tuple[int, str, int]], error: str) -> None:
@@ -205,13 +260,22 @@ class OutboxFlusher(threading.Thread):
     def __init__(self, outbox: Outbox, every: float) -> None:
         super().__init__(name="outbox-flusher", daemon=True)
         self.outbox, self.every = outbox, every
-        self.wake = threading.Event()
+        self.stopping = threading.Event()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(timeout=5)
 
     def run(self) -> None:
-        while True:
-            self.wake.wait(self.every)
-            self.wake.clear()
+        failing: str | None = None
+        while not self.stopping.wait(self.every):
             try:
                 self.outbox.flush()
-            except Exception:
-                log.exception("outbox flush failed; trying again in %s s", self.every)
+            except Exception as exc:
+                if failing != type(exc).__name__:  # once per kind of trouble, not every tick
+                    log.exception("outbox flush failed; trying again every %s s", self.every)
+                failing = type(exc).__name__
+            else:
+                if failing is not None:
+                    log.info("outbox flush works again")
+                failing = None

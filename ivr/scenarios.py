@@ -115,7 +115,7 @@ def run(settings: Settings, sc: Scenario, apps: dict[tuple[str, str], Flask]) ->
         apps[key] = create_app(
             settings.replace(entry_flow=sc.flow, transfer_numbers=(TEST_OPERATOR,),
                              log_level="WARNING"),
-            clock=clock,
+            clock=clock, voicemail=False,  # a scenario's message is not a case
         )
     phone = Phone(FlaskTransport(apps[key]), settings.public_base_url, settings.twilio_auth_token,
                   settings.twilio_account_sid, settings.hotline_number)

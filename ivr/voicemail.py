@@ -106,11 +106,16 @@ class Tools:
 
 
 class NoModel(Exception):
-    """Raised by `Tools.transcribe` when no engine covers the language."""
+    """Raised by `Tools.transcribe` when no engine covers the language: `no model for uk`."""
 
 
 def process_recording(db: Database, vault: Vault, tools: Tools, recording_id: int) -> str:
-    """Fetch, seal, delete at the provider, transcribe. Returns the recording's final status."""
+    """Fetch and seal, delete at the provider, transcribe. Returns the recording's status.
+
+    Each stage commits before the next and is skipped when already done, so a run that
+    was killed or failed is simply run again. A provider that will not delete does not hold
+    up the transcript: the job transcribes, then raises Retryable to try the delete again.
+    """
     with db.session() as s:
         rec = s.get(Recording, recording_id)
         if rec is None:
@@ -125,15 +130,36 @@ def process_recording(db: Database, vault: Vault, tools: Tools, recording_id: in
         assert rec is not None
         if rec.status == "failed":
             return "failed"
-        already_deleted = rec.deleted_at_provider is not None
-    if not already_deleted:
-        tools.delete(sid)  # Retryable on network trouble: the job runs again from here
+        deleted = rec.deleted_at_provider is not None
+    delete_error: Retryable | None = None
+    if not deleted:
+        try:
+            tools.delete(sid)
+        except Retryable as exc:
+            delete_error = exc
         with db.session() as s:
             rec = s.get(Recording, recording_id)
             assert rec is not None
-            rec.deleted_at_provider = utcnow()
+            if delete_error is None:
+                rec.deleted_at_provider, rec.error = utcnow(), None
+            else:
+                rec.error = f"not yet deleted at the provider: {delete_error}"[:300]
     _transcribe(db, vault, tools, recording_id)
+    with db.session() as s:
+        rec = s.get(Recording, recording_id)
+        assert rec is not None
+        rec.status = "stored" if delete_error is not None else "done"
+    if delete_error is not None:
+        raise delete_error
     return "done"
+
+
+def unfinished(db: Database, older_than: timedelta) -> list[int]:
+    """Recordings reported longer ago than `older_than` and still not done: to run again."""
+    cutoff = utcnow() - older_than
+    with db.session() as s:
+        return list(s.scalars(select(Recording.id).where(
+            Recording.status.in_(("reported", "stored")), Recording.reported_at < cutoff)))
 
 
 def _fetch_and_seal(db: Database, vault: Vault, tools: Tools, recording_id: int, sid: str) -> None:
@@ -141,14 +167,16 @@ def _fetch_and_seal(db: Database, vault: Vault, tools: Tools, recording_id: int,
         wav = tools.fetch(sid)
         tools.check_audio(wav)
     except Retryable as exc:
-        with db.session() as s:
+        with db.session() as s:  # committed before the job raises, so the count survives
             rec = s.get(Recording, recording_id)
             assert rec is not None
             rec.attempts += 1
             rec.error = str(exc)[:300]
-            if rec.attempts < MAX_FETCH_ATTEMPTS:
-                raise
-            _fail(s, rec, f"could not fetch the recording after {rec.attempts} tries: {exc}")
+            give_up = rec.attempts >= MAX_FETCH_ATTEMPTS
+            if give_up:
+                _fail(s, rec, f"could not fetch the recording after {rec.attempts} tries: {exc}")
+        if not give_up:
+            raise
         return
     except ValueError as exc:
         with db.session() as s:
@@ -181,8 +209,7 @@ def _transcribe(db: Database, vault: Vault, tools: Tools, recording_id: int) -> 
         rec = s.get(Recording, recording_id)
         case = s.scalars(select(Case).where(Case.recording_id == recording_id)).one()
         assert rec is not None
-        if case.status != "new":
-            rec.status = "done"
+        if case.status != "new":  # transcribed in an earlier run
             return
         wav = vault.open_audio(s, case, rec)
         language = case.language or ""
@@ -190,10 +217,10 @@ def _transcribe(db: Database, vault: Vault, tools: Tools, recording_id: int) -> 
     try:
         text, engine = tools.transcribe(language, wav)
         reason = None
-    except NoModel:
-        text, engine, reason = "", "", f"no model for {language or 'an unknown language'}"
+    except NoModel as exc:
+        text, engine, reason = "", "", f"not transcribed: {exc}"[:200]
     except ValueError as exc:
-        text, engine, reason = "", "", str(exc)[:200]
+        text, engine, reason = "", "", f"not transcribed: {exc}"[:200]
     with db.session() as s:
         rec = s.get(Recording, recording_id)
         case = s.scalars(select(Case).where(Case.recording_id == recording_id)).one()
@@ -205,7 +232,6 @@ def _transcribe(db: Database, vault: Vault, tools: Tools, recording_id: int) -> 
         else:
             case.status, case.status_reason = "transcription_failed", reason
         case.transcribed_at = utcnow()
-        rec.status = "done"
         s.add(AuditEntry(actor="system", action=case.status, case_id=case.id,
                          detail=engine or reason))
 

@@ -25,6 +25,7 @@ from ivr.standin.phone import (
     SpeaksAudio,
     Transport,
     TwimlError,
+    synthesize,
 )
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "TwilioApi",
     "TwimlError",
     "new_sid",
+    "synthesize",
     "tone_wav",
     "wav_seconds",
 ]

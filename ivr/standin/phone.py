@@ -62,6 +62,7 @@ class FlaskTransport:
     """Calls the app in-process, as if over HTTP (the URL's path and query are kept)."""
 
     def __init__(self, app: Any) -> None:
+        self.app = app
         self.client = app.test_client()
 
     def post(self, url: str, params: dict[str, str], headers: dict[str, str]) -> HttpReply:
@@ -118,6 +119,34 @@ class SpeaksAudio(Protocol):
 
 
 CallerAudio = bytes | Callable[[dict[str, str]], bytes]
+
+
+def synthesize(text: str, voice: str | None = None, rate: int = 8000) -> bytes:
+    """`text` spoken by espeak-ng at telephone quality (sox), as Twilio would record it.
+
+    The voice follows the script when not given: Ukrainian letters (і ї є ґ) → uk, other
+    Cyrillic → ru, else en-us. Raises RuntimeError naming the missing Debian package.
+    """
+    import shutil
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    missing = [tool for tool in ("espeak-ng", "sox") if shutil.which(tool) is None]
+    if missing:
+        raise RuntimeError(f"{' and '.join(missing)} not installed (apt-get install espeak-ng sox); "
+                           "or give a WAV file instead")
+    if voice is None:
+        lower = text.lower()
+        voice = "uk" if any(c in lower for c in "іїєґ") else (
+            "ru" if any("а" <= c <= "я" or c == "ё" for c in lower) else "en-us")
+    with tempfile.TemporaryDirectory() as tmp:
+        raw, phone = Path(tmp) / "raw.wav", Path(tmp) / "phone.wav"
+        subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(raw), text],
+                       check=True, capture_output=True, stdin=subprocess.DEVNULL)
+        subprocess.run(["sox", str(raw), "-r", str(rate), "-c", "1", "-b", "16", str(phone)],
+                       check=True, capture_output=True, stdin=subprocess.DEVNULL)
+        return phone.read_bytes()
 
 
 class ScriptedCaller:

@@ -1,0 +1,435 @@
+"""Voicemail to case, end to end with real parts: a caller leaves a message through the
+stand-in phone, the app answers and notes it, a real rq worker on a Redis of the test's own
+fetches it from the Twilio stand-in over HTTP, seals it, deletes it there and transcribes
+it with the bundled offline model. Run on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from click.testing import CliRunner
+from flask import Flask
+from rq import Queue, Retry, SimpleWorker
+from rq.registry import StartedJobRegistry
+from sqlalchemy import create_engine, select, text, update
+
+from ivr import create_app, jobs
+from ivr.casebook import close_case, list_cases, show_case
+from ivr.cli import main as cli
+from ivr.config import Settings
+from ivr.standin import FlaskTransport, Phone, ScriptedCaller, TwilioApi
+from ivr.storage import AuditEntry, Call, Case, Database, DataKey, OutboxJob, Recording, Vault, upgrade
+from ivr.voicemail import process_recording, purge
+from tests.audio import speak
+from tests.conftest import ROOT, SUNDAY, TEST_KEYS, TOKEN, RedisServer
+
+NUMBER = "+79161234567"
+WORDS = "I want to surrender. Please call me back tomorrow."
+
+
+@pytest.fixture(scope="module")
+def message() -> bytes:
+    """What the caller says into the phone: real speech at telephone quality."""
+    return speak(WORDS)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'ivr.db'}"
+        return
+    base: str = request.getfixturevalue("postgres_url")
+    engine = create_engine(base)
+    with engine.begin() as conn:  # each test starts from an empty schema
+        conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    engine.dispose()
+    yield base
+
+
+@dataclass
+class Hotline:
+    settings: Settings
+    app: Flask
+    api: TwilioApi
+    redis: RedisServer
+    db: Database
+    vault: Vault
+
+    def call(self, presses: list[str], audio: bytes | None, from_: str = NUMBER) -> None:
+        caller = ScriptedCaller(presses, recording=audio)
+        phone = Phone(FlaskTransport(self.app), self.settings.public_base_url, TOKEN,
+                      self.settings.twilio_account_sid, self.settings.hotline_number, api=self.api)
+        log = phone.call(from_, caller)
+        assert not log.errors, log.errors
+        assert "Goodbye" in log.text() or "До свидания" in log.text() or "До побачення" in log.text()
+
+    def work(self) -> None:
+        """A real rq worker, in this process, until the queue is empty."""
+        conn = redis.Redis.from_url(self.redis.url)
+        SimpleWorker([Queue(jobs.QUEUE, connection=conn)], connection=conn).work(burst=True)
+
+    def cases(self) -> list[Case]:
+        with self.db.session() as s:
+            return list(s.scalars(select(Case).order_by(Case.id)))
+
+    def recordings(self) -> list[Recording]:
+        with self.db.session() as s:
+            return list(s.scalars(select(Recording).order_by(Recording.id)))
+
+
+@pytest.fixture
+def hotline(settings: Settings, database_url: str, redis_server: RedisServer,
+            monkeypatch: pytest.MonkeyPatch) -> Iterator[Hotline]:
+    monkeypatch.setattr(jobs, "RETRY", Retry(max=5))  # retries at once: the test does not wait
+    shutil.copy(ROOT / "flows" / "regions.yaml", settings.flows_dir / "regions.yaml")
+    with TwilioApi(settings.twilio_account_sid, TOKEN) as api:
+        s = settings.replace(twilio_api_base=api.base_url, redis_url=redis_server.url,
+                             database_url=database_url)
+        upgrade(database_url)
+        jobs.use(lambda _settings: jobs.build_services(s))
+        app = create_app(s, clock=lambda: SUNDAY)
+        db = app.extensions["ivr.db"]
+        yield Hotline(s, app, api, redis_server, db, jobs.services().vault)
+        jobs.use(jobs.build_services)
+        db.engine.dispose()
+
+
+ENGLISH_VOICEMAIL = ["3", "#"]  # English, then (Sunday: closed) the voicemail, ended with #
+
+
+def test_a_voicemail_becomes_a_transcribed_case_and_leaves_twilio(
+    hotline: Hotline, message: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    hotline.call(ENGLISH_VOICEMAIL, message)
+    [case] = hotline.cases()
+    assert (case.status, case.language, case.region, case.flow, case.step) == (
+        "new", "en", "russia", "hotline", "voicemail")
+    [rec] = hotline.recordings()
+    assert hotline.api.recording(rec.recording_sid) is not None  # still at Twilio until stored
+
+    # The job in Redis carries the recording's row id and nothing else.
+    conn = redis.Redis.from_url(hotline.redis.url)
+    [job] = Queue(jobs.QUEUE, connection=conn).jobs
+    assert job.args == (rec.id,) and job.kwargs == {}
+
+    hotline.work()
+    [case] = hotline.cases()
+    assert case.status == "transcribed", case.status_reason
+    assert case.transcript_engine == "whisper-tiny-en"
+    assert hotline.api.was_deleted(rec.recording_sid)
+    found = show_case(hotline.db, hotline.vault, case.id, actor="test:admin")
+    assert found is not None
+    assert "surrender" in found["transcript"].lower()
+    assert found["recording_deleted_at_provider"] is not None
+    assert [e["action"] for e in found["timeline"]] == ["case-created", "transcribed", "transcript-read"]
+
+    # Nothing in clear: not in the logs, not in Redis, not in the database's bytes.
+    secrets_ = [NUMBER, NUMBER[1:], "surrender", "tomorrow"]
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert not [w for w in secrets_ if w in logged]
+    dump = b"".join(conn.dump(k) or b"" for k in conn.keys("*"))
+    assert not [w for w in secrets_ if w.encode() in dump]
+    with hotline.db.engine.connect() as c:
+        for table in ("calls", "recordings", "cases", "audit", "outbox", "data_keys"):
+            for row in c.execute(text(f"SELECT * FROM {table}")):
+                raw = repr(tuple(row)).encode()
+                assert not [w for w in secrets_ if w.encode() in raw], table
+                assert message[44:1044] not in b"".join(v for v in row if isinstance(v, bytes))
+
+
+def test_twilio_delivering_a_recording_twice_makes_one_case(hotline: Hotline, message: bytes) -> None:
+    hotline.call(ENGLISH_VOICEMAIL, message)
+    [rec] = hotline.recordings()
+    with hotline.app.test_client() as client:
+        from tests.conftest import call_params, signed
+
+        for _ in range(2):  # the status callback again, as a retry would bring it
+            params = call_params(RecordingSid=rec.recording_sid, RecordingStatus="completed",
+                                 RecordingDuration="4",
+                                 RecordingUrl=hotline.api.recording_url(rec.recording_sid))
+            with hotline.db.session() as s:
+                params["CallSid"] = s.get(Call, rec.call_id).call_sid  # type: ignore[union-attr]
+            assert signed(client, "/twilio/recording?l=en", params).status_code == 200
+    assert len(hotline.cases()) == 1 and len(hotline.recordings()) == 1
+    with hotline.db.session() as s:
+        assert len(s.scalars(select(OutboxJob)).all()) == 1
+    hotline.work()
+    assert [c.status for c in hotline.cases()] == ["transcribed"]
+
+
+def test_an_empty_message_is_noted_on_the_call_not_made_a_case(hotline: Hotline) -> None:
+    hotline.call(["3", "wait"], None)  # the caller says nothing at the tone
+    assert hotline.cases() == [] and hotline.recordings() == []
+    with hotline.db.session() as s:
+        [call] = s.scalars(select(Call)).all()
+        assert call.note is not None and "empty or absent" in call.note
+
+
+def test_no_model_for_the_callers_language_says_so_on_the_case(hotline: Hotline) -> None:
+    hotline.call(["2", "#"], speak("Я хочу здатися в полон", voice="uk"))
+    hotline.work()
+    [case] = hotline.cases()
+    assert (case.language, case.status) == ("uk", "transcription_failed")
+    assert case.status_reason == "not transcribed: no model for uk"
+    [rec] = hotline.recordings()
+    assert rec.audio is not None and hotline.api.was_deleted(rec.recording_sid)  # kept, sealed
+
+
+@pytest.mark.parametrize(("spoil", "reason"), [
+    (lambda api, sid: api.truncate_recording(sid, 2000), "unreadable recording: truncated WAV"),
+    (lambda api, sid: api.add_recording(sid, b"<html>Service Unavailable</html>"),
+     "unreadable recording: not a WAV file"),
+])
+def test_an_unreadable_recording_gives_a_clear_status_not_a_crash_loop(
+    hotline: Hotline, message: bytes, spoil: Callable[[TwilioApi, str], Any], reason: str
+) -> None:
+    hotline.call(ENGLISH_VOICEMAIL, message)
+    [rec] = hotline.recordings()
+    spoil(hotline.api, rec.recording_sid)
+    hotline.work()
+    [case] = hotline.cases()
+    assert case.status == "transcription_failed"
+    assert case.status_reason is not None and case.status_reason.startswith(reason)
+    conn = redis.Redis.from_url(hotline.redis.url)
+    assert Queue(jobs.QUEUE, connection=conn).failed_job_registry.count == 0  # handled, not crashed
+    assert not hotline.api.was_deleted(rec.recording_sid)  # we have no good copy: it stays there
+
+
+def test_network_failures_are_retried_until_the_recording_is_stored(hotline: Hotline, message: bytes) -> None:
+    hotline.call(ENGLISH_VOICEMAIL, message)
+    hotline.api.fail_next(3, status=503)
+    hotline.work()
+    [case] = hotline.cases()
+    assert case.status == "transcribed"
+    [rec] = hotline.recordings()
+    assert rec.attempts >= 1 and rec.status == "done"
+
+
+def test_twilio_refusing_to_delete_does_not_hold_up_the_transcript(hotline: Hotline, message: bytes) -> None:
+    hotline.call(ENGLISH_VOICEMAIL, message)
+    [rec] = hotline.recordings()
+    original = hotline.api._route  # every DELETE fails; downloads work
+
+    def no_deletes(method: str, path: str, body: bytes) -> Any:
+        if method == "DELETE":
+            return hotline.api._error(503, 20503, "Service Unavailable")
+        return original(method, path, body)
+
+    hotline.api._route = no_deletes  # type: ignore[method-assign]
+    hotline.work()
+    [case] = hotline.cases()
+    [rec] = hotline.recordings()
+    assert case.status == "transcribed"
+    assert (rec.status, rec.deleted_at_provider) == ("stored", None)
+    assert rec.error is not None and "not yet deleted" in rec.error
+    hotline.api._route = original  # type: ignore[method-assign]
+    # The hourly housekeeping runs it again; now the delete goes through.
+    conn = redis.Redis.from_url(hotline.redis.url)
+    assert jobs.requeue_unfinished(hotline.db, Queue(jobs.QUEUE, connection=conn), timedelta(0)) == 1
+    hotline.work()
+    [rec] = hotline.recordings()
+    assert rec.status == "done" and hotline.api.was_deleted(rec.recording_sid)
+
+
+def test_no_voicemail_is_lost_while_redis_is_down(
+    hotline: Hotline, message: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hotline.call(ENGLISH_VOICEMAIL, message)
+    hotline.work()
+    hotline.redis.stop()  # Redis dies mid-run
+    started = time.monotonic()
+    for _ in range(3):
+        hotline.call(ENGLISH_VOICEMAIL, message)  # callers are still answered and recorded
+    assert time.monotonic() - started < 10
+    outbox: jobs.Outbox = hotline.app.extensions["ivr.outbox"]
+    assert outbox.pending() == 3
+    with hotline.db.session() as s:
+        assert all(j.last_error and "Redis" in j.last_error for j in s.scalars(select(OutboxJob)).all()
+                   if j.enqueued_at is None)
+    hotline.redis.start()  # back, on the same port
+    flusher = jobs.OutboxFlusher(outbox, every=0.1)  # what every web process runs
+    flusher.start()
+    deadline = time.monotonic() + 10
+    while outbox.pending() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    flusher.stop()
+    assert outbox.pending() == 0
+    hotline.work()
+    assert [c.status for c in hotline.cases()] == ["transcribed"] * 4
+
+
+class Killed(BaseException):
+    """The worker process dying at this point: nothing after it runs, nothing is caught."""
+
+
+@pytest.mark.parametrize("stage", ["fetch", "delete", "transcribe", "after-delete"])
+def test_a_worker_killed_at_any_stage_leaves_nothing_half_done(
+    hotline: Hotline, message: bytes, stage: str
+) -> None:
+    hotline.call(ENGLISH_VOICEMAIL, message)
+    [rec] = hotline.recordings()
+    real = jobs.services().tools
+
+    def dies(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapped(*args: Any) -> Any:
+            if name == stage:
+                raise Killed
+            result = fn(*args)
+            if f"after-{name}" == stage:
+                raise Killed  # Twilio deleted it, but we died before writing that down
+            return result
+        return wrapped
+
+    tools = replace(real, fetch=dies("fetch", real.fetch), delete=dies("delete", real.delete),
+                    transcribe=dies("transcribe", real.transcribe))
+    with pytest.raises(Killed):
+        process_recording(hotline.db, hotline.vault, tools, rec.id)
+    assert process_recording(hotline.db, hotline.vault, real, rec.id) == "done"
+    [case] = hotline.cases()
+    [rec] = hotline.recordings()
+    assert case.status == "transcribed" and rec.audio is not None
+    assert hotline.api.deleted == [rec.recording_sid]
+    with hotline.db.session() as s:
+        assert s.scalars(select(AuditEntry.action).where(AuditEntry.action == "transcribed")).all() == [
+            "transcribed"]
+
+
+def test_a_worker_process_killed_with_sigkill_is_picked_up_again(
+    hotline: Hotline, message: bytes, tmp_path: Path
+) -> None:
+    hotline.call(ENGLISH_VOICEMAIL, message)
+    hotline.api.delay(30)  # the download hangs: the worker is inside the job
+    env = {**os.environ, "DATABASE_URL": hotline.settings.database_url,
+           "REDIS_URL": hotline.redis.url, "TWILIO_API_BASE": hotline.api.base_url,
+           "TWILIO_ACCOUNT_SID": hotline.settings.twilio_account_sid, "TWILIO_AUTH_TOKEN": TOKEN,
+           "IVR_DATA_KEYS": TEST_KEYS, "INSTANCE_DIR": str(tmp_path / "instance"),
+           "FLOWS_DIR": str(hotline.settings.flows_dir), "IVR_DOTENV": "/nonexistent"}
+    worker = subprocess.Popen([sys.executable, "-m", "ivr.cli", "worker", "--burst"], env=env,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              start_new_session=True)
+    conn = redis.Redis.from_url(hotline.redis.url)
+    queue = Queue(jobs.QUEUE, connection=conn)
+    registry = StartedJobRegistry(queue=queue)
+    deadline = time.monotonic() + 30
+    while not registry.get_job_ids() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert registry.get_job_ids(), "the worker never started the job"
+    os.killpg(worker.pid, signal.SIGKILL)  # the whole work-horse, mid-download
+    worker.wait(timeout=10)
+    hotline.api.reset_faults()
+    assert [c.status for c in hotline.cases()] == ["new"]
+
+    # A later worker's maintenance finds the abandoned job and retries it (rq's Retry).
+    registry.cleanup(timestamp=time.time() + 3600)
+    hotline.work()
+    [case] = hotline.cases()
+    assert case.status == "transcribed"
+    assert len(hotline.recordings()) == 1 and hotline.api.deleted == [hotline.recordings()[0].recording_sid]
+
+
+def test_retention_destroys_the_data_and_keeps_anonymous_counts(hotline: Hotline, message: bytes) -> None:
+    hotline.call(ENGLISH_VOICEMAIL, message)
+    hotline.call(ENGLISH_VOICEMAIL, message)
+    hotline.work()
+    old, recent = hotline.cases()
+    close_case(hotline.db, old.id, "test:operator")
+    close_case(hotline.db, recent.id, "test:operator")
+    with hotline.db.session() as s:
+        s.execute(update(Case).where(Case.id == old.id).values(closed_at=SUNDAY - timedelta(days=31)))
+    assert purge(hotline.db, hotline.vault, timedelta(days=30)) == 1
+    gone = show_case(hotline.db, hotline.vault, old.id, "test:admin")
+    kept = show_case(hotline.db, hotline.vault, recent.id, "test:admin")
+    assert gone is not None and kept is not None
+    assert gone["transcript"] is None and gone["purged_at"] is not None
+    assert "surrender" in kept["transcript"].lower()
+    with hotline.db.session() as s:
+        case = s.get(Case, old.id)
+        assert case is not None
+        assert (case.number, case.transcript, case.caller_hash) == (None, None, None)
+        assert s.get(Recording, case.recording_id).audio is None  # type: ignore[union-attr]
+        assert s.get(DataKey, case.data_key_id).wrapped is None  # type: ignore[union-attr]
+    counts = [(c["status"], c["region"], c["language"]) for c in list_cases(hotline.db)]
+    assert counts == [("closed", "russia", "en")] * 2
+    assert purge(hotline.db, hotline.vault, timedelta(days=30)) == 0
+
+
+def test_the_admin_reads_cases_from_the_terminal(hotline: Hotline, message: bytes) -> None:
+    hotline.call(ENGLISH_VOICEMAIL, message)
+    hotline.call(["2", "#"], message)
+    hotline.work()
+    env = {"DATABASE_URL": hotline.settings.database_url, "IVR_DATA_KEYS": TEST_KEYS,
+           "INSTANCE_DIR": str(hotline.settings.instance_dir), "IVR_DOTENV": "/nonexistent",
+           "USER": "olena"}
+    runner = CliRunner()
+    listed = runner.invoke(cli, ["cases", "list", "--json"], env=env)
+    assert listed.exit_code == 0, listed.output
+    import json
+
+    rows = json.loads(listed.output)
+    assert [(r["status"], r["language"]) for r in rows] == [("transcription_failed", "uk"),
+                                                            ("transcribed", "en")]
+    for field in ("id", "status", "region", "language", "created_at", "recording_deleted_at_provider"):
+        assert all(field in r for r in rows)
+    assert "transcript" not in rows[0] and NUMBER not in listed.output
+    failed = runner.invoke(cli, ["cases", "list", "--status", "transcription_failed", "--region", "russia"],
+                           env=env)
+    assert "not transcribed: no model for uk" in failed.output and "1 case(s)" in failed.output
+
+    shown = runner.invoke(cli, ["cases", "show", str(rows[1]["id"]), "--json"], env=env)
+    assert shown.exit_code == 0, shown.output
+    one = json.loads(shown.output)
+    assert "surrender" in one["transcript"].lower() and one["recording_deleted_at_provider"]
+    assert one["timeline"][-1]["actor"] == "cli:olena"
+    assert one["timeline"][-1]["action"] == "transcript-read"
+    assert NUMBER not in shown.output
+
+    missing = runner.invoke(cli, ["cases", "show", "9999"], env=env)
+    assert missing.exit_code == 1 and "no case #9999" in missing.output
+    closed = runner.invoke(cli, ["cases", "close", str(rows[1]["id"])], env=env)
+    assert closed.exit_code == 0 and "closed" in closed.output
+    purged = runner.invoke(cli, ["purge", "--older-than", "0d", "--yes"], env=env)
+    assert "destroyed the data of 1 case(s)" in purged.output
+    bad = runner.invoke(cli, ["purge", "--older-than", "a month"], env=env)
+    assert bad.exit_code == 1 and "not a duration like 30d" in bad.output
+
+
+def test_a_repeat_caller_is_recognised_without_keeping_the_number(hotline: Hotline, message: bytes) -> None:
+    hotline.call(ENGLISH_VOICEMAIL, message)
+    hotline.call(ENGLISH_VOICEMAIL, message, from_="+380501234567")
+    hotline.call(ENGLISH_VOICEMAIL, message)
+    first, other, again = hotline.cases()
+    assert first.caller_hash == again.caller_hash != other.caller_hash
+    assert first.caller_hash is not None and NUMBER[1:] not in first.caller_hash
+    rows = {r["id"]: r for r in list_cases(hotline.db)}
+    assert [rows[c.id]["earlier_cases_from_same_number"] for c in (first, other, again)] == [0, 0, 1]
+    with hotline.db.session() as s:
+        case = s.get(Case, again.id)
+        assert case is not None
+        assert hotline.vault.open(s, case, "number") == NUMBER.encode()
+
+
+def test_a_recording_that_cannot_be_fetched_is_given_up_visibly(hotline: Hotline, message: bytes) -> None:
+    hotline.call(ENGLISH_VOICEMAIL, message)
+    hotline.api.fail_next(50, status=503)  # Twilio's media store down for longer than rq retries
+    hotline.work()
+    [case] = hotline.cases()
+    [rec] = hotline.recordings()
+    assert case.status == "transcription_failed"
+    assert case.status_reason == (
+        f"could not fetch the recording after 6 tries: twilio fetch_recording {rec.recording_sid}: "
+        "HTTP 503 (Twilio error 20503)")
+    assert hotline.api.recording(rec.recording_sid) is not None  # nothing lost: it is still there

@@ -25,7 +25,7 @@ from ivr.voicemail import Reported
 
 log = logging.getLogger(__name__)
 
-RECORDING_SID = re.compile(r"^RE[0-9a-f]{32}$")
+RECORDING_SID = re.compile(r"^RE[0-9a-f]{32}\Z")
 MAX_TWIML = 64_000  # Twilio rejects a TwiML document over 64 kB
 
 EVENTS = {

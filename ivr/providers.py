@@ -16,9 +16,9 @@ Why one seam:
   errors, timeouts, 5xx, 429) or not (401/403, a 404 on download, a bad sid).
 - Nothing secret leaks through an error: its message names the operation, the sid and the
   HTTP status (and Twilio's numeric error code), never a phone number, a URL query, a body
-  or Twilio's error text (which can quote the number). Errors are raised `from None`, so
-  the library's exception, which carries the URL and Twilio's text, is not chained into a
-  logged traceback either.
+  or Twilio's error text (which can quote the number). Errors are raised after the `except`
+  block, so the library's exception, which carries the URL and Twilio's text, is neither
+  chained nor kept as `__context__`: not in a logged traceback, not in an error reporter.
 """
 
 from __future__ import annotations
@@ -40,9 +40,10 @@ from ivr.errors import ConfigError, IvrError
 if TYPE_CHECKING:
     from ivr.config import Settings
 
-RECORDING_SID = re.compile(r"^RE[0-9a-f]{32}$")
-ACCOUNT_SID = re.compile(r"^AC[0-9a-f]{32}$")
-E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+# \Z, not $: `$` also matches before a final newline ("RE…\n" would reach the URL).
+RECORDING_SID = re.compile(r"^RE[0-9a-f]{32}\Z")
+ACCOUNT_SID = re.compile(r"^AC[0-9a-f]{32}\Z")
+E164 = re.compile(r"^\+[1-9]\d{6,14}\Z")
 MAX_RECORDING = 64 * 1024 * 1024  # an hour of 8 kHz 16-bit mono is 57.6 MB
 MAX_REDIRECTS = 3
 
@@ -148,16 +149,17 @@ class TwilioProvider:
     def fetch_recording(self, recording_sid: str) -> bytes:
         """The recording's WAV bytes, exactly as Twilio stores them."""
         op = "fetch_recording"
-        url = self.media_url(recording_sid)
-        sid = recording_sid
+        sid = self._recording_sid(op, recording_sid)
+        url = self.media_url(sid)
         home = _origin(url)
+        failure: ProviderError
         try:
             for _hop in range(MAX_REDIRECTS + 1):
                 auth = self._auth if _origin(url) == home else None  # credentials stay home
                 with self._session.get(
                     url, auth=auth, stream=True, allow_redirects=False,
                     timeout=(self._timeout, self._download_timeout),
-                    headers={"Accept": "audio/x-wav, audio/wav, */*"},
+                    headers={"Accept": "audio/x-wav, audio/wav, */*", "Accept-Encoding": "identity"},
                 ) as r:
                     if r.status_code in (301, 302, 303, 307, 308):
                         url = self._redirect(op, sid, url, r.headers.get("Location", ""))
@@ -167,8 +169,14 @@ class TwilioProvider:
                                             retryable=retryable_status(r.status_code))
                     return self._read(op, sid, r)
         except requests.RequestException as exc:
-            raise ProviderError(op, sid=sid, retryable=True, reason=_network(exc)) from None
-        raise ProviderError(op, sid=sid, retryable=False, reason="too many redirects")
+            failure = ProviderError(op, sid=sid, retryable=True, reason=_network(exc))
+        except ValueError:
+            # urllib.parse on a Location with a bad port or IPv6 host (requests parses it even
+            # with allow_redirects=False, to prepare `Response.next`); the message quotes it.
+            failure = ProviderError(op, sid=sid, retryable=False, reason="malformed redirect")
+        else:
+            failure = ProviderError(op, sid=sid, retryable=False, reason="too many redirects")
+        raise failure  # outside the handler: the library's exception is not kept as context
 
     def _redirect(self, op: str, sid: str, current: str, location: str) -> str:
         if not location:
@@ -186,13 +194,17 @@ class TwilioProvider:
             raise ProviderError(op, sid=sid, retryable=False, reason="recording too large")
         chunks: list[bytes] = []
         size = 0
-        for chunk in r.iter_content(chunk_size=64 * 1024):
-            size += len(chunk)
-            if size > MAX_RECORDING:
-                raise ProviderError(op, sid=sid, retryable=False, reason="recording too large")
-            chunks.append(chunk)
+        cut = False
+        try:
+            for chunk in r.iter_content(chunk_size=64 * 1024):
+                size += len(chunk)
+                if size > MAX_RECORDING:
+                    raise ProviderError(op, sid=sid, retryable=False, reason="recording too large")
+                chunks.append(chunk)
+        except requests.exceptions.ChunkedEncodingError:
+            cut = True  # urllib3 saw the connection close before Content-Length bytes came
         data = b"".join(chunks)
-        if announced is not None and announced.isdigit() and int(announced) != len(data):
+        if cut or (announced is not None and announced.isdigit() and int(announced) != len(data)):
             raise ProviderError(op, sid=sid, retryable=True, reason="download cut short")
         if not data:
             raise ProviderError(op, sid=sid, retryable=True, reason="empty download")
@@ -207,9 +219,12 @@ class TwilioProvider:
         except TwilioRestException as exc:
             if exc.status == 404:
                 return
-            raise _from_twilio(op, sid, exc) from None
+            failure = _from_twilio(op, sid, exc)
         except (requests.RequestException, TwilioException) as exc:
-            raise _from_library(op, sid, exc) from None
+            failure = _from_library(op, sid, exc)
+        else:
+            return
+        raise failure  # outside the handler: the library's exception is not kept as context
 
     # --- calls and messages -----------------------------------------------------------------
     def create_call(
@@ -226,10 +241,12 @@ class TwilioProvider:
                 timeout=timeout,
             )
         except TwilioRestException as exc:
-            raise _from_twilio(op, "", exc) from None
+            failure = _from_twilio(op, "", exc)
         except (requests.RequestException, TwilioException) as exc:
-            raise _from_library(op, "", exc) from None
-        return str(call.sid)
+            failure = _from_library(op, "", exc)
+        else:
+            return str(call.sid)
+        raise failure
 
     def send_sms(self, to: str, from_: str, body: str) -> str:
         """Send an SMS (never with a caller's number or words in it). Returns its SM… sid."""
@@ -238,10 +255,12 @@ class TwilioProvider:
         try:
             message: Any = self.client.messages.create(to=to, from_=from_, body=body)
         except TwilioRestException as exc:
-            raise _from_twilio(op, "", exc) from None
+            failure = _from_twilio(op, "", exc)
         except (requests.RequestException, TwilioException) as exc:
-            raise _from_library(op, "", exc) from None
-        return str(message.sid)
+            failure = _from_library(op, "", exc)
+        else:
+            return str(message.sid)
+        raise failure
 
     # --- checks -----------------------------------------------------------------------------
     @staticmethod

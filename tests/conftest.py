@@ -17,6 +17,9 @@ from twilio.request_validator import RequestValidator
 
 from ivr import create_app
 from ivr.config import Settings
+from tests.servers import RedisServer, free_port
+
+__all__ = ["RedisServer", "free_port"]
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_FLOWS = ROOT / "tests" / "flows"
@@ -134,61 +137,13 @@ def signed(client: FlaskClient, path_and_query: str, params: dict[str, str],
     return client.post(path_and_query, data=params, headers=headers, **kw)
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class RedisServer:
-    """A redis-server of the test's own on a spare port: it may be stopped and started
-    again; the machine's shared Redis is never touched."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.port = free_port()
-        self.proc: Any = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        import subprocess
-        import time
-
-        import redis
-
-        exe = shutil.which("redis-server")
-        if exe is None:
-            pytest.fail("redis-server is needed for the pipeline tests (apt-get install redis-server)")
-        self.proc = subprocess.Popen(
-            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.folder)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                redis.Redis(port=self.port, socket_connect_timeout=0.2).ping()
-                return
-            except redis.RedisError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"redis-server did not start on port {self.port}")
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-            self.proc = None
-
-
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis of the test's own on a spare port (never the machine's shared one)."""
     server = RedisServer(tmp_path)
-    server.start()
+    try:
+        server.start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
     yield server
     server.stop()

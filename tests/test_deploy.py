@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from ivr.config import load_settings
 from ivr.errors import ConfigError
 from ivr.standin import HttpTransport, Phone, ScriptedCaller
 from tests.conftest import ROOT, TEST_FLOWS
+from tests.servers import free_port
 
 BIN = str(Path(sys.executable).parent)
 
@@ -30,12 +30,6 @@ def procfile(kind: str) -> str:
         if name.strip() == kind:
             return command.strip()
     raise AssertionError(f"no {kind} in Procfile")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def base_env(tmp_path: Path, **extra: str) -> dict[str, str]:

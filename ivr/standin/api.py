@@ -30,6 +30,7 @@ import math
 import re
 import secrets
 import struct
+import sys
 import threading
 import time
 import wave
@@ -42,11 +43,11 @@ from urllib.parse import parse_qs, urlsplit
 
 API_VERSION = "2010-04-01"
 MAX_BODY = 1024 * 1024
-E164 = re.compile(r"^\+[1-9]\d{6,14}$")
-ACCOUNT_SID = re.compile(r"^AC[0-9a-f]{32}$")
-ACCOUNT_PATH = re.compile(r"^/2010-04-01/Accounts/(?P<account>[^/]+)(?P<rest>/.*)?$")
-RECORDING_PATH = re.compile(r"^/Recordings/(?P<sid>RE[0-9a-fA-F]{32})(?P<ext>\.json|\.wav|\.mp3)?$")
-CREATED_PATH = re.compile(r"^/(?P<kind>Calls|Messages)(?:/(?P<sid>(?:CA|SM)[0-9a-fA-F]{32}))?\.json$")
+E164 = re.compile(r"^\+[1-9]\d{6,14}\Z")
+ACCOUNT_SID = re.compile(r"^AC[0-9a-f]{32}\Z")
+ACCOUNT_PATH = re.compile(r"^/2010-04-01/Accounts/(?P<account>[^/]+)(?P<rest>/.*)?\Z")
+RECORDING_PATH = re.compile(r"^/Recordings/(?P<sid>RE[0-9a-fA-F]{32})(?P<ext>\.json|\.wav|\.mp3)?\Z")
+CREATED_PATH = re.compile(r"^/(?P<kind>Calls|Messages)(?:/(?P<sid>(?:CA|SM)[0-9a-fA-F]{32}))?\.json\Z")
 MEDIA_TYPES = {".wav": "audio/x-wav", ".mp3": "audio/mpeg"}
 REASONS = {
     400: "Bad Request", 401: "Authenticate", 403: "Forbidden", 404: "Not Found",
@@ -132,6 +133,12 @@ class _Answer:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     api: TwilioApi
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that gave up (a timeout, a closed socket) is no error: socketserver would
+        print a traceback to stderr for it. A bug of the stand-in itself still shows."""
+        if not isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -302,9 +309,13 @@ class TwilioApi:
     def _handle(self, h: _Handler) -> None:
         method = h.command
         path = urlsplit(h.path).path
-        length = int(h.headers.get("Content-Length") or 0)
+        declared = h.headers.get("Content-Length") or "0"
+        length = int(declared) if declared.isascii() and declared.isdigit() else -1
         authenticated = False
-        if length > MAX_BODY:
+        if length < 0:
+            answer = self._error(400, 20400, "Bad Request")  # as fail_next(status=400)
+            h.close_connection = True
+        elif length > MAX_BODY:
             answer = self._error(413, 20413, "Request entity too large")
             h.close_connection = True
         else:
@@ -319,7 +330,6 @@ class TwilioApi:
                 answer = self._error(failing, 20000 + failing, REASONS.get(failing, "Error"))
             elif not authenticated:
                 answer = self._error(401, 20003, "Authenticate")
-                answer.headers["WWW-Authenticate"] = 'Basic realm="Twilio API"'
             else:
                 answer = self._route(method, path, body)
         with self._lock:
@@ -508,10 +518,13 @@ class TwilioApi:
         return _Answer(status, json.dumps(payload).encode())
 
     def _error(self, status: int, code: int, message: str) -> _Answer:
-        return self._json(status, {
+        answer = self._json(status, {
             "code": code, "message": message,
             "more_info": f"https://www.twilio.com/docs/errors/{code}", "status": status,
         })
+        if status == 401:  # every 401, also for another account's path
+            answer.headers["WWW-Authenticate"] = 'Basic realm="Twilio API"'
+        return answer
 
     def _not_found(self, path: str) -> _Answer:
         return self._error(404, 20404, f"The requested resource {path} was not found")

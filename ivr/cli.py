@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,7 +24,7 @@ from ivr.config import Settings, load_settings
 from ivr.errors import ConfigError
 
 if TYPE_CHECKING:
-    from ivr.standin import Phone, TwilioApi
+    from ivr.standin import Phone, RecordingStore, RemoteApi
     from ivr.storage import Database, Vault
 
 DEFAULT_CALLER = "+79161234567"  # a Moscow mobile number, for trying the hotline out
@@ -48,28 +49,88 @@ def main() -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on (0.0.0.0 to let other machines call in).")
-@click.option("--port", default=lambda: int(os.environ.get("PORT", "5000")), show_default="5000")
-@click.option("--workers", default=lambda: int(os.environ.get("WEB_CONCURRENCY", "2")),
+@click.option("--port", type=int, default=lambda: int(os.environ.get("PORT", "5000")), show_default="5000")
+@click.option("--workers", type=int, default=lambda: int(os.environ.get("WEB_CONCURRENCY", "2")),
               show_default="2")
 def serve(host: str, port: int, workers: int) -> None:
-    """Answer calls: gunicorn with the app factory, as the Procfile's `web` runs it."""
+    """Answer calls: gunicorn with the app factory, as the Procfile's `web` runs it.
+
+    In development (IVR_ENV unset) it runs the whole hotline on this machine: the web
+    process, a worker when Redis answers, and, unless TWILIO_API_BASE is set, a local
+    stand-in of Twilio's REST API on PORT+1 that keeps what `ivr call --url` callers record.
+    """
     s = settings()
     s.instance_dir.mkdir(parents=True, exist_ok=True)
+    from ivr.jobs import keyring_for
     from ivr.loader import flow_files, load_set
     from ivr.storage import upgrade
 
     upgrade(s.database_url)
+    keyring_for(s)  # in development, make the data key once, before several processes race
 
     result = load_set(flow_files([s.flows_dir]))
     for problem in result.problems:
         click.echo(str(problem), err=True)
-    click.echo(f"Hotline answering on http://127.0.0.1:{port}  (flows: {', '.join(result.flows)})")
-    click.echo(f"Call it from another terminal:  .venv/bin/ivr call --url http://127.0.0.1:{port}")
     gunicorn = shutil.which("gunicorn") or str(Path(sys.executable).parent / "gunicorn")
-    os.execv(gunicorn, [
-        gunicorn, "--config", "python:ivr.serving", "--bind", f"{host}:{port}",
-        "--workers", str(workers), "ivr:create_app()",
-    ])
+    argv = [gunicorn, "--config", "python:ivr.serving", "--bind", f"{host}:{port}",
+            "--workers", str(workers), "ivr:create_app()"]
+    click.echo(f"Hotline answering on http://127.0.0.1:{port}  (flows: {', '.join(result.flows)})")
+    if s.env == "production":
+        os.execv(gunicorn, argv)
+    _serve_development(s, port, argv)
+
+
+def _serve_development(s: Settings, port: int, argv: list[str]) -> None:
+    import signal
+    import subprocess
+
+    import redis
+
+    from ivr.standin import TwilioApi
+
+    env = dict(os.environ)
+    api = None
+    if not os.environ.get("TWILIO_API_BASE"):
+        api = TwilioApi(s.twilio_account_sid, s.twilio_auth_token, port=port + 1)
+        try:
+            env["TWILIO_API_BASE"] = api.start()
+        except OSError:
+            raise click.ClickException(f"port {port + 1} is taken (the Twilio stand-in goes there): "
+                                       "choose another --port, or set TWILIO_API_BASE") from None
+        click.echo(f"Twilio's REST side (a local stand-in) on {env['TWILIO_API_BASE']}")
+    children = [subprocess.Popen(argv, env=env)]
+    try:
+        redis.Redis.from_url(s.redis_url, socket_connect_timeout=1).ping()
+        children.append(subprocess.Popen([sys.executable, "-m", "ivr.cli", "worker"], env=env))
+        click.echo("Worker running: voicemails become cases (ivr cases list)")
+    except redis.RedisError:
+        click.echo("No Redis at REDIS_URL: voicemails wait in the database until `ivr worker` runs "
+                   "with Redis up", err=True)
+    click.echo(f"Call it from another terminal:  .venv/bin/ivr call --url http://127.0.0.1:{port}")
+
+    def stop(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    code = 0
+    try:
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+        code = next(child.returncode for child in children if child.returncode is not None)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        for child in children:
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        if api is not None:
+            api.stop()
+    sys.exit(code)
 
 
 @main.command()
@@ -256,7 +317,7 @@ def cases_close(case_id: int, reason: str) -> None:
                    "`say:words` to speak, `answer`/`busy` at a transfer. Without it: ask.")
 @click.option("--voicemail", default=None, metavar="FILE.wav|say:TEXT",
               help="What you say at the tone: a WAV file, or say:TEXT spoken by espeak-ng "
-                   "(default: a tone). In-process only.")
+                   "(default: a tone).")
 @click.option("--url", default=None, help="A running hotline (else the app runs in-process).")
 @click.option("--at", "at", default=None, help="In-process only: the time of the call (ISO 8601).")
 @click.option("--steps", is_flag=True, help="Show the flow steps each answer walked.")
@@ -271,8 +332,12 @@ def call(from_: str, press: str | None, voicemail: str | None, url: str | None, 
     from ivr.standin import Caller, ScriptedCaller, TwilioApi
 
     s = settings()
-    if url and (voicemail or at):
-        raise click.ClickException("--voicemail and --at work in-process only (leave out --url)")
+    if url and at:
+        raise click.ClickException("--at works in-process only (leave out --url)")
+    remote = _remote_api(s, url) if url else None
+    if url and voicemail and remote is None:
+        raise click.ClickException("--voicemail needs the Twilio stand-in that `ivr serve` runs on "
+                                   "PORT+1 in development; it does not answer")
     audio = _voicemail_audio(voicemail) if voicemail else None
     caller: Caller
     if press is not None:
@@ -287,7 +352,7 @@ def call(from_: str, press: str | None, voicemail: str | None, url: str | None, 
 
             upgrade(s.database_url)
             s = s.replace(twilio_api_base=api.start())
-        phone = _phone(s, url, at, _print_steps if steps else None, api)
+        phone = _phone(s, url, at, _print_steps if steps else None, api or remote)
         click.echo(f"Calling {s.hotline_number} from {from_} …")
         log = phone.call(from_, caller)
         ended = {"hangup": "the hotline hung up", "end-of-document": "the hotline hung up",
@@ -302,6 +367,19 @@ def call(from_: str, press: str | None, voicemail: str | None, url: str | None, 
         click.echo(f"error: {error}", err=True)
     if log.errors:
         sys.exit(1)
+
+
+def _remote_api(s: Settings, url: str) -> RemoteApi | None:
+    """The stand-in of Twilio's REST side beside a development `ivr serve` (on PORT+1)."""
+    from urllib.parse import urlsplit
+
+    from ivr.standin import RemoteApi
+
+    parts = urlsplit(url)
+    if parts.hostname not in ("127.0.0.1", "localhost") or parts.port is None:
+        return None
+    api = RemoteApi(f"http://127.0.0.1:{parts.port + 1}", s.twilio_account_sid, s.twilio_auth_token)
+    return api if api.reachable() else None
 
 
 def _voicemail_audio(spec: str) -> bytes:
@@ -385,7 +463,7 @@ class InteractiveCaller:
 
 def _phone(
     s: Settings, url: str | None, at: str | None, on_step: Callable[[list[str]], None] | None,
-    api: TwilioApi | None = None,
+    api: RecordingStore | None = None,
 ) -> Phone:
     from ivr import create_app
     from ivr.standin import FlaskTransport, HttpTransport, Phone, Transport

@@ -78,11 +78,20 @@ def development_keys(instance_dir: Path) -> list[MasterKey]:
     path = instance_dir / "data-keys"
     if not path.exists():
         instance_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        tmp = instance_dir / f".data-keys.{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(new_master_key() + "\n")
-        log.warning("made a development data key in %s: set IVR_DATA_KEYS in production, and "
-                    "keep the key safe (without it the data cannot be read)", path)
+        try:
+            os.link(tmp, path)  # atomic and never overwrites: a racing process keeps the first key
+            made = True
+        except FileExistsError:
+            made = False
+        finally:
+            tmp.unlink()
+        if made:
+            log.warning("made a development data key in %s: set IVR_DATA_KEYS in production, "
+                        "and keep the key safe (without it the data cannot be read)", path)
     return parse_master_keys(path.read_text().strip())
 
 

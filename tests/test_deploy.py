@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -19,7 +20,7 @@ from ivr.config import load_settings
 from ivr.errors import ConfigError
 from ivr.standin import HttpTransport, Phone, ScriptedCaller
 from tests.conftest import ROOT, TEST_FLOWS
-from tests.servers import free_port
+from tests.servers import RedisServer, free_port
 
 BIN = str(Path(sys.executable).parent)
 
@@ -35,7 +36,9 @@ def procfile(kind: str) -> str:
 def base_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "IVR_"))}
     env.update(PATH=f"{BIN}:{env.get('PATH', '')}", INSTANCE_DIR=str(tmp_path / "instance"),
-               FLOWS_DIR=str(TEST_FLOWS), IVR_DOTENV=str(tmp_path / "no.env"), **extra)
+               FLOWS_DIR=str(TEST_FLOWS), IVR_DOTENV=str(tmp_path / "no.env"),
+               REDIS_URL="redis://127.0.0.1:1/0")  # never the machine's shared Redis
+    env.update(extra)
     return env
 
 
@@ -187,3 +190,54 @@ def test_ivr_flows_graph_draws_mermaid_and_dot(tmp_path: Path) -> None:
     assert code == 0 and '"lang" -> "set_uk" [label="2", style=bold];' in out
     code, out = run(["flows", "graph", "nope"], tmp_path)
     assert code == 1 and "no flow `nope`" in out
+
+
+def test_a_newcomer_serves_the_hotline_and_sees_a_voicemail_become_a_case(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """The README's first command: `ivr serve` runs web, worker and Twilio's REST stand-in;
+    `ivr call --url … --voicemail say:…` leaves a message; `ivr cases` shows it transcribed."""
+    port = free_port()
+    while True:  # the stand-in goes on PORT+1
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port + 1)) != 0:
+                break
+        port = free_port()
+    env = base_env(tmp_path, REDIS_URL=redis_server.url, FLOWS_DIR=str(ROOT / "flows"))
+    ivr = str(Path(BIN) / "ivr")
+    serve = subprocess.Popen([ivr, "serve", "--port", str(port)], cwd=tmp_path, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(150):
+            try:
+                urllib.request.urlopen(url + "/healthz", timeout=1).read()
+                break
+            except OSError:
+                assert serve.poll() is None, serve.stdout.read() if serve.stdout else ""
+                time.sleep(0.1)
+        called = subprocess.run(
+            [ivr, "call", "--url", url, "--press", "3,3,#",
+             "--voicemail", "say:I want to surrender. Please call me back."],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        assert called.returncode == 0, called.stdout + called.stderr
+        assert "Thank you, we have your message" in called.stdout
+        rows: list[dict[str, object]] = []
+        for _ in range(120):
+            listed = subprocess.run([ivr, "cases", "list", "--json"], cwd=tmp_path, env=env,
+                                    capture_output=True, text=True, timeout=30)
+            rows = json.loads(listed.stdout)
+            if rows and rows[0]["status"] != "new":
+                break
+            time.sleep(0.5)
+        assert [(r["status"], r["region"], r["language"]) for r in rows] == [("transcribed", "russia", "en")]
+        assert rows[0]["recording_deleted_at_provider"]
+        shown = subprocess.run([ivr, "cases", "show", str(rows[0]["id"]), "--json"], cwd=tmp_path,
+                               env=env, capture_output=True, text=True, timeout=30)
+        assert "surrender" in json.loads(shown.stdout)["transcript"].lower()
+    finally:
+        serve.terminate()  # Ctrl-C or the admin's SIGTERM stops web, worker and stand-in
+        output = serve.communicate(timeout=30)[0]
+    assert "Worker running" in output and "Twilio's REST side (a local stand-in)" in output
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0, "gunicorn outlived ivr serve"

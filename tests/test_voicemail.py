@@ -433,3 +433,19 @@ def test_a_recording_that_cannot_be_fetched_is_given_up_visibly(hotline: Hotline
         f"could not fetch the recording after 6 tries: twilio fetch_recording {rec.recording_sid}: "
         "HTTP 503 (Twilio error 20503)")
     assert hotline.api.recording(rec.recording_sid) is not None  # nothing lost: it is still there
+
+
+def test_ivr_call_in_process_leaves_a_voicemail_from_a_wav_file(tmp_path: Path, message: bytes) -> None:
+    wav = tmp_path / "message.wav"
+    wav.write_bytes(message)
+    env = {"FLOWS_DIR": str(ROOT / "flows"), "INSTANCE_DIR": str(tmp_path / "instance"),
+           "DATABASE_URL": f"sqlite:///{tmp_path / 'call.db'}", "REDIS_URL": "redis://127.0.0.1:1/0",
+           "IVR_DOTENV": "/nonexistent", "TWILIO_API_BASE": ""}
+    runner = CliRunner()
+    result = runner.invoke(cli, ["call", "--press", "3,3,#", "--voicemail", str(wav)], env=env)
+    assert result.exit_code == 0, result.output
+    assert "Voicemail filed as case #1: transcribed, region russia, language en" in result.output
+    shown = runner.invoke(cli, ["cases", "show", "1", "--json"], env=env)
+    assert "surrender" in shown.output.lower()
+    missing = runner.invoke(cli, ["call", "--press", "3,3,#", "--voicemail", "nope.wav"], env=env)
+    assert missing.exit_code == 1 and "--voicemail nope.wav: no such file" in missing.output

@@ -9,7 +9,16 @@
 
 from __future__ import annotations
 
-from ivr.standin.api import Created, Recording, Seen, TwilioApi, new_sid, tone_wav, wav_seconds
+from ivr.standin.api import (
+    Created,
+    Recording,
+    RemoteApi,
+    Seen,
+    TwilioApi,
+    new_sid,
+    tone_wav,
+    wav_seconds,
+)
 from ivr.standin.phone import (
     HANG_UP,
     SILENCE,
@@ -21,6 +30,7 @@ from ivr.standin.phone import (
     HttpReply,
     HttpTransport,
     Phone,
+    RecordingStore,
     ScriptedCaller,
     SpeaksAudio,
     Transport,
@@ -41,6 +51,8 @@ __all__ = [
     "HttpTransport",
     "Phone",
     "Recording",
+    "RecordingStore",
+    "RemoteApi",
     "ScriptedCaller",
     "Seen",
     "SpeaksAudio",

@@ -57,6 +57,46 @@ REASONS = {
 }
 
 
+class RemoteApi:
+    """A `TwilioApi` running in another process (`ivr serve` in development), as a `Phone`
+    sees it: where a caller's recording goes and the RecordingUrl it gets."""
+
+    def __init__(self, base_url: str, account_sid: str, auth_token: str) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.account_sid = account_sid
+        self._auth = base64.b64encode(f"{account_sid}:{auth_token}".encode()).decode()
+
+    def recording_url(self, sid: str) -> str:
+        return f"{self.base_url}/{API_VERSION}/Accounts/{self.account_sid}/Recordings/{sid}"
+
+    def add_recording(
+        self, sid: str, wav: bytes | None, *, call_sid: str | None = None,
+        duration: int | None = None, status: str = "completed",
+    ) -> str:
+        import urllib.request
+
+        request = urllib.request.Request(
+            self.recording_url(sid) + ".wav", data=wav or b"", method="PUT",
+            headers={"Authorization": f"Basic {self._auth}", "Content-Type": "audio/x-wav"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            if answer.status != 201:
+                raise RuntimeError(f"the Twilio stand-in did not keep the recording ({answer.status})")
+        return sid
+
+    def reachable(self) -> bool:
+        import urllib.error
+        import urllib.request
+
+        try:
+            urllib.request.urlopen(self.base_url + "/", timeout=2)
+        except urllib.error.HTTPError:
+            return True  # it answered (404): it is there
+        except OSError:
+            return False
+        return True
+
+
 def new_sid(prefix: str) -> str:
     """A Twilio-shaped sid: two letters and 32 lowercase hex digits."""
     return prefix + secrets.token_hex(16)
@@ -167,12 +207,13 @@ class TwilioApi:
 
     def __init__(
         self, account_sid: str, auth_token: str, *, numbers: tuple[str, ...] = (),
-        host: str = "127.0.0.1",
+        host: str = "127.0.0.1", port: int = 0,
     ) -> None:
         if not ACCOUNT_SID.match(account_sid):
             raise ValueError("account_sid must be AC followed by 32 hex digits")
         self.account_sid = account_sid
         self.host = host
+        self.port = port  # 0: a free one
         self.numbers = frozenset(numbers)
         self._credentials: dict[str, str] = {account_sid: auth_token}
         self._lock = threading.Lock()
@@ -190,7 +231,7 @@ class TwilioApi:
     def start(self) -> str:
         """Listen on a free port; return the base URL (like https://api.twilio.com)."""
         if self._server is None:
-            server = _Server((self.host, 0), _Handler)
+            server = _Server((self.host, self.port), _Handler)
             server.api = self
             self._server = server
             self._thread = threading.Thread(
@@ -373,7 +414,12 @@ class TwilioApi:
             # Credentials of one account on another account's URL: Twilio says Authenticate.
             return self._error(401, 20003, "Authenticate")
         rest = m["rest"] or ""
-        if r := RECORDING_PATH.match(rest):
+        if (r := RECORDING_PATH.match(rest)) and method == "PUT" and r["ext"] == ".wav":
+            # The stand-in's own door (Twilio has none): how a phone in another process
+            # (`ivr call --url`) leaves what the caller said. An empty body: an absent one.
+            self.add_recording(r["sid"], body or None, status="completed" if body else "absent")
+            return _Answer(201)
+        if r:
             return self._recording(method, path, r["sid"], r["ext"] or "")
         if c := CREATED_PATH.match(rest):
             if c["sid"] is None and method == "POST":

@@ -35,7 +35,7 @@ from urllib.parse import urlencode, urlsplit
 from twilio.request_validator import RequestValidator
 
 from ivr.flow import VOICES
-from ivr.standin.api import TwilioApi, new_sid, rfc2822, tone_wav, wav_seconds
+from ivr.standin.api import new_sid, rfc2822, tone_wav, wav_seconds
 
 MAX_TWIML = 64_000
 MAX_WEBHOOKS = 300
@@ -216,10 +216,24 @@ class CallLog:
         return "\n".join(h.text for h in self.heard if h.kind == "say")
 
 
+class RecordingStore(Protocol):
+    """Where a <Record> leaves the caller's audio: a `TwilioApi` here or a `RemoteApi`."""
+
+    account_sid: str
+
+    def recording_url(self, sid: str) -> str: ...
+
+    def add_recording(
+        self, sid: str, wav: bytes | None, *, call_sid: str | None = None,
+        duration: int | None = None, status: str = "completed",
+    ) -> str: ...
+
+
 class Phone:
     """Twilio's part of one inbound call to the hotline.
 
-    `api`: a running `TwilioApi` of the same account that keeps what callers record.
+    `api`: a `TwilioApi` (or a `RemoteApi` to one) of the same account that keeps what
+    callers record.
     """
 
     def __init__(
@@ -230,7 +244,7 @@ class Phone:
         account_sid: str,
         hotline: str,
         on_step: Callable[[list[str]], None] | None = None,
-        api: TwilioApi | None = None,
+        api: RecordingStore | None = None,
     ) -> None:
         self.transport = transport
         self.base = public_base.rstrip("/")
@@ -240,7 +254,7 @@ class Phone:
         self.on_step = on_step
         self.api = api
         if api is not None and api.account_sid != account_sid:
-            raise ValueError("the TwilioApi belongs to another account than the phone")
+            raise ValueError("the Twilio API stand-in belongs to another account than the phone")
 
     def _params(self, from_: str, extra: dict[str, str]) -> dict[str, str]:
         params = {
@@ -420,7 +434,7 @@ class Phone:
         return url, {}, None
 
     def _record(
-        self, api: TwilioApi, verb: ET.Element, url: str, from_: str, caller: Caller, answer: str,
+        self, api: RecordingStore, verb: ET.Element, url: str, from_: str, caller: Caller, answer: str,
         log: CallLog,
     ) -> tuple[str, dict[str, str], ET.Element | None] | None:
         """A <Record> with the REST side attached; None: the message was empty, go on."""

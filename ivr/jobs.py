@@ -22,7 +22,7 @@ import redis
 from rq import Queue, Retry, get_current_job
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from ivr import voicemail
 from ivr.config import Settings, load_settings
@@ -251,7 +251,8 @@ class Outbox:
 
     def pending(self) -> int:
         with self.db.session() as s:
-            return len(s.scalars(select(OutboxJob.id).where(OutboxJob.enqueued_at.is_(None))).all())
+            return int(s.scalar(select(func.count(OutboxJob.id)).where(OutboxJob.enqueued_at.is_(None)))
+                       or 0)
 
 
 class OutboxFlusher(threading.Thread):

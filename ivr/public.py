@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import redis
 from flask import Blueprint, Response, current_app, jsonify, send_from_directory
+from sqlalchemy.exc import SQLAlchemyError
 
 from ivr.calls import CallHandler
+from ivr.jobs import Outbox
 from ivr.storage import Database
 
 bp = Blueprint("public", __name__)
@@ -29,6 +33,11 @@ def healthz() -> Response:
         s.id: {"version": s.version, "file": s.file, "stale": s.stale}
         for s in h.registry.status()
     }
+    waiting = None
+    if db_error is None:
+        outbox: Outbox = current_app.extensions["ivr.outbox"]
+        with contextlib.suppress(SQLAlchemyError):  # tables not made yet: `ivr db upgrade`
+            waiting = outbox.pending()
     problems = [str(p) for p in h.registry.problems if not p.warning]
     entry_ok = h.settings.entry_flow in flows
     body = {
@@ -36,6 +45,8 @@ def healthz() -> Response:
         "database": {"ok": db_error is None, "backend": db.backend,
                      **({"error": db_error} if db_error else {})},
         "redis": {"ok": redis_ok},
+        # voicemails noted but not yet handed to Redis (they wait safely in the database)
+        "outbox": {"waiting": waiting},
         "flows": flows,
         "entry_flow": {"id": h.settings.entry_flow, "ok": entry_ok},
         "flow_problems": problems[:20],

@@ -234,7 +234,8 @@ def test_a_newcomer_serves_the_hotline_and_sees_a_voicemail_become_a_case(
         assert rows[0]["recording_deleted_at_provider"]
         shown = subprocess.run([ivr, "cases", "show", str(rows[0]["id"]), "--json"], cwd=tmp_path,
                                env=env, capture_output=True, text=True, timeout=30)
-        assert "surrender" in json.loads(shown.stdout)["transcript"].lower()
+        transcript = json.loads(shown.stdout)["transcript"]
+        assert "surrender" in transcript.lower(), transcript
     finally:
         serve.terminate()  # Ctrl-C or the admin's SIGTERM stops web, worker and stand-in
         output = serve.communicate(timeout=30)[0]

@@ -257,6 +257,8 @@ def test_no_voicemail_is_lost_while_redis_is_down(
     assert time.monotonic() - started < 10
     outbox: jobs.Outbox = hotline.app.extensions["ivr.outbox"]
     assert outbox.pending() == 3
+    health = hotline.app.test_client().get("/healthz").get_json()
+    assert health["redis"] == {"ok": False} and health["outbox"] == {"waiting": 3}
     with hotline.db.session() as s:  # the first try says why; later webhooks leave Redis alone
         waiting = s.scalars(select(OutboxJob).where(OutboxJob.enqueued_at.is_(None))).all()
         assert waiting[0].last_error == "Redis unreachable: ConnectionError"

@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -451,3 +451,28 @@ def test_ivr_call_in_process_leaves_a_voicemail_from_a_wav_file(tmp_path: Path, 
     assert "surrender" in shown.output.lower()
     missing = runner.invoke(cli, ["call", "--press", "3,3,#", "--voicemail", "nope.wav"], env=env)
     assert missing.exit_code == 1 and "--voicemail nope.wav: no such file" in missing.output
+
+
+def test_the_hourly_housekeeping_job_purges_and_schedules_itself_again(
+    hotline: Hotline, message: bytes
+) -> None:
+    hotline.call(ENGLISH_VOICEMAIL, message)
+    hotline.work()
+    [case] = hotline.cases()
+    close_case(hotline.db, case.id, "test:operator")
+    with hotline.db.session() as s:  # closed longer ago than RETENTION_DAYS (30)
+        s.execute(update(Case).where(Case.id == case.id).values(closed_at=SUNDAY - timedelta(days=40)))
+    conn = redis.Redis.from_url(hotline.redis.url)
+    queue = Queue(jobs.QUEUE, connection=conn)
+    jobs.schedule_purge(queue)  # what `ivr worker` does at start
+    assert queue.scheduled_job_registry.get_job_ids() == ["purge-expired"]
+    due_now = queue.fetch_job("purge-expired")
+    assert due_now is not None
+    queue.enqueue_job(due_now)  # due now: hand it to the worker
+    hotline.work()
+    [case] = hotline.cases()
+    assert case.purged_at is not None and case.transcript is None
+    registry = queue.scheduled_job_registry
+    assert registry.get_job_ids() == ["purge-expired"]  # and again in an hour
+    due = registry.get_scheduled_time("purge-expired")
+    assert timedelta(minutes=59) < due - datetime.now(UTC) <= timedelta(hours=1)

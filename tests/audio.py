@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from ivr.standin import synthesize
+
 TOOLS = ("espeak-ng", "sox")
 PHONE_RATE = 8000
 
@@ -50,15 +52,10 @@ def ensure_tools() -> None:
 
 
 def speak(text: str, voice: str = "en-us", rate: int = PHONE_RATE, speed: int = 150) -> bytes:
-    """`text` spoken by espeak-ng, as a mono 16-bit WAV at `rate` (8 kHz: what Twilio records)."""
+    """`text` spoken by espeak-ng, as a mono 16-bit WAV at `rate` (8 kHz: what Twilio records),
+    the same bytes every run (see `ivr.standin.synthesize`)."""
     ensure_tools()
-    with tempfile.TemporaryDirectory() as tmp:
-        raw, phone = Path(tmp) / "raw.wav", Path(tmp) / "phone.wav"
-        subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(raw), text],
-                       check=True, capture_output=True, stdin=subprocess.DEVNULL)
-        subprocess.run(["sox", str(raw), "-r", str(rate), "-c", "1", "-b", "16", str(phone)],
-                       check=True, capture_output=True, stdin=subprocess.DEVNULL)
-        return phone.read_bytes()
+    return synthesize(text, voice, rate, speed)
 
 
 def wav(samples: npt.NDArray[np.int16], rate: int = PHONE_RATE, channels: int = 1) -> bytes:

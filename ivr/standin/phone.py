@@ -121,11 +121,13 @@ class SpeaksAudio(Protocol):
 CallerAudio = bytes | Callable[[dict[str, str]], bytes]
 
 
-def synthesize(text: str, voice: str | None = None, rate: int = 8000) -> bytes:
+def synthesize(text: str, voice: str | None = None, rate: int = 8000, speed: int = 150) -> bytes:
     """`text` spoken by espeak-ng at telephone quality (sox), as Twilio would record it.
 
     The voice follows the script when not given: Ukrainian letters (і ї є ґ) → uk, other
-    Cyrillic → ru, else en-us. Raises RuntimeError naming the missing Debian package.
+    Cyrillic → ru, else en-us. Raises RuntimeError naming the missing Debian package. The
+    same bytes every run: `sox -R` seeds its dither, which otherwise differs per call and
+    flips some of tiny.en's words ("surrender" / "remember") from run to run.
     """
     import shutil
     import subprocess
@@ -142,9 +144,9 @@ def synthesize(text: str, voice: str | None = None, rate: int = 8000) -> bytes:
             "ru" if any("а" <= c <= "я" or c == "ё" for c in lower) else "en-us")
     with tempfile.TemporaryDirectory() as tmp:
         raw, phone = Path(tmp) / "raw.wav", Path(tmp) / "phone.wav"
-        subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(raw), text],
+        subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(raw), text],
                        check=True, capture_output=True, stdin=subprocess.DEVNULL)
-        subprocess.run(["sox", str(raw), "-r", str(rate), "-c", "1", "-b", "16", str(phone)],
+        subprocess.run(["sox", "-R", str(raw), "-r", str(rate), "-c", "1", "-b", "16", str(phone)],
                        check=True, capture_output=True, stdin=subprocess.DEVNULL)
         return phone.read_bytes()
 

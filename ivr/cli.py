@@ -136,27 +136,29 @@ def _serve_development(s: Settings, port: int, argv: list[str]) -> None:
 @main.command()
 @click.option("--burst", is_flag=True, help="Work the queue until it is empty, then stop.")
 def worker(burst: bool) -> None:
-    """Run a background worker (rq): voicemails to cases, retention."""
+    """Run a background worker (rq): voicemails to cases, retention, re-runs.
+
+    It waits for Redis when Redis is down and goes on when it is back; stop it with SIGTERM.
+    """
     import redis
-    from rq import Queue, Worker
+    from rq import Queue, SimpleWorker
 
     from ivr import jobs
 
     s = settings()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # speech models never come from a hub
-    conn = redis.Redis.from_url(s.redis_url)
-    try:
-        conn.ping()
-    except redis.RedisError as exc:
-        raise click.ClickException(f"cannot reach Redis at REDIS_URL: {exc}") from None
     services = jobs.services()
-    flushed = jobs.Outbox(services.db, s.redis_url).flush()
-    if flushed:
-        click.echo(f"enqueued {flushed} job(s) that were waiting in the outbox")
-    queue = Queue(jobs.QUEUE, connection=conn)
-    if not burst:
-        jobs.schedule_purge(queue)
-    Worker([queue], connection=conn).work(burst=burst, with_scheduler=not burst)
+    if burst:  # work what is queued now, then stop (tests, one-off runs)
+        conn = redis.Redis.from_url(s.redis_url)
+        try:
+            conn.ping()
+        except redis.RedisError as exc:
+            raise click.ClickException(f"cannot reach Redis at REDIS_URL: {exc}") from None
+        jobs.Outbox(services.db, s.redis_url).flush()
+        SimpleWorker([Queue(jobs.QUEUE, connection=conn)], connection=conn).work(burst=True)
+        return
+    jobs.Housekeeper(services.db, s.redis_url).start()
+    jobs.work(s.redis_url)
 
 
 # --- data ---------------------------------------------------------------------------------

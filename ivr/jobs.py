@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import redis
-from rq import Queue, Retry, get_current_job
+from rq import Queue, Retry, SimpleWorker
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from sqlalchemy import func, select, update
@@ -129,29 +129,23 @@ def process_recording(recording_id: int) -> str:
 
 
 def purge_expired() -> int:
-    """Housekeeping, hourly: retention, and voicemails whose jobs gave up. Reschedules itself."""
+    """Retention: destroy the data of cases closed longer ago than RETENTION_DAYS.
+
+    Enqueued about hourly by the `Housekeeper` of whichever worker holds its lock.
+    """
     s = services()
-    count = voicemail.purge(s.db, s.vault, timedelta(days=s.settings.retention_days))
-    job = get_current_job()
-    if job is not None:
-        queue = Queue(QUEUE, connection=job.connection)
-        requeue_unfinished(s.db, queue)
-        schedule_purge(queue, PURGE_EVERY)
-    return count
+    return voicemail.purge(s.db, s.vault, timedelta(days=s.settings.retention_days))
 
 
-PURGE_EVERY = timedelta(hours=1)
-STUCK_AFTER = timedelta(hours=1)
+LOST_AFTER = timedelta(minutes=2)  # no job anywhere in Redis: Redis restarted empty, say
+GAVE_UP_AFTER = timedelta(hours=1)  # its job failed for good: Twilio down for long, say
 
 
-def schedule_purge(queue: Queue, delay: timedelta = timedelta(0)) -> None:
-    queue.enqueue_in(delay, purge_expired, job_id="purge-expired")
-
-
-def requeue_unfinished(db: Database, queue: Queue, older_than: timedelta = STUCK_AFTER) -> int:
-    """Run again the voicemails whose job ran out of retries (Twilio down for hours, say)."""
-    count = 0
-    for recording_id in voicemail.unfinished(db, older_than):
+def requeue_unfinished(db: Database, queue: Queue, lost_after: timedelta = LOST_AFTER,
+                       gave_up_after: timedelta = GAVE_UP_AFTER) -> int:
+    """Run again the voicemails that are not done and whose job is gone or gave up."""
+    count, now = 0, utcnow()
+    for recording_id, reported_at in voicemail.unfinished(db, lost_after):
         job_id = f"{voicemail.PROCESS_RECORDING}-{recording_id}"
         status = None
         with contextlib.suppress(NoSuchJobError):
@@ -160,14 +154,98 @@ def requeue_unfinished(db: Database, queue: Queue, older_than: timedelta = STUCK
             continue  # running, or waiting for its retry (rq retries abandoned STARTED jobs)
         if status == JobStatus.QUEUED and queue.get_job_position(job_id) is not None:
             continue
-        # Otherwise rq has lost or given up on it. rq 3.0 drops a job whose worker was killed
-        # between taking it and marking it started (QUEUED, but in no queue): we do not.
+        if status is not None and status != JobStatus.QUEUED and now - reported_at < gave_up_after:
+            continue  # failed lately: give Twilio (or whatever it was) time
+        # Otherwise Redis lost it, or rq gave up on it. (rq 3.0 also drops a job whose worker
+        # was killed between taking it and marking it started: QUEUED, but in no queue.)
         queue.enqueue(process_recording, recording_id, job_id=job_id, retry=RETRY,
                       failure_ttl=FAILURE_TTL)
         count += 1
     if count:
         log.warning("re-enqueued %d voicemail(s) whose processing had stopped", count)
     return count
+
+
+class Housekeeper(threading.Thread):
+    """Runs in every worker process; each minute one of them (a Redis lock decides) moves the
+    outbox, re-enqueues voicemails whose jobs Redis lost, and enqueues the hourly retention.
+
+    It lives in a process, not in Redis, so a Redis that restarts empty loses nothing for long.
+    """
+
+    LOCK, PURGE_DUE = "ivr:housekeeper", "ivr:purge-due"
+
+    def __init__(self, db: Database, redis_url: str, every: float = 60.0,
+                 lost_after: timedelta = LOST_AFTER) -> None:
+        super().__init__(name="housekeeper", daemon=True)
+        self.db, self.redis_url, self.every, self.lost_after = db, redis_url, every, lost_after
+        self.outbox = Outbox(db, redis_url)
+        self.stopping = threading.Event()
+
+    def tick(self) -> bool:
+        """One round; False when another worker's housekeeper has it."""
+        conn = redis_client(self.redis_url)
+        if not conn.set(self.LOCK, "1", nx=True, ex=max(1, int(self.every * 0.9))):
+            return False
+        queue = Queue(QUEUE, connection=conn)
+        self.outbox.flush()
+        requeue_unfinished(self.db, queue, self.lost_after)
+        if conn.set(self.PURGE_DUE, "1", nx=True, ex=int(PURGE_EVERY.total_seconds())):
+            queue.enqueue(purge_expired, job_id=f"purge-expired-{int(time.time())}",
+                          result_ttl=86400, failure_ttl=FAILURE_TTL)
+        return True
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def run(self) -> None:
+        failing: str | None = None
+        while True:
+            try:
+                self.tick()
+                failing = None
+            except Exception as exc:
+                if failing != type(exc).__name__:
+                    log.warning("housekeeping failed (%s); trying again every %s s",
+                                type(exc).__name__, self.every)
+                failing = type(exc).__name__
+            if self.stopping.wait(self.every):
+                return
+
+
+PURGE_EVERY = timedelta(hours=1)
+
+
+def work(redis_url: str) -> None:
+    """A worker's main loop, until SIGTERM/SIGINT: survives Redis going away and coming back.
+
+    `SimpleWorker` runs jobs in this process, so a speech model is loaded once per worker,
+    not once per voicemail (rq's forking `Worker` would: measured 1.15 vs 0.61 CPU s per
+    voicemail, bench/pipeline.py); a crash ends the process, and rq retries its job.
+    """
+    wait, warned = 1.0, False
+    while True:
+        conn = redis.Redis.from_url(redis_url)
+        try:
+            conn.ping()
+        except redis.RedisError as exc:
+            if not warned:
+                log.warning("waiting for Redis at REDIS_URL (%s)", type(exc).__name__)
+                warned = True
+            time.sleep(wait)
+            wait = min(wait * 2, 30.0)
+            continue
+        if warned:
+            log.warning("Redis is back; working again")
+        wait, warned = 1.0, False
+        worker = SimpleWorker([Queue(QUEUE, connection=conn)], connection=conn)
+        try:
+            worker.work(with_scheduler=True)  # the scheduler runs retries that wait (rq Retry)
+            return  # a warm shutdown: SIGTERM or Ctrl-C
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            log.warning("lost Redis (%s); jobs wait in the database until it is back",
+                        type(exc).__name__)
+            warned = True
 
 
 JOBS: dict[str, Callable[[int], object]] = {voicemail.PROCESS_RECORDING: process_recording}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -154,12 +154,13 @@ def process_recording(db: Database, vault: Vault, tools: Tools, recording_id: in
     return "done"
 
 
-def unfinished(db: Database, older_than: timedelta) -> list[int]:
-    """Recordings reported longer ago than `older_than` and still not done: to run again."""
+def unfinished(db: Database, older_than: timedelta) -> list[tuple[int, datetime]]:
+    """(id, reported at) of recordings reported before `older_than` ago and still not done."""
     cutoff = utcnow() - older_than
     with db.session() as s:
-        return list(s.scalars(select(Recording.id).where(
-            Recording.status.in_(("reported", "stored")), Recording.reported_at < cutoff)))
+        rows = s.execute(select(Recording.id, Recording.reported_at).where(
+            Recording.status.in_(("reported", "stored")), Recording.reported_at <= cutoff))
+        return [(row.id, row.reported_at) for row in rows]
 
 
 def _fetch_and_seal(db: Database, vault: Vault, tools: Tools, recording_id: int, sid: str) -> None:

@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -239,7 +239,9 @@ def test_twilio_refusing_to_delete_does_not_hold_up_the_transcript(hotline: Hotl
     hotline.api._route = original  # type: ignore[method-assign]
     # The hourly housekeeping runs it again; now the delete goes through.
     conn = redis.Redis.from_url(hotline.redis.url)
-    assert jobs.requeue_unfinished(hotline.db, Queue(jobs.QUEUE, connection=conn), timedelta(0)) == 1
+    queue = Queue(jobs.QUEUE, connection=conn)
+    assert jobs.requeue_unfinished(hotline.db, queue, timedelta(0), timedelta(hours=1)) == 0  # too soon
+    assert jobs.requeue_unfinished(hotline.db, queue, timedelta(0), timedelta(0)) == 1
     hotline.work()
     [rec] = hotline.recordings()
     assert rec.status == "done" and hotline.api.was_deleted(rec.recording_sid)
@@ -340,7 +342,7 @@ def test_a_worker_process_killed_with_sigkill_is_picked_up_again(
     # (`requeue_unfinished`) runs it again. Either way it is done once, with nothing lost.
     registry.cleanup(timestamp=time.time() + 3600)
     hotline.work()
-    jobs.requeue_unfinished(hotline.db, queue, timedelta(0))
+    jobs.requeue_unfinished(hotline.db, queue, timedelta(0), timedelta(0))
     hotline.work()
     [case] = hotline.cases()
     assert case.status == "transcribed"
@@ -457,7 +459,7 @@ def test_ivr_call_in_process_leaves_a_voicemail_from_a_wav_file(tmp_path: Path, 
     assert missing.exit_code == 1 and "--voicemail nope.wav: no such file" in missing.output
 
 
-def test_the_hourly_housekeeping_job_purges_and_schedules_itself_again(
+def test_housekeeping_purges_hourly_and_recovers_what_an_emptied_redis_lost(
     hotline: Hotline, message: bytes
 ) -> None:
     hotline.call(ENGLISH_VOICEMAIL, message)
@@ -467,16 +469,61 @@ def test_the_hourly_housekeeping_job_purges_and_schedules_itself_again(
     with hotline.db.session() as s:  # closed longer ago than RETENTION_DAYS (30)
         s.execute(update(Case).where(Case.id == case.id).values(closed_at=SUNDAY - timedelta(days=40)))
     conn = redis.Redis.from_url(hotline.redis.url)
-    queue = Queue(jobs.QUEUE, connection=conn)
-    jobs.schedule_purge(queue)  # what `ivr worker` does at start
-    assert queue.scheduled_job_registry.get_job_ids() == ["purge-expired"]
-    due_now = queue.fetch_job("purge-expired")
-    assert due_now is not None
-    queue.enqueue_job(due_now)  # due now: hand it to the worker
+    keeper = jobs.Housekeeper(hotline.db, hotline.redis.url)
+    assert keeper.tick()  # what a worker's housekeeper does each minute
+    assert not keeper.tick()  # within the minute, the lock says another has done it
     hotline.work()
     [case] = hotline.cases()
     assert case.purged_at is not None and case.transcript is None
-    registry = queue.scheduled_job_registry
-    assert registry.get_job_ids() == ["purge-expired"]  # and again in an hour
-    due = registry.get_scheduled_time("purge-expired")
-    assert timedelta(minutes=59) < due - datetime.now(UTC) <= timedelta(hours=1)
+    assert conn.ttl(jobs.Housekeeper.PURGE_DUE) > 3500  # the next retention run is due in an hour
+
+    # Redis restarts empty while voicemails are queued: the outbox had already handed them over.
+    hotline.call(ENGLISH_VOICEMAIL, message)
+    hotline.call(ENGLISH_VOICEMAIL, message)
+    assert len(Queue(jobs.QUEUE, connection=conn).jobs) == 2
+    conn.flushall()
+    keeper = jobs.Housekeeper(hotline.db, hotline.redis.url, lost_after=timedelta(0))  # not 2 min
+    assert keeper.tick()
+    hotline.work()
+    assert [c.status for c in hotline.cases()] == ["closed", "transcribed", "transcribed"]
+
+
+def test_the_worker_waits_for_redis_and_survives_it_going_away(
+    hotline: Hotline, message: bytes, tmp_path: Path
+) -> None:
+    """`ivr worker` as the Procfile runs it: started before Redis, Redis stopped under it."""
+    hotline.redis.stop()
+    env = {**os.environ, "DATABASE_URL": hotline.settings.database_url,
+           "REDIS_URL": hotline.redis.url, "TWILIO_API_BASE": hotline.api.base_url,
+           "TWILIO_ACCOUNT_SID": hotline.settings.twilio_account_sid, "TWILIO_AUTH_TOKEN": TOKEN,
+           "IVR_DATA_KEYS": TEST_KEYS, "INSTANCE_DIR": str(tmp_path / "instance"),
+           "FLOWS_DIR": str(hotline.settings.flows_dir), "IVR_DOTENV": "/nonexistent"}
+    worker = subprocess.Popen([sys.executable, "-m", "ivr.cli", "worker"], env=env,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        hotline.call(ENGLISH_VOICEMAIL, message)  # Redis is down: the job waits in the outbox
+        time.sleep(1.5)
+        assert worker.poll() is None, "the worker gave up without Redis"
+        hotline.redis.start()
+        outbox: jobs.Outbox = hotline.app.extensions["ivr.outbox"]
+        outbox.failed_at = -jobs.REDIS_BACKOFF
+        wait_for(lambda: outbox.flush() >= 0 and outbox.pending() == 0)
+        wait_for(lambda: [c.status for c in hotline.cases()] == ["transcribed"])
+        hotline.redis.stop()  # gone again, while the worker waits for work
+        time.sleep(2)
+        assert worker.poll() is None, "the worker died with Redis"
+        hotline.redis.start()
+        hotline.call(ENGLISH_VOICEMAIL, message)
+        wait_for(lambda: [c.status for c in hotline.cases()] == ["transcribed"] * 2)
+    finally:
+        worker.terminate()  # a warm shutdown, as on a deploy
+        _, err = worker.communicate(timeout=30)
+    assert worker.returncode == 0, err[-2000:]
+    assert b"waiting for Redis" in err and NUMBER.encode() not in err
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)

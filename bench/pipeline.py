@@ -5,27 +5,28 @@
 One run: a throw-away folder with an SQLite database (or a PostgreSQL database made for the
 run with --postgres URL, dropped after), a redis-server of its own, the Twilio REST stand-in
 in this process, `gunicorn -c python:ivr.serving 'ivr:create_app()'` and one `ivr worker`
-(not burst, with rq's scheduler). N callers then leave a voicemail each through the stand-in
-phone over HTTP (English, "leave a message", a sentence spoken by espeak-ng, #), and the
-database is polled until every case is transcribed. It prints how long that took,
-voicemails per minute, the per-case latency, the webhooks' latency, the outbox waits, the
-worker's CPU per voicemail (beside the same work in one warm process), whether the
-recordings were deleted at the stand-in and whether the transcripts hold the spoken words.
-The last line is `lost: K of N`: calls whose voicemail did not become a transcribed case.
+(not burst: rq's SimpleWorker with its scheduler, and the housekeeper thread). N callers then
+leave a voicemail each through the stand-in phone over HTTP (English, "leave a message", a
+sentence spoken by espeak-ng, #), and the database is polled until every case is transcribed.
+It prints how long that took, voicemails per minute, the per-case latency, the webhooks'
+latency, the outbox waits, the worker's CPU per voicemail (beside the same work in one warm
+process), whether the recordings were deleted at the stand-in, whether the transcripts hold
+the spoken words, and the state of the hourly retention in Redis (`ivr:purge-due`, the
+`purge-expired-*` jobs). The last line is `lost: K of N`: calls whose voicemail did not
+become a transcribed case.
 
 `--redis-outage`: Redis is stopped after a third of the calls and started again after two
 thirds, the middle third spread over `--outage-seconds`. Redis comes back empty, as one
 without persistence does after a crash or restart (`--redis-keeps-data`: with an append-only
 file). It reports the answers callers got meanwhile, the jobs that waited in the database
-outbox, and what the worker did: a worker that exits is restarted as soon as Redis answers,
-as a supervisor would (`--no-restart`: not), and that is reported. Voicemails that are left
-with no job anywhere (nothing moves for `--stall-seconds`) are re-enqueued by hand with
-`jobs.requeue_unfinished` and reported as such (`--no-recover`: stop there instead).
+outbox, and whether the worker exited (it should wait for Redis; it is not restarted, and an
+exit is reported as a finding). Voicemails left with no job anywhere (nothing moves for
+`--stall-seconds`) are reported as a stall, and the bench waits (`--timeout`, 300 s after
+the last call) for the worker's housekeeper to re-enqueue them, reporting when it did.
 `--gap S` spaces the calls, so the worker is idle when Redis goes away.
-`--simple-worker` is an experiment: the worker as rq's SimpleWorker (no fork per job).
 
 It prints figures; it is not a pass/fail timing test (the exit status is 1 only when
-voicemails were lost or calls failed).
+voicemails were lost, calls failed or the worker exited).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -155,9 +156,9 @@ def place_call(phone: Phone, transport: TimedTransport, index: int, phase: str,
 # --- processes -------------------------------------------------------------------------------
 
 
-def proc_table() -> dict[int, tuple[int, int]]:
-    """pid -> (ppid, clock ticks of itself and its reaped children), from /proc."""
-    table: dict[int, tuple[int, int]] = {}
+def proc_table() -> dict[int, tuple[int, int, str]]:
+    """pid -> (ppid, clock ticks of itself and its reaped children, state), from /proc."""
+    table: dict[int, tuple[int, int, str]] = {}
     try:
         entries = list(os.scandir("/proc"))
     except OSError:
@@ -171,7 +172,7 @@ def proc_table() -> dict[int, tuple[int, int]]:
         except OSError:
             continue
         # after the command name: state ppid ... utime stime cutime cstime (12th-15th)
-        table[int(entry.name)] = (int(fields[1]), sum(int(x) for x in fields[11:15]))
+        table[int(entry.name)] = (int(fields[1]), sum(int(x) for x in fields[11:15]), fields[0])
     return table
 
 
@@ -181,7 +182,7 @@ def tree_seconds(root: int) -> float | None:
     if root not in table:
         return None
     children: dict[int, list[int]] = {}
-    for pid, (ppid, _t) in table.items():
+    for pid, (ppid, _t, _s) in table.items():
         children.setdefault(ppid, []).append(pid)
     total, todo = 0, [root]
     while todo:
@@ -256,60 +257,43 @@ class Web:
 
 
 @dataclass
-class WorkerEvent:
+class WorkerExit:
     at: float  # seconds since the first call
-    what: str
+    code: int
+    why: str  # the log line that says why
 
 
-class Workers:
-    """One `ivr worker` at a time, watched: its CPU, and (like a supervisor) a restart when
-    it exits, as soon as Redis answers again (`ivr worker` refuses to start without it)."""
+class WorkerProcess:
+    """The one `ivr worker`, watched: the CPU of its process tree, and whether it exits.
 
-    def __init__(self, env: dict[str, str], tmp: Path, redis_url: str, restart: bool,
-                 simple: bool = False) -> None:
-        self.env, self.tmp, self.redis_url, self.restart = env, tmp, redis_url, restart
-        self.simple = simple
+    It is not restarted: `ivr worker` waits for Redis by itself, so an exit is a finding."""
+
+    def __init__(self, env: dict[str, str], tmp: Path) -> None:
+        self.log = tmp / "worker.log"
         self.baseline = 0.0  # CPU seconds spent starting up, before the first call
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.logs: list[Path] = []
-        self.cpu: dict[int, float] = {}  # pid -> the latest CPU seconds seen for its tree
-        self.events: list[WorkerEvent] = []
-        self.t0 = time.time()
-        self._reported: set[int] = set()  # pids whose exit is in `events`
+        self.cpu = 0.0  # the latest CPU seconds seen for its tree
+        self.exit: WorkerExit | None = None
+        self.t0 = self.started = time.time()
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._watch, name="worker-watch", daemon=True)
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "ivr.cli", "worker"], cwd=ROOT,
+                                         env=env, stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
 
-    @property
-    def current(self) -> subprocess.Popen[bytes]:
-        return self.procs[-1]
-
-    def start(self) -> None:
-        log = self.tmp / f"worker-{len(self.procs) + 1}.log"
-        cmd = [sys.executable, "-m", "ivr.cli", "worker"]
-        if self.simple:  # the experiment: rq's SimpleWorker runs jobs in-process, no fork
-            cmd = [sys.executable, "-c", "import rq; rq.Worker = rq.SimpleWorker; "
-                   "from ivr.cli import main; main(['worker'])"]
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(cmd, cwd=ROOT,
-                                    env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
-        self.procs.append(proc)
-        self.logs.append(log)
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
+    def wait_ready(self, redis_url: str, timeout: float = 60.0) -> None:
         """Until rq has registered the worker in Redis."""
         import redis
         from rq import Worker
 
-        conn = redis.Redis.from_url(self.redis_url, socket_connect_timeout=1, socket_timeout=2)
+        conn = redis.Redis.from_url(redis_url, socket_connect_timeout=1, socket_timeout=2)
         deadline = time.monotonic() + timeout
         while not Worker.all(connection=conn):
-            if self.current.poll() is not None:
-                raise SystemExit(f"bench: `ivr worker` exited ({self.current.returncode}):\n"
-                                 f"{tail(self.logs[-1])}")
+            if self.proc.poll() is not None:
+                raise SystemExit(f"bench: `ivr worker` exited ({self.proc.returncode}):\n{tail(self.log)}")
             if time.monotonic() > deadline:
-                raise SystemExit(f"bench: `ivr worker` did not start:\n{tail(self.logs[-1])}")
+                raise SystemExit(f"bench: `ivr worker` did not start:\n{tail(self.log)}")
             time.sleep(0.2)
 
     def watch(self, t0: float) -> None:
@@ -318,49 +302,53 @@ class Workers:
         self._thread.start()
 
     def _sample(self) -> None:
-        for proc in self.procs:
-            seconds = tree_seconds(proc.pid) if proc.poll() is None else None
-            if seconds is not None:
-                self.cpu[proc.pid] = max(seconds, self.cpu.get(proc.pid, 0.0))
-
-    def _redis_up(self) -> bool:
-        import redis
-
-        try:
-            return bool(redis.Redis.from_url(self.redis_url, socket_connect_timeout=0.3,
-                                             socket_timeout=0.5).ping())
-        except redis.RedisError:
-            return False
+        seconds = tree_seconds(self.proc.pid) if self.proc.poll() is None else None
+        if seconds is not None:
+            self.cpu = max(seconds, self.cpu)
 
     def _watch(self) -> None:
         while not self._stop.wait(0.25):
             with self._lock:
                 self._sample()
-                proc = self.current
-                code = proc.poll()
-                if code is None:
+                code = self.proc.poll()
+                if code is None or self.exit is not None:
                     continue
-                if proc.pid not in self._reported:
-                    self._reported.add(proc.pid)
-                    last = [ln for ln in tail(self.logs[-1], 40).splitlines() if ln.strip()]
-                    why = next((ln for ln in reversed(last) if "quitting" in ln or "Error" in ln),
-                               last[-1] if last else "")
-                    self.events.append(WorkerEvent(time.time() - self.t0,
-                                                   f"worker {len(self.procs)} exited ({code}): "
-                                                   f"{why.strip()[:160]}"))
-                if self.restart and self._redis_up():
-                    self.start()
-                    self.events.append(WorkerEvent(time.time() - self.t0,
-                                                   f"worker {len(self.procs)} started by the bench"))
+                last = [ln for ln in tail(self.log, 40).splitlines() if ln.strip()]
+                why = next((ln for ln in reversed(last) if "quitting" in ln or "Error" in ln),
+                           last[-1] if last else "")
+                self.exit = WorkerExit(time.time() - self.t0, code, why.strip()[:160])
 
     def cpu_seconds(self) -> float:
-        """CPU seconds of every worker so far (a restarted one's start-up included)."""
+        """CPU seconds of the worker's tree so far (reaped children, like rq's scheduler, too)."""
         with self._lock:
             self._sample()
-            return sum(self.cpu.values())
+            return self.cpu
 
-    def exits(self) -> int:
-        return sum(1 for e in self.events if "exited" in e.what)
+    def children(self) -> int | None:
+        """Live processes under the worker (rq's scheduler is one; zombies, dead but not yet
+        reaped, do not count); None: the worker is gone."""
+        table = proc_table()
+        if self.proc.poll() is not None or self.proc.pid not in table:
+            return None
+        found, todo = 0, [self.proc.pid]
+        while todo:
+            parent = todo.pop()
+            kids = [pid for pid, (ppid, _t, _s) in table.items() if ppid == parent]
+            found += sum(1 for pid in kids if table[pid][2] != "Z")
+            todo += kids
+        return found
+
+    def requeues(self) -> list[tuple[float | None, int]]:
+        """(time.time() or None, count) of each `re-enqueued N voicemail(s)` the housekeeper
+        logged (with a time where the line has the app's log format)."""
+        found: list[tuple[float | None, int]] = []
+        for line in tail(self.log, 100_000).splitlines():
+            m = re.match(r"(?:(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+) \w+ ivr\.jobs: )?"
+                         r"re-enqueued (\d+) voicemail", line)
+            if m:  # the worker logs local time, as this process reads it
+                at = datetime.strptime(m[1], "%Y-%m-%d %H:%M:%S,%f").timestamp() if m[1] else None
+                found.append((at, int(m[2])))
+        return found
 
     def stop(self) -> None:
         self._stop.set()
@@ -368,18 +356,17 @@ class Workers:
             self._thread.join(timeout=5)
         with self._lock:
             self._sample()
-            for proc in self.procs:
-                stop_process(proc)
+            stop_process(self.proc)
 
     def log_lines(self, pattern: str) -> Counter[str]:
         """Distinct worker log lines matching the pattern (timestamps, pids and ids cut)."""
         found: Counter[str] = Counter()
-        for log in self.logs:
-            for line in tail(log, 100_000).splitlines():
-                if re.search(pattern, line):
-                    text = re.sub(r"^\d\d:\d\d:\d\d (Worker \w+: )?", "", line.strip())
-                    text = re.sub(r"[0-9a-f]{32}|\d+", "#", text)
-                    found[text[:150]] += 1
+        for line in tail(self.log, 100_000).splitlines():
+            if re.search(pattern, line):
+                text = re.sub(r"^(\d{4}-\d\d-\d\d )?\d\d:\d\d:\d\d(,\d+)? (Worker \w+: )?", "",
+                              line.strip())
+                text = re.sub(r"[0-9a-f]{32}|\d+", "#", text)
+                found[text[:150]] += 1
         return found
 
 
@@ -468,39 +455,68 @@ def read_outbox(db: Database) -> list[tuple[datetime, datetime | None]]:
 
 
 def jobs_anywhere(redis_url: str) -> int | None:
-    """rq jobs of the `ivr` queue that exist: queued, running or waiting for a retry."""
+    """Voicemail jobs in Redis: queued, running, waiting for a retry or deferred (None: no Redis).
+
+    The registries are read without rq's cleanup, so looking changes nothing."""
     import redis
     from rq import Queue
 
-    from ivr import jobs
+    from ivr import jobs, voicemail
 
     try:
         conn = redis.Redis.from_url(redis_url, socket_connect_timeout=0.3, socket_timeout=1)
         queue = Queue(jobs.QUEUE, connection=conn)
-        scheduled = queue.scheduled_job_registry.get_job_ids()
-        return int(queue.count + queue.started_job_registry.count
-                   + len([j for j in scheduled if j != "purge-expired"]))
+        ids = set(queue.get_job_ids())
+        for registry in (queue.started_job_registry, queue.scheduled_job_registry,
+                         queue.deferred_job_registry):
+            ids.update(registry.get_job_ids(cleanup=False))
+        return sum(1 for i in ids if i.startswith(f"{voicemail.PROCESS_RECORDING}-"))
     except redis.RedisError:
         return None
 
 
-def purge_scheduled(redis_url: str) -> bool | None:
-    """Whether the worker's hourly purge job (retention, stalled voicemails) exists in Redis."""
+def rq_presence(redis_url: str) -> str:
+    """rq workers registered in Redis, and connections subscribed to a channel (each rq worker
+    listens on its own pubsub channel for commands): one of each is one healthy worker."""
     import redis
-    from rq import Queue
+    from rq import Worker
+
+    try:
+        conn = redis.Redis.from_url(redis_url, socket_connect_timeout=0.3, socket_timeout=1)
+        registered = len(Worker.all(connection=conn))
+        subscribed = sum(1 for c in conn.client_list()
+                         if int(c.get("sub", 0)) + int(c.get("psub", 0)) > 0)
+    except redis.RedisError as exc:
+        return f"? (Redis: {type(exc).__name__})"
+    return f"{registered} worker(s) registered, {subscribed} pubsub connection(s)"
+
+
+def purge_state(redis_url: str, t0: float) -> tuple[bool | None, str]:
+    """Whether the hourly retention is in hand (the housekeeper's `ivr:purge-due` key, set for an
+    hour when it enqueues a `purge-expired-<unix time>` job), and what Redis holds about it."""
+    import redis
     from rq.exceptions import NoSuchJobError
     from rq.job import Job
 
     from ivr import jobs
 
+    prefix = Job.redis_job_namespace_prefix
     try:
         conn = redis.Redis.from_url(redis_url, socket_connect_timeout=0.3, socket_timeout=1)
-        Job.fetch("purge-expired", connection=conn)
-        return "purge-expired" in Queue(jobs.QUEUE, connection=conn).scheduled_job_registry.get_job_ids()
-    except NoSuchJobError:
-        return False
-    except redis.RedisError:
-        return None
+        ttl = int(conn.ttl(jobs.Housekeeper.PURGE_DUE))
+        runs = []
+        for key in sorted(conn.scan_iter(match=f"{prefix}purge-expired-*")):
+            job_id = key.decode()[len(prefix):]
+            with contextlib.suppress(NoSuchJobError, ValueError):
+                status = Job.fetch(job_id, connection=conn).get_status()
+                enqueued = round(int(job_id.rsplit("-", 1)[1]) - t0)
+                runs.append(f"enqueued at {enqueued} s {status.value if status else '?'}")
+    except redis.RedisError as exc:
+        return None, f"? (Redis: {type(exc).__name__})"
+    due = (f"`{jobs.Housekeeper.PURGE_DUE}` expires in {ttl / 60:.0f} min" if ttl >= 0
+           else f"`{jobs.Housekeeper.PURGE_DUE}` has no expiry" if ttl == -1
+           else f"`{jobs.Housekeeper.PURGE_DUE}` missing")
+    return ttl > 0 and bool(runs), f"{due}; purge-expired-* jobs: {', '.join(runs) or 'none'}"
 
 
 # --- figures ---------------------------------------------------------------------------------
@@ -586,10 +602,16 @@ def server_env(args: argparse.Namespace, tmp: Path, api: TwilioApi, redis_url: s
     return env
 
 
-def run(args: argparse.Namespace, tmp: Path, database_url: str, stack: contextlib.ExitStack) -> int:
-    import redis
-    from rq import Queue
+@dataclass
+class Stall:
+    """Voicemails not done with no job for them anywhere (Redis came back empty, say)."""
 
+    at: float  # seconds since the first call
+    waiting: set[str]  # their call SIDs
+    jobs_back: float | None = None  # when voicemail jobs were seen in Redis again
+
+
+def run(args: argparse.Namespace, tmp: Path, database_url: str, stack: contextlib.ExitStack) -> int:
     from ivr import jobs
     from ivr.casebook import show_case
     from ivr.config import load_settings
@@ -618,20 +640,19 @@ def run(args: argparse.Namespace, tmp: Path, database_url: str, stack: contextli
         raise SystemExit(f"bench: `ivr db upgrade` failed:\n{done.stdout}{done.stderr}")
     web = Web(args.workers, env, tmp)
     stack.callback(web.stop)
-    workers = Workers(env, tmp, rs.url, restart=not args.no_restart, simple=args.simple_worker)
-    stack.callback(workers.stop)
-    workers.start()
+    worker = WorkerProcess(env, tmp)
+    stack.callback(worker.stop)
     web.wait_ready()
-    workers.wait_ready()
+    worker.wait_ready(rs.url)
 
     db = Database(database_url)
     stack.callback(db.engine.dispose)
+    outbox = jobs.Outbox(db, rs.url)
     transport = TimedTransport(PUBLIC_BASE, web.url)
     phone = Phone(transport, PUBLIC_BASE, token, api.account_sid, HOTLINE, api=api)
     where = "PostgreSQL" if database_url.startswith("postgresql") else "SQLite"
     print(f"pipeline: {n} voicemails, {where}, gunicorn --workers {args.workers}, one `ivr worker`, "
           f"engines {settings.transcribe_engines} ({settings.transcribe_threads} thread(s))"
-          + (" (as rq's SimpleWorker: an experiment)" if args.simple_worker else "")
           + (f"; Redis stopped from call {n // 3 + 1} to call {2 * n // 3} "
              f"(>= {args.outage_seconds:g} s, restarted "
              f"{'with its data' if args.redis_keeps_data else 'empty'})" if outage else ""),
@@ -642,7 +663,9 @@ def run(args: argparse.Namespace, tmp: Path, database_url: str, stack: contextli
     web_before = tree_seconds(web.proc.pid)
     busy_before, bench_before = cpu_busy_seconds(), time.process_time()
     t0 = time.time()
-    workers.watch(t0)
+    worker.watch(t0)
+    print(f"  {worker.started - t0:6.1f} s  `ivr worker` started (its housekeeper ticks every "
+          f"60 s from then)", flush=True)
     down_at = up_at = None
     first_cut, second_cut = (n // 3, 2 * n // 3) if outage else (n, n)
     for i in range(n):
@@ -666,12 +689,12 @@ def run(args: argparse.Namespace, tmp: Path, database_url: str, stack: contextli
     calls_end = time.time()
     print(f"  {calls_end - t0:6.1f} s  {n} calls placed; waiting for the transcripts", flush=True)
 
-    # --- waiting for the cases
+    # --- waiting for the cases; stalled voicemails are left to the worker's housekeeper
     sids = {p.call_sid: p for p in placed if p.call_sid}
     deadline = time.monotonic() + args.timeout
     still_since, last_done = time.monotonic(), -1
-    stalled, recovered_at, recovered_at_s, purge_at_stall = False, None, 0.0, False
-    missing_before_recovery: int | None = None  # would be lost without the hand re-enqueue
+    stall: Stall | None = None
+    timed_out = False
     while True:
         cases = [c for c in read_cases(db) if c.call_sid in sids]
         finished = sum(c.status in DONE for c in cases)
@@ -679,37 +702,27 @@ def run(args: argparse.Namespace, tmp: Path, database_url: str, stack: contextli
             break
         if finished != last_done:
             still_since, last_done = time.monotonic(), finished
-        if args.no_restart and workers.current.poll() is not None:
-            time.sleep(1.0)  # let the watcher note the exit
-            print(f"  {time.time() - t0:6.1f} s  the worker exited and --no-restart: "
-                  f"{finished} of {len(sids)} done", flush=True)
+        if worker.exit is not None:
+            print(f"  {worker.exit.at:6.1f} s  `ivr worker` EXITED ({worker.exit.code}); nothing "
+                  f"transcribes now: {finished} of {len(sids)} done", flush=True)
             break
         if time.monotonic() > deadline:
             print(f"  {time.time() - t0:6.1f} s  timeout: {finished} of {len(sids)} done", flush=True)
+            timed_out = True
             break
-        # Nothing moves and no job exists anywhere: the voicemails wait for a re-run that
-        # `ivr worker` schedules only hourly, for recordings older than an hour.
-        if (time.monotonic() - still_since > args.stall_seconds and jobs_anywhere(rs.url) == 0
-                and jobs.Outbox(db, rs.url).pending() == 0):
-            if stalled or not args.recover:
-                print(f"  {time.time() - t0:6.1f} s  stalled: {len(sids) - finished} voicemail(s) "
-                      "have no job anywhere", flush=True)
-                stalled = True
-                break
-            stalled, missing_before_recovery = True, len(sids) - finished
-            conn = redis.Redis.from_url(rs.url)
-            queue = Queue(jobs.QUEUE, connection=conn)
-            purge_at_stall = "purge-expired" in queue.scheduled_job_registry.get_job_ids()
-            recovered = jobs.requeue_unfinished(db, queue, timedelta(0))
-            recovered_at = time.time()
-            recovered_at_s = recovered_at - t0
-            print(f"  {recovered_at - t0:6.1f} s  stalled: {len(sids) - finished} voicemail(s) "
-                  f"had no job anywhere; re-enqueued {recovered} by hand (jobs.requeue_unfinished)",
-                  flush=True)
-            still_since = time.monotonic()
+        anywhere = jobs_anywhere(rs.url)
+        if (stall is None and time.monotonic() - still_since > args.stall_seconds and anywhere == 0
+                and outbox.pending() == 0):
+            done_sids = {c.call_sid for c in cases if c.status in DONE}
+            stall = Stall(time.time() - t0, set(sids) - done_sids)
+            print(f"  {stall.at:6.1f} s  stalled: {len(stall.waiting)} voicemail(s) not done and no "
+                  "job for them anywhere; waiting for the worker's housekeeper", flush=True)
+        elif stall is not None and stall.jobs_back is None and anywhere:
+            stall.jobs_back = time.time() - t0
+            print(f"  {stall.jobs_back:6.1f} s  {anywhere} voicemail job(s) in Redis again", flush=True)
         time.sleep(0.5)
     end = time.time()
-    worker_cpu = workers.cpu_seconds() - workers.baseline
+    worker_cpu = worker.cpu_seconds() - worker.baseline
     web_after = tree_seconds(web.proc.pid)
     web_cpu = web_after - web_before if web_after is not None and web_before is not None else None
     busy_after, bench_cpu = cpu_busy_seconds(), time.process_time() - bench_before
@@ -719,6 +732,9 @@ def run(args: argparse.Namespace, tmp: Path, database_url: str, stack: contextli
         other = max(0.0, busy_after - busy_before - ours) / ((end - t0) * (os.cpu_count() or 1))
     waits = [(e - c).total_seconds() for c, e in read_outbox(db) if e is not None]
     unsent = sum(1 for _c, e in read_outbox(db) if e is None)
+    children = worker.children()
+    requeues = worker.requeues()
+    presence = rq_presence(rs.url)
 
     # --- the figures
     cases = [c for c in read_cases(db) if c.call_sid in sids]
@@ -740,6 +756,9 @@ def run(args: argparse.Namespace, tmp: Path, database_url: str, stack: contextli
     hooks = [w for p in placed for w in p.webhooks]
     non200 = [w for w in hooks if w.status != 200]
     failed_calls = [p for p in placed if p.errors or not p.goodbye]
+
+    def since_up(at: float) -> str:
+        return f" ({at - up_at:.0f} s after Redis was back)" if up_at is not None else ""
 
     r = Report()
     r.add("calls placed", f"{n} in {calls_end - t0:.1f} s ({len(hooks)} webhooks)")
@@ -771,8 +790,7 @@ def run(args: argparse.Namespace, tmp: Path, database_url: str, stack: contextli
     r.add("recordings deleted at the stand-in", f"{len(deleted & rec_sids)} of {n}"
           + (f" ({len(rec_sids - deleted)} still there)" if rec_sids - deleted else ""))
     per = worker_cpu / max(1, len(transcribed))
-    r.add("worker CPU per voicemail", f"{per:.2f} s ({worker_cpu:.1f} s in all, "
-          f"{len(workers.procs)} worker process(es))")
+    r.add("worker CPU per voicemail", f"{per:.2f} s ({worker_cpu:.1f} s in all)")
     r.add("  same work in one warm process", f"{asr_cpu:.2f} s transcription + model load "
           f"{load_cpu:.2f} s once")
     r.add("web CPU per call", f"{web_cpu / n * 1000:.0f} ms" if web_cpu is not None else "n/a")
@@ -784,9 +802,35 @@ def run(args: argparse.Namespace, tmp: Path, database_url: str, stack: contextli
         if other > 0.1:
             r.notes.append("other processes were busy during the run: the times are longer than "
                            "on a quiet machine; CPU per voicemail is the steadier figure")
-    purge = purge_scheduled(rs.url)
-    r.add("hourly purge job in Redis at the end", {True: "yes", False: "NO", None: "?"}[purge])
-    r.add("worker exits / restarts", f"{workers.exits()} / {max(0, len(workers.procs) - 1)}")
+    if stall is not None:
+        r.add("stalled: no job left anywhere", f"{len(stall.waiting)} voicemail(s), seen at {stall.at:.0f} s")
+    else:
+        r.add("stalled: no job left anywhere", "none")
+    r.add("housekeeper re-enqueued", ", ".join(
+        f"{k}" + (f" at {at - t0:.0f} s{since_up(at)}" if at is not None else "")
+        for at, k in requeues) + (" (worker log)" if requeues else "none")
+        + (f"; voicemail jobs back in Redis at {stall.jobs_back:.0f} s{since_up(t0 + stall.jobs_back)}"
+           if stall is not None and stall.jobs_back is not None else ""))
+    recovered_done: list[float] = []
+    if stall is not None:
+        recovered_done = [c.transcribed.timestamp() for c in cases
+                          if c.call_sid in stall.waiting and c.transcribed is not None]
+        r.add("  stalled voicemails transcribed",
+              f"{len(recovered_done)} of {len(stall.waiting)}"
+              + (f", the last at {max(recovered_done) - t0:.0f} s{since_up(max(recovered_done))}"
+                 if recovered_done else ""))
+    purge_ok, purge_text = purge_state(rs.url, t0)
+    if not purge_ok and up_at is not None and not args.redis_keeps_data:
+        ticks = worker.started + 60 * (int((time.time() - worker.started) // 60) + 1)
+        purge_text += (f" (Redis came back empty at {up_at - t0:.0f} s; the housekeeper's next "
+                       f"tick, due at about {ticks - t0:.0f} s, sets it again)")
+    r.add("hourly retention in Redis at the end",
+          {True: "yes", False: "NO", None: "?"}[purge_ok] + f": {purge_text}")
+    r.add("worker exits", "0" if worker.exit is None else
+          f"1 — `ivr worker` EXITED ({worker.exit.code}) at {worker.exit.at:.1f} s")
+    r.add("worker's child processes at the end", "-" if children is None
+          else f"{children} (rq's scheduler is one)")
+    r.add("rq in Redis at the end", presence)
     print()
     r.print()
 
@@ -796,30 +840,34 @@ def run(args: argparse.Namespace, tmp: Path, database_url: str, stack: contextli
                          if c.transcribed is not None and c.transcribed.timestamp() > up_at)
         if resumed:
             print(f"first transcript after Redis was back: {resumed[0] - up_at:.1f} s later")
-    for e in workers.events:
-        print(f"  {e.at:6.1f} s  {e.what}")
-    lines = workers.log_lines(r"^(\d\d:\d\d:\d\d .*(Redis|quitting|exception|Scheduler)"
-                              r"|redis\.exceptions\.|Process Scheduler)")
-    if any(re.search(r"could not|quitting|exception|Error", text) for text in lines):
-        print("worker log: lines about Redis, the scheduler and exits (count, numbers as #):")
-        for text, count in lines.most_common(8):
+    lines = worker.log_lines(r"^(\d\d:\d\d:\d\d .*(Redis|quitting|exception|Scheduler)"
+                             r"|redis\.exceptions\.|Process Scheduler|.* (WARNING|ERROR|CRITICAL) "
+                             r"|(.* ivr\.jobs: )?(waiting for|lost|Redis is back|re-enqueued|housekeeping))")
+    if lines:
+        print("worker log: warnings, and lines about Redis, the scheduler and exits "
+              "(count, numbers as #):")
+        for text, count in lines.most_common(10):
             print(f"  {count:4d}  {text}")
     if per > asr_cpu + load_cpu / 2 and len(transcribed) > 3:
         r.notes.append(f"the worker spends {per:.2f} CPU s per voicemail where one warm process "
-                       f"needs {asr_cpu:.2f} s: rq's Worker forks a work horse per job, so the "
-                       "speech model the horse loads is thrown away with it")
+                       f"needs {asr_cpu:.2f} s: is the speech model loaded more than once per "
+                       "worker? (`ivr worker` runs rq's SimpleWorker to keep it loaded)")
     lost = n - len(transcribed)
-    if missing_before_recovery is not None:
+    if worker.exit is not None:
+        r.notes.append(f"FINDING: `ivr worker` exited ({worker.exit.code}) at {worker.exit.at:.1f} s; it "
+                       "should run until stopped and wait for Redis through an outage. Last telling "
+                       f"log line: {worker.exit.why}")
+    if stall is not None and recovered_done and len(recovered_done) == len(stall.waiting):
         r.notes.append(
-            f"{missing_before_recovery} voicemail(s) were in the database with no job left in Redis "
-            "(the queue went with Redis' contents; the outbox had marked them enqueued). `ivr "
-            "worker` re-runs such voicemails only from its hourly purge job, and only once they "
-            "are an hour old; that job lives in Redis too, and was "
-            + ("scheduled again by the restarted worker" if purge_at_stall
-               else "not there any more (only a worker start schedules it)")
-            + f". The bench re-enqueued them by hand at {recovered_at_s:.0f} s")
-    elif stalled:
-        r.notes.append(f"{lost} voicemail(s) have no job anywhere (see --no-recover)")
+            f"{len(stall.waiting)} voicemail(s) had no job left in Redis (the queue went with Redis' "
+            "contents; the outbox had marked them enqueued). The worker's housekeeper re-enqueued "
+            f"them by itself; the last was transcribed {max(recovered_done) - t0:.0f} s after the "
+            "first call" + since_up(max(recovered_done)) + ". Expect up to LOST_AFTER (2 min) "
+            "after the call plus one 60 s tick")
+    elif stall is not None:
+        r.notes.append(f"{len(stall.waiting) - len(recovered_done)} stalled voicemail(s) were not "
+                       "recovered by the worker's housekeeper"
+                       + (f" within --timeout {args.timeout:g} s" if timed_out else ""))
     for p in failed_calls[:5]:
         r.notes.append(f"call {p.index + 1} ({p.phase}): "
                        + ("; ".join(p.errors[:3]) or "no goodbye heard"))
@@ -827,12 +875,11 @@ def run(args: argparse.Namespace, tmp: Path, database_url: str, stack: contextli
         print(f"note: {note}")
     if failed_calls:
         print(f"web log (last lines):\n{tail(web.log)}")
-    if missing_before_recovery is not None:
-        print(f"lost: {lost} of {n} ({missing_before_recovery} of them only after the bench "
-              "re-enqueued them by hand: without that, at least an hour late)")
-    else:
-        print(f"lost: {lost} of {n}")
-    return 1 if lost or failed_calls else 0
+    if worker.exit is not None:
+        print(f"worker log (last lines):\n{tail(worker.log)}")
+    print(f"lost: {lost} of {n}" + (f" ({len(recovered_done)} recovered by the worker's housekeeper)"
+                                    if recovered_done else ""))
+    return 1 if lost or failed_calls or worker.exit is not None else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -846,20 +893,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="how long Redis stays down at least (the middle third spreads over it)")
     p.add_argument("--redis-keeps-data", action="store_true",
                    help="Redis writes an append-only file, so a restart keeps the queue")
-    p.add_argument("--no-restart", action="store_true",
-                   help="do not restart `ivr worker` when it exits")
-    p.add_argument("--no-recover", dest="recover", action="store_false",
-                   help="when voicemails have no job left anywhere, stop instead of "
-                        "re-enqueueing them by hand")
     p.add_argument("--stall-seconds", type=float, default=20.0,
-                   help="no progress and no job anywhere for this long: stalled")
-    p.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for transcripts")
+                   help="no progress and no voicemail job anywhere for this long: report a stall "
+                        "(then wait for the worker's housekeeper)")
+    p.add_argument("--timeout", type=float, default=300.0,
+                   help="seconds to wait for transcripts after the last call (the housekeeper "
+                        "needs up to about 3 min for voicemails an emptied Redis lost)")
     p.add_argument("--postgres", metavar="URL", default=None,
                    help="a PostgreSQL server to make a throw-away database on, e.g. "
                         "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-    p.add_argument("--simple-worker", action="store_true",
-                   help="an experiment: the worker as rq's SimpleWorker (no fork per job), "
-                        "not what `ivr worker` runs")
     p.add_argument("--log-level", default="WARNING", help="LOG_LEVEL of web and worker")
     p.add_argument("--keep", action="store_true", help="keep the throw-away folder (logs)")
     args = p.parse_args(argv)

@@ -143,9 +143,10 @@ def worker(burst: bool) -> None:
     import redis
     from rq import Queue, SimpleWorker
 
-    from ivr import jobs
+    from ivr import configure_logging, jobs
 
     s = settings()
+    configure_logging(s.log_level)  # the same format and phone-number filter as the web
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # speech models never come from a hub
     services = jobs.services()
     if burst:  # work what is queued now, then stop (tests, one-off runs)

@@ -22,6 +22,7 @@ import redis
 from rq import Queue, Retry, SimpleWorker
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
+from rq.scheduler import RQScheduler
 from sqlalchemy import func, select, update
 
 from ivr import voicemail
@@ -189,6 +190,12 @@ class Housekeeper(threading.Thread):
             return False
         queue = Queue(QUEUE, connection=conn)
         self.outbox.flush()
+        if not conn.exists(RQScheduler.get_locking_key(QUEUE)):
+            # No live rq scheduler (it dies with a Redis outage and comes back only at rq's
+            # 10-minute maintenance): move the retries that are due ourselves.
+            scheduler = RQScheduler([QUEUE], connection=conn)
+            scheduler.prepare_registries([QUEUE])
+            scheduler.enqueue_scheduled_jobs()  # type: ignore[no-untyped-call]
         requeue_unfinished(self.db, queue, self.lost_after)
         if conn.set(self.PURGE_DUE, "1", nx=True, ex=int(PURGE_EVERY.total_seconds())):
             queue.enqueue(purge_expired, job_id=f"purge-expired-{int(time.time())}",
@@ -233,7 +240,7 @@ def work(redis_url: str) -> None:
                 log.warning("waiting for Redis at REDIS_URL (%s)", type(exc).__name__)
                 warned = True
             time.sleep(wait)
-            wait = min(wait * 2, 30.0)
+            wait = min(wait * 2, 5.0)  # a ping is cheap: notice Redis back within seconds
             continue
         if warned:
             log.warning("Redis is back; working again")
@@ -241,11 +248,16 @@ def work(redis_url: str) -> None:
         worker = SimpleWorker([Queue(QUEUE, connection=conn)], connection=conn)
         try:
             worker.work(with_scheduler=True)  # the scheduler runs retries that wait (rq Retry)
-            return  # a warm shutdown: SIGTERM or Ctrl-C
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             log.warning("lost Redis (%s); jobs wait in the database until it is back",
                         type(exc).__name__)
             warned = True
+        finally:
+            with contextlib.suppress(Exception):  # rq's pubsub thread would outlive this worker
+                worker.unsubscribe()  # type: ignore[no-untyped-call]
+        if worker._shutdown_requested_date is not None:  # rq saw SIGTERM or Ctrl-C
+            return
+        # rq also returns after giving up on a silent Redis: that is not a reason to stop.
 
 
 JOBS: dict[str, Callable[[int], object]] = {voicemail.PROCESS_RECORDING: process_recording}

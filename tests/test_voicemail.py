@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -527,3 +527,18 @@ def wait_for(condition: Callable[[], bool], timeout: float = 60) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.2)
+
+
+def test_retries_that_wait_still_run_when_rqs_scheduler_is_gone(hotline: Hotline, message: bytes) -> None:
+    """rq's scheduler process dies with a Redis outage; the housekeeper moves due retries."""
+    hotline.call(ENGLISH_VOICEMAIL, message)
+    conn = redis.Redis.from_url(hotline.redis.url)
+    queue = Queue(jobs.QUEUE, connection=conn)
+    [job] = queue.jobs
+    queue.remove(job)
+    queue.scheduled_job_registry.schedule(job, datetime.now(UTC) - timedelta(seconds=1))  # a due retry
+    assert queue.jobs == []
+    assert jobs.Housekeeper(hotline.db, hotline.redis.url).tick()
+    assert job.id in queue.job_ids and queue.scheduled_job_registry.count == 0
+    hotline.work()
+    assert [c.status for c in hotline.cases()] == ["transcribed"]

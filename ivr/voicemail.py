@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from ivr.engine import Caller
@@ -43,9 +43,25 @@ class Reported:
     language: str = ""
 
 
+# Compiled once: the duplicate delivery is the common webhook (action + status callback).
+_SEEN = (select(Case.id, Case.number.is_(None).label("no_number"))
+         .join(Recording, Recording.id == Case.recording_id)
+         .where(Recording.recording_sid == bindparam("sid")))
+
+
 def note_recording(db: Database, vault: Vault, r: Reported) -> int | None:
     """Record a reported recording durably; return the outbox job id to enqueue, if any."""
     with db.session() as s:
+        if r.status == "completed" and r.duration > 0:
+            # Delivered before (the action and the status callback both report it, and Twilio
+            # retries): one indexed read, and nothing else to do.
+            seen = s.execute(_SEEN, {"sid": r.recording_sid}).first()
+            if seen is not None:
+                if seen.no_number and r.number and not r.caller.withheld:
+                    case = s.get(Case, seen.id)
+                    assert case is not None
+                    _seal_number(s, vault, case, r.number)  # the first report lacked From
+                return None
         call = s.scalars(select(Call).where(Call.call_sid == r.call_sid)).first()
         if call is None:
             call = Call(call_sid=r.call_sid, flow=r.flow or None,
@@ -57,12 +73,6 @@ def note_recording(db: Database, vault: Vault, r: Reported) -> int | None:
             call.note = f"recording {r.recording_sid} was empty or absent"
             return None
         if r.status != "completed":
-            return None
-        rec = s.scalars(select(Recording).where(Recording.recording_sid == r.recording_sid)).first()
-        if rec is not None:  # delivered twice (action and status callback, or a retry)
-            case = s.scalars(select(Case).where(Case.recording_id == rec.id)).first()
-            if case is not None and case.number is None and r.number and not r.caller.withheld:
-                _seal_number(s, vault, case, r.number)
             return None
         rec = Recording(recording_sid=r.recording_sid, call_id=call.id, duration=r.duration)
         s.add(rec)

@@ -370,32 +370,6 @@ class WorkerProcess:
         return found
 
 
-class KeptRedis(RedisServer):
-    """A redis-server that writes an append-only file, so a restart keeps the queue."""
-
-    def start(self) -> None:
-        exe = shutil.which("redis-server")
-        if exe is None:
-            raise RuntimeError("redis-server is needed (apt-get install redis-server)")
-        import redis
-
-        self.proc = subprocess.Popen(
-            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.folder)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                redis.Redis(port=self.port, socket_connect_timeout=0.2).ping()
-                return
-            except redis.RedisError:  # also "loading the dataset in memory"
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"redis-server did not start on port {self.port}") from None
-                time.sleep(0.05)
-
-
 # --- the database ----------------------------------------------------------------------------
 
 
@@ -627,7 +601,7 @@ def run(args: argparse.Namespace, tmp: Path, database_url: str, stack: contextli
     api.start()
     stack.callback(api.stop)
     (tmp / "redis").mkdir()
-    rs: RedisServer = (KeptRedis if args.redis_keeps_data else RedisServer)(tmp / "redis")
+    rs = RedisServer(tmp / "redis", persist=args.redis_keeps_data)
     rs.start()
     stack.callback(rs.stop)
     env = server_env(args, tmp, api, rs.url, database_url, new_master_key(), token)

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import create_engine, text
 from twilio.request_validator import RequestValidator
 
 from ivr import create_app
@@ -102,6 +103,20 @@ def postgres_url() -> Iterator[str]:
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Each database test twice: on SQLite and on PostgreSQL (an empty schema each time)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'ivr.db'}"
+        return
+    base: str = request.getfixturevalue("postgres_url")
+    engine = create_engine(base)
+    with engine.begin() as conn:  # each test starts from an empty schema
+        conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    engine.dispose()
+    yield base
 
 
 @pytest.fixture

@@ -19,10 +19,12 @@ def free_port() -> int:
 
 class RedisServer:
     """A redis-server that may be stopped and started again on the same port; the
-    machine's shared Redis is never touched. It keeps nothing on disk."""
+    machine's shared Redis is never touched. It keeps nothing on disk unless `persist`
+    (an append-only file, so a restart keeps the queue)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, persist: bool = False) -> None:
         self.folder = folder
+        self.persist = persist
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -34,8 +36,10 @@ class RedisServer:
         exe = shutil.which("redis-server")
         if exe is None:
             raise RuntimeError("redis-server is needed (apt-get install redis-server)")
+        keep = ["--appendonly", "yes", "--appendfsync", "always"] if self.persist else ["--appendonly", "no"]
+        self.folder.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *keep,
              "--dir", str(self.folder)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
         )
@@ -44,7 +48,7 @@ class RedisServer:
             try:
                 redis.Redis(port=self.port, socket_connect_timeout=0.2).ping()
                 return
-            except redis.RedisError:
+            except redis.RedisError:  # also "loading the dataset in memory"
                 if time.monotonic() > deadline:
                     self.stop()
                     raise RuntimeError(f"redis-server did not start on port {self.port}") from None

@@ -42,6 +42,20 @@ def base_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def wait_until_healthy(url: str, proc: subprocess.Popen[str], seconds: float = 15) -> None:
+    """Until /healthz answers; the process's output if it dies first."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            urllib.request.urlopen(url + "/healthz", timeout=1).read()
+            return
+        except OSError:
+            if proc.poll() is not None:
+                raise AssertionError(proc.stdout.read() if proc.stdout else "") from None
+            assert time.monotonic() < deadline, f"{url} did not come up"
+            time.sleep(0.1)
+
+
 @pytest.fixture
 def web(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     port = free_port()
@@ -51,14 +65,7 @@ def web(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(url + "/healthz", timeout=1).read()
-                break
-            except OSError:
-                if proc.poll() is not None:
-                    raise AssertionError(proc.stdout.read() if proc.stdout else "") from None
-                time.sleep(0.1)
+        wait_until_healthy(url, proc)
         yield url, env
     finally:
         proc.terminate()
@@ -209,13 +216,7 @@ def test_a_newcomer_serves_the_hotline_and_sees_a_voicemail_become_a_case(
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(150):
-            try:
-                urllib.request.urlopen(url + "/healthz", timeout=1).read()
-                break
-            except OSError:
-                assert serve.poll() is None, serve.stdout.read() if serve.stdout else ""
-                time.sleep(0.1)
+        wait_until_healthy(url, serve)
         called = subprocess.run(
             [ivr, "call", "--url", url, "--press", "3,3,#",
              "--voicemail", "say:I want to surrender. Please call me back."],

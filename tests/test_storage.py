@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from click.testing import CliRunner
-from sqlalchemy import create_engine, inspect, select, text
+from sqlalchemy import create_engine, inspect, select
 
 from ivr.cli import main as cli
 from ivr.engine import Caller
@@ -21,19 +20,6 @@ from ivr.storage import Base, Case, Database, DataKey, OutboxJob, Vault, upgrade
 from ivr.voicemail import Reported, note_recording
 
 NUMBER = "+79781234567"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'instance' / 'ivr.db'}"
-        return
-    base: str = request.getfixturevalue("postgres_url")
-    engine = create_engine(base)
-    with engine.begin() as conn:
-        conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
-    engine.dispose()
-    yield base
 
 
 def keyring(*specs: str) -> Keyring:
@@ -52,10 +38,10 @@ def report(
                     flow="hotline", flow_version="abc", step="voicemail", language="ru")
 
 
-def test_the_migrations_build_exactly_the_models_and_can_run_again(url: str) -> None:
-    upgrade(url)
-    upgrade(url)  # every start runs it: the second time does nothing
-    engine = create_engine(url)
+def test_the_migrations_build_exactly_the_models_and_can_run_again(database_url: str) -> None:
+    upgrade(database_url)
+    upgrade(database_url)  # every start runs it: the second time does nothing
+    engine = create_engine(database_url)
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
         tables = set(inspect(conn).get_table_names())
@@ -64,18 +50,18 @@ def test_the_migrations_build_exactly_the_models_and_can_run_again(url: str) -> 
     assert {"calls", "recordings", "cases", "audit", "data_keys", "outbox", "alembic_version"} <= tables
 
 
-def test_the_cli_upgrades_the_database(url: str) -> None:
-    env = {"DATABASE_URL": url, "IVR_DOTENV": "/nonexistent"}
+def test_the_cli_upgrades_the_database(database_url: str) -> None:
+    env = {"DATABASE_URL": database_url, "IVR_DOTENV": "/nonexistent"}
     result = CliRunner().invoke(cli, ["db", "upgrade"], env=env)
     assert result.exit_code == 0 and "database is up to date" in result.output
-    engine = create_engine(url)
+    engine = create_engine(database_url)
     assert "cases" in inspect(engine).get_table_names()
     engine.dispose()
 
 
-def test_a_case_is_sealed_and_its_key_rotates_and_shreds(url: str) -> None:
-    upgrade(url)
-    db = Database(url)
+def test_a_case_is_sealed_and_its_key_rotates_and_shreds(database_url: str) -> None:
+    upgrade(database_url)
+    db = Database(database_url)
     old = Vault(keyring(K1))
     assert note_recording(db, old, report()) is not None
     with db.session() as s:
@@ -118,9 +104,9 @@ def test_a_case_is_sealed_and_its_key_rotates_and_shreds(url: str) -> None:
     db.engine.dispose()
 
 
-def test_reports_are_idempotent_and_empty_ones_make_no_case(url: str) -> None:
-    upgrade(url)
-    db = Database(url)
+def test_reports_are_idempotent_and_empty_ones_make_no_case(database_url: str) -> None:
+    upgrade(database_url)
+    db = Database(database_url)
     vault = Vault(keyring(K1))
     assert note_recording(db, vault, report()) is not None
     assert note_recording(db, vault, report()) is None  # Twilio delivered it twice

@@ -24,7 +24,7 @@ from click.testing import CliRunner
 from flask import Flask
 from rq import Queue, Retry, SimpleWorker
 from rq.registry import StartedJobRegistry
-from sqlalchemy import create_engine, select, text, update
+from sqlalchemy import select, text, update
 
 from ivr import create_app, jobs
 from ivr.casebook import close_case, list_cases, show_case
@@ -44,19 +44,6 @@ WORDS = "I want to surrender. Please call me back tomorrow."
 def message() -> bytes:
     """What the caller says into the phone: real speech at telephone quality."""
     return speak(WORDS)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'ivr.db'}"
-        return
-    base: str = request.getfixturevalue("postgres_url")
-    engine = create_engine(base)
-    with engine.begin() as conn:  # each test starts from an empty schema
-        conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
-    engine.dispose()
-    yield base
 
 
 @dataclass

@@ -714,7 +714,7 @@ def run(args: argparse.Namespace, tmp: Path, database_url: str, stack: contextli
     cases = [c for c in read_cases(db) if c.call_sid in sids]
     transcribed = [c for c in cases if c.status == "transcribed"]
     failed = [c for c in cases if c.status == "transcription_failed"]
-    vault = Vault(jobs.keyring_for(settings))
+    vault = Vault(jobs.keyring_for(settings), Database(settings.keystore_url))
     scores: list[float] = []
     for c in transcribed:
         shown = show_case(db, vault, c.id, actor="bench")

@@ -73,7 +73,7 @@ def create_app(
             "an apology and can leave a voicemail until it is fixed", settings.entry_flow
         )
     db = Database(settings.database_url)
-    vault = Vault(keyring_for(settings))
+    vault = Vault(keyring_for(settings), Database(settings.keystore_url))
     outbox = Outbox(db, settings.redis_url)
 
     def report(recording: Reported) -> None:
@@ -82,6 +82,7 @@ def create_app(
 
     app.extensions["ivr"] = CallHandler(settings, registry, clock, report if voicemail else None)
     app.extensions["ivr.db"] = db
+    app.extensions["ivr.vault"] = vault
     app.extensions["ivr.outbox"] = outbox
     if settings.outbox_flush_seconds > 0 and voicemail and enqueue:
         OutboxFlusher(outbox, settings.outbox_flush_seconds).start()

@@ -82,7 +82,7 @@ def show_case(db: Database, vault: Vault, case_id: int, actor: str) -> dict[str,
         rec = s.get(Recording, case.recording_id)
         found = _summary(case, rec, _repeats(s, case))
         try:
-            sealed = vault.open(s, case, "transcript")
+            sealed = vault.open(case, "transcript")
             found["transcript"] = sealed.decode() if sealed is not None else None
         except CryptoError as exc:
             found["transcript"], found["transcript_error"] = None, str(exc)

@@ -65,7 +65,7 @@ def serve(host: str, port: int, workers: int) -> None:
     from ivr.loader import flow_files, load_set
     from ivr.storage import upgrade
 
-    upgrade(s.database_url)
+    upgrade(s.database_url, s.keystore_url)
     keyring_for(s)  # in development, make the data key once, before several processes race
 
     result = load_set(flow_files([s.flows_dir]))
@@ -176,7 +176,7 @@ def db_upgrade() -> None:
     from ivr.storage import upgrade
 
     s = settings()
-    upgrade(s.database_url)
+    upgrade(s.database_url, s.keystore_url)
     click.echo("database is up to date")
 
 
@@ -196,13 +196,8 @@ def keys_new() -> None:
 @keys.command("rotate")
 def keys_rotate() -> None:
     """Re-wrap every data key with the first master key, so older ones can be dropped."""
-    from ivr.jobs import keyring_for
-    from ivr.storage import Database, Vault
-
-    s = settings()
-    vault = Vault(keyring_for(s))
-    with Database(s.database_url).session() as session:
-        count = vault.rotate(session)
+    _db, vault = _stores()
+    count = vault.rotate()
     click.echo(f"re-wrapped {count} data key(s) with {vault.keyring.current}; keys other than "
                f"{vault.keyring.current} can now be removed from IVR_DATA_KEYS")
 
@@ -213,15 +208,12 @@ def keys_rotate() -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def purge(older_than: str, yes: bool) -> None:
     """Destroy the number, audio and transcript of cases closed before then (keys first)."""
-    from ivr.jobs import keyring_for
-    from ivr.storage import Database, Vault
     from ivr.voicemail import purge as purge_cases
 
     age = _duration(older_than)
-    s = settings()
     if not yes:
         click.confirm(f"Destroy the data of cases closed more than {older_than} ago?", abort=True)
-    count = purge_cases(Database(s.database_url), Vault(keyring_for(s)), age)
+    count = purge_cases(*_stores(), age)
     click.echo(f"destroyed the data of {count} case(s); their anonymous counts remain")
 
 
@@ -238,13 +230,14 @@ def cases() -> None:
     """Voicemail cases."""
 
 
-def _casebook() -> tuple[Database, Vault]:
+def _stores() -> tuple[Database, Vault]:
+    """The database and the vault (its key store), migrated to the newest schema."""
     from ivr.jobs import keyring_for
     from ivr.storage import Database, Vault, upgrade
 
     s = settings()
-    upgrade(s.database_url)
-    return Database(s.database_url), Vault(keyring_for(s))
+    upgrade(s.database_url, s.keystore_url)
+    return Database(s.database_url), Vault(keyring_for(s), Database(s.keystore_url))
 
 
 def _actor() -> str:
@@ -259,7 +252,7 @@ def cases_list(status: str | None, region: str | None, as_json: bool) -> None:
     """The cases, newest first (no caller data: `ivr cases show ID` for the transcript)."""
     from ivr.casebook import list_cases
 
-    db, _vault = _casebook()
+    db, _vault = _stores()
     rows = list_cases(db, status=status, region=region)
     if as_json:
         click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
@@ -278,7 +271,7 @@ def cases_show(case_id: int, as_json: bool) -> None:
     """One case with its transcript (decrypted here; the reading is written to the audit log)."""
     from ivr.casebook import show_case
 
-    db, vault = _casebook()
+    db, vault = _stores()
     found = show_case(db, vault, case_id, actor=_actor())
     if found is None:
         raise click.ClickException(f"no case #{case_id} (see `ivr cases list`)")
@@ -301,7 +294,7 @@ def cases_close(case_id: int, reason: str) -> None:
     """Close a case; its data is destroyed RETENTION_DAYS later."""
     from ivr.casebook import CaseError, close_case
 
-    db, _vault = _casebook()
+    db, _vault = _stores()
     try:
         close_case(db, case_id, _actor(), reason)
     except CaseError as exc:
@@ -353,7 +346,7 @@ def call(from_: str, press: str | None, voicemail: str | None, url: str | None, 
         if api is not None:
             from ivr.storage import upgrade
 
-            upgrade(s.database_url)
+            upgrade(s.database_url, s.keystore_url)
             s = s.replace(twilio_api_base=api.start())
         phone = _phone(s, url, at, _print_steps if steps else None, api or remote)
         click.echo(f"Calling {s.hotline_number} from {from_} …")

@@ -40,6 +40,7 @@ class Settings:
     transfer_numbers: tuple[str, ...] = ()
     log_level: str = "INFO"
     data_keys: str = ""  # IVR_DATA_KEYS; never logged
+    keystore_url: str = "sqlite:///instance/keys.db"
     retention_days: int = 30
     transcribe_engines: str = "en=whisper-tiny-en"
     transcribe_threads: int = 1
@@ -69,6 +70,8 @@ SETTINGS: dict[str, tuple[str, bool]] = {
     "ENTRY_FLOW": ("the flow id that answers incoming calls", False),
     "TRANSFER_NUMBERS": ("comma-separated E.164 numbers a transfer step rings", False),
     "LOG_LEVEL": ("DEBUG, INFO, WARNING or ERROR", False),
+    "KEYSTORE_URL": ("the database of data keys, apart from DATABASE_URL and its backups "
+                     "(default: SQLite instance/keys.db)", True),
     "IVR_DATA_KEYS": ("master keys, newest first: `id:base64key,…` (make one: `ivr keys new`)",
                       True),
     "RETENTION_DAYS": ("days a closed case's number, audio and transcript are kept", False),
@@ -105,6 +108,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "public_base_url": (get("PUBLIC_BASE_URL") or base.public_base_url).rstrip("/"),
         "twilio_api_base": (get("TWILIO_API_BASE") or base.twilio_api_base).rstrip("/"),
         "database_url": get("DATABASE_URL") or f"sqlite:///{(instance / 'ivr.db').resolve()}",
+        "keystore_url": get("KEYSTORE_URL") or f"sqlite:///{(instance / 'keys.db').resolve()}",
         "redis_url": get("REDIS_URL") or base.redis_url,
         "flows_dir": Path(get("FLOWS_DIR") or base.flows_dir),
         "instance_dir": instance,
@@ -143,6 +147,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             parse_master_keys(values["data_keys"])
         except ConfigError as exc:
             problems.append(str(exc))
+    same = values["keystore_url"] == values["database_url"]
+    if same and values["database_url"].startswith("sqlite"):
+        problems.append("KEYSTORE_URL must be another SQLite file than DATABASE_URL")
+    elif production and same:
+        problems.append("KEYSTORE_URL must name a database of its own, not DATABASE_URL: a backup "
+                        "of the data must not hold the keys that open it")
     url = values["public_base_url"]
     if not re.match(r"^https?://[^/\s?#]+(/[^\s?#]*)?$", url):
         problems.append(f"PUBLIC_BASE_URL {url!r} is not a URL like https://hotline.example.org")

@@ -117,7 +117,7 @@ def build_services(settings: Settings) -> Services:
         return result.text, result.engine
 
     db = Database(settings.database_url)
-    return Services(settings, db, Vault(keyring_for(settings)),
+    return Services(settings, db, Vault(keyring_for(settings), Database(settings.keystore_url)),
                     voicemail.Tools(fetch, delete, check_audio, transcribe))
 
 

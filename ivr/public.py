@@ -21,6 +21,8 @@ def healthz() -> Response:
     h: CallHandler = current_app.extensions["ivr"]
     db: Database = current_app.extensions["ivr.db"]
     db_error = db.ping()
+    keystore: Database = current_app.extensions["ivr.vault"].keys
+    keys_error = keystore.ping()
     try:
         client = redis.Redis.from_url(
             h.settings.redis_url, socket_connect_timeout=0.3, socket_timeout=0.3
@@ -41,9 +43,12 @@ def healthz() -> Response:
     problems = [str(p) for p in h.registry.problems if not p.warning]
     entry_ok = h.settings.entry_flow in flows
     body = {
-        "status": "ok" if db_error is None and entry_ok and not problems else "degraded",
+        "status": "ok" if db_error is None and keys_error is None and entry_ok and not problems
+        else "degraded",
         "database": {"ok": db_error is None, "backend": db.backend,
                      **({"error": db_error} if db_error else {})},
+        "keystore": {"ok": keys_error is None, "backend": keystore.backend,
+                     **({"error": keys_error} if keys_error else {})},
         "redis": {"ok": redis_ok},
         # voicemails noted but not yet handed to Redis (they wait safely in the database)
         "outbox": {"waiting": waiting},

@@ -34,4 +34,5 @@ def on_starting(server: Any) -> None:
     settings.instance_dir.mkdir(parents=True, exist_ok=True)
     from ivr.storage import upgrade
 
-    upgrade(settings.database_url)  # once, in the master, before any worker answers a call
+    # once, in the master, before any worker answers a call
+    upgrade(settings.database_url, settings.keystore_url)

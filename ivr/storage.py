@@ -58,10 +58,15 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 class Base(DeclarativeBase):
-    pass
+    """The hotline's data (DATABASE_URL)."""
 
 
-class DataKey(Base):
+class KeyBase(DeclarativeBase):
+    """The key store (KEYSTORE_URL): data keys only, kept apart from the data they open, so a
+    backup of the data does not carry its keys and a destroyed key is gone from it too."""
+
+
+class DataKey(KeyBase):
     """A case's data key, wrapped by a master key. Deleting `wrapped` shreds the case's data."""
 
     __tablename__ = "data_keys"
@@ -112,7 +117,7 @@ class Case(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     call_id: Mapped[int] = mapped_column(ForeignKey("calls.id"))
     recording_id: Mapped[int] = mapped_column(ForeignKey("recordings.id"), unique=True)
-    data_key_id: Mapped[int] = mapped_column(ForeignKey("data_keys.id"))
+    data_key_id: Mapped[int] = mapped_column(Integer)  # a DataKey in the key store
     status: Mapped[str] = mapped_column(String(24), default="new", index=True)
     status_reason: Mapped[str | None] = mapped_column(String(200))
     language: Mapped[str | None] = mapped_column(String(8))
@@ -216,89 +221,105 @@ class Database:
 
 
 class Vault:
-    """Seals and opens case data with per-case data keys; knows nothing of HTTP or jobs."""
+    """Seals and opens case data with per-case data keys held in the key store.
 
-    def __init__(self, keyring: Keyring) -> None:
+    Knows nothing of HTTP or jobs. Key store writes commit on their own, before the data
+    they protect: a crash in between leaves an unused key, never data without its key.
+    """
+
+    def __init__(self, keyring: Keyring, keys: Database) -> None:
         self.keyring = keyring
+        self.keys = keys
         self._hash_key: bytes | None = None
 
-    def new_key(self, s: Session, purpose: str = "case") -> tuple[DataKey, bytes]:
-        plain, wrapped, master_id = self.keyring.new_data_key()
-        key = DataKey(purpose=purpose, wrapped=wrapped, master_id=master_id)
-        s.add(key)
-        s.flush()
-        return key, plain
+    def new_key(self, purpose: str = "case") -> int:
+        _plain, wrapped, master_id = self.keyring.new_data_key()
+        with self.keys.session() as k:
+            key = DataKey(purpose=purpose, wrapped=wrapped, master_id=master_id)
+            k.add(key)
+            k.flush()
+            return key.id
 
-    def key_of(self, s: Session, key_id: int) -> bytes:
-        key = s.get(DataKey, key_id)
-        if key is None or key.wrapped is None:
-            raise CryptoError("the data key was destroyed: this data is gone")
-        return self.keyring.unwrap(key.wrapped, key.master_id)
+    def key_of(self, key_id: int) -> bytes:
+        with self.keys.session() as k:
+            key = k.get(DataKey, key_id)
+            if key is None or key.wrapped is None:
+                raise CryptoError("the data key was destroyed: this data is gone")
+            return self.keyring.unwrap(key.wrapped, key.master_id)
 
-    def seal(self, s: Session, case: Case, field: str, value: bytes) -> bytes:
-        return seal(self.key_of(s, case.data_key_id), value, f"case:{case.id}:{field}")
+    def seal(self, case: Case, field: str, value: bytes) -> bytes:
+        return seal(self.key_of(case.data_key_id), value, f"case:{case.id}:{field}")
 
-    def open(self, s: Session, case: Case, field: str) -> bytes | None:
+    def open(self, case: Case, field: str) -> bytes | None:
         sealed: bytes | None = getattr(case, field)
         if sealed is None:
             return None
-        return unseal(self.key_of(s, case.data_key_id), sealed, f"case:{case.id}:{field}")
+        return unseal(self.key_of(case.data_key_id), sealed, f"case:{case.id}:{field}")
 
-    def seal_audio(self, s: Session, case: Case, wav: bytes) -> bytes:
-        return seal(self.key_of(s, case.data_key_id), wav, f"case:{case.id}:audio")
+    def seal_audio(self, case: Case, wav: bytes) -> bytes:
+        return seal(self.key_of(case.data_key_id), wav, f"case:{case.id}:audio")
 
-    def open_audio(self, s: Session, case: Case, recording: Recording) -> bytes | None:
+    def open_audio(self, case: Case, recording: Recording) -> bytes | None:
         if recording.audio is None:
             return None
-        return unseal(self.key_of(s, case.data_key_id), recording.audio, f"case:{case.id}:audio")
+        return unseal(self.key_of(case.data_key_id), recording.audio, f"case:{case.id}:audio")
 
-    def number_hash(self, s: Session, number: str) -> str:
-        """The keyed hash that recognises a repeat caller; its key lives sealed in the vault."""
+    def number_hash(self, number: str) -> str:
+        """The keyed hash that recognises a repeat caller; its key lives sealed in the store."""
         if self._hash_key is None:
-            row = s.scalars(
-                select(DataKey).where(DataKey.purpose == "number-hash").order_by(DataKey.id)
-            ).first()
-            if row is None:
-                row, self._hash_key = self.new_key(s, "number-hash")
-            else:
-                self._hash_key = self.key_of(s, row.id)
+            with self.keys.session() as k:
+                row = k.scalars(select(DataKey.id).where(DataKey.purpose == "number-hash")
+                                .order_by(DataKey.id)).first()
+            self._hash_key = self.key_of(row if row is not None else self.new_key("number-hash"))
         return number_hash(self._hash_key, number)
 
-    def destroy(self, s: Session, key_id: int) -> None:
-        key = s.get(DataKey, key_id)
-        if key is not None and key.wrapped is not None:
-            key.wrapped = None
-            key.destroyed_at = utcnow()
+    def destroy(self, key_id: int) -> None:
+        with self.keys.session() as k:
+            key = k.get(DataKey, key_id)
+            if key is not None and key.wrapped is not None:
+                key.wrapped = None
+                key.destroyed_at = utcnow()
 
-    def rotate(self, s: Session) -> int:
+    def rotate(self) -> int:
         """Re-wrap every data key not wrapped by the first master key; returns how many."""
         count = 0
         current = self.keyring.current
-        for key in s.scalars(select(DataKey).where(DataKey.wrapped.is_not(None),
-                                                   DataKey.master_id != current)):
-            assert key.wrapped is not None
-            plain = self.keyring.unwrap(key.wrapped, key.master_id)
-            key.wrapped, key.master_id = self.keyring.wrap(plain)
-            count += 1
+        with self.keys.session() as k:
+            for key in k.scalars(select(DataKey).where(DataKey.wrapped.is_not(None),
+                                                       DataKey.master_id != current)):
+                assert key.wrapped is not None
+                plain = self.keyring.unwrap(key.wrapped, key.master_id)
+                key.wrapped, key.master_id = self.keyring.wrap(plain)
+                count += 1
         return count
 
 
 # --- migrations ----------------------------------------------------------------------------
 
 
-def alembic_config(url: str) -> Any:
+def alembic_config(url: str, store: str = "data") -> Any:
+    """Alembic for the data (`ivr/migrations`) or the key store (`ivr/migrations/keystore`)."""
     from alembic.config import Config
 
     cfg = Config()
-    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    folder = Path(__file__).parent / "migrations"
+    cfg.set_main_option("script_location", str(folder / "keystore" if store == "keys" else folder))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
 
 
-def upgrade(url: str, revision: str = "head") -> None:
-    """Bring the database to the newest schema (safe to run at every start)."""
+def upgrade(url: str, keystore_url: str | None = None) -> None:
+    """Bring the database (and the key store) to the newest schema; safe at every start.
+
+    The key store may share a database with the data (tests do): its tables and its Alembic
+    version table are its own.
+    """
     from alembic import command
 
-    if make_url(url).get_backend_name() == "sqlite" and make_url(url).database:
-        Path(make_url(url).database or "").parent.mkdir(parents=True, exist_ok=True)
-    command.upgrade(alembic_config(url), revision)
+    for target, store in ((url, "data"), (keystore_url, "keys")):
+        if target is None:
+            continue
+        parsed = make_url(target)
+        if parsed.get_backend_name() == "sqlite" and parsed.database:
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        command.upgrade(alembic_config(target, store), "head")

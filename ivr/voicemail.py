@@ -60,7 +60,7 @@ def note_recording(db: Database, vault: Vault, r: Reported) -> int | None:
                 if seen.no_number and r.number and not r.caller.withheld:
                     case = s.get(Case, seen.id)
                     assert case is not None
-                    _seal_number(s, vault, case, r.number)  # the first report lacked From
+                    _seal_number(vault, case, r.number)  # the first report lacked From
                 return None
         call = s.scalars(select(Call).where(Call.call_sid == r.call_sid)).first()
         if call is None:
@@ -77,14 +77,13 @@ def note_recording(db: Database, vault: Vault, r: Reported) -> int | None:
         rec = Recording(recording_sid=r.recording_sid, call_id=call.id, duration=r.duration)
         s.add(rec)
         s.flush()
-        key, _plain = vault.new_key(s)
-        case = Case(call_id=call.id, recording_id=rec.id, data_key_id=key.id,
+        case = Case(call_id=call.id, recording_id=rec.id, data_key_id=vault.new_key(),
                     language=r.language or call.language, region=r.caller.region,
                     country=r.caller.country, flow=r.flow or call.flow, step=r.step or None)
         s.add(case)
         s.flush()
         if r.number and not r.caller.withheld:
-            _seal_number(s, vault, case, r.number)
+            _seal_number(vault, case, r.number)
         s.add(AuditEntry(actor="system", action="case-created", case_id=case.id))
         job = OutboxJob(job=PROCESS_RECORDING, target_id=rec.id)
         s.add(job)
@@ -93,9 +92,9 @@ def note_recording(db: Database, vault: Vault, r: Reported) -> int | None:
         return job.id
 
 
-def _seal_number(s: Session, vault: Vault, case: Case, number: str) -> None:
-    case.number = vault.seal(s, case, "number", number.encode())
-    case.caller_hash = vault.number_hash(s, number)
+def _seal_number(vault: Vault, case: Case, number: str) -> None:
+    case.number = vault.seal(case, "number", number.encode())
+    case.caller_hash = vault.number_hash(number)
 
 
 # --- the worker side -------------------------------------------------------------------
@@ -199,7 +198,7 @@ def _fetch_and_seal(db: Database, vault: Vault, tools: Tools, recording_id: int,
         rec = s.get(Recording, recording_id)
         case = s.scalars(select(Case).where(Case.recording_id == recording_id)).one()
         assert rec is not None
-        rec.audio = vault.seal_audio(s, case, wav)
+        rec.audio = vault.seal_audio(case, wav)
         rec.audio_bytes = len(wav)
         rec.stored_at = utcnow()
         rec.status = "stored"
@@ -222,7 +221,7 @@ def _transcribe(db: Database, vault: Vault, tools: Tools, recording_id: int) -> 
         assert rec is not None
         if case.status != "new":  # transcribed in an earlier run
             return
-        wav = vault.open_audio(s, case, rec)
+        wav = vault.open_audio(case, rec)
         language = case.language or ""
     assert wav is not None
     try:
@@ -237,7 +236,7 @@ def _transcribe(db: Database, vault: Vault, tools: Tools, recording_id: int) -> 
         case = s.scalars(select(Case).where(Case.recording_id == recording_id)).one()
         assert rec is not None
         if reason is None:
-            case.transcript = vault.seal(s, case, "transcript", text.encode())
+            case.transcript = vault.seal(case, "transcript", text.encode())
             case.transcript_engine = engine
             case.status, case.status_reason = "transcribed", None
         else:
@@ -262,7 +261,7 @@ def purge(db: Database, vault: Vault, older_than: timedelta) -> int:
         cases = s.scalars(select(Case).where(Case.closed_at.is_not(None), Case.closed_at < cutoff,
                                              Case.purged_at.is_(None))).all()
         for case in cases:
-            vault.destroy(s, case.data_key_id)
+            vault.destroy(case.data_key_id)
             rec = s.get(Recording, case.recording_id)
             if rec is not None:
                 rec.audio = None

@@ -56,6 +56,7 @@ def settings(tmp_path: Path, flows_dir: Path) -> Settings:
         hotline_number="+15005550006",
         transfer_numbers=("+380441112233",),
         data_keys=TEST_KEYS,
+        keystore_url=f"sqlite:///{tmp_path / 'keys.db'}",
         outbox_flush_seconds=0,
     )
 
@@ -66,19 +67,18 @@ SUNDAY = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
 @pytest.fixture
 def app(settings: Settings) -> Flask:
-    create_schema(settings.database_url)
+    create_schema(settings.database_url, settings.keystore_url)
     return create_app(settings, clock=lambda: SUNDAY)
 
 
-def create_schema(url: str) -> None:
+def create_schema(url: str, keystore_url: str) -> None:
     """The tables, quickly (test_storage.py holds the migrations equal to the models)."""
-    from sqlalchemy import create_engine
+    from ivr.storage import Base, KeyBase
 
-    from ivr.storage import Base
-
-    engine = create_engine(url)
-    Base.metadata.create_all(engine)
-    engine.dispose()
+    for target, metadata in ((url, Base.metadata), (keystore_url, KeyBase.metadata)):
+        engine = create_engine(target)
+        metadata.create_all(engine)
+        engine.dispose()
 
 
 def _postgres_admin() -> str:
@@ -117,6 +117,13 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
     engine.dispose()
     yield base
+
+
+@pytest.fixture
+def keystore_url(database_url: str, tmp_path: Path) -> str:
+    """The key store: its own SQLite file; on PostgreSQL, the same throw-away database
+    (its tables and Alembic version table are its own)."""
+    return f"sqlite:///{tmp_path / 'keys.db'}" if database_url.startswith("sqlite") else database_url
 
 
 @pytest.fixture

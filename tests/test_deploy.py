@@ -112,6 +112,11 @@ def test_a_missing_production_setting_stops_start_up_with_one_line(tmp_path: Pat
           "HOTLINE_NUMBER": "+380441234567", "IVR_DATA_KEYS": "k:" + "A" * 43},
          "must start with https://"),
         ({"IVR_ENV": "production"}, "IVR_DATA_KEYS is not set"),
+        ({"IVR_ENV": "production"}, "KEYSTORE_URL is not set"),
+        ({"IVR_ENV": "production", "DATABASE_URL": "postgresql://db/ivr", "KEYSTORE_URL": "postgresql://db/ivr"},
+         "KEYSTORE_URL must name a database of its own"),
+        ({"DATABASE_URL": "sqlite:///x.db", "KEYSTORE_URL": "sqlite:///x.db"},
+         "KEYSTORE_URL must be another SQLite file"),
         ({"IVR_DATA_KEYS": "k1:short"}, "IVR_DATA_KEYS key 'k1' is not 32 bytes"),
         ({"IVR_DATA_KEYS": "nocolon"}, "IVR_DATA_KEYS entry 1 is not `id:base64key`"),
         ({"RETENTION_DAYS": "0"}, "RETENTION_DAYS must be a number, at least 1"),
@@ -141,6 +146,7 @@ def test_production_with_every_setting_starts() -> None:
         "DATABASE_URL": "postgresql+psycopg://ivr@127.0.0.1/ivr", "HOTLINE_NUMBER": "+380441234567",
         "FLOWS_DIR": str(TEST_FLOWS), "TRANSFER_NUMBERS": "+380441112233,+380441112234",
         "IVR_DATA_KEYS": "k2:" + "A" * 43 + ",k1:" + "B" * 43,
+        "KEYSTORE_URL": "postgresql+psycopg://ivr@127.0.0.1/ivr_keys",
     })
     assert s.production and s.public_base_url == "https://hotline.example.org"
     assert s.transfer_numbers == ("+380441112233", "+380441112234")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from ivr.cli import main as cli
 from ivr.engine import Caller
 from ivr.errors import ConfigError
 from ivr.keys import CryptoError, Keyring, development_keys, new_master_key, parse_master_keys
-from ivr.storage import Base, Case, Database, DataKey, OutboxJob, Vault, upgrade
+from ivr.storage import Base, Case, Database, DataKey, KeyBase, OutboxJob, Vault, upgrade
 from ivr.voicemail import Reported, note_recording
 
 NUMBER = "+79781234567"
@@ -38,76 +39,109 @@ def report(
                     flow="hotline", flow_version="abc", step="voicemail", language="ru")
 
 
-def test_the_migrations_build_exactly_the_models_and_can_run_again(database_url: str) -> None:
-    upgrade(database_url)
-    upgrade(database_url)  # every start runs it: the second time does nothing
-    engine = create_engine(database_url)
-    with engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
-        tables = set(inspect(conn).get_table_names())
-    engine.dispose()
-    assert diff == []
-    assert {"calls", "recordings", "cases", "audit", "data_keys", "outbox", "alembic_version"} <= tables
+def test_the_migrations_build_exactly_the_models_and_can_run_again(
+    database_url: str, keystore_url: str
+) -> None:
+    upgrade(database_url, keystore_url)
+    upgrade(database_url, keystore_url)  # every start runs it: the second time does nothing
+    for url, metadata, expected in (
+        (database_url, Base.metadata, {"calls", "recordings", "cases", "audit", "outbox", "alembic_version"}),
+        (keystore_url, KeyBase.metadata, {"data_keys", "alembic_version_keystore"}),
+    ):
+        engine = create_engine(url)
+        with engine.connect() as conn:
+            # Only this side's tables: sharing one PostgreSQL database (as here), the other
+            # side's tables and the Alembic version tables are not this side's business.
+            ours = set(metadata.tables)
+            context = MigrationContext.configure(conn, opts={
+                "include_name": lambda name, kind, _parent, ours=ours: kind != "table" or name in ours})
+            diff = compare_metadata(context, metadata)
+            tables = set(inspect(conn).get_table_names())
+        engine.dispose()
+        assert diff == []
+        assert expected <= tables
+    if database_url != keystore_url:
+        engine = create_engine(database_url)
+        assert "data_keys" not in inspect(engine).get_table_names()  # no key in a data backup
+        engine.dispose()
 
 
-def test_the_cli_upgrades_the_database(database_url: str) -> None:
-    env = {"DATABASE_URL": database_url, "IVR_DOTENV": "/nonexistent"}
+def test_the_cli_upgrades_the_database(database_url: str, keystore_url: str) -> None:
+    env = {"DATABASE_URL": database_url, "KEYSTORE_URL": keystore_url, "IVR_DOTENV": "/nonexistent"}
     result = CliRunner().invoke(cli, ["db", "upgrade"], env=env)
     assert result.exit_code == 0 and "database is up to date" in result.output
-    engine = create_engine(database_url)
-    assert "cases" in inspect(engine).get_table_names()
-    engine.dispose()
+    for url, table in ((database_url, "cases"), (keystore_url, "data_keys")):
+        engine = create_engine(url)
+        assert table in inspect(engine).get_table_names()
+        engine.dispose()
 
 
-def test_a_case_is_sealed_and_its_key_rotates_and_shreds(database_url: str) -> None:
-    upgrade(database_url)
-    db = Database(database_url)
-    old = Vault(keyring(K1))
+def test_a_case_is_sealed_and_its_key_rotates_and_shreds(database_url: str, keystore_url: str) -> None:
+    upgrade(database_url, keystore_url)
+    db, keys = Database(database_url), Database(keystore_url)
+    old = Vault(keyring(K1), keys)
     assert note_recording(db, old, report()) is not None
     with db.session() as s:
         case = s.scalars(select(Case)).one()
         assert case.number is not None and NUMBER.encode() not in case.number
-        assert old.open(s, case, "number") == NUMBER.encode()
-        case_id, key_id = case.id, case.data_key_id
+        assert old.open(case, "number") == NUMBER.encode()
+        key_id = case.data_key_id
 
     # A new master key goes first; rotation re-wraps every data key, then the old one can go.
-    both = Vault(keyring(K2, K1))
-    with db.session() as s:
-        assert both.rotate(s) == 2  # the case's key and the number-hash key
-    new_only = Vault(keyring(K2))
-    with db.session() as s:
-        rotated = s.get(Case, case_id)
-        assert rotated is not None and new_only.open(s, rotated, "number") == NUMBER.encode()
-        assert {k.master_id for k in s.scalars(select(DataKey))} == {K2.split(":")[0]}
-    with db.session() as s, pytest.raises(CryptoError, match="is not in IVR_DATA_KEYS"):
-        again = s.get(Case, case_id)
-        assert again is not None
-        old.open(s, again, "number")
+    assert Vault(keyring(K2, K1), keys).rotate() == 2  # the case's key and the number-hash key
+    new_only = Vault(keyring(K2), keys)
+    assert new_only.open(case, "number") == NUMBER.encode()
+    with keys.session() as k:
+        assert {key.master_id for key in k.scalars(select(DataKey))} == {K2.split(":")[0]}
+    with pytest.raises(CryptoError, match="is not in IVR_DATA_KEYS"):
+        old.open(case, "number")
 
     # A sealed value copied into another case does not open there (bound to its place).
     assert note_recording(db, new_only, report("b", number="+380652123456")) is not None
     with db.session() as s:
         first, second = s.scalars(select(Case).order_by(Case.id)).all()
         second.transcript = first.number
-    with db.session() as s, pytest.raises(CryptoError, match="wrong key or altered data"):
-        moved = s.scalars(select(Case).order_by(Case.id.desc())).first()
-        assert moved is not None
-        new_only.open(s, moved, "transcript")
+    with pytest.raises(CryptoError, match="wrong key or altered data"):
+        new_only.open(second, "transcript")
 
     # Destroying the data key makes the case's data unreadable for good.
-    with db.session() as s:
-        new_only.destroy(s, key_id)
-    with db.session() as s, pytest.raises(CryptoError, match="destroyed"):
-        shredded = s.get(Case, case_id)
-        assert shredded is not None
-        new_only.open(s, shredded, "number")
+    new_only.destroy(key_id)
+    with pytest.raises(CryptoError, match="destroyed"):
+        new_only.open(case, "number")
     db.engine.dispose()
+    keys.engine.dispose()
 
 
-def test_reports_are_idempotent_and_empty_ones_make_no_case(database_url: str) -> None:
-    upgrade(database_url)
+def test_a_backup_of_the_data_is_unreadable_once_a_case_key_is_destroyed(tmp_path: Path) -> None:
+    """Crypto-shredding, backups included: the data's backup holds no key."""
+    data, store = tmp_path / "ivr.db", tmp_path / "keys.db"
+    upgrade(f"sqlite:///{data}", f"sqlite:///{store}")
+    db, keys = Database(f"sqlite:///{data}"), Database(f"sqlite:///{store}")
+    vault = Vault(keyring(K1), keys)
+    note_recording(db, vault, report())
+    note_recording(db, vault, report("b"))
+    with db.session() as s:
+        shredded, _kept = s.scalars(select(Case).order_by(Case.id)).all()
+    db.engine.dispose()
+    backup = tmp_path / "backup.db"
+    with sqlite3.connect(data) as live, sqlite3.connect(backup) as copy:
+        live.backup(copy)  # what a nightly backup of DATABASE_URL holds
+    vault.destroy(shredded.data_key_id)
+    restored = Database(f"sqlite:///{backup}")
+    with restored.session() as s:
+        old, other = s.scalars(select(Case).order_by(Case.id)).all()
+        assert old.number == shredded.number  # the ciphertext is in the backup…
+        with pytest.raises(CryptoError, match="destroyed"):
+            vault.open(old, "number")  # …and nothing opens it
+        assert vault.open(other, "number") == NUMBER.encode()
+    restored.engine.dispose()
+    keys.engine.dispose()
+
+
+def test_reports_are_idempotent_and_empty_ones_make_no_case(database_url: str, keystore_url: str) -> None:
+    upgrade(database_url, keystore_url)
     db = Database(database_url)
-    vault = Vault(keyring(K1))
+    vault = Vault(keyring(K1), Database(keystore_url))
     assert note_recording(db, vault, report()) is not None
     assert note_recording(db, vault, report()) is None  # Twilio delivered it twice
     assert note_recording(db, vault, report("c", status="absent", duration=0)) is None

@@ -240,6 +240,7 @@ def test_recording_callback_is_acknowledged(client: FlaskClient) -> None:
 def test_healthz_reports_database_flows_and_redis(client: FlaskClient) -> None:
     body = client.get("/healthz").get_json()
     assert body["database"] == {"ok": True, "backend": "sqlite"}
+    assert body["keystore"] == {"ok": True, "backend": "sqlite"}
     assert body["flows"]["hotline"]["stale"] is False
     assert len(body["flows"]["hotline"]["version"]) == 10
     assert body["entry_flow"] == {"id": "hotline", "ok": True}

@@ -1,4 +1,4 @@
-"""calls, recordings, cases, audit, outbox
+"""calls, recordings, cases, audit, outbox (data keys live in the key store)
 
 Revision ID: 0001
 Revises:
@@ -29,16 +29,6 @@ def upgrade() -> None:
         sa.Column("note", sa.String(length=200), nullable=True),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("call_sid"),
-    )
-    op.create_table(
-        "data_keys",
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("purpose", sa.String(length=20), nullable=False),
-        sa.Column("wrapped", sa.LargeBinary(), nullable=True),
-        sa.Column("master_id", sa.String(length=40), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("destroyed_at", sa.DateTime(timezone=True), nullable=True),
-        sa.PrimaryKeyConstraint("id"),
     )
     op.create_table(
         "outbox",
@@ -101,10 +91,6 @@ def upgrade() -> None:
             ["calls.id"],
         ),
         sa.ForeignKeyConstraint(
-            ["data_key_id"],
-            ["data_keys.id"],
-        ),
-        sa.ForeignKeyConstraint(
             ["recording_id"],
             ["recordings.id"],
         ),
@@ -156,5 +142,4 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_outbox_enqueued_at"))
 
     op.drop_table("outbox")
-    op.drop_table("data_keys")
     op.drop_table("calls")

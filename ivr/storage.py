@@ -5,8 +5,9 @@ SQLite under `instance/` is the embedded default for a first run; PostgreSQL in 
 (`ivr/migrations`, applied by `ivr db upgrade`); these models are what the code reads.
 
 What could identify a caller (the number, the voice, the words) is stored only sealed under
-the case's own data key (see ivr/keys.py). A case keeps its region, language and dates in
-clear, so anonymous counts survive when its data is destroyed.
+the case's own data key (see ivr/keys.py). The data keys live in a key store of their own
+(KEYSTORE_URL), so a backup of the data carries no key. A case keeps its region, language
+and dates in clear, so anonymous counts survive when its data is destroyed.
 """
 
 from __future__ import annotations

@@ -485,6 +485,37 @@ def _parse_time(text: str) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
+# --- regions ------------------------------------------------------------------------------
+
+
+@main.group()
+def regions() -> None:
+    """The regions of flows/regions.yaml: where callers call from."""
+
+
+@regions.command("which")
+@click.argument("number")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def regions_which(number: str, as_json: bool) -> None:
+    """The region a NUMBER belongs to, and the rule that decided it (`anonymous` works too)."""
+    from ivr.routing import load_regions
+
+    s = settings()
+    found, problems = load_regions(s.flows_dir / "regions.yaml")
+    errors = [p for p in problems if not p.warning]
+    if errors:
+        for problem in errors:
+            click.echo(str(problem), err=True)
+        raise click.ClickException("regions.yaml has problems (above); fix them first")
+    caller, rule = found.which(number)
+    answer = {"region": caller.region, "rule": rule, "language": found.language(caller.region),
+              "country": caller.country, "withheld": caller.withheld}
+    if as_json:
+        click.echo(json.dumps(answer, ensure_ascii=False))
+        return
+    click.echo(f"{caller.region}: {rule} (language {answer['language']})")
+
+
 # --- flows --------------------------------------------------------------------------------
 
 

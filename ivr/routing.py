@@ -8,14 +8,16 @@ A withheld number is a normal case, not an error: it gets the fallback region.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import phonenumbers
-from yaml.nodes import MappingNode
+from yaml.nodes import MappingNode, Node, SequenceNode
 
 from ivr.engine import Caller
-from ivr.yamldoc import Doc, Problem, compose
+from ivr.yamldoc import Doc, Problem, compose, did_you_mean
 
 # What Twilio sends in `From` when a caller hides their number.
 WITHHELD = {"", "anonymous", "restricted", "unknown", "private", "+266696687", "+7378742833"}
@@ -26,6 +28,7 @@ class Region:
     name: str
     prefixes: tuple[str, ...] = ()  # E.164 prefixes such as +7978
     countries: tuple[str, ...] = ()  # phonenumbers region codes such as RU
+    language: str = "ru"  # the language its callers most likely speak (routing uses it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +38,9 @@ class Regions:
 
     def names(self) -> set[str]:
         return {r.name for r in self.regions} | {self.fallback}
+
+    def language(self, name: str) -> str:
+        return next((r.language for r in self.regions if r.name == name), "ru")
 
     def which(self, number: str) -> tuple[Caller, str]:
         """The caller's region and the rule that decided it (for people, not for logs)."""
@@ -64,10 +70,16 @@ class Regions:
 
 
 DEFAULT = Regions((), "elsewhere")
+LANGUAGE_CODE = re.compile(r"^[a-z]{2,3}$")
 
 
 def load_regions(path: Path) -> tuple[Regions, list[Problem]]:
-    """Read regions.yaml; a missing file means every caller is in the fallback region."""
+    """Read regions.yaml; a missing file means every caller is in the fallback region.
+
+    Names every problem at its line: a prefix that is not E.164 or starts with no country
+    code, a country phonenumbers does not know, a prefix or country given to two regions, a
+    fallback that is not declared.
+    """
     if not path.is_file():
         return DEFAULT, []
     doc = Doc(str(path))
@@ -81,19 +93,67 @@ def load_regions(path: Path) -> tuple[Regions, list[Problem]]:
     doc.keys(root, top, {"regions", "fallback"}, set(), "regions.yaml")
     fallback = doc.name(top["fallback"][1], "`fallback`") if "fallback" in top else None
     regions: list[Region] = []
-    for name, (_key_node, node) in (
-        (doc.mapping(top["regions"][1], "`regions`") or {}) if "regions" in top else {}
-    ).items():
+    owner: dict[str, str] = {}  # a prefix or country -> the region that has it
+    entries = (doc.mapping(top["regions"][1], "`regions`") or {}) if "regions" in top else {}
+    for name, (_key_node, node) in entries.items():
         entry = doc.mapping(node, f"region `{name}`")
         if entry is None:
             continue
-        doc.keys(node, entry, set(), {"prefixes", "countries"}, f"region `{name}`")
-        prefixes = doc.strings(entry["prefixes"][1], "a prefix") if "prefixes" in entry else ()
-        for p in prefixes:
-            if not (p.startswith("+") and p[1:].isdigit()):
-                doc.problem(entry["prefixes"][1], f"`{p}` is not an E.164 prefix", "write it like +7978")
-        countries = doc.strings(entry["countries"][1], "a country") if "countries" in entry else ()
-        regions.append(Region(name, prefixes, countries))
+        doc.keys(node, entry, set(), {"prefixes", "countries", "language"}, f"region `{name}`")
+        prefixes = _items(doc, entry, "prefixes", name, owner, _check_prefix)
+        countries = _items(doc, entry, "countries", name, owner, _check_country)
+        language = "ru"
+        if "language" in entry:
+            given = doc.string(entry["language"][1], "`language`")
+            if given is not None and not LANGUAGE_CODE.match(given):
+                doc.problem(entry["language"][1], f"`{given}` is not a language code", "like ru, uk or en")
+            language = given or language
+        regions.append(Region(name, prefixes, countries, language))
+    if fallback is not None and fallback not in entries:
+        doc.problem(top["fallback"][1], f"the fallback region `{fallback}` is not declared under `regions`",
+                    f"add `{fallback}: {{language: ru}}` there: a region with no prefixes")
     if any(not p.warning for p in doc.problems) or fallback is None:
         return DEFAULT, doc.problems
     return Regions(tuple(regions), fallback), doc.problems
+
+
+def _items(
+    doc: Doc, entry: dict[str, tuple[Node, Node]], key: str, region: str, owner: dict[str, str],
+    check: Callable[[str], tuple[str, str] | None],
+) -> tuple[str, ...]:
+    if key not in entry:
+        return ()
+    node = entry[key][1]
+    nodes = node.value if isinstance(node, SequenceNode) else [node]
+    kept: list[str] = []
+    for item in nodes:
+        text = doc.string(item, "a prefix" if key == "prefixes" else "a country")
+        if text is None:
+            continue
+        wrong = check(text)
+        if wrong:
+            doc.problem(item, wrong[0], wrong[1])
+            continue
+        if text in owner:
+            doc.problem(item, f"`{text}` is in two regions: `{owner[text]}` and `{region}`",
+                        "a number must belong to one region")
+            continue
+        owner[text] = region
+        kept.append(text)
+    return tuple(kept)
+
+
+def _check_prefix(prefix: str) -> tuple[str, str] | None:
+    if not (prefix.startswith("+") and prefix[1:].isdigit() and 2 <= len(prefix) <= 16):
+        return f"`{prefix}` is not an E.164 prefix", "write it like +7978"
+    digits = prefix[1:]
+    if not any(phonenumbers.region_codes_for_country_code(int(digits[:n])) for n in (1, 2, 3)):
+        return f"`{prefix}` starts with no country calling code", "like +7 (Russia) or +380 (Ukraine)"
+    return None
+
+
+def _check_country(code: str) -> tuple[str, str] | None:
+    if code not in phonenumbers.SUPPORTED_REGIONS:
+        return (f"`{code}` is not a country code phonenumbers knows",
+                did_you_mean(code, phonenumbers.SUPPORTED_REGIONS) or "like RU or UA")
+    return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,10 @@ def test_a_scenario_that_expects_the_wrong_thing_fails(tmp_path: Path) -> None:
         ("+73652123456", "crimea", False),
         ("+380652123456", "crimea", False),
         ("+380692123456", "crimea", False),
+        ("+78692123456", "crimea", False),  # Sevastopol, Russian landline
+        ("+78562123456", "occupied", False),  # Donetsk, Russian landline
+        ("+78572123456", "occupied", False),  # Luhansk, Russian landline
+        ("+78602123456", "occupied", False),  # Kherson region, Russian landline
         ("+79491234567", "occupied", False),
         ("+79591234567", "occupied", False),
         ("+79901234567", "occupied", False),
@@ -104,3 +109,70 @@ def test_region_of_a_number(number: str, region: str, withheld: bool) -> None:
     caller, rule = regions.which(number)
     assert (caller.region, caller.withheld) == (region, withheld), rule
     assert number[1:] not in rule or not number  # the reason never repeats the number
+
+
+def test_every_region_has_a_default_language() -> None:
+    regions, _ = load_regions(FLOWS / "regions.yaml")
+    assert {r.name: r.language for r in regions.regions} == {
+        "crimea": "ru", "occupied": "ru", "russia": "ru", "ukraine": "uk", "elsewhere": "ru"}
+
+
+def test_regions_yaml_problems_are_named_at_their_line(tmp_path: Path) -> None:
+    path = tmp_path / "regions.yaml"
+    path.write_text(
+        "regions:\n"
+        "  crimea:\n"
+        "    prefixes: [\"+7978\", \"+999\", \"7949\"]\n"
+        "    language: russian\n"
+        "  occupied:\n"
+        "    prefixes:\n"
+        "      - \"+7978\"\n"
+        "    countries: [RU, XX]\n"
+        "  russia: {countries: [RU]}\n"
+        "fallback: elsewhere\n", encoding="utf-8")
+    regions, problems = load_regions(path)
+    f = str(path)
+    assert [str(p) for p in problems] == [
+        f"{f}:3:25: `+999` starts with no country calling code (like +7 (Russia) or +380 (Ukraine))",
+        f"{f}:3:33: `7949` is not an E.164 prefix (write it like +7978)",
+        f"{f}:4:15: `russian` is not a language code (like ru, uk or en)",
+        f"{f}:7:9: `+7978` is in two regions: `crimea` and `occupied` (a number must belong to one region)",
+        f"{f}:8:21: `XX` is not a country code phonenumbers knows (like RU or UA)",
+        f"{f}:9:24: `RU` is in two regions: `occupied` and `russia` (a number must belong to one region)",
+        f"{f}:10:11: the fallback region `elsewhere` is not declared under `regions` "
+        "(add `elsewhere: {language: ru}` there: a region with no prefixes)",
+    ]
+    assert regions.fallback == "elsewhere" and regions.regions == ()  # nothing half-read is used
+
+
+@pytest.mark.parametrize(("number", "answer"), [
+    ("+79781234567", {"region": "crimea", "rule": "prefix +7978", "language": "ru", "country": "RU",
+                      "withheld": False}),
+    ("+380441234567", {"region": "ukraine", "rule": "country UA", "language": "uk", "country": "UA",
+                       "withheld": False}),
+    ("anonymous", {"region": "elsewhere", "rule": "withheld number", "language": "ru", "country": None,
+                   "withheld": True}),
+    ("+7 (junk)", {"region": "elsewhere", "rule": "not a phone number", "language": "ru",
+                   "country": None, "withheld": True}),
+])
+def test_ivr_regions_which(number: str, answer: dict[str, object]) -> None:
+    env = {"FLOWS_DIR": str(FLOWS), "IVR_DOTENV": "/nonexistent"}
+    result = CliRunner().invoke(main, ["regions", "which", number, "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == answer
+    plain = CliRunner().invoke(main, ["regions", "which", number], env=env)
+    assert plain.output == f"{answer['region']}: {answer['rule']} (language {answer['language']})\n"
+
+
+def test_flows_check_names_the_problems_of_regions_yaml(tmp_path: Path) -> None:
+    import shutil
+
+    folder = tmp_path / "flows"
+    shutil.copytree(FLOWS, folder)
+    regions = folder / "regions.yaml"
+    regions.write_text(regions.read_text(encoding="utf-8").replace('- "+7990"', '- "+7978"'),
+                       encoding="utf-8")
+    result = CliRunner().invoke(main, ["flows", "check", str(folder)], env={"IVR_DOTENV": "/nonexistent"})
+    assert result.exit_code == 1
+    assert "`+7978` is in two regions: `crimea` and `occupied`" in result.output
+    assert f"{regions}:" in result.output

@@ -58,9 +58,12 @@ def note_recording(db: Database, vault: Vault, r: Reported) -> int | None:
             seen = s.execute(_SEEN, {"sid": r.recording_sid}).first()
             if seen is not None:
                 if seen.no_number and r.number and not r.caller.withheld:
+                    # The status callback (no From) came first: the action has the number,
+                    # and with it the region and country the callback could not know.
                     case = s.get(Case, seen.id)
                     assert case is not None
-                    _seal_number(vault, case, r.number)  # the first report lacked From
+                    _seal_number(vault, case, r.number)
+                    case.region, case.country = r.caller.region, r.caller.country
                 return None
         call = s.scalars(select(Call).where(Call.call_sid == r.call_sid)).first()
         if call is None:

@@ -171,3 +171,21 @@ def test_master_keys_are_checked_and_never_printed(tmp_path: Path, caplog: pytes
     assert (tmp_path / "instance" / "data-keys").stat().st_mode & 0o777 == 0o600
     assert development_keys(tmp_path / "instance") == made  # made once, then kept
     assert "set IVR_DATA_KEYS in production" in caplog.text
+
+
+def test_a_status_callback_before_the_action_still_gets_the_callers_region(
+    database_url: str, keystore_url: str
+) -> None:
+    """recordingStatusCallback carries no From; if it arrives first, the action fills in."""
+    upgrade(database_url, keystore_url)
+    db = Database(database_url)
+    vault = Vault(keyring(K1), Database(keystore_url))
+    early = Reported(call_sid="CA" + "a" * 32, recording_sid="RE" + "a" * 32, status="completed",
+                     duration=5, number="", caller=Caller(True, None, "elsewhere"), language="ru")
+    assert note_recording(db, vault, early) is not None
+    assert note_recording(db, vault, report()) is None  # the Record action, with From
+    with db.session() as s:
+        case = s.scalars(select(Case)).one()
+        assert (case.region, case.country) == ("crimea", "UA")
+        assert vault.open(case, "number") == NUMBER.encode() and case.caller_hash is not None
+    db.engine.dispose()

@@ -47,6 +47,9 @@ def _summary(case: Case, rec: Recording | None, repeat: int) -> dict[str, Any]:
         "recording_stored_at": _iso(rec.stored_at) if rec else None,
         "recording_deleted_at_provider": _iso(rec.deleted_at_provider) if rec else None,
         "transcript_engine": case.transcript_engine,
+        "operator_id": case.operator_id,
+        "assigned_at": _iso(case.assigned_at),
+        "route_reason": case.route_reason,
         "number_withheld": case.number is None and case.purged_at is None,
         "earlier_cases_from_same_number": repeat,
     }

@@ -485,6 +485,110 @@ def _parse_time(text: str) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
+# --- operators ----------------------------------------------------------------------------
+
+
+@main.group()
+def operators() -> None:
+    """The people who call callers back (their numbers are kept encrypted)."""
+
+
+def _operator_call(fn: Callable[[], object]) -> object:
+    from ivr.operators import OperatorError
+
+    try:
+        return fn()
+    except OperatorError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@operators.command("add")
+@click.option("--name", required=True)
+@click.option("--number", required=True, help="E.164, like +380441234567 (stored encrypted).")
+@click.option("--languages", required=True, help="Comma-separated: ru,uk")
+@click.option("--regions", "region_names", required=True, help="Comma-separated: crimea,occupied")
+@click.option("--timezone", default="Europe/Kyiv", show_default=True)
+@click.option("--hours", default="always", show_default=True,
+              help="Working hours, like `mon-fri 09:00-18:00; sat 10:00-14:00`.")
+@click.option("--capacity", type=int, default=5, show_default=True, help="Open cases at most.")
+def operators_add(name: str, number: str, languages: str, region_names: str, timezone: str, hours: str,
+                  capacity: int) -> None:
+    """Add an operator (on duty from now on)."""
+    from ivr.operators import add_operator
+
+    db, vault = _stores()
+    new_id = _operator_call(lambda: add_operator(
+        db, vault, name=name, number=number, languages=languages, regions=region_names,
+        timezone=timezone, hours=hours, capacity=capacity, actor=_actor()))
+    click.echo(f"operator #{new_id} {name} added")
+
+
+@operators.command("list")
+@click.option("--numbers", is_flag=True, help="Also show their phone numbers (decrypted).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def operators_list(numbers: bool, as_json: bool) -> None:
+    """Every operator, with open cases against capacity."""
+    from ivr.operators import list_operators
+
+    db, vault = _stores()
+    rows = list_operators(db, vault, numbers)
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    for r in rows:
+        state = "disabled" if not r["active"] else ("on duty" if r["on_duty"] else "off duty")
+        click.echo(f"#{r['id']:<4} {r['name']:<20} {','.join(r['languages']):<8} "  # type: ignore[arg-type]
+                   f"{','.join(r['regions']):<24} {r['open_cases']}/{r['capacity']} open  "  # type: ignore[arg-type]
+                   f"{state:<9} {r['hours']} ({r['timezone']})" + (f"  {r['number']}" if numbers else ""))
+    click.echo(f"{len(rows)} operator(s)")
+
+
+@operators.command("edit")
+@click.argument("operator_id", type=int)
+@click.option("--name")
+@click.option("--number")
+@click.option("--languages")
+@click.option("--regions", "region_names")
+@click.option("--timezone")
+@click.option("--hours")
+@click.option("--capacity", type=int)
+@click.option("--on-duty/--off-duty", "on_duty", default=None)
+def operators_edit(operator_id: int, name: str | None, number: str | None, languages: str | None,
+                   region_names: str | None, timezone: str | None, hours: str | None,
+                   capacity: int | None, on_duty: bool | None) -> None:
+    """Change an operator; only the options given change."""
+    from ivr.operators import edit_operator
+
+    db, vault = _stores()
+    _operator_call(lambda: edit_operator(
+        db, vault, operator_id, _actor(), name=name, number=number, languages=languages,
+        regions=region_names, timezone=timezone, hours=hours, capacity=capacity, on_duty=on_duty))
+    click.echo(f"operator #{operator_id} changed")
+
+
+@operators.command("disable")
+@click.argument("operator_id", type=int)
+def operators_disable(operator_id: int) -> None:
+    """Take an operator out of assignment (their cases stay theirs until reassigned)."""
+    from ivr.operators import edit_operator
+
+    db, vault = _stores()
+    _operator_call(lambda: edit_operator(db, vault, operator_id, _actor(), active=False))
+    click.echo(f"operator #{operator_id} disabled")
+
+
+@cases.command("assign")
+@click.argument("case_id", type=int)
+def cases_assign(case_id: int) -> None:
+    """Give a case to an operator by the rule (region, language, duty, load) and say why."""
+    from ivr.operators import Choice, assign_case
+
+    db, _vault = _stores()
+    choice = _operator_call(lambda: assign_case(db, case_id, actor=_actor()))
+    assert isinstance(choice, Choice)
+    click.echo(f"case #{case_id}: {choice.reason}")
+
+
 # --- regions ------------------------------------------------------------------------------
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     DateTime,
     ForeignKey,
     Integer,
@@ -135,6 +136,28 @@ class Case(Base):
     routed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    operator_id: Mapped[int | None] = mapped_column(ForeignKey("operators.id"), index=True)
+    assigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    route_reason: Mapped[str | None] = mapped_column(String(300))  # why it went where it did
+
+
+class Operator(Base):
+    """A person who calls callers back. Their phone number is sealed like a caller's."""
+
+    __tablename__ = "operators"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(80), unique=True)
+    data_key_id: Mapped[int] = mapped_column(Integer)  # a DataKey in the key store
+    number: Mapped[bytes] = mapped_column(LargeBinary)  # sealed E.164 number
+    languages: Mapped[str] = mapped_column(String(40))  # "ru,uk"
+    regions: Mapped[str] = mapped_column(String(200))  # "crimea,occupied"
+    timezone: Mapped[str] = mapped_column(String(64))
+    hours: Mapped[str] = mapped_column(String(200))  # "mon-fri 09:00-18:00; sat 10:00-14:00"
+    capacity: Mapped[int] = mapped_column(Integer, default=5)  # open cases at most
+    on_duty: Mapped[bool] = mapped_column(Boolean, default=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)  # False: disabled
+    last_assigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class AuditEntry(Base):
@@ -256,6 +279,13 @@ class Vault:
         if sealed is None:
             return None
         return unseal(self.key_of(case.data_key_id), sealed, f"case:{case.id}:{field}")
+
+    def seal_operator_number(self, operator: Operator, number: str) -> bytes:
+        return seal(self.key_of(operator.data_key_id), number.encode(), f"operator:{operator.id}:number")
+
+    def open_operator_number(self, operator: Operator) -> str:
+        return unseal(self.key_of(operator.data_key_id), operator.number,
+                      f"operator:{operator.id}:number").decode()
 
     def seal_audio(self, case: Case, wav: bytes) -> bytes:
         return seal(self.key_of(case.data_key_id), wav, f"case:{case.id}:audio")

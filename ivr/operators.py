@@ -1,0 +1,214 @@
+"""Operators, and which of them a case goes to.
+
+`choose` is the rule, pure and table-tested: on-duty operators who cover the case's region
+and speak its language, with room under their capacity, least loaded first, ties going to
+the one who was given a case longest ago (fair rotation). It returns the reason in words,
+which the case keeps ("region crimea, language ru → 3 candidates, 2 on duty, …"). No match
+is not a drop: the case is visibly unassigned and escalated.
+
+The rest reads and writes operators; their phone numbers are sealed like callers' and are
+shown only to the admin who asks (`ivr operators list --numbers`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from ivr.flow import Hours
+from ivr.storage import AuditEntry, Case, Database, Operator, Vault, utcnow
+
+E164 = re.compile(r"^\+[1-9]\d{6,14}\Z")
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+OPEN_STATUSES = ("new", "transcribed", "transcription_failed", "routed")
+
+
+class OperatorError(ValueError):
+    """A bad operator setting or an unknown operator, said in one line."""
+
+
+def parse_hours(text: str, timezone: str) -> Hours:
+    """`mon-fri 09:00-18:00; sat 10:00-14:00`, `daily 20:00-08:00` or `always`, in `timezone`."""
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise OperatorError(f"unknown time zone {timezone!r} (like Europe/Kyiv)") from None
+    weekly: dict[int, list[tuple[int, int]]] = {}
+    spec = text.strip().lower()
+    if spec == "always":
+        return Hours(timezone, {d: ((0, 0),) for d in range(7)})
+    for part in (p.strip() for p in spec.split(";") if p.strip()):
+        m = re.fullmatch(r"([a-z]+)(?:-([a-z]+))?\s+(\d{1,2}):(\d\d)-(\d{1,2}):(\d\d)", part)
+        if not m or (m[1] != "daily" and m[1] not in DAYS) or (m[2] and m[2] not in DAYS):
+            raise OperatorError(f"hours {part!r}: write them like `mon-fri 09:00-18:00; sat 10:00-14:00`")
+        h1, m1, h2, m2 = (int(x) for x in m.group(3, 4, 5, 6))
+        if h1 > 23 or h2 > 24 or m1 > 59 or m2 > 59:
+            raise OperatorError(f"hours {part!r}: not a time of day")
+        if m[1] == "daily":
+            days = list(range(7))
+        else:
+            a = DAYS.index(m[1])
+            b = DAYS.index(m[2]) if m[2] else a
+            days = [(a + i) % 7 for i in range((b - a) % 7 + 1)]
+        for day in days:
+            weekly.setdefault(day, []).append((h1 * 60 + m1, (h2 * 60 + m2) % (24 * 60)))
+    if not weekly:
+        raise OperatorError("hours are empty: give them like `mon-fri 09:00-18:00`, or `always`")
+    return Hours(timezone, {d: tuple(s) for d, s in weekly.items()})
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """What the rule needs to know of an operator (never the number)."""
+
+    id: int
+    name: str
+    languages: frozenset[str]
+    regions: frozenset[str]
+    hours: Hours
+    capacity: int
+    on_duty: bool
+    open_cases: int
+    last_assigned_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    operator_id: int | None  # None: unassigned, escalated
+    reason: str
+
+
+def choose(candidates: list[Candidate], region: str, language: str, now: datetime) -> Choice:
+    """The operator for a case of `region` and `language` at `now`, and why."""
+    matching = [c for c in candidates if region in c.regions and language in c.languages]
+    on_duty = [c for c in matching if c.on_duty and c.hours.is_open(now)]
+    with_room = [c for c in on_duty if c.open_cases < c.capacity]
+    said = (f"region {region}, language {language} → {len(matching)} candidate(s), "
+            f"{len(on_duty)} on duty, {len(with_room)} with room")
+    if not with_room:
+        return Choice(None, f"{said}: unassigned, escalated to supervisors")
+    never = datetime.min.replace(tzinfo=now.tzinfo)
+    best = min(with_room, key=lambda c: (c.open_cases, c.last_assigned_at or never, c.id))
+    tie = sum(1 for c in with_room if c.open_cases == best.open_cases) > 1
+    return Choice(best.id, f"{said}; chose {best.name} ({best.open_cases} open case(s), least loaded"
+                           + (", longest since a case)" if tie else ")"))
+
+
+# --- the database side ---------------------------------------------------------------------
+
+
+def _names(text: str, what: str) -> str:
+    items = sorted({x.strip() for x in text.split(",") if x.strip()})
+    if not items or not all(re.fullmatch(r"[a-z][a-z0-9_-]*", x) for x in items):
+        raise OperatorError(f"{what} must be a comma-separated list like ru,uk")
+    return ",".join(items)
+
+
+def add_operator(db: Database, vault: Vault, *, name: str, number: str, languages: str, regions: str,
+                 timezone: str, hours: str, capacity: int = 5, actor: str = "admin") -> int:
+    if not E164.match(number):
+        raise OperatorError("the operator's number must be in E.164 form, like +380441234567")
+    if capacity < 1:
+        raise OperatorError("capacity must be at least 1 open case")
+    parse_hours(hours, timezone)
+    with db.session() as s:
+        if s.scalars(select(Operator.id).where(Operator.name == name)).first() is not None:
+            raise OperatorError(f"there is already an operator named {name!r}")
+        op = Operator(name=name, data_key_id=vault.new_key("operator"), number=b"",
+                      languages=_names(languages, "languages"), regions=_names(regions, "regions"),
+                      timezone=timezone, hours=hours, capacity=capacity, on_duty=True, active=True)
+        s.add(op)
+        s.flush()
+        op.number = vault.seal_operator_number(op, number)
+        s.add(AuditEntry(actor=actor, action="operator-added", detail=f"operator {op.id} {name}"))
+        return op.id
+
+
+def edit_operator(db: Database, vault: Vault, operator_id: int, actor: str = "admin",
+                  **changes: str | int | bool | None) -> None:
+    with db.session() as s:
+        op = s.get(Operator, operator_id)
+        if op is None:
+            raise OperatorError(f"no operator #{operator_id} (see `ivr operators list`)")
+        for key, value in changes.items():
+            if value is None:
+                continue
+            if key == "number":
+                if not isinstance(value, str) or not E164.match(value):
+                    raise OperatorError("the operator's number must be in E.164 form, like +380441234567")
+                op.number = vault.seal_operator_number(op, value)
+            elif key in ("languages", "regions"):
+                setattr(op, key, _names(str(value), key))
+            elif key == "capacity":
+                if not isinstance(value, int) or value < 1:
+                    raise OperatorError("capacity must be at least 1 open case")
+                op.capacity = value
+            elif key in ("on_duty", "active", "name", "timezone", "hours"):
+                setattr(op, key, value)
+            else:
+                raise OperatorError(f"unknown operator setting {key!r}")
+        parse_hours(op.hours, op.timezone)
+        changed = ", ".join(k for k, v in changes.items() if v is not None)
+        s.add(AuditEntry(actor=actor, action="operator-edited", detail=f"operator {op.id}: {changed}"))
+
+
+def candidates(db: Database) -> list[Candidate]:
+    """Active operators with their open cases counted."""
+    with db.session() as s:
+        load = _load(s)
+        return [
+            Candidate(op.id, op.name, frozenset(op.languages.split(",")), frozenset(op.regions.split(",")),
+                      parse_hours(op.hours, op.timezone), op.capacity, op.on_duty, load.get(op.id, 0),
+                      op.last_assigned_at)
+            for op in s.scalars(select(Operator).where(Operator.active.is_(True)).order_by(Operator.id))
+        ]
+
+
+def assign_case(db: Database, case_id: int, now: datetime | None = None, actor: str = "system") -> Choice:
+    """Give a case to an operator by the rule; the case keeps who and why (or 'unassigned')."""
+    now = now or utcnow()
+    with db.session() as s:
+        case = s.get(Case, case_id)
+        if case is None:
+            raise OperatorError(f"no case #{case_id}")
+        region, language = case.region or "", case.language or ""
+    choice = choose(candidates(db), region, language, now)
+    with db.session() as s:
+        case = s.get(Case, case_id)
+        assert case is not None
+        case.operator_id, case.route_reason, case.assigned_at = choice.operator_id, choice.reason[:300], now
+        if case.status != "closed":
+            case.status, case.routed_at = "routed", now
+        if choice.operator_id is not None:
+            op = s.get(Operator, choice.operator_id)
+            assert op is not None
+            op.last_assigned_at = now
+        s.add(AuditEntry(actor=actor, action="assigned" if choice.operator_id else "unassigned",
+                         case_id=case.id, detail=choice.reason[:300]))
+    return choice
+
+
+def list_operators(db: Database, vault: Vault, numbers: bool = False) -> list[dict[str, object]]:
+    """Every operator, disabled ones too; their numbers only when asked for."""
+    with db.session() as s:
+        load = _load(s)
+        return [
+            {"id": op.id, "name": op.name, "languages": op.languages.split(","),
+             "regions": op.regions.split(","), "timezone": op.timezone, "hours": op.hours,
+             "capacity": op.capacity, "open_cases": load.get(op.id, 0), "on_duty": op.on_duty,
+             "active": op.active, **({"number": vault.open_operator_number(op)} if numbers else {})}
+            for op in s.scalars(select(Operator).order_by(Operator.id))
+        ]
+
+
+def _load(s: Session) -> dict[int, int]:
+    """Open cases per operator."""
+    rows = s.execute(select(Case.operator_id, func.count(Case.id))
+                     .where(Case.operator_id.is_not(None), Case.status.in_(OPEN_STATUSES))
+                     .group_by(Case.operator_id)).all()
+    return {int(op_id): int(n) for op_id, n in rows if op_id is not None}

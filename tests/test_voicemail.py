@@ -63,6 +63,15 @@ class Hotline:
         assert not log.errors, log.errors
         assert "Goodbye" in log.text() or "До свидания" in log.text() or "До побачення" in log.text()
 
+    def worker_env(self, tmp_path: Path) -> dict[str, str]:
+        """The environment an `ivr worker` process of this hotline runs with."""
+        s = self.settings
+        return {**os.environ, "DATABASE_URL": s.database_url, "KEYSTORE_URL": s.keystore_url,
+                "REDIS_URL": self.redis.url, "TWILIO_API_BASE": self.api.base_url,
+                "TWILIO_ACCOUNT_SID": s.twilio_account_sid, "TWILIO_AUTH_TOKEN": TOKEN,
+                "IVR_DATA_KEYS": TEST_KEYS, "INSTANCE_DIR": str(tmp_path / "instance"),
+                "FLOWS_DIR": str(s.flows_dir), "IVR_DOTENV": "/nonexistent"}
+
     def work(self) -> None:
         """A real rq worker, in this process, until the queue is empty."""
         conn = redis.Redis.from_url(self.redis.url)
@@ -306,12 +315,7 @@ def test_a_worker_process_killed_with_sigkill_is_picked_up_again(
 ) -> None:
     hotline.call(ENGLISH_VOICEMAIL, message)
     hotline.api.delay(30)  # the download hangs: the worker is inside the job
-    env = {**os.environ, "DATABASE_URL": hotline.settings.database_url,
-           "KEYSTORE_URL": hotline.settings.keystore_url,
-           "REDIS_URL": hotline.redis.url, "TWILIO_API_BASE": hotline.api.base_url,
-           "TWILIO_ACCOUNT_SID": hotline.settings.twilio_account_sid, "TWILIO_AUTH_TOKEN": TOKEN,
-           "IVR_DATA_KEYS": TEST_KEYS, "INSTANCE_DIR": str(tmp_path / "instance"),
-           "FLOWS_DIR": str(hotline.settings.flows_dir), "IVR_DOTENV": "/nonexistent"}
+    env = hotline.worker_env(tmp_path)
     worker = subprocess.Popen([sys.executable, "-m", "ivr.cli", "worker", "--burst"], env=env,
                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               start_new_session=True)
@@ -485,12 +489,7 @@ def test_the_worker_waits_for_redis_and_survives_it_going_away(
 ) -> None:
     """`ivr worker` as the Procfile runs it: started before Redis, Redis stopped under it."""
     hotline.redis.stop()
-    env = {**os.environ, "DATABASE_URL": hotline.settings.database_url,
-           "KEYSTORE_URL": hotline.settings.keystore_url,
-           "REDIS_URL": hotline.redis.url, "TWILIO_API_BASE": hotline.api.base_url,
-           "TWILIO_ACCOUNT_SID": hotline.settings.twilio_account_sid, "TWILIO_AUTH_TOKEN": TOKEN,
-           "IVR_DATA_KEYS": TEST_KEYS, "INSTANCE_DIR": str(tmp_path / "instance"),
-           "FLOWS_DIR": str(hotline.settings.flows_dir), "IVR_DOTENV": "/nonexistent"}
+    env = hotline.worker_env(tmp_path)
     worker = subprocess.Popen([sys.executable, "-m", "ivr.cli", "worker"], env=env,
                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:

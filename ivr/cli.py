@@ -541,6 +541,12 @@ def operators_list(numbers: bool, as_json: bool) -> None:
                    f"{','.join(r['regions']):<24} {r['open_cases']}/{r['capacity']} open  "  # type: ignore[arg-type]
                    f"{state:<9} {r['hours']} ({r['timezone']})" + (f"  {r['number']}" if numbers else ""))
     click.echo(f"{len(rows)} operator(s)")
+    from ivr.operators import uncovered
+    from ivr.routing import load_regions
+
+    found, _problems = load_regions(settings().flows_dir / "regions.yaml")
+    for warning in uncovered(db, {r.name: r.language for r in found.regions}):
+        click.echo(f"warning: {warning}: its cases go unassigned and are escalated", err=True)
 
 
 @operators.command("edit")

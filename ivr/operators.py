@@ -212,3 +212,12 @@ def _load(s: Session) -> dict[int, int]:
                      .where(Case.operator_id.is_not(None), Case.status.in_(OPEN_STATUSES))
                      .group_by(Case.operator_id)).all()
     return {int(op_id): int(n) for op_id, n in rows if op_id is not None}
+
+
+def uncovered(db: Database, regions: dict[str, str]) -> list[str]:
+    """Regions (name -> default language) that no active operator covers in that language."""
+    with db.session() as s:
+        ops = s.scalars(select(Operator).where(Operator.active.is_(True))).all()
+        cover = {(r, lang) for op in ops for r in op.regions.split(",") for lang in op.languages.split(",")}
+    return [f"no active operator covers region {name} in its language {lang}"
+            for name, lang in sorted(regions.items()) if (name, lang) not in cover]

@@ -15,7 +15,7 @@ from ivr.keys import Keyring, parse_master_keys
 from ivr.operators import Candidate, OperatorError, assign_case, choose, parse_hours
 from ivr.storage import AuditEntry, Case, Database, Vault, upgrade
 from ivr.voicemail import Reported, note_recording
-from tests.conftest import TEST_KEYS
+from tests.conftest import ROOT, TEST_KEYS
 
 # Wednesday 2026-11-25, 10:00 in Kyiv (08:00 UTC), 11:00 in Moscow.
 WEDNESDAY_MORNING = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
@@ -121,7 +121,10 @@ def test_operators_are_managed_from_the_terminal_and_their_numbers_sealed(
     assert listed == [{"id": 1, "name": "Olena", "languages": ["ru", "uk"], "regions": ["crimea", "occupied"],
                        "timezone": "Europe/Kyiv", "hours": "mon-fri 09:00-18:00", "capacity": 2,
                        "open_cases": 0, "on_duty": True, "active": True}]
-    assert "+380501112233" not in runner.invoke(cli, ["operators", "list"], env=env).output
+    plain = runner.invoke(cli, ["operators", "list"], env={**env, "FLOWS_DIR": str(ROOT / "flows")})
+    assert "+380501112233" not in plain.output
+    assert "warning: no active operator covers region russia in its language ru" in plain.output
+    assert "region crimea" not in plain.output and "region ukraine in its language uk" in plain.output
     assert "+380501112233" in runner.invoke(cli, ["operators", "list", "--numbers"], env=env).output
     db = Database(database_url)
     with db.engine.connect() as c:

@@ -60,6 +60,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # tests.servers, when run as `python bench/pipeline.py`
     sys.path.insert(0, str(ROOT))
 
+from bench.procfs import proc_table  # noqa: E402
 from tests.servers import RedisServer, free_port  # noqa: E402
 
 if TYPE_CHECKING:
@@ -156,29 +157,9 @@ def place_call(phone: Phone, transport: TimedTransport, index: int, phase: str,
 # --- processes -------------------------------------------------------------------------------
 
 
-def proc_table() -> dict[int, tuple[int, int, str]]:
-    """pid -> (ppid, clock ticks of itself and its reaped children, state), from /proc."""
-    table: dict[int, tuple[int, int, str]] = {}
-    try:
-        entries = list(os.scandir("/proc"))
-    except OSError:
-        return table
-    for entry in entries:
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", encoding="ascii", errors="replace") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        # after the command name: state ppid ... utime stime cutime cstime (12th-15th)
-        table[int(entry.name)] = (int(fields[1]), sum(int(x) for x in fields[11:15]), fields[0])
-    return table
-
-
 def tree_seconds(root: int) -> float | None:
     """CPU seconds of a process and all its descendants, live and reaped (None: gone)."""
-    table = proc_table()
+    table = proc_table(with_reaped_children=True)
     if root not in table:
         return None
     children: dict[int, list[int]] = {}
@@ -327,7 +308,7 @@ class WorkerProcess:
     def children(self) -> int | None:
         """Live processes under the worker (rq's scheduler is one; zombies, dead but not yet
         reaped, do not count); None: the worker is gone."""
-        table = proc_table()
+        table = proc_table(with_reaped_children=True)
         if self.proc.poll() is not None or self.proc.pid not in table:
             return None
         found, todo = 0, [self.proc.pid]

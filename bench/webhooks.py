@@ -44,6 +44,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 from wsgiref.types import WSGIApplication, WSGIEnvironment
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # bench.procfs and tests.servers, when run as a script
+    sys.path.insert(0, str(ROOT))
 PUBLIC_BASE = "https://hotline.bench.example"  # what the server thinks Twilio calls
 CALLERS = ["+79161234567", "+380441234567", "+4915112345678", "anonymous", "+79781234567"]
 KEYS = ["1", "1", "2", "2", "3", "4", "5", "9", "0", "*", "wait"]  # weighted: menus use low keys
@@ -123,6 +125,7 @@ def server_env(flows_dir: Path, tmp: Path, log_level: str) -> dict[str, str]:
         FLOWS_DIR=str(flows_dir.resolve()),
         INSTANCE_DIR=str(tmp / "instance"),
         DATABASE_URL=f"sqlite:///{tmp / 'ivr.db'}",
+        KEYSTORE_URL=f"sqlite:///{tmp / 'keys.db'}",
         HOTLINE_NUMBER="+15005550006",
         ENTRY_FLOW="hotline",
         TRANSFER_NUMBERS="+380441112233",
@@ -134,7 +137,6 @@ def server_env(flows_dir: Path, tmp: Path, log_level: str) -> dict[str, str]:
 @contextlib.contextmanager
 def own_redis(folder: Path) -> Iterator[str]:
     """A redis-server of the benchmark's own on a spare port, stopped at the end."""
-    sys.path.insert(0, str(ROOT))
     from tests.servers import RedisServer
 
     server = RedisServer(folder)
@@ -312,23 +314,10 @@ def free_port() -> int:
 
 def process_ticks(master: int) -> dict[int, int] | None:
     """utime+stime (clock ticks) of the gunicorn master and each worker, from /proc."""
-    found: dict[int, int] = {}
-    try:
-        entries = list(os.scandir("/proc"))
-    except OSError:
-        return None
-    for entry in entries:
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", encoding="ascii", errors="replace") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        # after the command name: state ppid ... utime (12th) stime (13th)
-        pid = int(entry.name)
-        if pid == master or int(fields[1]) == master:
-            found[pid] = int(fields[11]) + int(fields[12])
+    from bench.procfs import proc_table
+
+    found = {pid: ticks for pid, (ppid, ticks, _state) in proc_table().items()
+             if pid == master or ppid == master}
     return found or None
 
 
@@ -498,11 +487,9 @@ def wsgi_loop(app: WSGIApplication, prepared: list[tuple[WSGIEnvironment, bytes]
 
 
 def profile(env: dict[str, str], requests: list[Request], rounds: int, top: int) -> None:
+    from bench.static_app import app as static
     from ivr import create_app
     from ivr.config import load_settings
-
-    sys.path.insert(0, str(ROOT / "bench"))
-    from static_app import app as static
 
     full = create_app(load_settings(env))
     quiet = open(os.devnull, "w")  # noqa: SIM115 - logging stays on (its cost is real), unseen
@@ -576,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
         env["REDIS_URL"] = redis_url  # voicemails are enqueued as deployed, never on a shared Redis
         from ivr.storage import upgrade
 
-        upgrade(env["DATABASE_URL"])
+        upgrade(env["DATABASE_URL"], env["KEYSTORE_URL"])
         requests, waits = record_workload(env, args.calls, args.seed)
         print(f"workload: {len(requests)} signed webhooks from {args.calls} calls "
               f"(flows {os.path.relpath(flows_dir, ROOT)}): {describe(requests)}")

@@ -26,7 +26,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
@@ -214,17 +214,7 @@ class TwilioProvider:
         """Delete the recording at Twilio; one already gone (404) counts as deleted."""
         op = "delete_recording"
         sid = self._recording_sid(op, recording_sid)
-        try:
-            self.client.recordings(sid).delete()
-        except TwilioRestException as exc:
-            if exc.status == 404:
-                return
-            failure = _from_twilio(op, sid, exc)
-        except (requests.RequestException, TwilioException) as exc:
-            failure = _from_library(op, sid, exc)
-        else:
-            return
-        raise failure  # outside the handler: the library's exception is not kept as context
+        self._rest(op, sid, lambda: self.client.recordings(sid).delete(), gone_ok=True)
 
     # --- calls and messages -----------------------------------------------------------------
     def create_call(
@@ -234,33 +224,32 @@ class TwilioProvider:
         """Place an outbound call; Twilio fetches `url` when it is answered. Returns its CA… sid."""
         op = "create_call"
         self._numbers(op, to, from_)
-        try:
-            call: Any = self.client.calls.create(
-                to=to, from_=from_, url=url, method="POST", status_callback=status_callback,
-                status_callback_method="POST", status_callback_event=list(status_callback_event),
-                timeout=timeout,
-            )
-        except TwilioRestException as exc:
-            failure = _from_twilio(op, "", exc)
-        except (requests.RequestException, TwilioException) as exc:
-            failure = _from_library(op, "", exc)
-        else:
-            return str(call.sid)
-        raise failure
+        call: Any = self._rest(op, "", lambda: self.client.calls.create(
+            to=to, from_=from_, url=url, method="POST", status_callback=status_callback,
+            status_callback_method="POST", status_callback_event=list(status_callback_event),
+            timeout=timeout,
+        ))
+        return str(call.sid)
 
     def send_sms(self, to: str, from_: str, body: str) -> str:
         """Send an SMS (never with a caller's number or words in it). Returns its SM… sid."""
         op = "send_sms"
         self._numbers(op, to, from_)
+        message: Any = self._rest(op, "", lambda: self.client.messages.create(to=to, from_=from_, body=body))
+        return str(message.sid)
+
+    @staticmethod
+    def _rest(op: str, sid: str, request: Callable[[], Any], gone_ok: bool = False) -> Any:
+        """One call of the twilio library, its failures turned into a clean ProviderError."""
         try:
-            message: Any = self.client.messages.create(to=to, from_=from_, body=body)
+            return request()
         except TwilioRestException as exc:
-            failure = _from_twilio(op, "", exc)
+            if gone_ok and exc.status == 404:
+                return None
+            failure = _from_twilio(op, sid, exc)
         except (requests.RequestException, TwilioException) as exc:
-            failure = _from_library(op, "", exc)
-        else:
-            return str(message.sid)
-        raise failure
+            failure = _from_library(op, sid, exc)
+        raise failure  # outside the handler: the library's exception is not kept as context
 
     # --- checks -----------------------------------------------------------------------------
     @staticmethod

@@ -29,12 +29,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ivr.errors import IvrError
+
+if TYPE_CHECKING:  # numpy is imported where audio is handled: web processes read only settings
+    import numpy as np
+    import numpy.typing as npt
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,8 @@ class Audio:
 
     def floats(self, rate: int) -> npt.NDArray[np.float32]:
         """Samples in [-1, 1) at `rate`, as Whisper wants them."""
+        import numpy as np
+
         return resample(self.samples.astype(np.float32) / 32768.0, self.rate, rate)
 
 
@@ -159,6 +162,8 @@ def inspect(data: bytes) -> AudioInfo:
 def decode(pcm: AudioInput) -> Audio:
     if isinstance(pcm, Audio):
         return pcm
+    import numpy as np
+
     info, raw = _parse(pcm)
     samples = np.frombuffer(raw, dtype="<i2").reshape(-1, info.channels)
     mono = samples[:, 0] if info.channels == 1 else samples.mean(axis=1)
@@ -174,6 +179,8 @@ ZERO_CROSSINGS, ROLLOFF, KAISER_BETA, CHUNK = 16, 0.94, 8.6, 32_768
 
 def resample(x: npt.NDArray[np.float32], rate_in: int, rate_out: int) -> npt.NDArray[np.float32]:
     """The same sound at another sample rate; the duration stays len(x) / rate_in."""
+    import numpy as np
+
     x = np.asarray(x, dtype=np.float32)
     if rate_in == rate_out or len(x) == 0:
         return x
@@ -261,6 +268,8 @@ class WhisperEngine:
         return WhisperModel(str(self.folder), device="cpu", compute_type="int8", cpu_threads=self.threads)
 
     def transcribe(self, pcm: AudioInput) -> Transcript:
+        import numpy as np
+
         audio = decode(pcm)
         started = time.perf_counter()
         if not len(audio.samples) or int(np.abs(audio.samples.astype(np.int32)).max()) <= SILENT_PEAK:

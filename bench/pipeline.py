@@ -69,7 +69,7 @@ if TYPE_CHECKING:
 
 PUBLIC_BASE = "https://hotline.bench.example"  # what the server thinks Twilio calls
 HOTLINE = "+15005550006"
-PRESSES = ["3", "3", "#"]  # flows/hotline.yaml: English, leave a message, end it with #
+PRESSES = ["3", "3", "#", "1"]  # flows/hotline.yaml: English, a message ended with #, callback: any
 SENTENCES = [
     "I want to surrender. Please call me back tomorrow.",
     "My son was called up last week and we do not know where he is.",
@@ -77,7 +77,7 @@ SENTENCES = [
     "I am calling for my brother, he is afraid to leave the house.",
     "Call me back in the evening after seven, it is safe then.",
 ]
-DONE = ("transcribed", "transcription_failed")
+DONE = ("transcribed", "transcription_failed")  # and routed: see read_cases
 
 
 # --- the callers ---------------------------------------------------------------------------
@@ -396,7 +396,12 @@ def read_cases(db: Database) -> list[CaseRow]:
         rows = s.execute(select(Case, Call.call_sid, Recording.recording_sid)
                          .join(Call, Call.id == Case.call_id)
                          .join(Recording, Recording.id == Case.recording_id)).all()
-        return [CaseRow(c.id, sid, c.status, c.status_reason, c.created_at, c.transcribed_at, rsid)
+        # A case is done once routed (to an operator, or escalated); it reads as how its
+        # transcription went, which is what this bench measures.
+        return [CaseRow(c.id, sid, c.status if c.routed_at is None and c.status == "new" else
+                        "routing" if c.routed_at is None else
+                        "transcribed" if c.transcript_engine else "transcription_failed",
+                        c.status_reason, c.created_at, c.transcribed_at, rsid)
                 for c, sid, rsid in rows]
 
 

@@ -56,11 +56,13 @@ def create_app(
     from flask import Flask
 
     from ivr import public, voice
-    from ivr.calls import CallHandler
-    from ivr.jobs import Outbox, OutboxFlusher, keyring_for
+    from ivr.callbacks import OperatorLeg, live_numbers
+    from ivr.calls import CallbackHandler, CallHandler
+    from ivr.engine import Caller
+    from ivr.jobs import Outbox, OutboxFlusher, keyring_for, policy_for
     from ivr.registry import FlowRegistry
     from ivr.storage import Database, Vault
-    from ivr.voicemail import Reported, note_recording
+    from ivr.voicemail import Reported, note_consent, note_recording
 
     settings = settings or load_settings()
     configure_logging(settings.log_level)
@@ -80,7 +82,20 @@ def create_app(
         if note_recording(db, vault, recording) is not None and enqueue:
             outbox.flush_soon()  # at once when Redis is up; the flusher retries when it is not
 
-    app.extensions["ivr"] = CallHandler(settings, registry, clock, report if voicemail else None)
+    def consent(call_sid: str, value: str) -> None:
+        note_consent(db, call_sid, value)
+
+    def transfer(caller: Caller, language: str, now: datetime) -> tuple[str, ...]:
+        return live_numbers(db, vault, caller.region, language, now, settings.transfer_ring_max)
+
+    def caller_id(region: str) -> str:
+        return registry.regions.region(region).caller_id or settings.hotline_number
+
+    handler = CallHandler(settings, registry, clock, report if voicemail else None,
+                          consent if voicemail else None, transfer if voicemail else None)
+    app.extensions["ivr"] = handler
+    app.extensions["ivr.callbacks"] = CallbackHandler(
+        settings, OperatorLeg(db, vault, policy_for(settings), caller_id), handler.renderer, clock)
     app.extensions["ivr.db"] = db
     app.extensions["ivr.vault"] = vault
     app.extensions["ivr.outbox"] = outbox

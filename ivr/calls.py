@@ -16,9 +16,11 @@ from datetime import UTC, datetime
 from functools import cache
 
 from ivr import engine
+from ivr.callbacks import Done, OperatorLeg
 from ivr.config import Settings
 from ivr.engine import Caller, CallInput, CallState, Context, Turn
 from ivr.errors import StateError
+from ivr.flow import CONSENT_VARIABLE
 from ivr.registry import FlowRegistry
 from ivr.twiml import EMPTY, Renderer, SignatureChecker, decode_state
 from ivr.voicemail import Reported
@@ -53,18 +55,36 @@ class CallHandler:
         registry: FlowRegistry,
         clock: Callable[[], datetime] | None = None,
         voicemail: Callable[[Reported], None] | None = None,
+        consent: Callable[[str, str], None] | None = None,
+        transfer: Callable[[Caller, str, datetime], tuple[str, ...]] | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
         self.clock = clock or (lambda: datetime.now(UTC))
         self.voicemail = voicemail
+        self.consent = consent
+        self.transfer = transfer
         self.renderer = Renderer(settings.public_base_url, settings.hotline_number)
         self.checker = SignatureChecker(settings.twilio_auth_token)
 
     def _context(self, params: Params) -> Context:
         number = params.get("From", "")
         caller: Callable[[], Caller] = cache(lambda: self.registry.regions.which(number)[0])
-        return Context(self.clock(), caller, lambda _state: self.settings.transfer_numbers)
+        now = self.clock()
+        return Context(now, caller, lambda state: self._targets(caller(), state.language, now))
+
+    def _targets(self, caller: Caller, language: str, now: datetime) -> tuple[str, ...]:
+        """Whom a transfer rings: on-duty operators of the caller's region and language, else
+        TRANSFER_NUMBERS. A failure here must not drop the call: it rings the fallback."""
+        if self.transfer is not None:
+            try:
+                found = self.transfer(caller, language, now)
+            except Exception:
+                log.exception("could not choose operators for a transfer; ringing TRANSFER_NUMBERS")
+            else:
+                if found:
+                    return found
+        return self.settings.transfer_numbers
 
     def _reply(self, turn: Turn) -> Reply:
         twiml = self.renderer.render(turn)
@@ -99,7 +119,11 @@ class CallHandler:
             given = self._input(event, params)
             if given.event == engine.RECORDED:
                 self._report(params, state, "completed")
-            return self._reply(engine.resume(self.registry.get, state, given, self._context(params)))
+            turn = engine.resume(self.registry.get, state, given, self._context(params))
+            agreed = turn.state.var(CONSENT_VARIABLE)
+            if agreed is not None and agreed != state.var(CONSENT_VARIABLE):
+                self._consent(params, agreed)
+            return self._reply(turn)
         except Exception as exc:
             if isinstance(exc, StateError):
                 log.warning("call %s: %s", params.get("CallSid", "?"), exc)
@@ -146,6 +170,16 @@ class CallHandler:
         self._report(params, state, params.get("RecordingStatus", ""), language=query.get("l", ""))
         return Reply(EMPTY)
 
+    def _consent(self, params: Params, value: str) -> None:
+        """The caller answered the callback question: keep it with the call and its case."""
+        if self.consent is None or not params.get("CallSid"):
+            return
+        try:
+            self.consent(params["CallSid"][:64], value)
+        except Exception:
+            # Not kept means no callback: the safe side. The caller still hears the flow.
+            log.exception("could not store the callback consent of call %s", params["CallSid"][:64])
+
     def _report(self, params: Params, state: CallState | None, status: str,
                 language: str = "") -> None:
         """Hand a reported recording to the voicemail desk; never fail the webhook for it."""
@@ -160,14 +194,80 @@ class CallHandler:
         except ValueError:
             duration = 0
         number = params.get("From", "")
+        caller = self.registry.regions.which(number)[0]
         try:
             self.voicemail(Reported(
                 call_sid=params["CallSid"][:64], recording_sid=sid, status=status,
                 duration=duration, number=number,
-                caller=self.registry.regions.which(number)[0],
+                caller=caller, timezone=self.registry.regions.region(caller.region).timezone,
                 flow=state.flow if state else "", flow_version=state.version if state else "",
                 step=state.step if state else "", language=state.language if state else language,
+                consent=(state.var(CONSENT_VARIABLE) or "") if state else "",
             ))
         except Exception:
             # The recording stays at Twilio; the log says which one, so nothing is lost.
             log.exception("could not store recording %s; it remains at Twilio", sid)
+
+
+class CallbackHandler:
+    """The operator's leg of a callback (`/twilio/callback/*?a=ATTEMPT`): whisper, press 1,
+    bridge, outcome. Whatever fails, the operator hears a short message, never silence."""
+
+    def __init__(self, settings: Settings, leg: OperatorLeg, renderer: Renderer,
+                 clock: Callable[[], datetime] | None = None) -> None:
+        self.settings, self.leg, self.renderer = settings, leg, renderer
+        self.clock = clock or (lambda: datetime.now(UTC))
+
+    def _url(self, what: str, attempt: int) -> str:
+        return f"{self.renderer.base}/twilio/callback/{what}?a={attempt}"
+
+    @staticmethod
+    def _attempt(query: Params) -> int:
+        raw = query.get("a", "")
+        if not (raw.isdigit() and len(raw) < 12):
+            raise StateError("no callback attempt in the URL")
+        return int(raw)
+
+    def _guard(self, query: Params, params: Params, act: Callable[[int], str]) -> Reply:
+        speak_in = "en"
+        try:
+            attempt = self._attempt(query)
+            speak_in = self.leg.language(attempt)
+            return Reply(act(attempt))
+        except Exception:
+            log.exception("callback webhook %s failed for call %s", query.get("a", "?")[:12],
+                          params.get("CallSid", "?")[:64])
+            return Reply(self.renderer.operator_done("error", speak_in))
+
+    def answer(self, query: Params, params: Params) -> Reply:
+        def act(attempt: int) -> str:
+            found = self.leg.answered(attempt)
+            if isinstance(found, Done):
+                return self.renderer.operator_done(found.reason, self.leg.language(attempt))
+            return self.renderer.whisper(found.case_id, found.language, found.region,
+                                         found.speak_in, self._url("connect", attempt))
+        return self._guard(query, params, act)
+
+    def connect(self, query: Params, params: Params) -> Reply:
+        def act(attempt: int) -> str:
+            speak_in = self.leg.language(attempt)
+            found = self.leg.pressed(attempt, params.get("Digits", "").strip(), self.clock())
+            if isinstance(found, Done):
+                return self.renderer.operator_done(found.reason, speak_in)
+            return self.renderer.bridge(found.number, found.caller_id, speak_in,
+                                        self._url("bridged", attempt))
+        return self._guard(query, params, act)
+
+    def bridged(self, query: Params, params: Params) -> Reply:
+        def act(attempt: int) -> str:
+            found = self.leg.bridged(attempt, params.get("DialCallStatus", ""),
+                                     params.get("DialCallDuration", ""), self.clock())
+            return self.renderer.operator_done(found.reason, self.leg.language(attempt))
+        return self._guard(query, params, act)
+
+    def status(self, query: Params, params: Params) -> Reply:
+        try:
+            self.leg.status(self._attempt(query), params.get("CallStatus", ""), self.clock())
+        except Exception:
+            log.exception("callback status for call %s not recorded", params.get("CallSid", "?")[:64])
+        return Reply(EMPTY)

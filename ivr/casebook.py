@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from ivr.keys import CryptoError
-from ivr.storage import AuditEntry, Case, Database, Recording, Vault, utcnow
+from ivr.storage import AuditEntry, CallbackAttempt, Case, Database, Recording, Vault, utcnow
 
 STATUSES = ("new", "transcribed", "transcription_failed", "routed", "closed")
 
@@ -25,6 +25,14 @@ class CaseError(Exception):
 
 def _iso(when: datetime | None) -> str | None:
     return when.isoformat(timespec="seconds") if when is not None else None
+
+
+def _transcription(case: Case, rec: Recording | None) -> str:
+    if case.transcript_engine:
+        return "done"
+    if case.transcribed_at is not None or (rec is not None and rec.status == "failed"):
+        return "failed"
+    return "pending"
 
 
 def _summary(case: Case, rec: Recording | None, repeat: int) -> dict[str, Any]:
@@ -50,6 +58,16 @@ def _summary(case: Case, rec: Recording | None, repeat: int) -> dict[str, Any]:
         "operator_id": case.operator_id,
         "assigned_at": _iso(case.assigned_at),
         "route_reason": case.route_reason,
+        # Whether the words are in: pending, done, or failed (status_reason says why). A case
+        # keeps this when it moves on to routed, so a failed transcription stays findable.
+        "transcription": _transcription(case, rec),
+        "consent": case.consent or "none",
+        "callback_status": case.callback_status,
+        "callback_attempts": case.callback_attempts,
+        "next_callback_at": _iso(case.next_callback_at),
+        "notified_at": _iso(case.notified_at),
+        "acted_at": _iso(case.acted_at),
+        "reoffers": case.reoffers,
         "number_withheld": case.number is None and case.purged_at is None,
         "earlier_cases_from_same_number": repeat,
     }
@@ -64,12 +82,18 @@ def _repeats(db_session: Any, case: Case) -> int:
 
 
 def list_cases(db: Database, status: str | None = None, region: str | None = None,
-               limit: int = 500) -> list[dict[str, Any]]:
-    """Newest first; nothing decrypted, nothing about the caller but region and language."""
+               limit: int = 500, transcription: str | None = None) -> list[dict[str, Any]]:
+    """Newest first; nothing decrypted, nothing about the caller but region and language.
+
+    `transcription="failed"`: the cases whose words could not be had (no model, bad audio).
+    """
     with db.session() as s:
         query = select(Case, Recording).join(Recording, Recording.id == Case.recording_id)
         if status:
             query = query.where(Case.status == status)
+        if transcription == "failed":
+            query = query.where(Case.transcript_engine.is_(None),
+                                (Case.transcribed_at.is_not(None)) | (Recording.status == "failed"))
         if region:
             query = query.where(Case.region == region)
         rows = s.execute(query.order_by(Case.created_at.desc(), Case.id.desc()).limit(limit)).all()
@@ -91,6 +115,15 @@ def show_case(db: Database, vault: Vault, case_id: int, actor: str) -> dict[str,
             found["transcript"], found["transcript_error"] = None, str(exc)
         if found["transcript"] is not None:
             s.add(AuditEntry(actor=actor, action="transcript-read", case_id=case.id))
+        if actor == f"operator:{case.operator_id}" and case.acted_at is None:
+            case.acted_at = utcnow()  # its operator opened it: no re-offer
+        found["callbacks"] = [
+            {"attempt": a.id, "operator_id": a.operator_id, "started_at": _iso(a.started_at),
+             "confirmed_at": _iso(a.confirmed_at), "ended_at": _iso(a.ended_at),
+             "outcome": a.outcome, "seconds": a.seconds}
+            for a in s.scalars(select(CallbackAttempt).where(CallbackAttempt.case_id == case.id)
+                               .order_by(CallbackAttempt.id))
+        ]
         found["timeline"] = [
             {"at": _iso(e.at), "actor": e.actor, "action": e.action, "detail": e.detail}
             for e in s.scalars(select(AuditEntry).where(AuditEntry.case_id == case.id)
@@ -108,4 +141,7 @@ def close_case(db: Database, case_id: int, actor: str, reason: str = "") -> None
         if case.status == "closed":
             raise CaseError(f"case #{case_id} is already closed")
         case.status, case.status_reason, case.closed_at = "closed", reason or None, utcnow()
+        case.acted_at = case.acted_at or case.closed_at
+        if case.callback_status in ("waiting", "scheduled", "queued"):
+            case.callback_status, case.next_callback_at = "none", None
         s.add(AuditEntry(actor=actor, action="closed", case_id=case.id, detail=reason or None))

@@ -24,6 +24,7 @@ from ivr.config import Settings, load_settings
 from ivr.errors import ConfigError
 
 if TYPE_CHECKING:
+    from ivr.routing import Regions
     from ivr.standin import Phone, RecordingStore, RemoteApi
     from ivr.storage import Database, Vault
 
@@ -86,18 +87,31 @@ def _serve_development(s: Settings, port: int, argv: list[str]) -> None:
 
     import redis
 
-    from ivr.standin import TwilioApi
+    from ivr.standin import Created, HttpTransport, Phone, ScriptedCaller, TwilioApi
+
+    def operator_answers(call: Created) -> None:
+        """A callback rings the operator's phone: here it answers, presses 1, and the caller
+        answers too, so `ivr cases callback ID` can be tried with no phone at all."""
+        phone = Phone(HttpTransport(s.public_base_url, f"http://127.0.0.1:{port}"), s.public_base_url,
+                      s.twilio_auth_token, s.twilio_account_sid, s.hotline_number)
+        log = phone.answer(call, ScriptedCaller(["1", "answer"]))
+        click.echo("Twilio stand-in, the operator's phone: " + " / ".join(h.text for h in log.heard)
+                   + (f" (errors: {'; '.join(log.errors)})" if log.errors else ""))
 
     env = dict(os.environ)
     api = None
     if not os.environ.get("TWILIO_API_BASE"):
-        api = TwilioApi(s.twilio_account_sid, s.twilio_auth_token, port=port + 1)
+        api = TwilioApi(s.twilio_account_sid, s.twilio_auth_token, port=port + 1,
+                        on_call=operator_answers)
         try:
             env["TWILIO_API_BASE"] = api.start()
         except OSError:
             raise click.ClickException(f"port {port + 1} is taken (the Twilio stand-in goes there): "
                                        "choose another --port, or set TWILIO_API_BASE") from None
         click.echo(f"Twilio's REST side (a local stand-in) on {env['TWILIO_API_BASE']}")
+        # So that `ivr cases callback` from another terminal reaches this stand-in too.
+        s.instance_dir.mkdir(parents=True, exist_ok=True)
+        (s.instance_dir / STANDIN_FILE).write_text(env["TWILIO_API_BASE"] + "\n", encoding="utf-8")
     children = [subprocess.Popen(argv, env=env)]
     try:
         redis.Redis.from_url(s.redis_url, socket_connect_timeout=1).ping()
@@ -130,7 +144,19 @@ def _serve_development(s: Settings, port: int, argv: list[str]) -> None:
                 child.kill()
         if api is not None:
             api.stop()
+            (s.instance_dir / STANDIN_FILE).unlink(missing_ok=True)
     sys.exit(code)
+
+
+STANDIN_FILE = "twilio-standin.url"
+
+
+def _rest_settings(s: Settings) -> Settings:
+    """In development with no TWILIO_API_BASE, the stand-in a running `ivr serve` started."""
+    marker = s.instance_dir / STANDIN_FILE
+    if s.production or os.environ.get("TWILIO_API_BASE") or not marker.is_file():
+        return s
+    return s.replace(twilio_api_base=marker.read_text(encoding="utf-8").strip())
 
 
 @main.command()
@@ -158,7 +184,7 @@ def worker(burst: bool) -> None:
         jobs.Outbox(services.db, s.redis_url).flush()
         SimpleWorker([Queue(jobs.QUEUE, connection=conn)], connection=conn).work(burst=True)
         return
-    jobs.Housekeeper(services.db, s.redis_url).start()
+    jobs.Housekeeper(services.db, s.redis_url, policy=services.policy).start()
     jobs.work(s.redis_url)
 
 
@@ -247,13 +273,15 @@ def _actor() -> str:
 @cases.command("list")
 @click.option("--status", type=click.Choice(STATUSES), default=None)
 @click.option("--region", default=None, help="A region name from flows/regions.yaml.")
+@click.option("--untranscribed", is_flag=True, help="Only cases whose words could not be had.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def cases_list(status: str | None, region: str | None, as_json: bool) -> None:
+def cases_list(status: str | None, region: str | None, untranscribed: bool, as_json: bool) -> None:
     """The cases, newest first (no caller data: `ivr cases show ID` for the transcript)."""
     from ivr.casebook import list_cases
 
     db, _vault = _stores()
-    rows = list_cases(db, status=status, region=region)
+    rows = list_cases(db, status=status, region=region,
+                      transcription="failed" if untranscribed else None)
     if as_json:
         click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return
@@ -408,9 +436,11 @@ def _file_voicemails(s: Settings, phone: Phone) -> None:
     if ran:
         for row in list_cases(app.extensions["ivr.db"], limit=ran):
             reason = f" ({row['status_reason']})" if row["status_reason"] else ""
-            click.echo(f"Voicemail filed as case #{row['id']}: {row['status']}{reason}, "
-                       f"region {row['region']}, language {row['language']}. "
-                       f"Read it: ivr cases show {row['id']}")
+            whom = (f"operator #{row['operator_id']}" if row["operator_id"] else
+                    "unassigned, escalated to supervisors")
+            click.echo(f"Voicemail filed as case #{row['id']}: transcription {row['transcription']}"
+                       f"{reason}, region {row['region']}, language {row['language']}, {whom}, "
+                       f"callback: {row['consent']}. Read it: ivr cases show {row['id']}")
 
 
 def _print_heard(kind: str, text: str, locale: str) -> None:
@@ -511,15 +541,18 @@ def _operator_call(fn: Callable[[], object]) -> object:
 @click.option("--hours", default="always", show_default=True,
               help="Working hours, like `mon-fri 09:00-18:00; sat 10:00-14:00`.")
 @click.option("--capacity", type=int, default=5, show_default=True, help="Open cases at most.")
+@click.option("--supervisor", is_flag=True,
+              help="Also told (by SMS) of every case no operator could take.")
 def operators_add(name: str, number: str, languages: str, region_names: str, timezone: str, hours: str,
-                  capacity: int) -> None:
+                  capacity: int, supervisor: bool) -> None:
     """Add an operator (on duty from now on)."""
     from ivr.operators import add_operator
 
     db, vault = _stores()
     new_id = _operator_call(lambda: add_operator(
         db, vault, name=name, number=number, languages=languages, regions=region_names,
-        timezone=timezone, hours=hours, capacity=capacity, actor=_actor()))
+        timezone=timezone, hours=hours, capacity=capacity,
+        role="supervisor" if supervisor else "operator", actor=_actor()))
     click.echo(f"operator #{new_id} {name} added")
 
 
@@ -539,7 +572,9 @@ def operators_list(numbers: bool, as_json: bool) -> None:
         state = "disabled" if not r["active"] else ("on duty" if r["on_duty"] else "off duty")
         click.echo(f"#{r['id']:<4} {r['name']:<20} {','.join(r['languages']):<8} "  # type: ignore[arg-type]
                    f"{','.join(r['regions']):<24} {r['open_cases']}/{r['capacity']} open  "  # type: ignore[arg-type]
-                   f"{state:<9} {r['hours']} ({r['timezone']})" + (f"  {r['number']}" if numbers else ""))
+                   f"{state:<9} {r['hours']} ({r['timezone']})"
+                   + ("  supervisor" if r["role"] == "supervisor" else "")
+                   + (f"  {r['number']}" if numbers else ""))
     click.echo(f"{len(rows)} operator(s)")
     from ivr.operators import uncovered
     from ivr.routing import load_regions
@@ -559,16 +594,18 @@ def operators_list(numbers: bool, as_json: bool) -> None:
 @click.option("--hours")
 @click.option("--capacity", type=int)
 @click.option("--on-duty/--off-duty", "on_duty", default=None)
+@click.option("--role", type=click.Choice(["operator", "supervisor"]), default=None)
 def operators_edit(operator_id: int, name: str | None, number: str | None, languages: str | None,
                    region_names: str | None, timezone: str | None, hours: str | None,
-                   capacity: int | None, on_duty: bool | None) -> None:
+                   capacity: int | None, on_duty: bool | None, role: str | None) -> None:
     """Change an operator; only the options given change."""
     from ivr.operators import edit_operator
 
     db, vault = _stores()
     _operator_call(lambda: edit_operator(
         db, vault, operator_id, _actor(), name=name, number=number, languages=languages,
-        regions=region_names, timezone=timezone, hours=hours, capacity=capacity, on_duty=on_duty))
+        regions=region_names, timezone=timezone, hours=hours, capacity=capacity, on_duty=on_duty,
+        role=role))
     click.echo(f"operator #{operator_id} changed")
 
 
@@ -593,6 +630,29 @@ def cases_assign(case_id: int) -> None:
     choice = _operator_call(lambda: assign_case(db, case_id, actor=_actor()))
     assert isinstance(choice, Choice)
     click.echo(f"case #{case_id}: {choice.reason}")
+
+
+@cases.command("callback")
+@click.argument("case_id", type=int)
+def cases_callback(case_id: int) -> None:
+    """Call the caller back: ring the case's operator from the hotline number; when they
+    answer and press 1, they are connected to the caller. Neither sees the other's number.
+
+    Refused without the caller's consent; outside the caller's safe hours it is scheduled
+    for when they open (the worker places it).
+    """
+    from ivr.callbacks import CallbackError, start_callback
+    from ivr.jobs import policy_for, telephony_for
+
+    s = _rest_settings(settings())
+    db, vault = _stores()
+    try:
+        attempt = start_callback(db, vault, telephony_for(s), s.public_base_url, policy_for(s),
+                                 case_id, actor=_actor())
+    except CallbackError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"case #{case_id}: calling its operator (attempt {attempt}); they press 1 to be "
+               "connected. `ivr cases show` has the outcome.")
 
 
 # --- regions ------------------------------------------------------------------------------
@@ -660,8 +720,36 @@ def flows_check(paths: tuple[Path, ...]) -> None:
         click.echo(f"{len(errors)} problem(s) found; a running hotline keeps serving "
                    "the last good version of a broken flow.")
         sys.exit(1)
+    for warning in _coverage(regions, regions_file):
+        click.echo(warning)
     summary = ", ".join(f"{f.id}@{f.version} ({len(f.steps)} steps)" for f in result.flows.values())
     click.echo(f"{len(result.flows)} flow(s) OK: {summary}")
+
+
+def _coverage(regions: Regions, regions_file: Path) -> list[str]:
+    """Warnings for regions no active operator covers in their language, when the hotline's
+    database can be read (an editor's checkout may have none: then nothing is said)."""
+    from sqlalchemy import inspect
+    from sqlalchemy.engine import make_url
+
+    from ivr.operators import uncovered
+    from ivr.storage import Database
+
+    if not regions.regions:
+        return []
+    try:
+        url = settings().database_url
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file():
+            return []
+        db = Database(url)
+        if not inspect(db.engine).has_table("operators"):
+            return []
+        found = uncovered(db, {r.name: r.language for r in regions.regions})
+        db.engine.dispose()
+    except Exception:  # a database that is down says nothing about the flows
+        return []
+    return [f"{regions_file}: warning: {w}: its cases go unassigned and are escalated" for w in found]
 
 
 @flows.command("graph")

@@ -45,6 +45,10 @@ class Settings:
     transcribe_engines: str = "en=whisper-tiny-en"
     transcribe_threads: int = 1
     outbox_flush_seconds: float = 5.0
+    callback_daytime: str = "09:00-21:00"
+    callback_retry_minutes: tuple[int, ...] = (15, 60, 240)
+    reoffer_minutes: int = 30
+    transfer_ring_max: int = 3
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -80,7 +84,27 @@ SETTINGS: dict[str, tuple[str, bool]] = {
     "TRANSCRIBE_THREADS": ("CPU threads per transcription in a worker (default 1)", False),
     "OUTBOX_FLUSH_SECONDS": ("how often a web process re-tries enqueueing jobs Redis missed",
                              False),
+    "CALLBACK_DAYTIME": ("the caller's local hours that a `day` consent allows, e.g. 09:00-21:00",
+                         False),
+    "CALLBACK_RETRY_MINUTES": ("waits between callback attempts; one more attempt than waits, "
+                               "e.g. 15,60,240", False),
+    "REOFFER_MINUTES": ("minutes an operator has to act on a case before it goes to the next",
+                        False),
+    "TRANSFER_RING_MAX": ("how many matching operators a live transfer rings at once (1-10)",
+                          False),
 }
+
+
+def parse_daytime(text: str) -> tuple[int, int] | None:
+    """`09:00-21:00` as minutes of the day; None when it is not such a span."""
+    m = re.fullmatch(r"(\d{1,2}):(\d\d)-(\d{1,2}):(\d\d)", text.strip())
+    if not m:
+        return None
+    h1, m1, h2, m2 = (int(x) for x in m.groups())
+    start, end = h1 * 60 + m1, h2 * 60 + m2
+    if h1 > 23 or h2 > 24 or m1 > 59 or m2 > 59 or start >= end or end > 24 * 60:
+        return None
+    return start, end
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -130,6 +154,28 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         if number < low:
             problems.append(f"{name} must be a number, at least {low}")
         values[key] = int(number) if key == "retention_days" else number
+    daytime = get("CALLBACK_DAYTIME") or base.callback_daytime
+    if parse_daytime(daytime) is None:
+        problems.append("CALLBACK_DAYTIME must be hours like 09:00-21:00 (start before end)")
+    values["callback_daytime"] = daytime
+    retries = get("CALLBACK_RETRY_MINUTES")
+    try:
+        values["callback_retry_minutes"] = (tuple(int(x) for x in retries.split(",") if x.strip())
+                                            if retries else base.callback_retry_minutes)
+        if any(m < 1 for m in values["callback_retry_minutes"]):
+            raise ValueError
+    except ValueError:
+        problems.append("CALLBACK_RETRY_MINUTES must be whole minutes separated by commas, "
+                        "like 15,60,240 (empty: one attempt only)")
+    for name, key, default, low, high in (
+        ("REOFFER_MINUTES", "reoffer_minutes", base.reoffer_minutes, 1, 10080),
+        ("TRANSFER_RING_MAX", "transfer_ring_max", base.transfer_ring_max, 1, 10),
+    ):
+        raw = get(name)
+        if raw and not (raw.isdigit() and low <= int(raw) <= high):
+            problems.append(f"{name} must be a whole number from {low} to {high}")
+        else:
+            values[key] = int(raw) if raw else default
     from ivr.transcribe import parse_engines, parse_threads
 
     try:

@@ -98,6 +98,12 @@ class Hours:
         return False
 
 
+# The call variable a flow sets to record the caller's consent to be called back (a `set`
+# step: `variables: {callback: day}`); the loader accepts only these values. No value means
+# no consent: nobody calls.
+CONSENT_VARIABLE = "callback"
+CONSENTS = ("any", "day", "none")
+
 # --- steps -----------------------------------------------------------------------------
 
 

@@ -25,8 +25,8 @@ from rq.job import Job, JobStatus
 from rq.scheduler import RQScheduler
 from sqlalchemy import func, select, update
 
-from ivr import voicemail
-from ivr.config import Settings, load_settings
+from ivr import callbacks, voicemail
+from ivr.config import Settings, load_settings, parse_daytime
 from ivr.keys import Keyring, development_keys, parse_master_keys
 from ivr.storage import Database, OutboxJob, Vault, utcnow
 
@@ -47,6 +47,8 @@ class Services:
     db: Database
     vault: Vault
     tools: voicemail.Tools
+    telephony: callbacks.Telephony
+    policy: callbacks.Policy
 
 
 _services: Services | None = None
@@ -75,6 +77,30 @@ def keyring_for(settings: Settings) -> Keyring:
     if settings.data_keys:
         return Keyring(parse_master_keys(settings.data_keys))
     return Keyring(development_keys(settings.instance_dir))
+
+
+def policy_for(settings: Settings) -> callbacks.Policy:
+    daytime = parse_daytime(settings.callback_daytime)
+    assert daytime is not None  # checked by load_settings
+    return callbacks.Policy(daytime, settings.callback_retry_minutes,
+                            timedelta(minutes=settings.reoffer_minutes))
+
+
+def telephony_for(settings: Settings) -> callbacks.Telephony:
+    """SMS and calls from the hotline's own number, through Twilio's REST API."""
+    from ivr.providers import TwilioProvider
+
+    provider = TwilioProvider.from_settings(settings)
+    hotline = settings.hotline_number
+
+    def send_sms(to: str, body: str) -> str:
+        return provider.send_sms(to, hotline, body)
+
+    def place_call(to: str, url: str, status_callback: str, timeout: int) -> str:
+        return provider.create_call(to, hotline, url, status_callback, timeout,
+                                    status_callback_event=("answered", "completed"))
+
+    return callbacks.Telephony(send_sms, place_call)
 
 
 def build_services(settings: Settings) -> Services:
@@ -117,8 +143,17 @@ def build_services(settings: Settings) -> Services:
         return result.text, result.engine
 
     db = Database(settings.database_url)
-    return Services(settings, db, Vault(keyring_for(settings), Database(settings.keystore_url)),
-                    voicemail.Tools(fetch, delete, check_audio, transcribe))
+    vault = Vault(keyring_for(settings), Database(settings.keystore_url))
+    telephony = telephony_for(settings)
+
+    def after(case_id: int) -> None:
+        """A case's text is in: give it to an operator and tell them (or the supervisors)."""
+        callbacks.route(db, case_id)
+        callbacks.notify(db, vault, telephony, settings.public_base_url, case_id)
+
+    return Services(settings, db, vault,
+                    voicemail.Tools(fetch, delete, check_audio, transcribe, after),
+                    telephony, policy_for(settings))
 
 
 # --- jobs (rq imports these by name: keep them small, arguments are ids) -------------------
@@ -127,6 +162,23 @@ def build_services(settings: Settings) -> Services:
 def process_recording(recording_id: int) -> str:
     s = services()
     return voicemail.process_recording(s.db, s.vault, s.tools, recording_id)
+
+
+def notify_case(case_id: int) -> int:
+    """Tell a case's (new) operator by SMS, or the supervisors when it has none."""
+    s = services()
+    return callbacks.notify(s.db, s.vault, s.telephony, s.settings.public_base_url, case_id)
+
+
+def callback_case(case_id: int) -> int | None:
+    """A scheduled callback attempt that is due; None when it must not happen now."""
+    s = services()
+    try:
+        return callbacks.start_callback(s.db, s.vault, s.telephony, s.settings.public_base_url,
+                                        s.policy, case_id)
+    except callbacks.CallbackError as exc:
+        log.info("scheduled callback not placed: %s", exc)
+        return None
 
 
 def purge_expired() -> int:
@@ -177,9 +229,11 @@ class Housekeeper(threading.Thread):
     LOCK, PURGE_DUE = "ivr:housekeeper", "ivr:purge-due"
 
     def __init__(self, db: Database, redis_url: str, every: float = 60.0,
-                 lost_after: timedelta = LOST_AFTER) -> None:
+                 lost_after: timedelta = LOST_AFTER,
+                 policy: callbacks.Policy | None = None) -> None:
         super().__init__(name="housekeeper", daemon=True)
         self.db, self.redis_url, self.every, self.lost_after = db, redis_url, every, lost_after
+        self.policy = policy or callbacks.Policy()
         self.outbox = Outbox(db, redis_url)
         self.stopping = threading.Event()
 
@@ -189,6 +243,9 @@ class Housekeeper(threading.Thread):
         if not conn.set(self.LOCK, "1", nx=True, ex=max(1, int(self.every * 0.9))):
             return False
         queue = Queue(QUEUE, connection=conn)
+        # Cases nobody acted on, and callbacks that are due: their jobs go through the outbox.
+        callbacks.reoffer_due(self.db, self.policy)
+        callbacks.due_callbacks(self.db, self.policy)
         self.outbox.flush()
         if not conn.exists(RQScheduler.get_locking_key(QUEUE)):
             # No live rq scheduler (it dies with a Redis outage and comes back only at rq's
@@ -260,7 +317,9 @@ def work(redis_url: str) -> None:
         # rq also returns after giving up on a silent Redis: that is not a reason to stop.
 
 
-JOBS: dict[str, Callable[[int], object]] = {voicemail.PROCESS_RECORDING: process_recording}
+JOBS: dict[str, Callable[[int], object]] = {voicemail.PROCESS_RECORDING: process_recording,
+                                            callbacks.NOTIFY: notify_case,
+                                            callbacks.CALLBACK: callback_case}
 
 
 # --- the outbox ----------------------------------------------------------------------------

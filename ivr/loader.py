@@ -23,6 +23,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ivr.flow import (
+    CONSENT_VARIABLE,
+    CONSENTS,
     DEFAULT_LOCALES,
     STEP_TYPES,
     VOICES,
@@ -367,6 +369,11 @@ class _FlowReader:
                     if not NAME.match(var):
                         doc.problem(key_node, f"variable `{var}` is not a valid name")
                     values[var] = need(doc.string(value_node, f"variable `{var}`"))
+                    if var == CONSENT_VARIABLE and values[var] not in CONSENTS:
+                        doc.problem(value_node, f"`{CONSENT_VARIABLE}` is the caller's callback "
+                                    f"consent: `{values[var]}` is not one of {', '.join(CONSENTS)}",
+                                    did_you_mean(values[var], CONSENTS) or "any (any time), day "
+                                    "(daytime in their time zone) or none")
                 return SetVariables(name, values, self.ref(v["next"], "`next`"))
             case "record":
                 return Record(

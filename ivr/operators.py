@@ -15,23 +15,29 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, literal, select, update
+from sqlalchemy import case as case_when
 from sqlalchemy.orm import Session
 
 from ivr.flow import Hours
 from ivr.storage import AuditEntry, Case, Database, Operator, Vault, utcnow
+from ivr.voicemail import callback_status
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}\Z")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 OPEN_STATUSES = ("new", "transcribed", "transcription_failed", "routed")
+ROLES = ("operator", "supervisor")
 
 
 class OperatorError(ValueError):
     """A bad operator setting or an unknown operator, said in one line."""
 
 
+@lru_cache(maxsize=4096)
 def parse_hours(text: str, timezone: str) -> Hours:
     """`mon-fri 09:00-18:00; sat 10:00-14:00`, `daily 20:00-08:00` or `always`, in `timezone`."""
     try:
@@ -83,13 +89,19 @@ class Choice:
     reason: str
 
 
-def choose(candidates: list[Candidate], region: str, language: str, now: datetime) -> Choice:
-    """The operator for a case of `region` and `language` at `now`, and why."""
-    matching = [c for c in candidates if region in c.regions and language in c.languages]
+def choose(candidates: list[Candidate], region: str, language: str, now: datetime,
+           exclude: frozenset[int] = frozenset()) -> Choice:
+    """The operator for a case of `region` and `language` at `now`, and why.
+
+    `exclude`: operators the case was offered to before and who did not act on it (re-offer).
+    """
+    matching = [c for c in candidates if region in c.regions and language in c.languages
+                and c.id not in exclude]
     on_duty = [c for c in matching if c.on_duty and c.hours.is_open(now)]
     with_room = [c for c in on_duty if c.open_cases < c.capacity]
-    said = (f"region {region}, language {language} → {len(matching)} candidate(s), "
-            f"{len(on_duty)} on duty, {len(with_room)} with room")
+    said = (f"region {region}, language {language} → {len(matching)} candidate(s)"
+            + (f" (not {len(exclude)} offered before)" if exclude else "")
+            + f", {len(on_duty)} on duty, {len(with_room)} with room")
     if not with_room:
         return Choice(None, f"{said}: unassigned, escalated to supervisors")
     never = datetime.min.replace(tzinfo=now.tzinfo)
@@ -110,7 +122,10 @@ def _names(text: str, what: str) -> str:
 
 
 def add_operator(db: Database, vault: Vault, *, name: str, number: str, languages: str, regions: str,
-                 timezone: str, hours: str, capacity: int = 5, actor: str = "admin") -> int:
+                 timezone: str, hours: str, capacity: int = 5, role: str = "operator",
+                 actor: str = "admin") -> int:
+    if role not in ROLES:
+        raise OperatorError(f"role must be one of {', '.join(ROLES)}")
     if not E164.match(number):
         raise OperatorError("the operator's number must be in E.164 form, like +380441234567")
     if capacity < 1:
@@ -121,7 +136,8 @@ def add_operator(db: Database, vault: Vault, *, name: str, number: str, language
             raise OperatorError(f"there is already an operator named {name!r}")
         op = Operator(name=name, data_key_id=vault.new_key("operator"), number=b"",
                       languages=_names(languages, "languages"), regions=_names(regions, "regions"),
-                      timezone=timezone, hours=hours, capacity=capacity, on_duty=True, active=True)
+                      timezone=timezone, hours=hours, capacity=capacity, on_duty=True, active=True,
+                      role=role)
         s.add(op)
         s.flush()
         op.number = vault.seal_operator_number(op, number)
@@ -148,6 +164,10 @@ def edit_operator(db: Database, vault: Vault, operator_id: int, actor: str = "ad
                 if not isinstance(value, int) or value < 1:
                     raise OperatorError("capacity must be at least 1 open case")
                 op.capacity = value
+            elif key == "role":
+                if value not in ROLES:
+                    raise OperatorError(f"role must be one of {', '.join(ROLES)}")
+                op.role = str(value)
             elif key in ("on_duty", "active", "name", "timezone", "hours"):
                 setattr(op, key, value)
             else:
@@ -157,40 +177,89 @@ def edit_operator(db: Database, vault: Vault, operator_id: int, actor: str = "ad
         s.add(AuditEntry(actor=actor, action="operator-edited", detail=f"operator {op.id}: {changed}"))
 
 
-def candidates(db: Database) -> list[Candidate]:
-    """Active operators with their open cases counted."""
-    with db.session() as s:
-        load = _load(s)
-        return [
-            Candidate(op.id, op.name, frozenset(op.languages.split(",")), frozenset(op.regions.split(",")),
-                      parse_hours(op.hours, op.timezone), op.capacity, op.on_duty, load.get(op.id, 0),
+def _listed(column: Any, value: str) -> Any:
+    """`value` is one item of a comma-separated column ("crimea,occupied")."""
+    return (literal(",") + column + literal(",")).like(f"%,{value},%")
+
+
+def _team(s: Session, region: str | None, language: str | None,
+          on_duty_only: bool = False) -> list[Candidate]:
+    """Active operators (of `region` and `language`, when given) with their open cases counted,
+    in one query. `on_duty_only`: the open cases of operators off duty are not counted (0).
+
+    Counting is most of the time with 100,000 open cases (bench/routing.py); the index on
+    (status, operator_id) answers each count alone.
+    """
+    open_cases: ColumnElement[int] = (
+        select(func.count()).where(Case.status.in_(OPEN_STATUSES), Case.operator_id == Operator.id)
+        .scalar_subquery())
+    if on_duty_only:
+        open_cases = case_when((Operator.on_duty.is_(True), open_cases), else_=0)
+    query = select(Operator.id, Operator.name, Operator.languages, Operator.regions, Operator.hours,
+                   Operator.timezone, Operator.capacity, Operator.on_duty, Operator.last_assigned_at,
+                   open_cases.label("open_cases")).where(Operator.active.is_(True))
+    if region is not None:
+        query = query.where(_listed(Operator.regions, region))
+    if language is not None:
+        query = query.where(_listed(Operator.languages, language))
+    return [Candidate(op.id, op.name, _items(op.languages), _items(op.regions),
+                      parse_hours(op.hours, op.timezone), op.capacity, op.on_duty, op.open_cases,
                       op.last_assigned_at)
-            for op in s.scalars(select(Operator).where(Operator.active.is_(True)).order_by(Operator.id))
-        ]
+            for op in s.execute(query.order_by(Operator.id))]
 
 
-def assign_case(db: Database, case_id: int, now: datetime | None = None, actor: str = "system") -> Choice:
-    """Give a case to an operator by the rule; the case keeps who and why (or 'unassigned')."""
+@lru_cache(maxsize=1024)
+def _items(text: str) -> frozenset[str]:
+    return frozenset(text.split(","))
+
+
+def candidates(db: Database, region: str | None = None, language: str | None = None) -> list[Candidate]:
+    """Active operators (of `region` and `language`, when given) with their open cases counted."""
+    with db.session() as s:
+        return _team(s, region, language)
+
+
+def assign_case(db: Database, case_id: int, now: datetime | None = None, actor: str = "system",
+                exclude: frozenset[int] = frozenset()) -> Choice:
+    """Give a case to an operator by the rule; the case keeps who and why (or 'unassigned').
+
+    A new assignment is a new offer: the operator has not been told yet (`notified_at`) nor
+    acted on it (`acted_at`); the worker's notifier and the re-offer clock start again.
+    """
     now = now or utcnow()
     with db.session() as s:
-        case = s.get(Case, case_id)
-        if case is None:
+        found = s.execute(select(Case.region, Case.language).where(Case.id == case_id)).first()
+        if found is None:
             raise OperatorError(f"no case #{case_id}")
-        region, language = case.region or "", case.language or ""
-    choice = choose(candidates(db), region, language, now)
+        region, language = found.region or "", found.language or ""
+        # `choose` reads the open cases of operators on duty only: no one else's are counted
+        team = _team(s, region, language, on_duty_only=True)
+    choice = choose(team, region, language, now, exclude)
+    # The write in a short transaction of its own: on SQLite, one that read before it writes
+    # fails at once, without waiting, when another process wrote meanwhile.
     with db.session() as s:
         case = s.get(Case, case_id)
         assert case is not None
         case.operator_id, case.route_reason, case.assigned_at = choice.operator_id, choice.reason[:300], now
+        case.notified_at = case.acted_at = None
         if case.status != "closed":
             case.status, case.routed_at = "routed", now
+        if case.callback_status is None:
+            case.callback_status = callback_status(case)
         if choice.operator_id is not None:
-            op = s.get(Operator, choice.operator_id)
-            assert op is not None
-            op.last_assigned_at = now
+            s.execute(update(Operator).where(Operator.id == choice.operator_id)
+                      .values(last_assigned_at=now))
         s.add(AuditEntry(actor=actor, action="assigned" if choice.operator_id else "unassigned",
                          case_id=case.id, detail=choice.reason[:300]))
     return choice
+
+
+def supervisors(db: Database) -> list[int]:
+    """Active supervisors: who hears of a case nobody could take."""
+    with db.session() as s:
+        return list(s.scalars(select(Operator.id).where(Operator.active.is_(True),
+                                                        Operator.role == "supervisor")
+                              .order_by(Operator.id)))
 
 
 def list_operators(db: Database, vault: Vault, numbers: bool = False) -> list[dict[str, object]]:
@@ -201,14 +270,16 @@ def list_operators(db: Database, vault: Vault, numbers: bool = False) -> list[di
             {"id": op.id, "name": op.name, "languages": op.languages.split(","),
              "regions": op.regions.split(","), "timezone": op.timezone, "hours": op.hours,
              "capacity": op.capacity, "open_cases": load.get(op.id, 0), "on_duty": op.on_duty,
-             "active": op.active, **({"number": vault.open_operator_number(op)} if numbers else {})}
+             "active": op.active, "role": op.role,
+             **({"number": vault.open_operator_number(op)} if numbers else {})}
             for op in s.scalars(select(Operator).order_by(Operator.id))
         ]
 
 
 def _load(s: Session) -> dict[int, int]:
     """Open cases per operator."""
-    rows = s.execute(select(Case.operator_id, func.count(Case.id))
+    # count(*), not count(id): the index on (status, operator_id) answers it alone
+    rows = s.execute(select(Case.operator_id, func.count())
                      .where(Case.operator_id.is_not(None), Case.status.in_(OPEN_STATUSES))
                      .group_by(Case.operator_id)).all()
     return {int(op_id): int(n) for op_id, n in rows if op_id is not None}

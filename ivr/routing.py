@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 from yaml.nodes import MappingNode, Node, SequenceNode
@@ -29,6 +30,10 @@ class Region:
     prefixes: tuple[str, ...] = ()  # E.164 prefixes such as +7978
     countries: tuple[str, ...] = ()  # phonenumbers region codes such as RU
     language: str = "ru"  # the language its callers most likely speak (routing uses it)
+    # The callers' time zone, for a "daytime only" callback (a Russian mobile number does not
+    # say which of Russia's eleven zones it is in, so the region says which to assume).
+    timezone: str = "UTC"
+    caller_id: str | None = None  # the number callers of this region see when called back
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +44,11 @@ class Regions:
     def names(self) -> set[str]:
         return {r.name for r in self.regions} | {self.fallback}
 
+    def region(self, name: str) -> Region:
+        return next((r for r in self.regions if r.name == name), Region(name))
+
     def language(self, name: str) -> str:
-        return next((r.language for r in self.regions if r.name == name), "ru")
+        return self.region(name).language
 
     def which(self, number: str) -> tuple[Caller, str]:
         """The caller's region and the rule that decided it (for people, not for logs)."""
@@ -71,6 +79,7 @@ class Regions:
 
 DEFAULT = Regions((), "elsewhere")
 LANGUAGE_CODE = re.compile(r"^[a-z]{2,3}$")
+E164 = re.compile(r"^\+[1-9]\d{6,14}\Z")
 
 
 def load_regions(path: Path) -> tuple[Regions, list[Problem]]:
@@ -99,7 +108,8 @@ def load_regions(path: Path) -> tuple[Regions, list[Problem]]:
         entry = doc.mapping(node, f"region `{name}`")
         if entry is None:
             continue
-        doc.keys(node, entry, set(), {"prefixes", "countries", "language"}, f"region `{name}`")
+        doc.keys(node, entry, set(), {"prefixes", "countries", "language", "timezone", "caller_id"},
+                 f"region `{name}`")
         prefixes = _items(doc, entry, "prefixes", name, owner, _check_prefix)
         countries = _items(doc, entry, "countries", name, owner, _check_country)
         language = "ru"
@@ -108,7 +118,9 @@ def load_regions(path: Path) -> tuple[Regions, list[Problem]]:
             if given is not None and not LANGUAGE_CODE.match(given):
                 doc.problem(entry["language"][1], f"`{given}` is not a language code", "like ru, uk or en")
             language = given or language
-        regions.append(Region(name, prefixes, countries, language))
+        timezone = _optional(doc, entry, "timezone", _check_timezone) or "UTC"
+        caller_id = _optional(doc, entry, "caller_id", _check_number)
+        regions.append(Region(name, prefixes, countries, language, timezone, caller_id))
     if fallback is not None and fallback not in entries:
         doc.problem(top["fallback"][1], f"the fallback region `{fallback}` is not declared under `regions`",
                     f"add `{fallback}: {{language: ru}}` there: a region with no prefixes")
@@ -141,6 +153,35 @@ def _items(
         owner[text] = region
         kept.append(text)
     return tuple(kept)
+
+
+def _optional(doc: Doc, entry: dict[str, tuple[Node, Node]], key: str,
+              check: Callable[[str], tuple[str, str] | None]) -> str | None:
+    if key not in entry:
+        return None
+    node = entry[key][1]
+    text = doc.string(node, f"`{key}`")
+    if text is None:
+        return None
+    wrong = check(text)
+    if wrong:
+        doc.problem(node, wrong[0], wrong[1])
+        return None
+    return text
+
+
+def _check_timezone(name: str) -> tuple[str, str] | None:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return f"`{name}` is not a time zone", "write it like Europe/Moscow or Europe/Kyiv"
+    return None
+
+
+def _check_number(number: str) -> tuple[str, str] | None:
+    if not E164.match(number):
+        return f"`{number}` is not a phone number in E.164 form", "write it like +380441234567"
+    return None
 
 
 def _check_prefix(prefix: str) -> tuple[str, str] | None:

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -92,6 +93,7 @@ class Call(Base):
     # Set when a recording is reported with an empty or absent result, so it is not lost
     # silently but does not become an empty case either.
     note: Mapped[str | None] = mapped_column(String(200))
+    consent: Mapped[str | None] = mapped_column(String(8))  # callback consent given in the flow
 
 
 class Recording(Base):
@@ -116,6 +118,9 @@ class Case(Base):
     routed, closed; `status_reason` says why where it helps ("no model for uk")."""
 
     __tablename__ = "cases"
+    # Open cases per operator (ivr/operators.py) from the index alone, status first so that
+    # closed cases are skipped, not read (bench/routing.py)
+    __table_args__ = (Index("ix_cases_status_operator_id", "status", "operator_id"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     call_id: Mapped[int] = mapped_column(ForeignKey("calls.id"))
     recording_id: Mapped[int] = mapped_column(ForeignKey("recordings.id"), unique=True)
@@ -139,6 +144,18 @@ class Case(Base):
     operator_id: Mapped[int | None] = mapped_column(ForeignKey("operators.id"), index=True)
     assigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     route_reason: Mapped[str | None] = mapped_column(String(300))  # why it went where it did
+    # What the caller agreed to in the flow: any (any time), day (daytime in their time zone)
+    # or none. No answer (an older flow, a withheld number) is none: nobody is called.
+    consent: Mapped[str | None] = mapped_column(String(8))
+    caller_tz: Mapped[str | None] = mapped_column(String(64))  # for the consent window
+    notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # SMS for this assignment
+    acted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # first action by its operator
+    offered_to: Mapped[str | None] = mapped_column(String(300))  # "3,7": operators offered it
+    reoffers: Mapped[int] = mapped_column(Integer, default=0)
+    # none (no consent), waiting (for its operator), calling, scheduled, answered, gave_up
+    callback_status: Mapped[str | None] = mapped_column(String(12))
+    callback_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_callback_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
 
 
 class Operator(Base):
@@ -158,6 +175,25 @@ class Operator(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)  # False: disabled
     last_assigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    role: Mapped[str] = mapped_column(String(12), default="operator")  # operator | supervisor
+
+
+class CallbackAttempt(Base):
+    """One try at calling a caller back: the operator's leg first, then the bridge.
+
+    Outcome: answered, busy, no-answer, failed, canceled (the caller's leg), or
+    operator-busy, operator-no-answer, operator-failed, not-confirmed (the operator's)."""
+
+    __tablename__ = "callback_attempts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    operator_id: Mapped[int] = mapped_column(ForeignKey("operators.id"))
+    call_sid: Mapped[str | None] = mapped_column(String(64), unique=True)  # the operator's leg
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # the operator pressed 1
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    outcome: Mapped[str | None] = mapped_column(String(24))
+    seconds: Mapped[int | None] = mapped_column(Integer)  # of the bridged conversation
 
 
 class AuditEntry(Base):

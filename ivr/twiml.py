@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import json
 from functools import lru_cache
+from typing import Any
 from urllib.parse import quote
 
 from twilio.request_validator import HMAC_SHA1, RequestValidator, get_signature_algorithm
@@ -187,7 +188,84 @@ class Renderer:
         return str(r)
 
 
+    # --- the operator's leg of a callback ------------------------------------------------
+    def whisper(self, case_id: int, language: str, region: str, speak_in: str, action: str) -> str:
+        """What the operator hears on answering: the case, the caller's language and region
+        (never the number), and "press 1"; no key ends the call (their voicemail, say)."""
+        text = OPERATOR_TEXT[speak_in]
+        voice, locale = APOLOGY_VOICES[speak_in]
+        said = text["whisper"].format(case=case_id, region=region,
+                                      language=text["languages"].get(language, language))
+        r = VoiceResponse()
+        g = Gather(num_digits=1, timeout=8, action=action, method="POST")
+        g.say(said, voice=voice, language=locale)
+        g.pause(length=1)
+        g.say(said, voice=voice, language=locale)
+        r.append(g)
+        r.say(text["noinput"], voice=voice, language=locale)
+        r.hangup()
+        return str(r)
+
+    def bridge(self, number: str, caller_id: str, speak_in: str, action: str,
+               timeout: int = 30) -> str:
+        """Connect the operator to the caller; the caller's phone shows `caller_id` only."""
+        voice, locale = APOLOGY_VOICES[speak_in]
+        r = VoiceResponse()
+        r.say(OPERATOR_TEXT[speak_in]["connecting"], voice=voice, language=locale)
+        d = r.dial(caller_id=caller_id, answer_on_bridge=True, timeout=timeout, action=action,
+                   method="POST")
+        d.number(number)
+        return str(r)
+
+    def operator_done(self, reason: str, speak_in: str) -> str:
+        voice, locale = APOLOGY_VOICES.get(speak_in, APOLOGY_VOICES["en"])
+        r = VoiceResponse()
+        r.say(OPERATOR_TEXT.get(speak_in, OPERATOR_TEXT["en"])[reason], voice=voice, language=locale)
+        r.hangup()
+        return str(r)
+
+
 EMPTY = str(VoiceResponse())
+
+# What an operator hears on a callback: in Ukrainian, English or Russian (their first).
+OPERATOR_TEXT: dict[str, dict[str, Any]] = {
+    "en": {
+        "whisper": "Hotline callback, case {case}. The caller speaks {language}, region {region}. "
+        "Press 1 to connect. Any other key cancels.",
+        "noinput": "No key was pressed. The callback is cancelled. Goodbye.",
+        "connecting": "Connecting you to the caller now.",
+        "ended": "The call has ended. Goodbye.",
+        "cancelled": "The callback is cancelled. Goodbye.",
+        "gone": "This callback is no longer needed. Goodbye.",
+        "window": "The caller's safe hours have ended, so the callback is rescheduled. Goodbye.",
+        "error": "Sorry, a technical problem. The callback is cancelled. Goodbye.",
+        "languages": {"ru": "Russian", "uk": "Ukrainian", "en": "English"},
+    },
+    "uk": {
+        "whisper": "Зворотний дзвінок гарячої лінії, справа {case}. Абонент говорить {language}, "
+        "регіон {region}. Натисніть 1, щоб з'єднатися. Будь-яка інша кнопка скасовує дзвінок.",
+        "noinput": "Кнопку не натиснуто. Дзвінок скасовано. До побачення.",
+        "connecting": "З'єднуємо вас з абонентом.",
+        "ended": "Розмову завершено. До побачення.",
+        "cancelled": "Дзвінок скасовано. До побачення.",
+        "gone": "Цей дзвінок більше не потрібен. До побачення.",
+        "window": "Безпечний для абонента час минув, дзвінок перенесено. До побачення.",
+        "error": "Вибачте, технічна помилка. Дзвінок скасовано. До побачення.",
+        "languages": {"ru": "російською", "uk": "українською", "en": "англійською"},
+    },
+    "ru": {
+        "whisper": "Обратный звонок горячей линии, дело {case}. Абонент говорит {language}, "
+        "регион {region}. Нажмите 1, чтобы соединиться. Любая другая кнопка отменяет звонок.",
+        "noinput": "Кнопка не нажата. Звонок отменён. До свидания.",
+        "connecting": "Соединяем вас с абонентом.",
+        "ended": "Разговор завершён. До свидания.",
+        "cancelled": "Звонок отменён. До свидания.",
+        "gone": "Этот звонок больше не нужен. До свидания.",
+        "window": "Безопасное для абонента время закончилось, звонок перенесён. До свидания.",
+        "error": "Извините, техническая ошибка. Звонок отменён. До свидания.",
+        "languages": {"ru": "по-русски", "uk": "по-украински", "en": "по-английски"},
+    },
+}
 
 APOLOGY_VOICES = {
     "ru": ("Polly.Tatyana", "ru-RU"),

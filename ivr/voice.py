@@ -14,7 +14,7 @@ from flask import Blueprint, Response, abort, current_app, g, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from ivr.calls import CallHandler, Reply
+from ivr.calls import CallbackHandler, CallHandler, Reply
 
 log = logging.getLogger(__name__)
 bp = Blueprint("twilio", __name__, url_prefix="/twilio")
@@ -101,6 +101,35 @@ def fallback() -> Response:
 @bp.route("/recording", methods=METHODS)
 def recording() -> Response:
     return twiml(handler().recording(request.args.to_dict(), params()))
+
+
+def callbacks() -> CallbackHandler:
+    found: CallbackHandler = current_app.extensions["ivr.callbacks"]
+    return found
+
+
+@bp.route("/callback/answer", methods=METHODS)
+def callback_answer() -> Response:
+    """The operator picked up a callback: the whisper."""
+    return twiml(callbacks().answer(request.args.to_dict(), params()))
+
+
+@bp.route("/callback/connect", methods=METHODS)
+def callback_connect() -> Response:
+    """The operator's key after the whisper: 1 bridges to the caller."""
+    return twiml(callbacks().connect(request.args.to_dict(), params()))
+
+
+@bp.route("/callback/bridged", methods=METHODS)
+def callback_bridged() -> Response:
+    """The <Dial> to the caller ended: its outcome."""
+    return twiml(callbacks().bridged(request.args.to_dict(), params()))
+
+
+@bp.route("/callback/status", methods=METHODS)
+def callback_status() -> Response:
+    """The operator's leg: busy, no answer, completed."""
+    return twiml(callbacks().status(request.args.to_dict(), params()))
 
 
 @bp.errorhandler(Exception)

@@ -41,6 +41,8 @@ class Reported:
     flow_version: str = ""
     step: str = ""
     language: str = ""
+    consent: str = ""  # the flow's `callback` variable when the message was recorded
+    timezone: str = ""  # the caller's region's, for a daytime-only callback
 
 
 # Compiled once: the duplicate delivery is the common webhook (action + status callback).
@@ -64,14 +66,17 @@ def note_recording(db: Database, vault: Vault, r: Reported) -> int | None:
                     assert case is not None
                     _seal_number(vault, case, r.number)
                     case.region, case.country = r.caller.region, r.caller.country
+                    case.caller_tz = r.timezone or case.caller_tz
                 return None
         call = s.scalars(select(Call).where(Call.call_sid == r.call_sid)).first()
         if call is None:
             call = Call(call_sid=r.call_sid, flow=r.flow or None,
                         flow_version=r.flow_version or None, language=r.language or None,
-                        region=r.caller.region)
+                        region=r.caller.region, consent=r.consent or None)
             s.add(call)
             s.flush()
+        elif r.consent and call.consent is None:
+            call.consent = r.consent
         if r.status == "absent" or (r.status == "completed" and r.duration <= 0):
             call.note = f"recording {r.recording_sid} was empty or absent"
             return None
@@ -82,7 +87,8 @@ def note_recording(db: Database, vault: Vault, r: Reported) -> int | None:
         s.flush()
         case = Case(call_id=call.id, recording_id=rec.id, data_key_id=vault.new_key(),
                     language=r.language or call.language, region=r.caller.region,
-                    country=r.caller.country, flow=r.flow or call.flow, step=r.step or None)
+                    country=r.caller.country, flow=r.flow or call.flow, step=r.step or None,
+                    consent=call.consent, caller_tz=r.timezone or None)
         s.add(case)
         s.flush()
         if r.number and not r.caller.withheld:
@@ -93,6 +99,35 @@ def note_recording(db: Database, vault: Vault, r: Reported) -> int | None:
         s.flush()
         log.info("case %s created for recording %s", case.id, r.recording_sid)
         return job.id
+
+
+def note_consent(db: Database, call_sid: str, consent: str) -> None:
+    """The caller's answer to "may we call you back?", for the call and its case(s).
+
+    Asked after the message in the hotline flow (the case exists already) or before it (the
+    case takes it from the call when it is made): either order ends the same.
+    """
+    with db.session() as s:
+        call = s.scalars(select(Call).where(Call.call_sid == call_sid)).first()
+        if call is None:
+            call = Call(call_sid=call_sid)
+            s.add(call)
+            s.flush()
+        call.consent = consent
+        for case in s.scalars(select(Case).where(Case.call_id == call.id)):
+            if case.consent != consent:
+                case.consent = consent
+                if case.routed_at is not None and case.callback_status in ("none", "waiting"):
+                    # Routed already (the worker can be quicker than the caller's key press).
+                    case.callback_status = callback_status(case)
+                s.add(AuditEntry(actor="caller", action="consent", case_id=case.id,
+                                 detail=f"callback: {consent}"))
+
+
+def callback_status(case: Case) -> str:
+    """Before any attempt: "waiting" (for its operator to call back) or "none" (no consent,
+    or no number to call)."""
+    return "waiting" if case.consent in ("any", "day") and case.number else "none"
 
 
 def _seal_number(vault: Vault, case: Case, number: str) -> None:
@@ -115,6 +150,9 @@ class Tools:
     delete: Callable[[str], None]  # recording sid -> deleted at the provider
     check_audio: Callable[[bytes], None]  # raises ValueError with a reason for bad audio
     transcribe: Callable[[str, bytes], tuple[str, str]]  # (language, wav) -> (text, engine)
+    # Called with the case id once its text is in (or could not be had): routing, by default
+    # nothing. It is called again when a job is run again, so it must be idempotent.
+    after: Callable[[int], None] = lambda _case_id: None
 
 
 class NoModel(Exception):
@@ -132,17 +170,20 @@ def process_recording(db: Database, vault: Vault, tools: Tools, recording_id: in
         rec = s.get(Recording, recording_id)
         if rec is None:
             return "missing"
-        if rec.status in ("done", "failed"):
-            return rec.status
-        sid, stored = rec.recording_sid, rec.audio is not None
+        case_id = s.scalars(select(Case.id).where(Case.recording_id == recording_id)).one()
+        sid, stored, status = rec.recording_sid, rec.audio is not None, rec.status
+    if status in ("done", "failed"):
+        tools.after(case_id)
+        return status
     if not stored:
         _fetch_and_seal(db, vault, tools, recording_id, sid)
     with db.session() as s:
         rec = s.get(Recording, recording_id)
         assert rec is not None
-        if rec.status == "failed":
-            return "failed"
-        deleted = rec.deleted_at_provider is not None
+        failed, deleted = rec.status == "failed", rec.deleted_at_provider is not None
+    if failed:
+        tools.after(case_id)
+        return "failed"
     delete_error: Retryable | None = None
     if not deleted:
         try:
@@ -161,6 +202,7 @@ def process_recording(db: Database, vault: Vault, tools: Tools, recording_id: in
         rec = s.get(Recording, recording_id)
         assert rec is not None
         rec.status = "stored" if delete_error is not None else "done"
+    tools.after(case_id)
     if delete_error is not None:
         raise delete_error
     return "done"

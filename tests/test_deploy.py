@@ -223,29 +223,50 @@ def test_a_newcomer_serves_the_hotline_and_sees_a_voicemail_become_a_case(
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(url, serve)
+        added = subprocess.run([ivr, "operators", "add", "--name", "Olena", "--number", "+380501112233",
+                                "--languages", "en", "--regions", "russia"], cwd=tmp_path, env=env,
+                               capture_output=True, text=True, timeout=30)
+        assert added.returncode == 0, added.stdout + added.stderr
         called = subprocess.run(
-            [ivr, "call", "--url", url, "--press", "3,3,#",
+            [ivr, "call", "--url", url, "--press", "3,3,#,1",
              "--voicemail", "say:I want to surrender. Please call me back."],
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
         assert called.returncode == 0, called.stdout + called.stderr
-        assert "Thank you, we have your message" in called.stdout
+        assert "May we call you back?" in called.stdout  # and 1: at any time
+        assert "An operator will call you back from the hotline's number" in called.stdout
         rows: list[dict[str, object]] = []
         for _ in range(120):
             listed = subprocess.run([ivr, "cases", "list", "--json"], cwd=tmp_path, env=env,
                                     capture_output=True, text=True, timeout=30)
             rows = json.loads(listed.stdout)
-            if rows and rows[0]["status"] != "new":
+            if rows and rows[0]["status"] == "routed":
                 break
             time.sleep(0.5)
-        assert [(r["status"], r["region"], r["language"]) for r in rows] == [("transcribed", "russia", "en")]
+        assert [(r["status"], r["transcription"], r["region"], r["language"], r["consent"], r["operator_id"])
+                for r in rows] == [("routed", "done", "russia", "en", "any", 1)]
         assert rows[0]["recording_deleted_at_provider"]
         shown = subprocess.run([ivr, "cases", "show", str(rows[0]["id"]), "--json"], cwd=tmp_path,
                                env=env, capture_output=True, text=True, timeout=30)
         transcript = json.loads(shown.stdout)["transcript"]
         assert "surrender" in transcript.lower(), transcript
+        # The callback: the stand-in rings Olena's phone, she presses 1, the caller answers.
+        back = subprocess.run([ivr, "cases", "callback", str(rows[0]["id"])], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=30)
+        assert back.returncode == 0, back.stdout + back.stderr
+        outcomes: list[object] = []
+        for _ in range(60):
+            shown = subprocess.run([ivr, "cases", "show", str(rows[0]["id"]), "--json"], cwd=tmp_path,
+                                   env=env, capture_output=True, text=True, timeout=30)
+            outcomes = [c["outcome"] for c in json.loads(shown.stdout)["callbacks"]]
+            if outcomes and outcomes[0]:
+                break
+            time.sleep(0.5)
+        assert outcomes == ["answered"]
     finally:
         serve.terminate()  # Ctrl-C or the admin's SIGTERM stops web, worker and stand-in
         output = serve.communicate(timeout=30)[0]
     assert "Worker running" in output and "Twilio's REST side (a local stand-in)" in output
+    assert "the operator's phone: Hotline callback, case 1. The caller speaks English" in output
+    assert "+79161234567" not in output.split("the operator's phone:")[1].split("\n")[0]
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", port)) != 0, "gunicorn outlived ivr serve"

@@ -13,7 +13,7 @@ from ivr.config import Settings
 from ivr.loader import flow_files, load_set
 from ivr.routing import load_regions
 from ivr.scenarios import run_files, scenario_files
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TEST_KEYS
 
 FLOWS = ROOT / "flows"
 
@@ -176,3 +176,60 @@ def test_flows_check_names_the_problems_of_regions_yaml(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "`+7978` is in two regions: `crimea` and `occupied`" in result.output
     assert f"{regions}:" in result.output
+
+
+def test_a_regions_time_zone_and_caller_id_are_checked_at_their_line(tmp_path: Path) -> None:
+    path = tmp_path / "regions.yaml"
+    path.write_text(
+        "regions:\n"
+        "  crimea:\n"
+        "    prefixes: [\"+7978\"]\n"
+        "    timezone: Europe/Simferopl\n"
+        "    caller_id: \"0501234567\"\n"
+        "  elsewhere: {timezone: Europe/Moscow, caller_id: \"+15005550007\"}\n"
+        "fallback: elsewhere\n", encoding="utf-8")
+    _regions, problems = load_regions(path)
+    f = str(path)
+    assert [str(p) for p in problems] == [
+        f"{f}:4:15: `Europe/Simferopl` is not a time zone (write it like Europe/Moscow or Europe/Kyiv)",
+        f"{f}:5:16: `0501234567` is not a phone number in E.164 form (write it like +380441234567)",
+    ]
+    shipped, _ = load_regions(FLOWS / "regions.yaml")
+    assert shipped.region("crimea").timezone == "Europe/Simferopol"
+    assert shipped.region("ukraine").timezone == "Europe/Kyiv"
+    assert shipped.region("russia").caller_id is None  # HOTLINE_NUMBER
+
+
+def test_the_consent_variable_takes_only_its_values(tmp_path: Path) -> None:
+    import shutil
+
+    folder = tmp_path / "flows"
+    shutil.copytree(FLOWS, folder, ignore=shutil.ignore_patterns("tests"))
+    flow = folder / "hotline.yaml"
+    flow.write_text(flow.read_text(encoding="utf-8").replace(
+        "variables: {callback: day}", "variables: {callback: daytime}"), encoding="utf-8")
+    result = CliRunner().invoke(main, ["flows", "check", str(folder)], env={"IVR_DOTENV": "/nonexistent"})
+    assert result.exit_code == 1
+    assert ("`callback` is the caller's callback consent: `daytime` is not one of any, day, none"
+            in result.output)
+
+
+def test_flows_check_warns_of_regions_no_operator_covers(tmp_path: Path) -> None:
+    from ivr.keys import Keyring, parse_master_keys
+    from ivr.operators import add_operator
+    from ivr.storage import Database, Vault, upgrade
+
+    db_url, keys_url = f"sqlite:///{tmp_path / 'ivr.db'}", f"sqlite:///{tmp_path / 'keys.db'}"
+    env = {"IVR_DOTENV": "/nonexistent", "DATABASE_URL": db_url, "KEYSTORE_URL": keys_url}
+    quiet = CliRunner().invoke(main, ["flows", "check", str(FLOWS)], env=env)
+    assert quiet.exit_code == 0 and "warning" not in quiet.output  # no database yet: nothing said
+    assert not (tmp_path / "ivr.db").exists()  # and none made
+    upgrade(db_url, keys_url)
+    vault = Vault(Keyring(parse_master_keys(TEST_KEYS)), Database(keys_url))
+    add_operator(Database(db_url), vault, name="Olena", number="+380501110001", languages="ru",
+                 regions="crimea,occupied,russia,elsewhere", timezone="Europe/Kyiv", hours="always")
+    result = CliRunner().invoke(main, ["flows", "check", str(FLOWS)], env=env)
+    assert result.exit_code == 0, result.output
+    assert ("regions.yaml: warning: no active operator covers region ukraine in its language uk: "
+            "its cases go unassigned and are escalated") in result.output
+    assert "region crimea" not in result.output

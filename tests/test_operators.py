@@ -120,7 +120,7 @@ def test_operators_are_managed_from_the_terminal_and_their_numbers_sealed(
     listed = json.loads(runner.invoke(cli, ["operators", "list", "--json"], env=env).output)
     assert listed == [{"id": 1, "name": "Olena", "languages": ["ru", "uk"], "regions": ["crimea", "occupied"],
                        "timezone": "Europe/Kyiv", "hours": "mon-fri 09:00-18:00", "capacity": 2,
-                       "open_cases": 0, "on_duty": True, "active": True}]
+                       "open_cases": 0, "on_duty": True, "active": True, "role": "operator"}]
     plain = runner.invoke(cli, ["operators", "list"], env={**env, "FLOWS_DIR": str(ROOT / "flows")})
     assert "+380501112233" not in plain.output
     assert "warning: no active operator covers region russia in its language ru" in plain.output

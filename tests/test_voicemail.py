@@ -86,10 +86,32 @@ class Hotline:
             return list(s.scalars(select(Recording).order_by(Recording.id)))
 
 
+# After the message, the callback question the production hotline asks (mini.yaml has none).
+CONSENT_STEPS = """    next: consent
+  consent:
+    type: menu
+    prompt: {ru: "Перезвонить?", uk: "Передзвонити?", en: "Call you back? Yes 1, daytime 2, no 3"}
+    options: {1: cb_any, 2: cb_day, 3: cb_none}
+    on_failure: cb_none
+  cb_any: {type: set, variables: {callback: any}, next: bye}
+  cb_day: {type: set, variables: {callback: day}, next: bye}
+  cb_none: {type: set, variables: {callback: none}, next: bye}
+"""
+
+
+def with_consent(flows_dir: Path) -> None:
+    mini = flows_dir / "mini.yaml"
+    text = mini.read_text(encoding="utf-8")
+    at = text.index("en: Speak after the tone}\n") + len("en: Speak after the tone}\n")
+    assert text[at:].startswith("    next: bye\n")
+    mini.write_text(text[:at] + CONSENT_STEPS + text[at + len("    next: bye\n"):], encoding="utf-8")
+
+
 @pytest.fixture
 def hotline(settings: Settings, database_url: str, keystore_url: str, redis_server: RedisServer,
             monkeypatch: pytest.MonkeyPatch) -> Iterator[Hotline]:
     monkeypatch.setattr(jobs, "RETRY", Retry(max=5))  # retries at once: the test does not wait
+    with_consent(settings.flows_dir)
     shutil.copy(ROOT / "flows" / "regions.yaml", settings.flows_dir / "regions.yaml")
     with TwilioApi(settings.twilio_account_sid, TOKEN) as api:
         s = settings.replace(twilio_api_base=api.base_url, redis_url=redis_server.url,
@@ -103,7 +125,7 @@ def hotline(settings: Settings, database_url: str, keystore_url: str, redis_serv
         db.engine.dispose()
 
 
-ENGLISH_VOICEMAIL = ["3", "#"]  # English, then (Sunday: closed) the voicemail, ended with #
+ENGLISH_VOICEMAIL = ["3", "#", "1"]  # English, (Sunday: closed) a message ended with #, callback: any
 
 
 def test_a_voicemail_becomes_a_transcribed_case_and_leaves_twilio(
@@ -124,14 +146,16 @@ def test_a_voicemail_becomes_a_transcribed_case_and_leaves_twilio(
 
     hotline.work()
     [case] = hotline.cases()
-    assert case.status == "transcribed", case.status_reason
+    assert case.status == "routed", case.status_reason
     assert case.transcript_engine == "whisper-tiny-en"
     assert hotline.api.was_deleted(rec.recording_sid)
     found = show_case(hotline.db, hotline.vault, case.id, actor="test:admin")
     assert found is not None
     assert "surrender" in found["transcript"].lower()
     assert found["recording_deleted_at_provider"] is not None
-    assert [e["action"] for e in found["timeline"]] == ["case-created", "transcribed", "transcript-read"]
+    assert [e["action"] for e in found["timeline"]] == [
+        "case-created", "consent", "transcribed", "unassigned", "escalated", "transcript-read"]
+    assert (found["consent"], found["callback_status"], found["transcription"]) == ("any", "waiting", "done")
 
     # Nothing in clear: not in the logs, not in Redis, not in the database's bytes.
     secrets_ = [NUMBER, NUMBER[1:], "surrender", "tomorrow"]
@@ -166,11 +190,11 @@ def test_twilio_delivering_a_recording_twice_makes_one_case(hotline: Hotline, me
     with hotline.db.session() as s:
         assert len(s.scalars(select(OutboxJob)).all()) == 1
     hotline.work()
-    assert [c.status for c in hotline.cases()] == ["transcribed"]
+    assert [c.status for c in hotline.cases()] == ["routed"]
 
 
 def test_an_empty_message_is_noted_on_the_call_not_made_a_case(hotline: Hotline) -> None:
-    hotline.call(["3", "wait"], None)  # the caller says nothing at the tone
+    hotline.call(["3", "wait", "3"], None)  # the caller says nothing at the tone
     assert hotline.cases() == [] and hotline.recordings() == []
     with hotline.db.session() as s:
         [call] = s.scalars(select(Call)).all()
@@ -178,10 +202,11 @@ def test_an_empty_message_is_noted_on_the_call_not_made_a_case(hotline: Hotline)
 
 
 def test_no_model_for_the_callers_language_says_so_on_the_case(hotline: Hotline) -> None:
-    hotline.call(["2", "#"], speak("Я хочу здатися в полон", voice="uk"))
+    hotline.call(["2", "#", "1"], speak("Я хочу здатися в полон", voice="uk"))
     hotline.work()
     [case] = hotline.cases()
-    assert (case.language, case.status) == ("uk", "transcription_failed")
+    # Routed all the same (an operator can listen), and the reason stays on the case.
+    assert (case.language, case.status, case.transcript_engine) == ("uk", "routed", None)
     assert case.status_reason == "not transcribed: no model for uk"
     [rec] = hotline.recordings()
     assert rec.audio is not None and hotline.api.was_deleted(rec.recording_sid)  # kept, sealed
@@ -200,7 +225,7 @@ def test_an_unreadable_recording_gives_a_clear_status_not_a_crash_loop(
     spoil(hotline.api, rec.recording_sid)
     hotline.work()
     [case] = hotline.cases()
-    assert case.status == "transcription_failed"
+    assert case.status == "routed" and case.routed_at is not None
     assert case.status_reason is not None and case.status_reason.startswith(reason)
     conn = redis.Redis.from_url(hotline.redis.url)
     assert Queue(jobs.QUEUE, connection=conn).failed_job_registry.count == 0  # handled, not crashed
@@ -212,7 +237,7 @@ def test_network_failures_are_retried_until_the_recording_is_stored(hotline: Hot
     hotline.api.fail_next(3, status=503)
     hotline.work()
     [case] = hotline.cases()
-    assert case.status == "transcribed"
+    assert case.status == "routed"
     [rec] = hotline.recordings()
     assert rec.attempts >= 1 and rec.status == "done"
 
@@ -231,7 +256,7 @@ def test_twilio_refusing_to_delete_does_not_hold_up_the_transcript(hotline: Hotl
     hotline.work()
     [case] = hotline.cases()
     [rec] = hotline.recordings()
-    assert case.status == "transcribed"
+    assert case.status == "routed"
     assert (rec.status, rec.deleted_at_provider) == ("stored", None)
     assert rec.error is not None and "not yet deleted" in rec.error
     hotline.api._route = original  # type: ignore[method-assign]
@@ -271,7 +296,7 @@ def test_no_voicemail_is_lost_while_redis_is_down(
     flusher.stop()
     assert outbox.pending() == 0
     hotline.work()
-    assert [c.status for c in hotline.cases()] == ["transcribed"] * 4
+    assert [c.status for c in hotline.cases()] == ["routed"] * 4
 
 
 class Killed(BaseException):
@@ -303,7 +328,7 @@ def test_a_worker_killed_at_any_stage_leaves_nothing_half_done(
     assert process_recording(hotline.db, hotline.vault, real, rec.id) == "done"
     [case] = hotline.cases()
     [rec] = hotline.recordings()
-    assert case.status == "transcribed" and rec.audio is not None
+    assert case.status == "routed" and rec.audio is not None
     assert hotline.api.deleted == [rec.recording_sid]
     with hotline.db.session() as s:
         assert s.scalars(select(AuditEntry.action).where(AuditEntry.action == "transcribed")).all() == [
@@ -339,7 +364,7 @@ def test_a_worker_process_killed_with_sigkill_is_picked_up_again(
     jobs.requeue_unfinished(hotline.db, queue, timedelta(0), timedelta(0))
     hotline.work()
     [case] = hotline.cases()
-    assert case.status == "transcribed"
+    assert case.status == "routed"
     assert len(hotline.recordings()) == 1 and hotline.api.deleted == [hotline.recordings()[0].recording_sid]
 
 
@@ -372,7 +397,7 @@ def test_retention_destroys_the_data_and_keeps_anonymous_counts(hotline: Hotline
 
 def test_the_admin_reads_cases_from_the_terminal(hotline: Hotline, message: bytes) -> None:
     hotline.call(ENGLISH_VOICEMAIL, message)
-    hotline.call(["2", "#"], message)
+    hotline.call(["2", "#", "1"], message)
     hotline.work()
     env = {"DATABASE_URL": hotline.settings.database_url,
            "KEYSTORE_URL": hotline.settings.keystore_url, "IVR_DATA_KEYS": TEST_KEYS,
@@ -384,13 +409,12 @@ def test_the_admin_reads_cases_from_the_terminal(hotline: Hotline, message: byte
     import json
 
     rows = json.loads(listed.output)
-    assert [(r["status"], r["language"]) for r in rows] == [("transcription_failed", "uk"),
-                                                            ("transcribed", "en")]
+    assert [(r["status"], r["transcription"], r["language"]) for r in rows] == [
+        ("routed", "failed", "uk"), ("routed", "done", "en")]
     for field in ("id", "status", "region", "language", "created_at", "recording_deleted_at_provider"):
         assert all(field in r for r in rows)
     assert "transcript" not in rows[0] and NUMBER not in listed.output
-    failed = runner.invoke(cli, ["cases", "list", "--status", "transcription_failed", "--region", "russia"],
-                           env=env)
+    failed = runner.invoke(cli, ["cases", "list", "--untranscribed", "--region", "russia"], env=env)
     assert "not transcribed: no model for uk" in failed.output and "1 case(s)" in failed.output
 
     shown = runner.invoke(cli, ["cases", "show", str(rows[1]["id"]), "--json"], env=env)
@@ -432,7 +456,7 @@ def test_a_recording_that_cannot_be_fetched_is_given_up_visibly(hotline: Hotline
     hotline.work()
     [case] = hotline.cases()
     [rec] = hotline.recordings()
-    assert case.status == "transcription_failed"
+    assert case.status == "routed"
     assert case.status_reason == (
         f"could not fetch the recording after 6 tries: twilio fetch_recording {rec.recording_sid}: "
         "HTTP 503 (Twilio error 20503)")
@@ -448,7 +472,8 @@ def test_ivr_call_in_process_leaves_a_voicemail_from_a_wav_file(tmp_path: Path, 
     runner = CliRunner()
     result = runner.invoke(cli, ["call", "--press", "3,3,#", "--voicemail", str(wav)], env=env)
     assert result.exit_code == 0, result.output
-    assert "Voicemail filed as case #1: transcribed, region russia, language en" in result.output
+    assert ("Voicemail filed as case #1: transcription done, region russia, language en, "
+            "unassigned, escalated to supervisors") in result.output
     shown = runner.invoke(cli, ["cases", "show", "1", "--json"], env=env)
     assert "surrender" in shown.output.lower()
     missing = runner.invoke(cli, ["call", "--press", "3,3,#", "--voicemail", "nope.wav"], env=env)
@@ -481,7 +506,7 @@ def test_housekeeping_purges_hourly_and_recovers_what_an_emptied_redis_lost(
     keeper = jobs.Housekeeper(hotline.db, hotline.redis.url, lost_after=timedelta(0))  # not 2 min
     assert keeper.tick()
     hotline.work()
-    assert [c.status for c in hotline.cases()] == ["closed", "transcribed", "transcribed"]
+    assert [c.status for c in hotline.cases()] == ["closed", "routed", "routed"]
 
 
 def test_the_worker_waits_for_redis_and_survives_it_going_away(
@@ -500,13 +525,13 @@ def test_the_worker_waits_for_redis_and_survives_it_going_away(
         outbox: jobs.Outbox = hotline.app.extensions["ivr.outbox"]
         outbox.failed_at = -jobs.REDIS_BACKOFF
         wait_for(lambda: outbox.flush() >= 0 and outbox.pending() == 0)
-        wait_for(lambda: [c.status for c in hotline.cases()] == ["transcribed"])
+        wait_for(lambda: [c.status for c in hotline.cases()] == ["routed"])
         hotline.redis.stop()  # gone again, while the worker waits for work
         time.sleep(2)
         assert worker.poll() is None, "the worker died with Redis"
         hotline.redis.start()
         hotline.call(ENGLISH_VOICEMAIL, message)
-        wait_for(lambda: [c.status for c in hotline.cases()] == ["transcribed"] * 2)
+        wait_for(lambda: [c.status for c in hotline.cases()] == ["routed"] * 2)
     finally:
         worker.terminate()  # a warm shutdown, as on a deploy
         _, err = worker.communicate(timeout=30)
@@ -533,4 +558,4 @@ def test_retries_that_wait_still_run_when_rqs_scheduler_is_gone(hotline: Hotline
     assert jobs.Housekeeper(hotline.db, hotline.redis.url).tick()
     assert job.id in queue.job_ids and queue.scheduled_job_registry.count == 0
     hotline.work()
-    assert [c.status for c in hotline.cases()] == ["transcribed"]
+    assert [c.status for c in hotline.cases()] == ["routed"]

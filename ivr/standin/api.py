@@ -34,6 +34,7 @@ import sys
 import threading
 import time
 import wave
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -207,6 +208,7 @@ class TwilioApi:
 
     def __init__(
         self, account_sid: str, auth_token: str, *, numbers: tuple[str, ...] = (),
+        on_call: Callable[[Created], None] | None = None,
         host: str = "127.0.0.1", port: int = 0,
     ) -> None:
         if not ACCOUNT_SID.match(account_sid):
@@ -215,6 +217,9 @@ class TwilioApi:
         self.host = host
         self.port = port  # 0: a free one
         self.numbers = frozenset(numbers)
+        # Plays the phone a created call rings, as Twilio would, after answering the request
+        # (`ivr serve` answers as an operator who presses 1; see `Phone.answer`).
+        self.on_call = on_call
         self._credentials: dict[str, str] = {account_sid: auth_token}
         self._lock = threading.Lock()
         self._recordings: dict[str, Recording] = {}
@@ -515,6 +520,8 @@ class TwilioApi:
         }
         with self._lock:
             self._calls.append(Created(sid, p, form, body))
+        if self.on_call is not None:
+            threading.Timer(0.2, self.on_call, args=(self._calls[-1],)).start()
         return self._json(201, body)
 
     def _create_message(self, form: dict[str, list[str]]) -> _Answer:

@@ -255,6 +255,7 @@ class Phone:
         self.hotline = hotline
         self.on_step = on_step
         self.api = api
+        self.to, self.direction = hotline, "inbound"  # an `answer` call changes both
         if api is not None and api.account_sid != account_sid:
             raise ValueError("the Twilio API stand-in belongs to another account than the phone")
 
@@ -263,11 +264,11 @@ class Phone:
             "CallSid": self.call_sid,
             "AccountSid": self.account_sid,
             "From": from_,
-            "To": self.hotline,
+            "To": self.to,
             "Caller": from_,
-            "Called": self.hotline,
+            "Called": self.to,
             "CallStatus": "in-progress",
-            "Direction": "inbound",
+            "Direction": self.direction,
             "ApiVersion": "2010-04-01",
             "FromCountry": "",
             "FromState": "",
@@ -289,6 +290,7 @@ class Phone:
 
     def call(self, from_: str, caller: Caller) -> CallLog:
         self.call_sid = "CA" + secrets.token_hex(16)
+        self.to, self.direction = self.hotline, "inbound"
         log = CallLog()
         url = f"{self.base}/twilio/voice"
         params = self._params(from_, {"CallStatus": "ringing"})
@@ -303,6 +305,42 @@ class Phone:
         reply = self.post(f"{self.base}/twilio/status", status)
         if reply.status != 200 or "<Response" not in reply.body:
             log.errors.append(f"status callback answered {reply.status}")
+        return log
+
+    def answer(self, created: Any, person: Caller, pick_up: str = "answer") -> CallLog:
+        """Twilio's part of a call we placed with `calls.create` (`created`: the stand-in's
+        record of it, `TwilioApi.calls[-1]`): the `To` phone rings; `pick_up` says what it
+        does (`answer`, `busy`, `no-answer`, `failed`). Answered, Twilio fetches `Url`,
+        signed, and follows the TwiML with `person` at that phone (their keys; at a <Dial>,
+        what the dialled party does); then it posts `StatusCallback` as the call ends.
+        """
+        p: dict[str, str] = created.params
+        self.call_sid = created.sid
+        self.to, self.direction = p["To"], "outbound-api"
+        from_ = p["From"]
+        log = CallLog()
+        events = set(getattr(created, "multi", {}).get("StatusCallbackEvent", ["completed"]))
+        callback = p.get("StatusCallback", "")
+
+        def status(call_status: str, event: str, **extra: str) -> None:
+            if callback and (event in events or event == "completed"):
+                reply = self.post(callback, self._params(from_, {"CallStatus": call_status,
+                                                                  "CallbackSource": "call-progress-events",
+                                                                  "SequenceNumber": str(len(log.heard)),
+                                                                  **extra}))
+                if reply.status != 200:
+                    log.errors.append(f"status callback answered {reply.status}")
+
+        if pick_up in ("busy", "no-answer", "failed"):
+            status(pick_up, "completed")
+            log.ended = pick_up
+            return log
+        status("in-progress", "answered")
+        url = p["Url"]
+        doc = self._fetch(url, self._params(from_, {}), log)
+        while doc is not None and log.requests < MAX_WEBHOOKS:
+            url, _extra, doc = self._follow(doc, url, from_, person, log)
+        status("completed", "completed", CallDuration="30")
         return log
 
     def _fetch(self, url: str, params: dict[str, str], log: CallLog) -> ET.Element | None:

@@ -1,0 +1,421 @@
+"""After a voicemail: the operator is told by SMS, the case is re-offered or escalated, and the
+callback rings the operator, whispers, bridges on 1 and records the outcome; nobody is called
+without consent, and no number crosses to the other side. Real parts: the production flow,
+the app, the Twilio REST stand-in over HTTP (through the real twilio client), the stand-in
+phone playing both legs with signed webhooks, SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from flask import Flask
+from sqlalchemy import select
+
+from ivr import callbacks, create_app, jobs
+from ivr.callbacks import Policy, finish, in_window, next_in_window, reoffer_due
+from ivr.casebook import show_case
+from ivr.cli import main as cli
+from ivr.config import Settings
+from ivr.operators import add_operator, edit_operator
+from ivr.standin import Created, FlaskTransport, Phone, ScriptedCaller, TwilioApi
+from ivr.storage import CallbackAttempt, Case, Database, OutboxJob, Vault, upgrade
+from tests.conftest import BASE, ROOT, SUNDAY, TEST_KEYS, TOKEN, signed
+
+CALLER = "+79781234567"  # a Crimean mobile
+HOTLINE = "+15005550006"
+CRIMEA_CALLER_ID = "+15005550007"  # what callers in Crimea see (regions.yaml `caller_id`)
+OLENA, TARAS, SOFIA = "+380501110001", "+380501110002", "+380501110003"
+# flows/hotline.yaml: Russian, main menu 3 (a message), end it with #, then the callback question.
+RUSSIAN_MESSAGE = ["1", "3", "#"]
+
+
+class Person(ScriptedCaller):
+    """A scripted phone that also notes whom a <Dial> rang."""
+
+    def __init__(self, presses: list[str]) -> None:
+        super().__init__(presses)
+        self.dialled: list[list[str]] = []
+
+    def dial(self, numbers: list[str]) -> str:
+        self.dialled.append(numbers)
+        return super().dial(numbers)
+
+
+@dataclass
+class Desk:
+    settings: Settings
+    app: Flask
+    api: TwilioApi
+    db: Database
+    vault: Vault
+
+    def phone(self) -> Phone:
+        return Phone(FlaskTransport(self.app), BASE, TOKEN, self.settings.twilio_account_sid, HOTLINE,
+                     api=self.api)
+
+    def voicemail(self, consent: str | None, number: str = CALLER) -> int:
+        """A caller leaves a message and answers the callback question; the worker runs."""
+        presses = RUSSIAN_MESSAGE + ([consent] if consent else [])
+        log = self.phone().call(number, ScriptedCaller(presses))
+        assert not log.errors, log.errors
+        self.app.extensions["ivr.outbox"].run_here()
+        with self.db.session() as s:
+            return max(s.scalars(select(Case.id)))
+
+    def case(self, case_id: int) -> Case:
+        with self.db.session() as s:
+            found = s.get(Case, case_id)
+            assert found is not None
+            return found
+
+    def attempts(self, case_id: int) -> list[CallbackAttempt]:
+        with self.db.session() as s:
+            return list(s.scalars(select(CallbackAttempt).where(CallbackAttempt.case_id == case_id)
+                                  .order_by(CallbackAttempt.id)))
+
+    def env(self) -> dict[str, str]:
+        s = self.settings
+        return {"DATABASE_URL": s.database_url, "KEYSTORE_URL": s.keystore_url, "IVR_DATA_KEYS": TEST_KEYS,
+                "TWILIO_API_BASE": self.api.base_url, "TWILIO_ACCOUNT_SID": s.twilio_account_sid,
+                "TWILIO_AUTH_TOKEN": TOKEN, "PUBLIC_BASE_URL": BASE, "HOTLINE_NUMBER": HOTLINE,
+                "FLOWS_DIR": str(s.flows_dir), "INSTANCE_DIR": str(s.instance_dir),
+                "IVR_DOTENV": "/nonexistent", "USER": "olena"}
+
+    def add(self, name: str, number: str, **kw: str | int) -> int:
+        args: dict[str, str | int] = {"languages": "ru,uk", "regions": "crimea", "timezone": "Europe/Kyiv",
+                                      "hours": "always", **kw}
+        return add_operator(self.db, self.vault, name=name, number=number, **args)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def desk(settings: Settings, database_url: str, keystore_url: str, tmp_path: Path,
+         monkeypatch: pytest.MonkeyPatch) -> Iterator[Desk]:
+    """The production flow and regions (Crimea with a caller ID of its own)."""
+    shutil.rmtree(settings.flows_dir)
+    shutil.copytree(ROOT / "flows", settings.flows_dir, ignore=shutil.ignore_patterns("tests"))
+    regions = settings.flows_dir / "regions.yaml"
+    regions.write_text(regions.read_text(encoding="utf-8").replace(
+        "    timezone: Europe/Simferopol  # Moscow time since 2014\n",
+        f"    timezone: Europe/Simferopol\n    caller_id: \"{CRIMEA_CALLER_ID}\"\n"), encoding="utf-8")
+    with TwilioApi(settings.twilio_account_sid, TOKEN, numbers=(HOTLINE, CRIMEA_CALLER_ID)) as api:
+        s = settings.replace(twilio_api_base=api.base_url, database_url=database_url,
+                             keystore_url=keystore_url, transfer_numbers=("+380441112233",))
+        upgrade(database_url, keystore_url)
+        jobs.use(lambda _settings: jobs.build_services(s))
+        # The hotline's operators answer daily 08:00-22:00 Kyiv time: Sunday 14:00 is open.
+        app = create_app(s, clock=lambda: SUNDAY, enqueue=False)
+        yield Desk(s, app, api, app.extensions["ivr.db"], app.extensions["ivr.vault"])
+        jobs.use(jobs.build_services)
+        app.extensions["ivr.db"].engine.dispose()
+
+
+def parse(twiml: str) -> ET.Element:
+    return ET.fromstring(twiml)
+
+
+# --- the whole callback ------------------------------------------------------------------------
+
+
+def test_case_sms_callback_whisper_press_1_bridge_outcome(
+    desk: Desk, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    olena = desk.add("Olena", OLENA)
+    desk.add("Taras", TARAS, regions="ukraine", languages="uk")
+    case_id = desk.voicemail("1")  # "any time"
+
+    case = desk.case(case_id)
+    assert (case.status, case.operator_id, case.consent, case.callback_status) == (
+        "routed", olena, "any", "waiting")
+    assert case.route_reason is not None and case.route_reason.startswith("region crimea, language ru")
+    assert case.status_reason == "not transcribed: no model for ru"  # routed all the same
+
+    # The SMS: to Olena, from the hotline, a case number and a link, nothing of the caller.
+    [sms] = desk.api.messages
+    assert (sms.params["To"], sms.params["From"]) == (OLENA, HOTLINE)
+    assert sms.params["Body"] == f"Hotline: case {case_id} is yours. Open it: {BASE}/console/cases/{case_id}"
+
+    # `ivr cases callback`: Twilio is asked to ring Olena from the hotline number.
+    result = CliRunner().invoke(cli, ["cases", "callback", str(case_id)], env=desk.env())
+    assert result.exit_code == 0, result.output
+    assert "calling its operator" in result.output
+    [call] = desk.api.calls
+    assert (call.params["To"], call.params["From"]) == (OLENA, HOTLINE)
+    [attempt] = desk.attempts(case_id)
+    assert call.params["Url"] == f"{BASE}/twilio/callback/answer?a={attempt.id}"
+    assert call.params["StatusCallback"] == f"{BASE}/twilio/callback/status?a={attempt.id}"
+    assert desk.case(case_id).callback_status == "calling"
+
+    # Olena answers, hears the whisper, presses 1; the caller picks up.
+    olena_phone = Person(["1", "answer"])
+    log = desk.phone().answer(call, olena_phone)
+    assert not log.errors, log.errors
+    heard = log.text()
+    assert f"справа {case_id}" in heard and "російською" in heard and "crimea" in heard  # in Ukrainian
+    assert "З'єднуємо" in heard and "Розмову завершено" in heard
+    assert olena_phone.dialled == [[CALLER]]  # Twilio dials the caller; Olena hears no number
+
+    [attempt] = desk.attempts(case_id)
+    assert attempt.outcome == "answered" and attempt.confirmed_at is not None and attempt.seconds == 42
+    case = desk.case(case_id)
+    assert (case.callback_status, case.callback_attempts, case.acted_at is not None) == ("answered", 1, True)
+    shown = show_case(desk.db, desk.vault, case_id, actor="test")
+    assert shown is not None
+    actions = [e["action"] for e in shown["timeline"]]
+    for expected in ("case-created", "consent", "transcription_failed", "assigned", "sms-sent",
+                     "callback-started", "callback-answered"):
+        assert expected in actions, actions
+    assert [c["outcome"] for c in shown["callbacks"]] == ["answered"]
+
+    # Neither number anywhere the other side or a log could show it.
+    logged = [r.getMessage() for r in caplog.records]
+    everything = "\n".join([heard, sms.params["Body"], result.output, *logged])
+    assert CALLER not in everything and CALLER[1:] not in everything
+    assert OLENA not in heard and OLENA not in result.output
+
+
+def test_the_bridge_shows_the_regions_caller_id_and_answers_on_bridge(desk: Desk) -> None:
+    desk.add("Olena", OLENA)
+    case_id = desk.voicemail("2")  # daytime only: Sunday 14:00 UTC is 17:00 in Crimea
+    tel = jobs.telephony_for(desk.settings)
+    attempt = callbacks.start_callback(desk.db, desk.vault, tel, BASE, Policy(), case_id, now=SUNDAY)
+    client = desk.app.test_client()
+    params = {"CallSid": desk.api.calls[-1].sid, "AccountSid": desk.settings.twilio_account_sid,
+              "From": HOTLINE, "To": OLENA, "CallStatus": "in-progress", "Direction": "outbound-api"}
+    whisper = parse(signed(client, f"/twilio/callback/answer?a={attempt}", params).get_data(as_text=True))
+    [gather] = whisper.iter("Gather")
+    assert gather.get("numDigits") == "1"
+    assert gather.get("action") == f"{BASE}/twilio/callback/connect?a={attempt}"
+    bridge = signed(client, f"/twilio/callback/connect?a={attempt}", {**params, "Digits": "1"})
+    root = parse(bridge.get_data(as_text=True))
+    [dial] = root.iter("Dial")
+    assert dial.get("callerId") == CRIMEA_CALLER_ID and dial.get("answerOnBridge") == "true"
+    assert dial.get("action") == f"{BASE}/twilio/callback/bridged?a={attempt}"
+    assert [n.text for n in dial] == [CALLER]
+    # A forged request to the same URL gets nothing.
+    forged = client.post(f"/twilio/callback/connect?a={attempt}", data={**params, "Digits": "1"})
+    assert forged.status_code == 403
+
+
+@pytest.mark.parametrize(("pick_up", "presses", "outcome"), [
+    ("busy", [], "operator-busy"),
+    ("no-answer", [], "operator-no-answer"),
+    ("answer", ["wait"], "not-confirmed"),  # the operator's voicemail took it: no key
+    ("answer", ["2"], "not-confirmed"),
+    ("answer", ["1", "busy"], "busy"),  # the caller's phone is busy
+    ("answer", ["1", "no-answer"], "no-answer"),
+])
+def test_every_outcome_is_recorded_and_the_next_try_scheduled(
+    desk: Desk, pick_up: str, presses: list[str], outcome: str
+) -> None:
+    desk.add("Olena", OLENA)
+    case_id = desk.voicemail("1")
+    tel = jobs.telephony_for(desk.settings)
+    callbacks.start_callback(desk.db, desk.vault, tel, BASE, Policy(), case_id, now=SUNDAY)
+    log = desk.phone().answer(desk.api.calls[-1], Person(presses), pick_up=pick_up)
+    assert not log.errors, log.errors
+    [attempt] = desk.attempts(case_id)
+    assert attempt.outcome == outcome
+    case = desk.case(case_id)
+    assert case.callback_status == "scheduled"
+    assert case.next_callback_at == SUNDAY + timedelta(minutes=15)  # the app's clock: Sunday noon
+
+
+def test_no_consent_means_nobody_is_called(desk: Desk) -> None:
+    desk.add("Olena", OLENA)
+    refused = desk.voicemail("3")
+    silent = desk.voicemail(None)  # hung up at the question
+    for case_id in (refused, silent):
+        case = desk.case(case_id)
+        assert case.status == "routed" and case.callback_status == "none"
+        result = CliRunner().invoke(cli, ["cases", "callback", str(case_id)], env=desk.env())
+        assert result.exit_code == 1 and "did not agree to a callback" in result.output
+    assert desk.case(refused).consent == "none" and desk.case(silent).consent is None
+    assert desk.api.calls == []
+    withheld = desk.voicemail(None, number="anonymous")  # not asked: no number to call
+    result = CliRunner().invoke(cli, ["cases", "callback", str(withheld)], env=desk.env())
+    assert result.exit_code == 1 and desk.api.calls == []
+
+
+def test_outside_the_daytime_window_the_callback_waits_for_it(desk: Desk) -> None:
+    desk.add("Olena", OLENA)
+    case_id = desk.voicemail("2")
+    tel = jobs.telephony_for(desk.settings)
+    night = datetime(2026, 11, 25, 20, 30, tzinfo=UTC)  # 23:30 in Crimea
+    with pytest.raises(callbacks.CallbackError, match=r"outside the caller's safe hours .* 2026-11-26 09:00"):
+        callbacks.start_callback(desk.db, desk.vault, tel, BASE, Policy(), case_id, now=night)
+    case = desk.case(case_id)
+    assert case.callback_status == "scheduled"
+    assert case.next_callback_at == datetime(2026, 11, 26, 6, 0, tzinfo=UTC)  # 09:00 Moscow time
+    assert desk.api.calls == []
+    # The housekeeper queues it once due (and not before).
+    assert callbacks.due_callbacks(desk.db, Policy(), night + timedelta(hours=1)) == []
+    assert callbacks.due_callbacks(desk.db, Policy(), datetime(2026, 11, 26, 6, 1, tzinfo=UTC)) == [case_id]
+    with desk.db.session() as s:
+        assert [j.job for j in s.scalars(select(OutboxJob).where(OutboxJob.target_id == case_id,
+                                                                 OutboxJob.job == callbacks.CALLBACK))] == [
+            callbacks.CALLBACK]
+
+
+# --- the schedule, the window, re-offers (on the database, without phones) -----------------
+
+
+MOSCOW_EVENING = datetime(2026, 11, 25, 17, 50, tzinfo=UTC)  # 20:50 in Moscow and Crimea
+
+
+@pytest.mark.parametrize(("consent", "tz", "at", "inside", "next_at"), [
+    ("any", "Europe/Moscow", MOSCOW_EVENING + timedelta(hours=5), True, MOSCOW_EVENING + timedelta(hours=5)),
+    ("day", "Europe/Moscow", MOSCOW_EVENING, True, MOSCOW_EVENING),
+    ("day", "Europe/Moscow", MOSCOW_EVENING + timedelta(minutes=10), False,
+     datetime(2026, 11, 26, 6, 0, tzinfo=UTC)),  # 21:00 is past: tomorrow 09:00
+    ("day", "Europe/Moscow", datetime(2026, 11, 26, 3, 0, tzinfo=UTC), False,
+     datetime(2026, 11, 26, 6, 0, tzinfo=UTC)),  # 06:00: today 09:00
+    ("day", "Europe/Kyiv", MOSCOW_EVENING, True, MOSCOW_EVENING),  # 19:50 in Kyiv
+    ("day", "Europe/Kyiv", datetime(2027, 3, 28, 5, 30, tzinfo=UTC), False,
+     datetime(2027, 3, 28, 6, 0, tzinfo=UTC)),  # 08:30 summer time: opens 09:00 = 06:00 UTC
+    ("none", "Europe/Moscow", MOSCOW_EVENING, False, None),
+    (None, "Europe/Moscow", MOSCOW_EVENING, False, None),
+])
+def test_the_consent_window_in_the_callers_time_zone(
+    consent: str | None, tz: str, at: datetime, inside: bool, next_at: datetime | None
+) -> None:
+    daytime = (9 * 60, 21 * 60)
+    assert in_window(consent, tz, at, daytime) is inside
+    assert next_in_window(consent, tz, at, daytime) == next_at
+
+
+def test_attempts_follow_the_schedule_inside_the_window_then_give_up(desk: Desk) -> None:
+    olena = desk.add("Olena", OLENA)
+    case_id = desk.voicemail("2")
+    policy = Policy(retry_minutes=(15, 60))
+    tel = jobs.telephony_for(desk.settings)
+    now = MOSCOW_EVENING - timedelta(hours=5)  # 15:50 in Crimea
+    first = callbacks.start_callback(desk.db, desk.vault, tel, BASE, policy, case_id, now=now)
+    finish(desk.db, policy, first, "no-answer", now)
+    assert desk.case(case_id).next_callback_at == now + timedelta(minutes=15)
+    now += timedelta(minutes=15)
+    assert callbacks.due_callbacks(desk.db, policy, now) == [case_id]
+    second = callbacks.start_callback(desk.db, desk.vault, tel, BASE, policy, case_id, now=now)
+    edit_operator(desk.db, desk.vault, olena, on_duty=False)
+    finish(desk.db, policy, second, "busy", now + timedelta(hours=4, minutes=30))  # 20:35 in Crimea
+    # +60 min is 21:35: outside the daytime window, so tomorrow at 09:00 their time.
+    assert desk.case(case_id).next_callback_at == datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
+    later = datetime(2026, 11, 26, 6, 5, tzinfo=UTC)
+    assert callbacks.due_callbacks(desk.db, policy, later) == []  # Olena is off duty: it waits
+    edit_operator(desk.db, desk.vault, olena, on_duty=True)
+    assert callbacks.due_callbacks(desk.db, policy, later) == [case_id]
+    third = callbacks.start_callback(desk.db, desk.vault, tel, BASE, policy, case_id, now=later)
+    finish(desk.db, policy, third, "failed", later)
+    finish(desk.db, policy, third, "answered", later)  # a late duplicate changes nothing
+    case = desk.case(case_id)
+    assert (case.callback_status, case.callback_attempts, case.next_callback_at) == ("gave_up", 3, None)
+    assert case.status_reason == "callback: gave up after 3 attempts"
+    with pytest.raises(callbacks.CallbackError, match="gave up after 3 attempts"):
+        callbacks.start_callback(desk.db, desk.vault, tel, BASE, policy, case_id, now=later)
+    assert [a.outcome for a in desk.attempts(case_id)] == ["no-answer", "busy", "failed"]
+
+
+def test_a_case_nobody_acts_on_goes_to_the_next_operator_then_to_supervisors(desk: Desk) -> None:
+    olena = desk.add("Olena", OLENA)
+    case_id = desk.voicemail("1")
+    assert desk.case(case_id).operator_id == olena
+    taras = desk.add("Taras", TARAS)  # joins after the case was given to Olena
+    sofia = desk.add("Sofia", SOFIA, regions="elsewhere", role="supervisor")
+    policy = Policy(reoffer_after=timedelta(minutes=30))
+    assigned = desk.case(case_id).assigned_at
+    assert assigned is not None
+
+    assert reoffer_due(desk.db, policy, assigned + timedelta(minutes=29)) == []
+    assert reoffer_due(desk.db, policy, assigned + timedelta(minutes=31)) == [case_id]
+    case = desk.case(case_id)
+    assert (case.operator_id, case.reoffers, case.notified_at) == (taras, 1, None)
+    assert "(not 1 offered before)" in (case.route_reason or "")
+    desk.app.extensions["ivr.outbox"].run_here()  # the notify job
+    assert [m.params["To"] for m in desk.api.messages] == [OLENA, TARAS]
+
+    later = desk.case(case_id).assigned_at
+    assert later is not None
+    assert reoffer_due(desk.db, policy, later + timedelta(minutes=31)) == [case_id]
+    case = desk.case(case_id)
+    assert case.operator_id is None and case.route_reason is not None
+    assert case.route_reason.endswith("unassigned, escalated to supervisors")
+    desk.app.extensions["ivr.outbox"].run_here()
+    last = desk.api.messages[-1]
+    assert last.params["To"] == SOFIA
+    assert f"case {case_id} (crimea, ru) has no operator" in last.params["Body"]
+    assert CALLER not in last.params["Body"]
+    # Still nobody: no more messages to the supervisors every minute.
+    assert reoffer_due(desk.db, policy, later + timedelta(hours=2)) == []
+    assert sofia
+
+
+def test_an_operator_who_opens_the_case_keeps_it(desk: Desk) -> None:
+    olena = desk.add("Olena", OLENA)
+    desk.add("Taras", TARAS)
+    case_id = desk.voicemail("1")
+    owner = desk.case(case_id).operator_id
+    assert owner in (olena, olena + 1)
+    show_case(desk.db, desk.vault, case_id, actor=f"operator:{owner}")
+    assigned = desk.case(case_id).assigned_at
+    assert assigned is not None
+    assert reoffer_due(desk.db, Policy(), assigned + timedelta(hours=3)) == []
+    assert desk.case(case_id).operator_id == owner
+
+
+# --- live transfer -----------------------------------------------------------------------------
+
+
+def test_a_live_transfer_rings_matching_operators_on_duty_least_loaded_first(desk: Desk) -> None:
+    olena = desk.add("Olena", OLENA)
+    desk.add("Taras", TARAS)
+    desk.add("Sofia", SOFIA, regions="ukraine", languages="uk")  # another region
+    desk.add("Petro", "+380501110004", hours="mon-fri 09:00-18:00")  # not on a Sunday
+    desk.voicemail("3")  # one open case for whoever got it
+    with desk.db.session() as s:
+        busy = s.scalars(select(Case.operator_id)).one()
+    caller = Person(["1", "4", "answer"])  # Russian, main menu 4: an operator now
+    log = desk.phone().call(CALLER, caller)
+    assert not log.errors, log.errors
+    assert "Соединяем с оператором" in log.text()
+    expected = [TARAS, OLENA] if busy == olena else [OLENA, TARAS]
+    assert caller.dialled == [expected]
+
+    for op_id in (olena, olena + 1):
+        edit_operator(desk.db, desk.vault, op_id, on_duty=False)
+    nobody = Person(["1", "4", "answer"])
+    desk.phone().call(CALLER, nobody)
+    assert nobody.dialled == [["+380441112233"]]  # TRANSFER_NUMBERS, the fallback
+
+
+def test_a_broken_database_rings_the_fallback_numbers_not_silence(desk: Desk) -> None:
+    desk.add("Olena", OLENA)
+    db = desk.app.extensions["ivr.db"]
+    db.engine.dispose()
+    db._engine, db._sessions = None, None
+    db.url = "postgresql+psycopg://nobody@127.0.0.1:1/gone"  # nothing listens there
+    caller = Person(["1", "4", "answer"])
+    log = desk.phone().call(CALLER, caller)
+    assert not log.errors, log.errors
+    assert caller.dialled == [["+380441112233"]]
+
+
+def test_the_stand_in_refuses_a_caller_id_that_is_not_the_accounts() -> None:
+    """Twilio refuses `from_` numbers the account does not own; so does the stand-in."""
+    with TwilioApi("AC" + "1" * 32, TOKEN, numbers=(HOTLINE,)) as api:
+        from ivr.providers import ProviderError, TwilioProvider
+
+        provider = TwilioProvider("AC" + "1" * 32, TOKEN, api.base_url)
+        with pytest.raises(ProviderError, match="HTTP 400"):
+            provider.create_call(OLENA, "+15005550099", f"{BASE}/twilio/callback/answer?a=1",
+                                 f"{BASE}/twilio/callback/status?a=1")
+        assert isinstance(provider.create_call(OLENA, HOTLINE, f"{BASE}/x", f"{BASE}/y"), str)
+        assert [c.params["To"] for c in api.calls] == [OLENA]
+        assert isinstance(api.calls[0], Created)

@@ -348,6 +348,29 @@ def finish(db: Database, policy: Policy, attempt_id: int, outcome: str,
                                                    now + wait, policy.daytime)
 
 
+QUEUED_LEASE = timedelta(minutes=10)
+NOTIFY_LEASE = timedelta(minutes=5)
+
+
+def unnotified(db: Database, now: datetime | None = None) -> list[int]:
+    """Cases whose SMS never went (its job lost with Redis, or retried out while Twilio was
+    down): queued again (housekeeper), at most once per NOTIFY_LEASE."""
+    now = now or utcnow()
+    cutoff = now - NOTIFY_LEASE
+    with db.session() as s:
+        ids = list(s.scalars(select(Case.id).where(Case.status == "routed", Case.notified_at.is_(None),
+                                                   Case.assigned_at <= cutoff)))
+        waiting = set(s.scalars(select(OutboxJob.target_id).where(
+            OutboxJob.job == NOTIFY, OutboxJob.target_id.in_(ids),
+            (OutboxJob.enqueued_at.is_(None)) | (OutboxJob.enqueued_at > cutoff)))) if ids else set()
+        again = [i for i in ids if i not in waiting]
+        for case_id in again:
+            s.add(OutboxJob(job=NOTIFY, target_id=case_id))
+    if again:
+        log.warning("%d case(s) whose operator was never told: notifying again", len(again))
+    return again
+
+
 def due_callbacks(db: Database, policy: Policy, now: datetime | None = None) -> list[int]:
     """Queue the scheduled callbacks that are due (housekeeper): ids of the cases queued.
 
@@ -356,7 +379,7 @@ def due_callbacks(db: Database, policy: Policy, now: datetime | None = None) -> 
     """
     now = now or utcnow()
     with db.session() as s:
-        cases = s.scalars(select(Case).where(Case.callback_status == "scheduled",
+        cases = s.scalars(select(Case).where(Case.callback_status.in_(("scheduled", "queued")),
                                              Case.next_callback_at <= now,
                                              Case.status != "closed")).all()
         if not cases:
@@ -364,13 +387,16 @@ def due_callbacks(db: Database, policy: Policy, now: datetime | None = None) -> 
         on_duty = {c.id for c in candidates(db) if c.on_duty and c.hours.is_open(now)}
         queued: list[int] = []
         for case in cases:
+            if case.callback_status == "queued":  # its job was lost (Redis emptied): again
+                log.warning("callback of case %s was queued but never placed: queued again", case.id)
             tz = case.caller_tz or "UTC"
             if not in_window(case.consent, tz, now, policy.daytime):
                 case.next_callback_at = next_in_window(case.consent, tz, now, policy.daytime)
                 continue
             if case.operator_id not in on_duty:
                 continue
-            case.callback_status, case.next_callback_at = "queued", None
+            # A lease: placing the call clears it; a job Redis lost is queued again after it.
+            case.callback_status, case.next_callback_at = "queued", now + QUEUED_LEASE
             s.add(OutboxJob(job=CALLBACK, target_id=case.id))
             queued.append(case.id)
     return queued

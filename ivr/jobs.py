@@ -243,9 +243,18 @@ class Housekeeper(threading.Thread):
         if not conn.set(self.LOCK, "1", nx=True, ex=max(1, int(self.every * 0.9))):
             return False
         queue = Queue(QUEUE, connection=conn)
-        # Cases nobody acted on, and callbacks that are due: their jobs go through the outbox.
-        callbacks.reoffer_due(self.db, self.policy)
-        callbacks.due_callbacks(self.db, self.policy)
+        # Cases nobody acted on, operators never told, callbacks due: jobs via the outbox. Each
+        # on its own: a failure in one must not stop the voicemail backstops below.
+        chores: list[tuple[str, Callable[[], object]]] = [
+            ("re-offers", lambda: callbacks.reoffer_due(self.db, self.policy)),
+            ("notifications", lambda: callbacks.unnotified(self.db)),
+            ("callbacks", lambda: callbacks.due_callbacks(self.db, self.policy)),
+        ]
+        for name, chore in chores:
+            try:
+                chore()
+            except Exception:
+                log.exception("housekeeping: %s failed; the rest goes on", name)
         self.outbox.flush()
         if not conn.exists(RQScheduler.get_locking_key(QUEUE)):
             # No live rq scheduler (it dies with a Redis outage and comes back only at rq's

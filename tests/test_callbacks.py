@@ -419,3 +419,33 @@ def test_the_stand_in_refuses_a_caller_id_that_is_not_the_accounts() -> None:
         assert isinstance(provider.create_call(OLENA, HOTLINE, f"{BASE}/x", f"{BASE}/y"), str)
         assert [c.params["To"] for c in api.calls] == [OLENA]
         assert isinstance(api.calls[0], Created)
+
+
+def test_lost_jobs_are_queued_again_by_the_housekeeper(desk: Desk) -> None:
+    """Redis restarted empty: an SMS job and a callback job are gone; the database knows."""
+    desk.add("Olena", OLENA)
+    case_id = desk.voicemail("1")
+    with desk.db.session() as s:  # as if the SMS job had never run
+        case = s.get(Case, case_id)
+        assert case is not None and case.assigned_at is not None
+        case.notified_at = None
+        assigned = case.assigned_at
+    assert callbacks.unnotified(desk.db, assigned + timedelta(minutes=4)) == []  # give it time
+    assert callbacks.unnotified(desk.db, assigned + timedelta(minutes=6)) == [case_id]
+    assert callbacks.unnotified(desk.db, assigned + timedelta(minutes=7)) == []  # queued already
+    desk.app.extensions["ivr.outbox"].run_here()
+    assert [m.params["To"] for m in desk.api.messages] == [OLENA, OLENA]
+    assert callbacks.unnotified(desk.db, assigned + timedelta(hours=1)) == []
+
+    with desk.db.session() as s:
+        case = s.get(Case, case_id)
+        assert case is not None
+        case.callback_status, case.next_callback_at = "scheduled", SUNDAY
+    assert callbacks.due_callbacks(desk.db, Policy(), SUNDAY) == [case_id]
+    assert desk.case(case_id).callback_status == "queued"
+    assert callbacks.due_callbacks(desk.db, Policy(), SUNDAY + timedelta(minutes=5)) == []
+    # The job never ran: after the lease it is queued again, and then placed.
+    assert callbacks.due_callbacks(desk.db, Policy(), SUNDAY + timedelta(minutes=11)) == [case_id]
+    desk.app.extensions["ivr.outbox"].run_here()
+    assert [c.params["To"] for c in desk.api.calls] == [OLENA]
+    assert desk.case(case_id).callback_status == "calling"

@@ -58,6 +58,7 @@ def create_app(
     from ivr import public, voice
     from ivr.callbacks import OperatorLeg, live_numbers
     from ivr.calls import CallbackHandler, CallHandler
+    from ivr.console import init_console
     from ivr.engine import Caller
     from ivr.jobs import Outbox, OutboxFlusher, keyring_for, policy_for
     from ivr.registry import FlowRegistry
@@ -103,4 +104,7 @@ def create_app(
         OutboxFlusher(outbox, settings.outbox_flush_seconds).start()
     app.register_blueprint(voice.bp)
     app.register_blueprint(public.bp)
+    if clock is not None:
+        app.config["IVR_CLOCK"] = clock
+    init_console(app, settings, db, vault, registry, policy_for(settings))
     return app

@@ -542,7 +542,7 @@ def _operator_call(fn: Callable[[], object]) -> object:
               help="Working hours, like `mon-fri 09:00-18:00; sat 10:00-14:00`.")
 @click.option("--capacity", type=int, default=5, show_default=True, help="Open cases at most.")
 @click.option("--supervisor", is_flag=True,
-              help="Also told (by SMS) of every case no operator could take.")
+              help="Also told (by SMS) of every case no operator could take; sees every region.")
 def operators_add(name: str, number: str, languages: str, region_names: str, timezone: str, hours: str,
                   capacity: int, supervisor: bool) -> None:
     """Add an operator (on duty from now on)."""
@@ -594,7 +594,8 @@ def operators_list(numbers: bool, as_json: bool) -> None:
 @click.option("--hours")
 @click.option("--capacity", type=int)
 @click.option("--on-duty/--off-duty", "on_duty", default=None)
-@click.option("--role", type=click.Choice(["operator", "supervisor"]), default=None)
+@click.option("--role", type=click.Choice(["operator", "supervisor", "admin"]), default=None,
+              help="admin: a supervisor who also sees the flows in the console.")
 def operators_edit(operator_id: int, name: str | None, number: str | None, languages: str | None,
                    region_names: str | None, timezone: str | None, hours: str | None,
                    capacity: int | None, on_duty: bool | None, role: str | None) -> None:
@@ -618,6 +619,40 @@ def operators_disable(operator_id: int) -> None:
     db, vault = _stores()
     _operator_call(lambda: edit_operator(db, vault, operator_id, _actor(), active=False))
     click.echo(f"operator #{operator_id} disabled")
+
+
+@operators.command("password")
+@click.argument("operator_id", type=int)
+@click.option("--password-stdin", "from_stdin", is_flag=True, help="Read it from standard input.")
+def operators_password(operator_id: int, from_stdin: bool) -> None:
+    """Set an operator's console password (12 characters at least); signs them out everywhere."""
+    from ivr.console.auth import AuthError, set_password
+
+    db, _vault = _stores()
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = click.prompt("New password", hide_input=True, confirmation_prompt=True)
+    try:
+        set_password(db, operator_id, password, actor=_actor())
+    except AuthError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"operator #{operator_id}: password set; at the next sign-in they set up their "
+               "authenticator app from a QR code")
+
+
+@operators.command("reset-2fa")
+@click.argument("operator_id", type=int)
+def operators_reset_2fa(operator_id: int) -> None:
+    """A lost phone: sign the operator out; they enroll a new authenticator at the next sign-in."""
+    from ivr.console.auth import AuthError, reset_second_factor
+
+    db, _vault = _stores()
+    try:
+        reset_second_factor(db, operator_id, actor=_actor())
+    except AuthError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"operator #{operator_id}: second factor reset")
 
 
 @cases.command("assign")

@@ -49,6 +49,8 @@ class Settings:
     callback_retry_minutes: tuple[int, ...] = (15, 60, 240)
     reoffer_minutes: int = 30
     transfer_ring_max: int = 3
+    console_secret_key: str = ""  # CONSOLE_SECRET_KEY; never logged
+    console_idle_minutes: int = 30
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -92,6 +94,10 @@ SETTINGS: dict[str, tuple[str, bool]] = {
                         False),
     "TRANSFER_RING_MAX": ("how many matching operators a live transfer rings at once (1-10)",
                           False),
+    "CONSOLE_SECRET_KEY": ("a long random string that signs console sessions and forms "
+                           "(make one: python -c 'import secrets; print(secrets.token_urlsafe(48))')",
+                           True),
+    "CONSOLE_IDLE_MINUTES": ("minutes without a request after which a console session ends", False),
 }
 
 
@@ -141,6 +147,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "transfer_numbers": tuple(n.strip() for n in get("TRANSFER_NUMBERS").split(",") if n.strip()),
         "log_level": (get("LOG_LEVEL") or base.log_level).upper(),
         "data_keys": get("IVR_DATA_KEYS"),
+        "console_secret_key": get("CONSOLE_SECRET_KEY"),
         "transcribe_engines": get("TRANSCRIBE_ENGINES") or base.transcribe_engines,
     }
     for name, key, default, low in (("RETENTION_DAYS", "retention_days", base.retention_days, 1),
@@ -170,6 +177,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     for name, key, default, low, high in (
         ("REOFFER_MINUTES", "reoffer_minutes", base.reoffer_minutes, 1, 10080),
         ("TRANSFER_RING_MAX", "transfer_ring_max", base.transfer_ring_max, 1, 10),
+        ("CONSOLE_IDLE_MINUTES", "console_idle_minutes", base.console_idle_minutes, 1, 720),
     ):
         raw = get(name)
         if raw and not (raw.isdigit() and low <= int(raw) <= high):
@@ -210,6 +218,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         if not E164.match(number):
             problems.append("TRANSFER_NUMBERS must be E.164 numbers separated by commas")
             break
+    if values["console_secret_key"] and len(values["console_secret_key"]) < 32:
+        problems.append("CONSOLE_SECRET_KEY is too short: use 32 characters or more of randomness")
     if production and values["twilio_auth_token"] == DEV_AUTH_TOKEN:
         problems.append("TWILIO_AUTH_TOKEN is the development token: set the real one")
     if values["log_level"] not in logging.getLevelNamesMapping():

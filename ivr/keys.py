@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -73,26 +74,33 @@ def new_master_key() -> str:
     return f"{key_id}:{base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip('=')}"
 
 
-def development_keys(instance_dir: Path) -> list[MasterKey]:
-    """The development master key under instance/, made on first use (never for production)."""
-    path = instance_dir / "data-keys"
+def instance_secret(instance_dir: Path, name: str, make: Callable[[], str], warning: str) -> str:
+    """A development secret kept under instance/, made once, race-free (never for production)."""
+    path = instance_dir / name
     if not path.exists():
         instance_dir.mkdir(parents=True, exist_ok=True)
-        tmp = instance_dir / f".data-keys.{os.getpid()}"
+        tmp = instance_dir / f".{name}.{os.getpid()}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
-            f.write(new_master_key() + "\n")
+            f.write(make() + "\n")
         try:
-            os.link(tmp, path)  # atomic and never overwrites: a racing process keeps the first key
+            os.link(tmp, path)  # atomic and never overwrites: a racing process keeps the first
             made = True
         except FileExistsError:
             made = False
         finally:
             tmp.unlink()
         if made:
-            log.warning("made a development data key in %s: set IVR_DATA_KEYS in production, "
-                        "and keep the key safe (without it the data cannot be read)", path)
-    return parse_master_keys(path.read_text().strip())
+            log.warning("made %s in %s: %s", name, path, warning)
+    return path.read_text().strip()
+
+
+def development_keys(instance_dir: Path) -> list[MasterKey]:
+    """The development master key under instance/, made on first use (never for production)."""
+    return parse_master_keys(instance_secret(
+        instance_dir, "data-keys", new_master_key,
+        "a development data key; set IVR_DATA_KEYS in production, and keep the key safe "
+        "(without it the data cannot be read)"))
 
 
 class Keyring:

@@ -30,7 +30,7 @@ from ivr.voicemail import callback_status
 E164 = re.compile(r"^\+[1-9]\d{6,14}\Z")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 OPEN_STATUSES = ("new", "transcribed", "transcription_failed", "routed")
-ROLES = ("operator", "supervisor")
+ROLES = ("operator", "supervisor", "admin")  # admin: a supervisor who also sees the flows
 
 
 class OperatorError(ValueError):
@@ -258,7 +258,7 @@ def supervisors(db: Database) -> list[int]:
     """Active supervisors: who hears of a case nobody could take."""
     with db.session() as s:
         return list(s.scalars(select(Operator.id).where(Operator.active.is_(True),
-                                                        Operator.role == "supervisor")
+                                                        Operator.role.in_(("supervisor", "admin")))
                               .order_by(Operator.id)))
 
 

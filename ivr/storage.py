@@ -156,6 +156,7 @@ class Case(Base):
     callback_status: Mapped[str | None] = mapped_column(String(12))
     callback_attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_callback_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    outcome: Mapped[str | None] = mapped_column(String(24))  # set by the operator (console)
 
 
 class Operator(Base):
@@ -175,7 +176,17 @@ class Operator(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)  # False: disabled
     last_assigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    role: Mapped[str] = mapped_column(String(12), default="operator")  # operator | supervisor
+    role: Mapped[str] = mapped_column(String(12), default="operator")  # operator|supervisor|admin
+    # The console (ivr/console): an argon2 hash, a TOTP secret sealed under the operator's key,
+    # lock-out counters for when Redis is down, and a session epoch that ends every session.
+    password_hash: Mapped[str | None] = mapped_column(String(200))
+    totp_secret: Mapped[bytes | None] = mapped_column(LargeBinary)
+    totp_enrolled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    totp_last_step: Mapped[int | None] = mapped_column(Integer)  # a code is good once
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    session_epoch: Mapped[int] = mapped_column(Integer, default=0)
+    locale: Mapped[str] = mapped_column(String(5), default="uk")  # the console's language
 
 
 class CallbackAttempt(Base):
@@ -194,6 +205,17 @@ class CallbackAttempt(Base):
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     outcome: Mapped[str | None] = mapped_column(String(24))
     seconds: Mapped[int | None] = mapped_column(Integer)  # of the bridged conversation
+
+
+class Note(Base):
+    """An operator's note on a case: sealed under the case's key (it may quote the caller)."""
+
+    __tablename__ = "notes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    operator_id: Mapped[int | None] = mapped_column(ForeignKey("operators.id"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    text: Mapped[bytes | None] = mapped_column(LargeBinary)  # sealed; None once purged
 
 
 class AuditEntry(Base):
@@ -315,6 +337,23 @@ class Vault:
         if sealed is None:
             return None
         return unseal(self.key_of(case.data_key_id), sealed, f"case:{case.id}:{field}")
+
+    def seal_note(self, case: Case, note: Note, text: str) -> bytes:
+        return seal(self.key_of(case.data_key_id), text.encode(), f"case:{case.id}:note:{note.id}")
+
+    def open_note(self, case: Case, note: Note) -> str | None:
+        if note.text is None:
+            return None
+        return unseal(self.key_of(case.data_key_id), note.text, f"case:{case.id}:note:{note.id}").decode()
+
+    def seal_operator_secret(self, operator: Operator, secret: str) -> bytes:
+        return seal(self.key_of(operator.data_key_id), secret.encode(), f"operator:{operator.id}:totp")
+
+    def open_operator_secret(self, operator: Operator) -> str | None:
+        if operator.totp_secret is None:
+            return None
+        return unseal(self.key_of(operator.data_key_id), operator.totp_secret,
+                      f"operator:{operator.id}:totp").decode()
 
     def seal_operator_number(self, operator: Operator, number: str) -> bytes:
         return seal(self.key_of(operator.data_key_id), number.encode(), f"operator:{operator.id}:number")

@@ -15,11 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from ivr.engine import Caller
-from ivr.storage import AuditEntry, Call, Case, Database, OutboxJob, Recording, Vault, utcnow
+from ivr.storage import AuditEntry, Call, Case, Database, Note, OutboxJob, Recording, Vault, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -311,6 +311,7 @@ def purge(db: Database, vault: Vault, older_than: timedelta) -> int:
             if rec is not None:
                 rec.audio = None
             case.number = case.transcript = None
+            s.execute(update(Note).where(Note.case_id == case.id).values(text=None))
             case.caller_hash = None
             case.purged_at = utcnow()
             s.add(AuditEntry(actor="system", action="purged", case_id=case.id))

@@ -125,6 +125,12 @@ def test_a_missing_production_setting_stops_start_up_with_one_line(tmp_path: Pat
         ({"PUBLIC_BASE_URL": "hotline.org"}, "is not a URL"),
         ({"FLOWS_DIR": "/nonexistent"}, "FLOWS_DIR '/nonexistent' is not a folder"),
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL 'LOUD'"),
+        ({"IVR_ENV": "production"}, "CONSOLE_SECRET_KEY is not set"),
+        ({"CONSOLE_SECRET_KEY": "short"}, "CONSOLE_SECRET_KEY is too short"),
+        ({"CALLBACK_DAYTIME": "21:00-09:00"}, "CALLBACK_DAYTIME must be hours like 09:00-21:00"),
+        ({"CALLBACK_RETRY_MINUTES": "15,x"}, "CALLBACK_RETRY_MINUTES must be whole minutes"),
+        ({"REOFFER_MINUTES": "0"}, "REOFFER_MINUTES must be a whole number from 1"),
+        ({"TRANSFER_RING_MAX": "11"}, "TRANSFER_RING_MAX must be a whole number from 1 to 10"),
     ],
 )
 def test_bad_settings_are_named(env: dict[str, str], message: str) -> None:
@@ -147,6 +153,7 @@ def test_production_with_every_setting_starts() -> None:
         "FLOWS_DIR": str(TEST_FLOWS), "TRANSFER_NUMBERS": "+380441112233,+380441112234",
         "IVR_DATA_KEYS": "k2:" + "A" * 43 + ",k1:" + "B" * 43,
         "KEYSTORE_URL": "postgresql+psycopg://ivr@127.0.0.1/ivr_keys",
+        "CONSOLE_SECRET_KEY": "x" * 48,
     })
     assert s.production and s.public_base_url == "https://hotline.example.org"
     assert s.transfer_numbers == ("+380441112233", "+380441112234")

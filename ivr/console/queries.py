@@ -1,0 +1,147 @@
+"""What the console's pages read, kept to a few indexed queries each (bench/console.py).
+
+Every query that lists cases takes the user and narrows to what they may see: an operator,
+the cases of their regions and those given to them; a supervisor or admin, all.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from statistics import median
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, false, func, or_, select
+
+from ivr.console.auth import User
+from ivr.operators import OPEN_STATUSES
+from ivr.storage import AuditEntry, Call, CallbackAttempt, Case, Database, Operator
+
+PAGE = 100
+
+
+def visible(user: User) -> ColumnElement[bool]:
+    if user.supervisor:
+        return Case.id.is_not(None)
+    return or_(Case.region.in_(sorted(user.regions)), Case.operator_id == user.id)
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    id: int
+    status: str
+    region: str | None
+    language: str | None
+    created_at: datetime
+    attempts: int
+    operator: str | None
+    operator_id: int | None
+    consent: str
+    callback_status: str | None
+    overdue: bool
+
+
+def queue(db: Database, user: User, now: datetime, reoffer_after: timedelta, *, show: str = "open",
+          region: str | None = None, language: str | None = None, case_id: int | None = None,
+          limit: int = PAGE) -> list[Row]:
+    """Newest and most urgent first: unassigned, then not yet acted on, then the rest."""
+    query = (select(Case.id, Case.status, Case.region, Case.language, Case.created_at,
+                    Case.callback_attempts, Case.operator_id, Case.consent, Case.callback_status,
+                    Case.acted_at, Case.assigned_at, Operator.name)
+             .outerjoin(Operator, Operator.id == Case.operator_id).where(visible(user)))
+    if show == "open":
+        query = query.where(Case.status.in_(OPEN_STATUSES))
+    elif show == "closed":
+        query = query.where(Case.status == "closed")
+    elif show == "mine":
+        query = query.where(Case.operator_id == user.id, Case.status.in_(OPEN_STATUSES))
+    if region:
+        query = query.where(Case.region == region)
+    if language:
+        query = query.where(Case.language == language)
+    if case_id is not None:
+        query = query.where(Case.id == case_id)
+    urgent = [Case.operator_id.is_not(None), Case.acted_at.is_not(None)] if show != "closed" else []
+    query = query.order_by(*urgent, Case.created_at.desc(), Case.id.desc()).limit(limit)
+    cutoff = now - reoffer_after
+    with db.session() as s:
+        return [Row(r.id, r.status, r.region, r.language, r.created_at, r.callback_attempts, r.name,
+                    r.operator_id, r.consent or "none", r.callback_status,
+                    r.status == "routed" and r.acted_at is None and r.assigned_at is not None
+                    and r.assigned_at <= cutoff)
+                for r in s.execute(query)]
+
+
+def counts(db: Database, user: User, now: datetime, reoffer_after: timedelta) -> dict[str, int]:
+    """The figures at the top of the queue."""
+    is_open = Case.status.in_(OPEN_STATUSES)
+    mine = and_(is_open, Case.operator_id == user.id)
+    regions = (and_(is_open, Case.region.in_(sorted(user.regions))) if not user.supervisor
+               else is_open)
+    unassigned = and_(is_open, Case.operator_id.is_(None))
+    due = and_(is_open, Case.callback_status.in_(("scheduled", "queued")), Case.next_callback_at <= now)
+    overdue = and_(Case.status == "routed", Case.acted_at.is_(None),
+                   Case.assigned_at <= now - reoffer_after)
+    figures = {"mine": mine, "regions": regions, "unassigned": unassigned, "due": due,
+               "overdue": overdue}
+    query = select(*[func.count().filter(cond).label(name) for name, cond in figures.items()]
+                   ).select_from(Case).where(visible(user))
+    with db.session() as s:
+        row = s.execute(query).one()
+    return {name: int(getattr(row, name) or 0) for name in figures}
+
+
+def eligible(db: Database) -> list[tuple[int, str]]:
+    """Operators a supervisor can hand a case to."""
+    with db.session() as s:
+        return [(r.id, r.name) for r in s.execute(
+            select(Operator.id, Operator.name).where(Operator.active.is_(True)).order_by(Operator.name))]
+
+
+def audit(db: Database, limit: int = 300) -> list[AuditEntry]:
+    with db.session() as s:
+        return list(s.scalars(select(AuditEntry).order_by(AuditEntry.at.desc(), AuditEntry.id.desc())
+                              .limit(limit)))
+
+
+def operators(db: Database) -> list[Operator]:
+    with db.session() as s:
+        return list(s.scalars(select(Operator).order_by(Operator.name)))
+
+
+def dashboard(db: Database, user: User, now: datetime, reoffer_after: timedelta) -> dict[str, Any]:
+    """The figures of the dashboard, over the cases the user may see."""
+    day, month, fortnight = now - timedelta(hours=24), now - timedelta(days=30), now - timedelta(days=14)
+    seen = visible(user)
+    with db.session() as s:
+        call_filter = (Call.region.in_(sorted(user.regions)) if not user.supervisor else true_())
+        hours = Counter(
+            int((now - at).total_seconds() // 3600) for at in s.scalars(
+                select(Call.started_at).where(Call.started_at > day, call_filter)))
+        per_region = s.execute(select(Case.region, func.count()).where(seen, Case.created_at > month)
+                               .group_by(Case.region).order_by(func.count().desc())).all()
+        per_language = s.execute(select(Case.language, func.count()).where(seen, Case.created_at > month)
+                                 .group_by(Case.language).order_by(func.count().desc())).all()
+        per_day = Counter(
+            (now.date() - at.date()).days for at in s.scalars(
+                select(Case.created_at).where(seen, Case.created_at > fortnight)))
+        first = (select(CallbackAttempt.case_id, func.min(CallbackAttempt.started_at).label("first"))
+                 .group_by(CallbackAttempt.case_id).subquery())
+        waits = [(f - c).total_seconds() / 60 for c, f in s.execute(
+            select(Case.created_at, first.c.first).join(first, first.c.case_id == Case.id)
+            .where(seen, Case.created_at > month))]
+    figures = counts(db, user, now, reoffer_after)
+    return {
+        "hours": [(f"-{h}h" if h else "now", hours.get(h, 0)) for h in range(23, -1, -1)],
+        "regions": [(r or "?", n) for r, n in per_region],
+        "languages": [(lang or "?", n) for lang, n in per_language],
+        "days": [((now - timedelta(days=d)).strftime("%d.%m"), per_day.get(d, 0)) for d in range(13, -1, -1)],
+        "first_callback_minutes": round(median(waits)) if waits else None,
+        "unassigned": figures["unassigned"],
+        "overdue": figures["overdue"],
+    }
+
+
+def true_() -> ColumnElement[bool]:
+    return ~false()

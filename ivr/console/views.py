@@ -1,0 +1,552 @@
+"""The console's pages. Thin: they check who is asking, call the domain code, render.
+
+Rules kept here for every route: a case the user may not see is a 404 (never a 403 that
+would confirm it exists), in the page, the audio and the JSON; every view of a transcript or
+the audio and every action is written to the audit log with who; pages are never cached.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from functools import wraps
+from typing import Any, TypeVar
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    flash,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask_wtf.csrf import CSRFError
+from sqlalchemy import select
+from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response as WerkzeugResponse
+
+from ivr.callbacks import CallbackError, describe_window, start_callback
+from ivr.casebook import CaseError, close_case, show_case
+from ivr.console import Console, queries
+from ivr.console.auth import (
+    AuthError,
+    User,
+    check_code,
+    check_password,
+    enrollment_uri,
+    load_user,
+    new_secret,
+    qr_svg,
+)
+from ivr.console.i18n import LOCALES, translate
+from ivr.keys import CryptoError
+from ivr.operators import OperatorError, assign_case, edit_operator
+from ivr.storage import AuditEntry, Case, Note, Operator, Recording
+
+log = logging.getLogger(__name__)
+bp = Blueprint("console", __name__, url_prefix="/console", template_folder="templates",
+               static_folder="static")
+OUTCOMES = ("helped", "information given", "surrender arranged", "no contact", "not relevant")
+PENDING_MINUTES = 5  # between the password and the code
+Handler = TypeVar("Handler", bound=Callable[..., Any])
+PUBLIC = {"console.login", "console.code", "console.enroll", "console.static"}
+
+
+def console() -> Console:
+    found: Console = current_app.extensions["ivr.console"]
+    return found
+
+
+def now() -> datetime:
+    clock: Callable[[], datetime] | None = current_app.config.get("IVR_CLOCK")
+    return clock() if clock else datetime.now(UTC)
+
+
+def user() -> User:
+    found: User = g.user
+    return found
+
+
+def _(message: str) -> str:
+    return translate(getattr(g, "locale", "uk"), message)
+
+
+# --- every request -----------------------------------------------------------------------------
+
+
+@bp.before_request
+def who() -> WerkzeugResponse | None:
+    g.user, g.locale = None, session.get("locale", "uk")
+    if request.endpoint in PUBLIC:
+        return None
+    uid, epoch, seen = session.get("uid"), session.get("epoch"), session.get("seen", 0)
+    idle = timedelta(minutes=console().settings.console_idle_minutes).total_seconds()
+    found = load_user(console().db, uid, epoch) if isinstance(uid, int) and isinstance(epoch, int) else None
+    if found is None or now().timestamp() - float(seen) > idle:
+        if uid is not None:
+            session.clear()
+            flash("Your session has ended. Please sign in again.")
+        if request.path.startswith("/console/api/"):
+            abort(401)
+        return redirect(url_for("console.login"))
+    session["seen"] = int(now().timestamp())
+    g.user, g.locale = found, found.locale
+    return None
+
+
+@bp.after_request
+def headers(response: Response) -> Response:
+    # No inline script or style anywhere: the policy can say so.
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "media-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+        "frame-ancestors 'none'")
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
+    if console().settings.public_base_url.startswith("https://"):
+        response.headers["Strict-Transport-Security"] = "max-age=31536000"
+    return response
+
+
+@bp.app_context_processor
+def helpers() -> dict[str, Any]:
+    return {"_": _, "me": getattr(g, "user", None), "locales": LOCALES, "ago": ago,
+            "describe_window": lambda c, tz: describe_window(c, tz or "UTC",
+                                                             console().policy.daytime)}
+
+
+def ago(when: datetime | None) -> str:
+    if when is None:
+        return "-"
+    minutes = int((now() - when).total_seconds() // 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    if minutes < 48 * 60:
+        return f"{minutes // 60} h"
+    return f"{minutes // 1440} d"
+
+
+@bp.errorhandler(CSRFError)
+def bad_form(_exc: CSRFError) -> tuple[str, int]:
+    text = _("The form has expired or was not sent from this console. Please try again.")
+    return render_template("error.html", title=_("Forbidden"), text=text), 400
+
+
+@bp.errorhandler(404)
+def not_found(_exc: HTTPException) -> tuple[str | Response, int]:
+    if request.path.startswith("/console/api/"):
+        return jsonify(error="not found"), 404
+    return render_template("error.html", title=_("Not found"),
+                           text=_("There is no such page, or it is not yours to see.")), 404
+
+
+def role(needed: str) -> Callable[[Handler], Handler]:
+    """Supervisor or admin pages: anyone else gets 404, as for a case that is not theirs."""
+    def wrap(view: Handler) -> Handler:
+        @wraps(view)
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            if needed == "supervisor" and not user().supervisor:
+                abort(404)
+            if needed == "admin" and not user().admin:
+                abort(404)
+            return view(*args, **kwargs)
+        return checked  # type: ignore[return-value]
+    return wrap
+
+
+def _audit(action: str, case_id: int | None = None, detail: str | None = None) -> None:
+    with console().db.session() as s:
+        s.add(AuditEntry(actor=user().actor, action=action, case_id=case_id, detail=detail))
+
+
+def _case(case_id: int) -> Case:
+    """The case, or 404 when it does not exist or is not the user's to see."""
+    with console().db.session() as s:
+        case = s.get(Case, case_id)
+    if case is None or not (user().sees(case.region) or case.operator_id == user().id):
+        abort(404)
+    return case
+
+
+# --- signing in --------------------------------------------------------------------------------
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> str | WerkzeugResponse | tuple[str, int]:
+    if request.method == "POST":
+        c = console()
+        name = request.form.get("name", "").strip()[:80]
+        try:
+            op_id = check_password(c.db, c.guard, name, request.form.get("password", ""),
+                                   request.remote_addr or "?", now())
+        except AuthError as exc:
+            return render_template("login.html", error=_(str(exc)), name=name), 401
+        session.clear()
+        session["pending"], session["pending_at"] = op_id, int(now().timestamp())
+        with c.db.session() as s:
+            op = s.get(Operator, op_id)
+            assert op is not None
+            enrolled, session["locale"] = op.totp_enrolled_at is not None, op.locale
+        return redirect(url_for("console.code" if enrolled else "console.enroll"))
+    return render_template("login.html", error=None, name="")
+
+
+def _pending() -> int | None:
+    op_id, at = session.get("pending"), session.get("pending_at", 0)
+    if not isinstance(op_id, int) or now().timestamp() - float(at) > PENDING_MINUTES * 60:
+        return None
+    return op_id
+
+
+def _signed_in(op_id: int) -> WerkzeugResponse:
+    c = console()
+    with c.db.session() as s:
+        op = s.get(Operator, op_id)
+        assert op is not None
+        epoch, locale = op.session_epoch, op.locale
+        s.add(AuditEntry(actor=f"operator:{op_id}", action="signed-in"))
+    session.clear()
+    session.permanent = True
+    session.update(uid=op_id, epoch=epoch, since=int(now().timestamp()), seen=int(now().timestamp()),
+                   locale=locale)
+    return redirect(url_for("console.queue_page"))
+
+
+@bp.route("/login/code", methods=["GET", "POST"])
+def code() -> str | WerkzeugResponse | tuple[str, int]:
+    op_id = _pending()
+    if op_id is None:
+        return redirect(url_for("console.login"))
+    if request.method == "POST":
+        c = console()
+        try:
+            check_code(c.db, c.vault, c.guard, op_id, request.form.get("code", ""), now())
+        except AuthError as exc:
+            return render_template("code.html", error=_(str(exc))), 401
+        return _signed_in(op_id)
+    return render_template("code.html", error=None)
+
+
+@bp.route("/enroll", methods=["GET", "POST"])
+def enroll() -> str | WerkzeugResponse | tuple[str, int]:
+    op_id = _pending()
+    c = console()
+    if op_id is None:
+        return redirect(url_for("console.login"))
+    with c.db.session() as s:
+        op = s.get(Operator, op_id)
+        assert op is not None
+        if op.totp_enrolled_at is not None:
+            return redirect(url_for("console.code"))
+        name = op.name
+    secret = session.get("enroll_secret") or new_secret()
+    session["enroll_secret"] = secret
+    error = None
+    if request.method == "POST":
+        try:
+            check_code(c.db, c.vault, c.guard, op_id, request.form.get("code", ""), now(),
+                       enrolling_secret=secret)
+        except AuthError as exc:
+            error = _(str(exc))
+        else:
+            return _signed_in(op_id)
+    uri = enrollment_uri(secret, name)
+    page = render_template("enroll.html", qr=qr_svg(uri), secret=secret, error=error)
+    return (page, 401) if error else page
+
+
+@bp.route("/logout", methods=["POST"])
+def logout() -> WerkzeugResponse:
+    _audit("signed-out")
+    session.clear()
+    return redirect(url_for("console.login"))
+
+
+@bp.route("/language", methods=["POST"])
+def language() -> WerkzeugResponse:
+    chosen = request.form.get("locale", "")
+    if chosen in LOCALES:
+        with console().db.session() as s:
+            op = s.get(Operator, user().id)
+            assert op is not None
+            op.locale = chosen
+        session["locale"] = chosen
+    return redirect(request.referrer if request.referrer and "/console/" in request.referrer
+                    else url_for("console.queue_page"))
+
+
+# --- the queue and a case ------------------------------------------------------------------------
+
+
+def _filters() -> dict[str, Any]:
+    show = request.args.get("show", "open")
+    raw = request.args.get("q", "").strip().lstrip("#")
+    return {"show": show if show in ("open", "closed", "mine", "all") else "open",
+            "region": request.args.get("region") or None,
+            "language": request.args.get("language") or None,
+            "case_id": int(raw) if raw.isdigit() and len(raw) < 10 else None}
+
+
+@bp.route("/")
+def queue_page() -> str:
+    c = console()
+    filters = _filters()
+    rows = queries.queue(c.db, user(), now(), c.policy.reoffer_after, **filters)
+    figures = queries.counts(c.db, user(), now(), c.policy.reoffer_after)
+    regions = sorted(r.name for r in c.registry.regions.regions)
+    return render_template("queue.html", rows=rows, figures=figures, filters=filters,
+                           regions=regions if user().supervisor else sorted(user().regions),
+                           languages=("ru", "uk", "en"))
+
+
+@bp.route("/cases/<int:case_id>")
+def case_page(case_id: int) -> str:
+    c = console()
+    _case(case_id)
+    found = show_case(c.db, c.vault, case_id, actor=user().actor)
+    assert found is not None
+    with c.db.session() as s:
+        case = s.get(Case, case_id)
+        assert case is not None
+        notes = []
+        for note in s.scalars(select(Note).where(Note.case_id == case_id).order_by(Note.at)):
+            author = s.get(Operator, note.operator_id) if note.operator_id else None
+            try:
+                text = c.vault.open_note(case, note)
+            except CryptoError:
+                text = None
+            notes.append({"at": note.at, "who": author.name if author else "?", "text": text})
+        operator = s.get(Operator, case.operator_id) if case.operator_id else None
+        rec = s.get(Recording, case.recording_id)
+        has_audio = rec is not None and rec.audio is not None
+    return render_template("case.html", case=found, notes=notes, outcomes=OUTCOMES,
+                           operator=operator.name if operator else None, has_audio=has_audio,
+                           caller_tz=case.caller_tz, outcome=case.outcome,
+                           eligible=queries.eligible(c.db) if user().supervisor else [])
+
+
+@bp.route("/cases/<int:case_id>/audio")
+def audio(case_id: int) -> Response:
+    """The recording, decrypted for this request only: never cached, never at a public URL."""
+    c = console()
+    case = _case(case_id)
+    with c.db.session() as s:
+        rec = s.get(Recording, case.recording_id)
+        try:
+            wav = c.vault.open_audio(case, rec) if rec is not None else None
+        except CryptoError:
+            wav = None
+    if wav is None:
+        abort(404)
+    _audit("audio-played", case_id)
+    response = Response(wav, mimetype="audio/wav")
+    response.headers["Content-Disposition"] = "inline"
+    return response
+
+
+@bp.route("/cases/<int:case_id>/callback", methods=["POST"])
+def callback(case_id: int) -> WerkzeugResponse:
+    from ivr.jobs import telephony_for
+
+    c = console()
+    case = _case(case_id)
+    if case.operator_id != user().id and not user().supervisor:
+        # The callback rings the case's operator: take the case first.
+        _reassign(case_id, user().id, "took the case to call back")
+    if c.telephony is None:
+        c.telephony = telephony_for(c.settings)
+    try:
+        start_callback(c.db, c.vault, c.telephony, c.settings.public_base_url, c.policy, case_id,
+                       now(), actor=user().actor)
+        flash(_("Calling your phone now."))
+    except CallbackError as exc:
+        flash(str(exc))
+    return redirect(url_for("console.case_page", case_id=case_id))
+
+
+@bp.route("/cases/<int:case_id>/note", methods=["POST"])
+def note(case_id: int) -> WerkzeugResponse:
+    c = console()
+    case = _case(case_id)
+    text = request.form.get("text", "").strip()[:4000]
+    if text:
+        with c.db.session() as s:
+            row = Note(case_id=case_id, operator_id=user().id, at=now())
+            s.add(row)
+            s.flush()
+            row.text = c.vault.seal_note(case, row, text)
+            s.add(AuditEntry(actor=user().actor, action="note-added", case_id=case_id))
+            found = s.get(Case, case_id)
+            if found is not None and found.operator_id == user().id and found.acted_at is None:
+                found.acted_at = now()
+        flash(_("Saved."))
+    return redirect(url_for("console.case_page", case_id=case_id))
+
+
+@bp.route("/cases/<int:case_id>/outcome", methods=["POST"])
+def outcome(case_id: int) -> WerkzeugResponse:
+    _case(case_id)
+    chosen = request.form.get("outcome", "")
+    if chosen not in OUTCOMES:
+        abort(400)
+    with console().db.session() as s:
+        case = s.get(Case, case_id)
+        assert case is not None
+        case.outcome = chosen
+        case.acted_at = case.acted_at or now()
+        s.add(AuditEntry(actor=user().actor, action="outcome", case_id=case_id, detail=chosen))
+    flash(_("Saved."))
+    return redirect(url_for("console.case_page", case_id=case_id))
+
+
+def _reassign(case_id: int, operator_id: int | None, why: str) -> None:
+    c = console()
+    with c.db.session() as s:
+        case = s.get(Case, case_id)
+        op = s.get(Operator, operator_id) if operator_id is not None else None
+        if case is None or (operator_id is not None and (op is None or not op.active)):
+            abort(400)
+        case.operator_id, case.assigned_at = operator_id, now()
+        case.route_reason = f"{why} ({user().name})"[:300]
+        case.notified_at = None
+        case.acted_at = now() if operator_id == user().id else None
+        s.add(AuditEntry(actor=user().actor, action="reassigned", case_id=case_id,
+                         detail=f"to operator {operator_id}: {why}"))
+
+
+@bp.route("/cases/<int:case_id>/reassign", methods=["POST"])
+def reassign(case_id: int) -> WerkzeugResponse:
+    """A supervisor names the operator; an operator passes it on by the rule (not to self)."""
+    c = console()
+    case = _case(case_id)
+    target = request.form.get("operator_id", "")
+    if user().supervisor and target.isdigit():
+        _reassign(case_id, int(target), "reassigned by a supervisor")
+    else:
+        offered = frozenset(int(x) for x in (case.offered_to or "").split(",") if x) | {user().id}
+        try:
+            assign_case(c.db, case_id, now(), actor=user().actor, exclude=offered)
+        except OperatorError:
+            abort(404)
+    from ivr.callbacks import NOTIFY
+    from ivr.storage import OutboxJob
+
+    with c.db.session() as s:
+        s.add(OutboxJob(job=NOTIFY, target_id=case_id))  # the new operator is told
+    flash(_("Saved."))
+    found = _case_or_none(case_id)
+    return redirect(url_for("console.case_page", case_id=case_id) if found else url_for("console.queue_page"))
+
+
+def _case_or_none(case_id: int) -> Case | None:
+    with console().db.session() as s:
+        case = s.get(Case, case_id)
+    if case is None or not (user().sees(case.region) or case.operator_id == user().id):
+        return None
+    return case
+
+
+@bp.route("/cases/<int:case_id>/close", methods=["POST"])
+def close(case_id: int) -> WerkzeugResponse:
+    _case(case_id)
+    try:
+        close_case(console().db, case_id, user().actor, request.form.get("reason", "").strip()[:200])
+    except CaseError as exc:
+        flash(str(exc))
+    return redirect(url_for("console.case_page", case_id=case_id))
+
+
+# --- JSON -------------------------------------------------------------------------------------
+
+
+@bp.route("/api/cases")
+def api_cases() -> Response:
+    c = console()
+    rows = queries.queue(c.db, user(), now(), c.policy.reoffer_after, **_filters())
+    return jsonify([{"id": r.id, "status": r.status, "region": r.region, "language": r.language,
+                     "created_at": r.created_at.isoformat(timespec="seconds"),
+                     "callback_attempts": r.attempts, "operator_id": r.operator_id,
+                     "consent": r.consent, "callback_status": r.callback_status, "overdue": r.overdue}
+                    for r in rows])
+
+
+@bp.route("/api/cases/<int:case_id>")
+def api_case(case_id: int) -> Response:
+    c = console()
+    _case(case_id)
+    found = show_case(c.db, c.vault, case_id, actor=user().actor)
+    return jsonify(found)
+
+
+# --- supervisors and admins ---------------------------------------------------------------------
+
+
+@bp.route("/operators")
+@role("supervisor")
+def operators_page() -> str:
+    return render_template("operators.html", operators=queries.operators(console().db))
+
+
+@bp.route("/operators/<int:operator_id>/duty", methods=["POST"])
+@role("supervisor")
+def duty(operator_id: int) -> WerkzeugResponse:
+    c = console()
+    try:
+        edit_operator(c.db, c.vault, operator_id, user().actor,
+                      on_duty=request.form.get("on_duty") == "1")
+    except OperatorError:
+        abort(404)
+    flash(_("Saved."))
+    return redirect(url_for("console.operators_page"))
+
+
+@bp.route("/audit")
+@role("supervisor")
+def audit_page() -> str:
+    return render_template("audit.html", entries=queries.audit(console().db))
+
+
+@bp.route("/flows")
+@role("admin")
+def flows_page() -> str:
+    from ivr.flow import dot
+
+    registry = console().registry
+    status = registry.status()
+    graphs = {}
+    for item in status:
+        try:
+            graphs[item.id] = _svg(dot(registry.get(item.id, None)))
+        except Exception:
+            graphs[item.id] = None
+    return render_template("flows.html", flows=status, graphs=graphs,
+                           problems=[str(p) for p in registry.problems])
+
+
+def _svg(dot_source: str) -> str | None:
+    """The flow graph as a picture, when Graphviz's `dot` is installed (Debian: graphviz)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("dot") is None:
+        return None
+    done = subprocess.run(["dot", "-Tsvg"], input=dot_source, capture_output=True, text=True, timeout=10)
+    svg = done.stdout
+    return svg[svg.index("<svg"):] if done.returncode == 0 and "<svg" in svg else None
+
+
+@bp.route("/dashboard")
+def dashboard() -> str:
+    c = console()
+    return render_template("dashboard.html",
+                           figures=queries.dashboard(c.db, user(), now(), c.policy.reoffer_after))

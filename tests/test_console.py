@@ -1,0 +1,335 @@
+"""The operator console through Flask's test client: signing in (password, TOTP, lock-out),
+CSRF, headers, the queue, a case, and a table of role x route x status for every route."""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import pyotp
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from ivr import create_app
+from ivr.config import Settings
+from ivr.console.auth import LOCK_MINUTES, MAX_FAILURES, set_password
+from ivr.console.i18n import UK
+from ivr.engine import Caller
+from ivr.operators import add_operator
+from ivr.standin import tone_wav
+from ivr.storage import AuditEntry, Case, Database, Note, Operator, Recording, Vault, upgrade, utcnow
+from ivr.voicemail import Reported, note_recording
+from tests.conftest import ROOT, SUNDAY, signed
+
+PASSWORD = "correct horse battery"
+
+
+@dataclass
+class Team:
+    app: Flask
+    db: Database
+    vault: Vault
+    secrets: dict[str, str]
+    ids: dict[str, int]
+    cases: dict[str, int]
+
+
+def enroll(db: Database, vault: Vault, op_id: int) -> str:
+    secret = pyotp.random_base32()
+    with db.session() as s:
+        op = s.get(Operator, op_id)
+        assert op is not None
+        op.totp_secret, op.totp_enrolled_at = vault.seal_operator_secret(op, secret), utcnow()
+    return secret
+
+
+def new_case(db: Database, vault: Vault, n: int, region: str, number: str) -> int:
+    sid = f"{n:032x}"
+    note_recording(db, vault, Reported(call_sid="CA" + sid, recording_sid="RE" + sid, status="completed",
+                                       duration=5, number=number, caller=Caller(False, "RU", region),
+                                       language="ru", consent="any", timezone="Europe/Moscow"))
+    with db.session() as s:
+        case = s.scalars(select(Case).join(Recording, Recording.id == Case.recording_id)
+                         .where(Recording.recording_sid == "RE" + sid)).one()
+        rec = s.get(Recording, case.recording_id)
+        assert rec is not None
+        rec.audio = vault.seal_audio(case, tone_wav(1.0))
+        case.transcript = vault.seal(case, "transcript", f"words of case {n}".encode())
+        case.status = "routed"
+        return case.id
+
+
+@pytest.fixture
+def team(settings: Settings, tmp_path: Path) -> Iterator[Team]:
+    import shutil
+
+    shutil.copy(ROOT / "flows" / "regions.yaml", settings.flows_dir / "regions.yaml")
+    upgrade(settings.database_url, settings.keystore_url)
+    app = create_app(settings, clock=lambda: SUNDAY)
+    db, vault = app.extensions["ivr.db"], app.extensions["ivr.vault"]
+    people = {"olena": ("crimea", "operator"), "petro": ("occupied", "operator"),
+              "sofia": ("elsewhere", "supervisor"), "adam": ("elsewhere", "admin")}
+    ids, secrets_ = {}, {}
+    for i, (name, (region, role)) in enumerate(people.items()):
+        ids[name] = add_operator(db, vault, name=name, number=f"+38050111000{i}", languages="ru,uk",
+                                 regions=region, timezone="Europe/Kyiv", hours="always", role=role)
+        set_password(db, ids[name], PASSWORD)
+        secrets_[name] = enroll(db, vault, ids[name])
+    cases = {"crimea": new_case(db, vault, 1, "crimea", "+79781234567"),
+             "occupied": new_case(db, vault, 2, "occupied", "+79491234567")}
+    yield Team(app, db, vault, secrets_, ids, cases)
+    db.engine.dispose()
+
+
+def token(page: str) -> str:
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert found, page[:500]
+    return found.group(1)
+
+
+def sign_in(team: Team, name: str, step_offset: int = 0) -> FlaskClient:
+    client = team.app.test_client()
+    page = client.get("/console/login").get_data(as_text=True)
+    r = client.post("/console/login", data={"name": name, "password": PASSWORD, "csrf_token": token(page)})
+    assert r.status_code == 302 and r.headers["Location"].endswith("/console/login/code"), r.status_code
+    page = client.get("/console/login/code").get_data(as_text=True)
+    code = pyotp.TOTP(team.secrets[name]).at(SUNDAY + timedelta(seconds=30 * step_offset))
+    r = client.post("/console/login/code", data={"code": code, "csrf_token": token(page)})
+    assert r.status_code == 302 and r.headers["Location"].endswith("/console/"), r.get_data(as_text=True)
+    return client
+
+
+# --- signing in ---------------------------------------------------------------------------------
+
+
+def test_a_password_alone_does_not_open_the_console(team: Team) -> None:
+    client = team.app.test_client()
+    page = client.get("/console/login").get_data(as_text=True)
+    client.post("/console/login", data={"name": "olena", "password": PASSWORD, "csrf_token": token(page)})
+    assert client.get("/console/").status_code == 302  # still the code to give
+    page = client.get("/console/login/code").get_data(as_text=True)
+    wrong = client.post("/console/login/code", data={"code": "000000", "csrf_token": token(page)})
+    assert wrong.status_code == 401 and "неправильний код" in wrong.get_data(as_text=True)
+    assert client.get("/console/").status_code == 302
+
+
+def test_a_code_works_once(team: Team) -> None:
+    sign_in(team, "olena")
+    client = team.app.test_client()
+    page = client.get("/console/login").get_data(as_text=True)
+    client.post("/console/login", data={"name": "olena", "password": PASSWORD, "csrf_token": token(page)})
+    page = client.get("/console/login/code").get_data(as_text=True)
+    replay = client.post("/console/login/code", data={"code": pyotp.TOTP(team.secrets["olena"]).at(SUNDAY),
+                                                      "csrf_token": token(page)})
+    assert replay.status_code == 401
+
+
+def test_enrollment_by_qr_code_on_the_first_sign_in(team: Team) -> None:
+    with team.db.session() as s:
+        op = s.get(Operator, team.ids["olena"])
+        assert op is not None
+        op.totp_secret, op.totp_enrolled_at = None, None
+    client = team.app.test_client()
+    page = client.get("/console/login").get_data(as_text=True)
+    r = client.post("/console/login", data={"name": "olena", "password": PASSWORD, "csrf_token": token(page)})
+    assert r.headers["Location"].endswith("/console/enroll")
+    page = client.get("/console/enroll").get_data(as_text=True)
+    assert "<svg" in page and "<script" not in page
+    secret = re.search(r'<code id="totp-secret">([A-Z2-7]+)</code>', page)
+    assert secret
+    r = client.post("/console/enroll", data={"code": pyotp.TOTP(secret.group(1)).at(SUNDAY),
+                                             "csrf_token": token(page)})
+    assert r.status_code == 302 and client.get("/console/").status_code == 200
+    with team.db.session() as s:
+        op = s.get(Operator, team.ids["olena"])
+        assert op is not None and op.totp_enrolled_at is not None
+        assert secret.group(1).encode() not in (op.totp_secret or b"")  # sealed at rest
+
+
+def test_repeated_failures_lock_the_account(team: Team) -> None:
+    client = team.app.test_client()
+    for _ in range(MAX_FAILURES):
+        page = client.get("/console/login").get_data(as_text=True)
+        r = client.post("/console/login", data={"name": "olena", "password": "wrong password!",
+                                                "csrf_token": token(page)})
+        said = html.unescape(r.get_data(as_text=True))
+        assert r.status_code == 401 and "неправильне ім'я або пароль" in said
+    page = client.get("/console/login").get_data(as_text=True)
+    locked = client.post("/console/login", data={"name": "olena", "password": PASSWORD,
+                                                 "csrf_token": token(page)})
+    assert locked.status_code == 401 and f"на {LOCK_MINUTES} хвилин" in locked.get_data(as_text=True)
+    with team.db.session() as s:
+        assert s.scalars(select(AuditEntry.action).where(AuditEntry.action == "locked-out")).all()
+    unknown = client.post("/console/login", data={"name": "nobody", "password": PASSWORD,
+                                                  "csrf_token": token(page)})
+    assert "неправильне ім'я або пароль" in html.unescape(unknown.get_data(as_text=True))  # no probing
+
+
+def test_forms_without_a_csrf_token_are_refused(team: Team) -> None:
+    client = sign_in(team, "olena")
+    case = team.cases["crimea"]
+    r = client.post(f"/console/cases/{case}/note", data={"text": "hello"})
+    assert r.status_code == 400
+    r = client.post("/console/login", data={"name": "olena", "password": PASSWORD})
+    assert r.status_code == 400
+
+
+def test_sessions_end_when_idle_and_when_the_password_changes(team: Team) -> None:
+    client = sign_in(team, "olena")
+    assert client.get("/console/").status_code == 200
+    set_password(team.db, team.ids["olena"], "another long password")
+    assert client.get("/console/").status_code == 302
+    client = sign_in(team, "petro")
+    with client.session_transaction() as sess:
+        sess["seen"] = int(SUNDAY.timestamp()) - 31 * 60
+    assert client.get("/console/").status_code == 302
+
+
+def test_headers_and_cookies(team: Team) -> None:
+    client = sign_in(team, "olena")
+    r = client.get(f"/console/cases/{team.cases['crimea']}")
+    csp = r.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "frame-ancestors 'none'" in csp
+    assert r.headers["Cache-Control"] == "no-store"
+    assert r.headers["X-Content-Type-Options"] == "nosniff"
+    login = team.app.test_client().get("/console/login")
+    assert login.headers["Cache-Control"] == "no-store"
+    page = r.get_data(as_text=True)
+    assert "<script" not in page and "style=" not in page and " on" + "click" not in page
+
+
+def test_the_session_cookie_is_secure_on_https(settings: Settings) -> None:
+    upgrade(settings.database_url, settings.keystore_url)
+    app = create_app(settings.replace(public_base_url="https://hotline.example.org"))
+    r = app.test_client().get("/console/login")
+    cookie = r.headers.get("Set-Cookie", "")
+    assert cookie.startswith("__Host-console=") and "Secure" in cookie and "HttpOnly" in cookie
+    assert "SameSite=Strict" in cookie
+
+
+def test_twilio_webhooks_need_no_csrf_token(team: Team) -> None:
+    from tests.conftest import call_params
+
+    r = signed(team.app.test_client(), "/twilio/voice", call_params())
+    assert r.status_code == 200 and "<Response>" in r.get_data(as_text=True)
+
+
+# --- the pages ---------------------------------------------------------------------------------
+
+
+def test_the_queue_shows_cases_of_my_regions_with_counts(team: Team) -> None:
+    page = sign_in(team, "olena").get("/console/").get_data(as_text=True)
+    assert f"#{team.cases['crimea']}<" in page and f"#{team.cases['occupied']}<" not in page
+    assert 'id="count-regions">1<' in page
+    every = sign_in(team, "sofia").get("/console/?show=all").get_data(as_text=True)
+    assert f"#{team.cases['crimea']}<" in every and f"#{team.cases['occupied']}<" in every
+
+
+def test_a_case_page_shows_the_case_never_the_number_and_audits_the_reading(team: Team) -> None:
+    client = sign_in(team, "olena")
+    case = team.cases["crimea"]
+    page = client.get(f"/console/cases/{case}").get_data(as_text=True)
+    assert "words of case 1" in page and "+79781234567" not in page and "79781234567" not in page
+    assert 'id="consent">будь-коли<' in page
+    audio = client.get(f"/console/cases/{case}/audio")
+    assert audio.status_code == 200 and audio.mimetype == "audio/wav" and audio.data[:4] == b"RIFF"
+    assert audio.headers["Cache-Control"] == "no-store"
+    with team.db.session() as s:
+        actor = f"operator:{team.ids['olena']}"
+        actions = s.scalars(select(AuditEntry.action).where(AuditEntry.case_id == case,
+                                                            AuditEntry.actor == actor))
+        assert {"transcript-read", "audio-played"} <= set(actions)
+
+
+def test_actions_note_outcome_close(team: Team) -> None:
+    client = sign_in(team, "olena")
+    case = team.cases["crimea"]
+    page = client.get(f"/console/cases/{case}").get_data(as_text=True)
+    client.post(f"/console/cases/{case}/note",
+                data={"text": "called, will call again", "csrf_token": token(page)})
+    client.post(f"/console/cases/{case}/outcome", data={"outcome": "helped", "csrf_token": token(page)})
+    client.post(f"/console/cases/{case}/close", data={"reason": "done", "csrf_token": token(page)})
+    page = client.get(f"/console/cases/{case}").get_data(as_text=True)
+    assert "called, will call again" in page and 'id="outcome">допомогли<' in page
+    with team.db.session() as s:
+        found = s.get(Case, case)
+        assert found is not None and found.status == "closed" and found.outcome == "helped"
+        assert b"called, will call again" not in b"".join(n for n in s.scalars(select(Note.text)) if n)
+
+
+def test_the_language_is_chosen_per_user(team: Team) -> None:
+    client = sign_in(team, "olena")
+    page = client.get("/console/").get_data(as_text=True)
+    assert "Черга" in page
+    client.post("/console/language", data={"locale": "en", "csrf_token": token(page)})
+    assert "Queue" in client.get("/console/").get_data(as_text=True)
+    assert "Черга" in sign_in(team, "petro").get("/console/").get_data(as_text=True)  # not for others
+
+
+def test_every_message_has_its_ukrainian() -> None:
+    folder = ROOT / "ivr" / "console"
+    found: set[str] = set()
+    for path in [*folder.glob("templates/*.html"), folder / "views.py"]:
+        text = path.read_text(encoding="utf-8")
+        found |= set(re.findall(r'_\("((?:[^"\\]|\\.)+)"', text))
+        found |= set(re.findall(r"_\('((?:[^'\\]|\\.)+)'", text))
+    found |= {"any time", "daytime only", "no callback", "helped", "information given",
+              "surrender arranged", "no contact", "not relevant"}
+    missing = sorted(m for m in found if m not in UK)
+    assert not missing, missing
+
+
+# --- who may do what: role x route x status ----------------------------------------------------
+
+ROUTES = [
+    # (method, path, olena (crimea operator), petro (occupied operator), sofia (supervisor), adam (admin))
+    ("GET", "/console/", 200, 200, 200, 200),
+    ("GET", "/console/dashboard", 200, 200, 200, 200),
+    ("GET", "/console/cases/{crimea}", 200, 404, 200, 200),
+    ("GET", "/console/cases/{crimea}/audio", 200, 404, 200, 200),
+    ("GET", "/console/api/cases/{crimea}", 200, 404, 200, 200),
+    ("GET", "/console/api/cases", 200, 200, 200, 200),
+    ("GET", "/console/cases/999999", 404, 404, 404, 404),
+    ("POST", "/console/cases/{crimea}/note", 302, 404, 302, 302),
+    ("POST", "/console/cases/{crimea}/outcome", 302, 404, 302, 302),
+    ("POST", "/console/cases/{occupied}/close", 404, 302, 302, 302),
+    ("GET", "/console/operators", 404, 404, 200, 200),
+    ("POST", "/console/operators/{olena_id}/duty", 404, 404, 302, 302),
+    ("GET", "/console/audit", 404, 404, 200, 200),
+    ("GET", "/console/flows", 404, 404, 404, 200),
+]
+
+
+@pytest.mark.parametrize("who", ["olena", "petro", "sofia", "adam"])
+def test_permissions_of_every_route(team: Team, who: str) -> None:
+    client = sign_in(team, who)
+    page = client.get("/console/").get_data(as_text=True)
+    csrf = token(page)
+    column = ["olena", "petro", "sofia", "adam"].index(who)
+    for method, template, *expected in ROUTES:
+        path = template.format(crimea=team.cases["crimea"], occupied=team.cases["occupied"],
+                               olena_id=team.ids["olena"])
+        data = {"csrf_token": csrf, "text": "n", "outcome": "helped", "reason": "r", "on_duty": "1"}
+        r = client.get(path) if method == "GET" else client.post(path, data=data)
+        assert r.status_code == expected[column], (who, method, path, r.status_code)
+
+
+def test_nobody_signed_in_is_sent_to_sign_in(team: Team) -> None:
+    client = team.app.test_client()
+    for method, template, *_ in ROUTES:
+        path = template.format(crimea=team.cases["crimea"], occupied=team.cases["occupied"],
+                               olena_id=team.ids["olena"])
+        if method == "POST":  # no session, so no token: refused before anything is done
+            assert client.post(path, data={"text": "n"}).status_code == 400, path
+            continue
+        r = client.get(path)
+        if path.startswith("/console/api/"):
+            assert r.status_code == 401
+        else:
+            assert r.status_code == 302 and r.headers["Location"].endswith("/console/login"), path

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from ivr.keys import CryptoError
+from ivr.operators import move_case
 from ivr.storage import AuditEntry, CallbackAttempt, Case, Database, Recording, Vault, utcnow
 
 STATUSES = ("new", "transcribed", "transcription_failed", "routed", "closed")
@@ -140,7 +141,8 @@ def close_case(db: Database, case_id: int, actor: str, reason: str = "") -> None
             raise CaseError(f"no case #{case_id}")
         if case.status == "closed":
             raise CaseError(f"case #{case_id} is already closed")
-        case.status, case.status_reason, case.closed_at = "closed", reason or None, utcnow()
+        move_case(s, case, None, closing=True)
+        case.status_reason, case.closed_at = reason or None, utcnow()
         case.acted_at = case.acted_at or case.closed_at
         if case.callback_status in ("waiting", "scheduled", "queued"):
             case.callback_status, case.next_callback_at = "none", None

@@ -28,6 +28,7 @@ from sqlalchemy import func, select, update
 from ivr import callbacks, voicemail
 from ivr.config import Settings, load_settings, parse_daytime
 from ivr.keys import Keyring, development_keys, parse_master_keys
+from ivr.operators import recount
 from ivr.storage import Database, OutboxJob, Vault, utcnow
 
 log = logging.getLogger(__name__)
@@ -266,6 +267,9 @@ class Housekeeper(threading.Thread):
         if conn.set(self.PURGE_DUE, "1", nx=True, ex=int(PURGE_EVERY.total_seconds())):
             queue.enqueue(purge_expired, job_id=f"purge-expired-{int(time.time())}",
                           result_ttl=86400, failure_ttl=FAILURE_TTL)
+            fixed = recount(self.db)  # hourly too: the open-case counts the rule reads
+            if fixed:
+                log.warning("recounted the open cases of %d operator(s): they had drifted", fixed)
         return True
 
     def stop(self) -> None:

@@ -19,8 +19,8 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import ColumnElement, func, literal, select, update
 from sqlalchemy import case as case_when
+from sqlalchemy import func, literal, select, update
 from sqlalchemy.orm import Session
 
 from ivr.flow import Hours
@@ -97,7 +97,15 @@ def choose(candidates: list[Candidate], region: str, language: str, now: datetim
     """
     matching = [c for c in candidates if region in c.regions and language in c.languages
                 and c.id not in exclude]
-    on_duty = [c for c in matching if c.on_duty and c.hours.is_open(now)]
+    opened: dict[int, bool] = {}  # operators share a few schedules (parse_hours hands out one
+    # object per schedule): each is read once
+
+    def is_open(hours: Hours) -> bool:
+        if id(hours) not in opened:
+            opened[id(hours)] = hours.is_open(now)
+        return opened[id(hours)]
+
+    on_duty = [c for c in matching if c.on_duty and is_open(c.hours)]
     with_room = [c for c in on_duty if c.open_cases < c.capacity]
     said = (f"region {region}, language {language} → {len(matching)} candidate(s)"
             + (f" (not {len(exclude)} offered before)" if exclude else "")
@@ -182,22 +190,13 @@ def _listed(column: Any, value: str) -> Any:
     return (literal(",") + column + literal(",")).like(f"%,{value},%")
 
 
-def _team(s: Session, region: str | None, language: str | None,
-          on_duty_only: bool = False) -> list[Candidate]:
-    """Active operators (of `region` and `language`, when given) with their open cases counted,
-    in one query. `on_duty_only`: the open cases of operators off duty are not counted (0).
-
-    Counting is most of the time with 100,000 open cases (bench/routing.py); the index on
-    (status, operator_id) answers each count alone.
-    """
-    open_cases: ColumnElement[int] = (
-        select(func.count()).where(Case.status.in_(OPEN_STATUSES), Case.operator_id == Operator.id)
-        .scalar_subquery())
-    if on_duty_only:
-        open_cases = case_when((Operator.on_duty.is_(True), open_cases), else_=0)
+def _team(s: Session, region: str | None, language: str | None) -> list[Candidate]:
+    """Active operators (of `region` and `language`, when given) with their open cases, in one
+    query of the operators alone: the count is kept on each operator (`move_case`), so an
+    assignment reads no case (bench/routing.py: 1,000 operators, 100,000 open cases)."""
     query = select(Operator.id, Operator.name, Operator.languages, Operator.regions, Operator.hours,
                    Operator.timezone, Operator.capacity, Operator.on_duty, Operator.last_assigned_at,
-                   open_cases.label("open_cases")).where(Operator.active.is_(True))
+                   Operator.open_cases).where(Operator.active.is_(True))
     if region is not None:
         query = query.where(_listed(Operator.regions, region))
     if language is not None:
@@ -206,6 +205,46 @@ def _team(s: Session, region: str | None, language: str | None,
                       parse_hours(op.hours, op.timezone), op.capacity, op.on_duty, op.open_cases,
                       op.last_assigned_at)
             for op in s.execute(query.order_by(Operator.id))]
+
+
+def move_case(s: Session, case: Case, operator_id: int | None, *, closing: bool = False) -> None:
+    """Give a loaded `case` to `operator_id` (None: nobody), or (`closing`) close it, keeping
+    each operator's count of open cases right. Every change of a case's operator or openness
+    goes through here or `assign_case`, in the same transaction; `recount` repairs any drift.
+    """
+    before = case.operator_id if case.status in OPEN_STATUSES else None
+    if closing:
+        case.status = "closed"
+    else:
+        case.operator_id = operator_id
+    _count(s, before, case.operator_id if case.status in OPEN_STATUSES else None)
+
+
+def _count(s: Session, before: int | None, after: int | None, assigned_at: datetime | None = None) -> None:
+    """One open case less for `before`, one more for `after` (who was given it `assigned_at`)."""
+    if before == after:
+        return
+    plain = {"synchronize_session": False}  # no ORM bookkeeping: these rows are not loaded
+    if before is not None:
+        s.execute(update(Operator).where(Operator.id == before).values(
+            open_cases=case_when((Operator.open_cases > 0, Operator.open_cases - 1), else_=0)),
+            execution_options=plain)
+    if after is not None:
+        values: dict[str, Any] = {"open_cases": Operator.open_cases + 1}
+        if assigned_at is not None:
+            values["last_assigned_at"] = assigned_at
+        s.execute(update(Operator).where(Operator.id == after).values(**values), execution_options=plain)
+
+
+def recount(db: Database) -> int:
+    """Set every operator's open-case count from the cases; returns how many were off."""
+    with db.session() as s:
+        truth = _load(s)
+        fixed = 0
+        for op in s.scalars(select(Operator)):
+            if op.open_cases != truth.get(op.id, 0):
+                op.open_cases, fixed = truth.get(op.id, 0), fixed + 1
+    return fixed
 
 
 @lru_cache(maxsize=1024)
@@ -224,34 +263,43 @@ def assign_case(db: Database, case_id: int, now: datetime | None = None, actor: 
     """Give a case to an operator by the rule; the case keeps who and why (or 'unassigned').
 
     A new assignment is a new offer: the operator has not been told yet (`notified_at`) nor
-    acted on it (`acted_at`); the worker's notifier and the re-offer clock start again.
+    acted on it (`acted_at`); the worker's notifier and the re-offer clock start again. Plain
+    statements, no ORM objects: this runs for every case (bench/routing.py).
     """
     now = now or utcnow()
-    with db.session() as s:
-        found = s.execute(select(Case.region, Case.language).where(Case.id == case_id)).first()
-        if found is None:
-            raise OperatorError(f"no case #{case_id}")
-        region, language = found.region or "", found.language or ""
-        # `choose` reads the open cases of operators on duty only: no one else's are counted
-        team = _team(s, region, language, on_duty_only=True)
-    choice = choose(team, region, language, now, exclude)
-    # The write in a short transaction of its own: on SQLite, one that read before it writes
-    # fails at once, without waiting, when another process wrote meanwhile.
-    with db.session() as s:
-        case = s.get(Case, case_id)
-        assert case is not None
-        case.operator_id, case.route_reason, case.assigned_at = choice.operator_id, choice.reason[:300], now
-        case.notified_at = case.acted_at = None
-        if case.status != "closed":
-            case.status, case.routed_at = "routed", now
-        if case.callback_status is None:
-            case.callback_status = callback_status(case)
-        if choice.operator_id is not None:
-            s.execute(update(Operator).where(Operator.id == choice.operator_id)
-                      .values(last_assigned_at=now))
-        s.add(AuditEntry(actor=actor, action="assigned" if choice.operator_id else "unassigned",
-                         case_id=case.id, detail=choice.reason[:300]))
-    return choice
+    for _attempt in range(3):
+        with db.session() as s:
+            found = s.execute(select(Case.region, Case.language, Case.status, Case.operator_id,
+                                     Case.consent, Case.number.is_not(None).label("has_number"),
+                                     Case.callback_status).where(Case.id == case_id)).first()
+            if found is None:
+                raise OperatorError(f"no case #{case_id}")
+            region, language = found.region or "", found.language or ""
+            team = _team(s, region, language)
+        choice = choose(team, region, language, now, exclude)
+        # The write in a short transaction of its own (on SQLite, one that read before it
+        # writes fails at once when another process wrote meanwhile), and only if the case
+        # did not change hands in between; else the rule runs again.
+        is_open = found.status in OPEN_STATUSES
+        values: dict[str, Any] = {"operator_id": choice.operator_id, "route_reason": choice.reason[:300],
+                                  "assigned_at": now, "notified_at": None, "acted_at": None}
+        if found.status != "closed":
+            values.update(status="routed", routed_at=now)
+        if found.callback_status is None:
+            values["callback_status"] = callback_status(found.consent, found.has_number)
+        with db.session() as s:
+            same = Case.operator_id.is_(None) if found.operator_id is None else \
+                Case.operator_id == found.operator_id
+            changed = s.execute(update(Case).where(Case.id == case_id, same, Case.status == found.status)
+                                .values(**values), execution_options={"synchronize_session": False})
+            if changed.rowcount != 1:  # type: ignore[attr-defined]
+                continue
+            _count(s, found.operator_id if is_open else None,
+                   choice.operator_id if is_open else None, now)
+            s.add(AuditEntry(actor=actor, action="assigned" if choice.operator_id else "unassigned",
+                             case_id=case_id, detail=choice.reason[:300]))
+        return choice
+    raise OperatorError(f"case #{case_id} keeps changing hands: try again")
 
 
 def supervisors(db: Database) -> list[int]:

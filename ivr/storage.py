@@ -176,6 +176,9 @@ class Operator(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)  # False: disabled
     last_assigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Open cases given to this operator, kept by ivr/operators.py wherever a case changes hands
+    # or closes (and recounted hourly): the rule reads it instead of counting 100,000 cases.
+    open_cases: Mapped[int] = mapped_column(Integer, default=0)
     role: Mapped[str] = mapped_column(String(12), default="operator")  # operator|supervisor|admin
     # The console (ivr/console): an argon2 hash, a TOTP secret sealed under the operator's key,
     # lock-out counters for when Redis is down, and a session epoch that ends every session.

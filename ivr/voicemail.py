@@ -119,15 +119,15 @@ def note_consent(db: Database, call_sid: str, consent: str) -> None:
                 case.consent = consent
                 if case.routed_at is not None and case.callback_status in ("none", "waiting"):
                     # Routed already (the worker can be quicker than the caller's key press).
-                    case.callback_status = callback_status(case)
+                    case.callback_status = callback_status(case.consent, case.number is not None)
                 s.add(AuditEntry(actor="caller", action="consent", case_id=case.id,
                                  detail=f"callback: {consent}"))
 
 
-def callback_status(case: Case) -> str:
+def callback_status(consent: str | None, has_number: bool) -> str:
     """Before any attempt: "waiting" (for its operator to call back) or "none" (no consent,
     or no number to call)."""
-    return "waiting" if case.consent in ("any", "day") and case.number else "none"
+    return "waiting" if consent in ("any", "day") and has_number else "none"
 
 
 def _seal_number(vault: Vault, case: Case, number: str) -> None:

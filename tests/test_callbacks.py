@@ -17,16 +17,16 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from ivr import callbacks, create_app, jobs
 from ivr.callbacks import Policy, finish, in_window, next_in_window, reoffer_due
 from ivr.casebook import show_case
 from ivr.cli import main as cli
 from ivr.config import Settings
-from ivr.operators import add_operator, edit_operator
+from ivr.operators import add_operator, edit_operator, recount
 from ivr.standin import Created, FlaskTransport, Phone, ScriptedCaller, TwilioApi
-from ivr.storage import CallbackAttempt, Case, Database, OutboxJob, Vault, upgrade
+from ivr.storage import CallbackAttempt, Case, Database, Operator, OutboxJob, Vault, upgrade
 from tests.conftest import BASE, ROOT, SUNDAY, TEST_KEYS, TOKEN, signed
 
 CALLER = "+79781234567"  # a Crimean mobile
@@ -355,6 +355,11 @@ def test_a_case_nobody_acts_on_goes_to_the_next_operator_then_to_supervisors(des
     # Still nobody: no more messages to the supervisors every minute.
     assert reoffer_due(desk.db, policy, later + timedelta(hours=2)) == []
     assert sofia
+    # Each hand-over kept the operators' open-case counts (the rule reads them) true.
+    assert recount(desk.db) == 0
+    with desk.db.session() as s:
+        s.execute(update(Operator).where(Operator.id == olena).values(open_cases=7))  # a skew
+    assert recount(desk.db) == 1 and recount(desk.db) == 0
 
 
 def test_an_operator_who_opens_the_case_keeps_it(desk: Desk) -> None:

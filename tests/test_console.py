@@ -21,7 +21,7 @@ from ivr.config import Settings
 from ivr.console.auth import LOCK_MINUTES, MAX_FAILURES, set_password
 from ivr.console.i18n import UK
 from ivr.engine import Caller
-from ivr.operators import add_operator
+from ivr.operators import add_operator, recount
 from ivr.standin import tone_wav
 from ivr.storage import AuditEntry, Case, Database, Note, Operator, Recording, Vault, upgrade, utcnow
 from ivr.voicemail import Reported, note_recording
@@ -257,6 +257,7 @@ def test_actions_note_outcome_close(team: Team) -> None:
     client.post(f"/console/cases/{case}/close", data={"reason": "done", "csrf_token": token(page)})
     page = client.get(f"/console/cases/{case}").get_data(as_text=True)
     assert "called, will call again" in page and 'id="outcome">допомогли<' in page
+    assert recount(team.db) == 0  # closing kept the operators' open-case counts true
     with team.db.session() as s:
         found = s.get(Case, case)
         assert found is not None and found.status == "closed" and found.outcome == "helped"

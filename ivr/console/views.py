@@ -47,7 +47,7 @@ from ivr.console.auth import (
 )
 from ivr.console.i18n import LOCALES, translate
 from ivr.keys import CryptoError
-from ivr.operators import OperatorError, assign_case, edit_operator
+from ivr.operators import OperatorError, assign_case, edit_operator, move_case
 from ivr.storage import AuditEntry, Case, Note, Operator, Recording
 
 log = logging.getLogger(__name__)
@@ -281,7 +281,9 @@ def language() -> WerkzeugResponse:
             assert op is not None
             op.locale = chosen
         session["locale"] = chosen
-    return redirect(request.referrer if request.referrer and "/console/" in request.referrer
+    # Back to the page the form was on (`next`: browsers send no Referer, see base.html).
+    back = request.form.get("next", "")
+    return redirect(back if back.startswith("/console/") and "//" not in back and "\\" not in back
                     else url_for("console.queue_page"))
 
 
@@ -351,6 +353,8 @@ def audio(case_id: int) -> Response:
     _audit("audio-played", case_id)
     response = Response(wav, mimetype="audio/wav")
     response.headers["Content-Disposition"] = "inline"
+    # Byte ranges: without them a browser cannot seek in the recording (it stays at 0:00).
+    response.make_conditional(request, accept_ranges=True, complete_length=len(wav))
     return response
 
 
@@ -416,7 +420,8 @@ def _reassign(case_id: int, operator_id: int | None, why: str) -> None:
         op = s.get(Operator, operator_id) if operator_id is not None else None
         if case is None or (operator_id is not None and (op is None or not op.active)):
             abort(400)
-        case.operator_id, case.assigned_at = operator_id, now()
+        move_case(s, case, operator_id)
+        case.assigned_at = now()
         case.route_reason = f"{why} ({user().name})"[:300]
         case.notified_at = None
         case.acted_at = now() if operator_id == user().id else None

@@ -1,4 +1,5 @@
-"""the operator console: sign-in (password, TOTP, lock-out), notes, a case's outcome
+"""the operator console: sign-in (password, TOTP, lock-out), notes, a case's outcome; each
+operator's count of open cases (read by the assignment rule)
 
 Revision ID: 0004
 Revises: 0003
@@ -41,12 +42,15 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("locked_until", sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column("session_epoch", sa.Integer(), nullable=False, server_default="0"))
         batch_op.add_column(sa.Column("locale", sa.String(length=5), nullable=False, server_default="uk"))
+        batch_op.add_column(sa.Column("open_cases", sa.Integer(), nullable=False, server_default="0"))
+    op.execute("UPDATE operators SET open_cases = (SELECT count(*) FROM cases WHERE cases.operator_id = "
+               "operators.id AND cases.status IN ('new', 'transcribed', 'transcription_failed', 'routed'))")
 
 
 def downgrade() -> None:
     with op.batch_alter_table("operators", schema=None) as batch_op:
-        for column in ("locale", "session_epoch", "locked_until", "failed_logins", "totp_last_step",
-                       "totp_enrolled_at", "totp_secret", "password_hash"):
+        for column in ("open_cases", "locale", "session_epoch", "locked_until", "failed_logins",
+                       "totp_last_step", "totp_enrolled_at", "totp_secret", "password_hash"):
             batch_op.drop_column(column)
     with op.batch_alter_table("cases", schema=None) as batch_op:
         batch_op.drop_column("outcome")

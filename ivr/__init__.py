@@ -63,7 +63,7 @@ def create_app(
     from ivr.jobs import Outbox, OutboxFlusher, keyring_for, policy_for
     from ivr.registry import FlowRegistry
     from ivr.storage import Database, Vault
-    from ivr.voicemail import Reported, note_consent, note_recording
+    from ivr.voicemail import Reported, note_call_ended, note_consent, note_recording
 
     settings = settings or load_settings()
     configure_logging(settings.log_level)
@@ -92,8 +92,12 @@ def create_app(
     def caller_id(region: str) -> str:
         return registry.regions.region(region).caller_id or settings.hotline_number
 
+    def ended(call_sid: str, region: str, seconds: int) -> None:
+        note_call_ended(db, call_sid, region, seconds, clock() if clock else None)
+
     handler = CallHandler(settings, registry, clock, report if voicemail else None,
-                          consent if voicemail else None, transfer if voicemail else None)
+                          consent if voicemail else None, transfer if voicemail else None,
+                          ended if voicemail else None)
     app.extensions["ivr"] = handler
     app.extensions["ivr.callbacks"] = CallbackHandler(
         settings, OperatorLeg(db, vault, policy_for(settings), caller_id), handler.renderer, clock)

@@ -28,6 +28,7 @@ from ivr.voicemail import Reported
 log = logging.getLogger(__name__)
 
 RECORDING_SID = re.compile(r"^RE[0-9a-f]{32}\Z")
+ENDED = ("completed", "busy", "no-answer", "failed", "canceled")
 MAX_TWIML = 64_000  # Twilio rejects a TwiML document over 64 kB
 
 EVENTS = {
@@ -57,6 +58,7 @@ class CallHandler:
         voicemail: Callable[[Reported], None] | None = None,
         consent: Callable[[str, str], None] | None = None,
         transfer: Callable[[Caller, str, datetime], tuple[str, ...]] | None = None,
+        ended: Callable[[str, str, int], None] | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -64,6 +66,7 @@ class CallHandler:
         self.voicemail = voicemail
         self.consent = consent
         self.transfer = transfer
+        self.ended = ended
         self.renderer = Renderer(settings.public_base_url, settings.hotline_number)
         self.checker = SignatureChecker(settings.twilio_auth_token)
 
@@ -159,7 +162,19 @@ class CallHandler:
         return Reply(self.renderer.apology(language, None))
 
     def status(self, params: Params) -> Reply:
+        """The call's status callback: an ended call is counted (region and length only), so
+        the console's dashboard counts every call, not only those that left a message."""
         log.debug("call %s is %s", params.get("CallSid", "?"), params.get("CallStatus", "?"))
+        if self.ended is not None and params.get("CallStatus") in ENDED and params.get("CallSid"):
+            try:
+                seconds = int(params.get("CallDuration", "0") or 0)
+            except ValueError:
+                seconds = 0
+            try:
+                region = self.registry.regions.which(params.get("From", ""))[0].region
+                self.ended(params["CallSid"][:64], region, max(0, seconds))
+            except Exception:
+                log.exception("could not count the end of call %s", params["CallSid"][:64])
         return Reply(EMPTY)
 
     def recording(self, query: Params, params: Params) -> Reply:

@@ -85,7 +85,7 @@ class Call(Base):
     __tablename__ = "calls"
     id: Mapped[int] = mapped_column(primary_key=True)
     call_sid: Mapped[str] = mapped_column(String(64), unique=True)
-    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     flow: Mapped[str | None] = mapped_column(String(64))
     flow_version: Mapped[str | None] = mapped_column(String(16))
     language: Mapped[str | None] = mapped_column(String(8))
@@ -94,6 +94,7 @@ class Call(Base):
     # silently but does not become an empty case either.
     note: Mapped[str | None] = mapped_column(String(200))
     consent: Mapped[str | None] = mapped_column(String(8))  # callback consent given in the flow
+    seconds: Mapped[int | None] = mapped_column(Integer)  # its length, once it ended
 
 
 class Recording(Base):

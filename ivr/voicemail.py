@@ -124,6 +124,19 @@ def note_consent(db: Database, call_sid: str, consent: str) -> None:
                                  detail=f"callback: {consent}"))
 
 
+def note_call_ended(db: Database, call_sid: str, region: str, seconds: int,
+                    now: datetime | None = None) -> None:
+    """An inbound call ended (its status callback): kept as a row with its region, start and
+    length, for the counts (no number)."""
+    now = now or utcnow()
+    with db.session() as s:
+        call = s.scalars(select(Call).where(Call.call_sid == call_sid)).first()
+        if call is None:
+            call = Call(call_sid=call_sid, region=region, started_at=now - timedelta(seconds=seconds))
+            s.add(call)
+        call.seconds = seconds
+
+
 def callback_status(consent: str | None, has_number: bool) -> str:
     """Before any attempt: "waiting" (for its operator to call back) or "none" (no consent,
     or no number to call)."""

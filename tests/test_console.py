@@ -334,3 +334,27 @@ def test_nobody_signed_in_is_sent_to_sign_in(team: Team) -> None:
             assert r.status_code == 401
         else:
             assert r.status_code == 302 and r.headers["Location"].endswith("/console/login"), path
+
+
+def test_the_dashboard_counts_every_call_and_the_cases(team: Team) -> None:
+    from tests.conftest import call_params
+
+    twilio = team.app.test_client()
+    for n, number in enumerate(["+79781234567", "+79781234568", "+380441234567", "anonymous"]):
+        params = call_params(CallSid=f"CA{n + 100:032x}", From=number, CallStatus="completed",
+                             CallDuration="61")
+        assert signed(twilio, "/twilio/status", params).status_code == 200
+    signed(twilio, "/twilio/status", call_params(CallSid=f"CA{100:032x}", From="+79781234567",
+                                                 CallStatus="completed", CallDuration="61"))  # twice
+    page = sign_in(team, "sofia").get("/console/dashboard").get_data(as_text=True)
+    calls = page.split('id="chart-call-regions"')[1].split("</section>")[0]
+    # The two calls that left the cases' messages count too (crimea and occupied).
+    assert "crimea <b>3</b>" in calls and "ukraine <b>1</b>" in calls and "elsewhere <b>1</b>" in calls
+    cases = page.split('id="chart-regions"')[1].split("</section>")[0]
+    assert "crimea <b>1</b>" in cases and "occupied <b>1</b>" in cases
+    own = sign_in(team, "olena").get("/console/dashboard").get_data(as_text=True)
+    assert "occupied <b>" not in own and "ukraine <b>" not in own  # an operator sees their regions
+    with team.db.session() as s:
+        from ivr.storage import Call
+
+        assert "+79781234567" not in str([(c.call_sid, c.region, c.seconds) for c in s.scalars(select(Call))])

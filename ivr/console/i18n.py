@@ -103,6 +103,7 @@ UK: dict[str, str] = {
     "None": "Немає",
     "Calls per hour (last 24 hours)": "Дзвінки за годину (останні 24 години)",
     "Cases per region (last 30 days)": "Справи за регіонами (останні 30 днів)",
+    "Calls per region (last 30 days)": "Дзвінки за регіонами (останні 30 днів)",
     "Languages (last 30 days)": "Мови (останні 30 днів)",
     "Voicemails per day (last 14 days)": "Голосові повідомлення за день (останні 14 днів)",
     "Time to first callback": "Час до першого дзвінка",

@@ -121,6 +121,9 @@ def dashboard(db: Database, user: User, now: datetime, reoffer_after: timedelta)
                 select(Call.started_at).where(Call.started_at > day, call_filter)))
         per_region = s.execute(select(Case.region, func.count()).where(seen, Case.created_at > month)
                                .group_by(Case.region).order_by(func.count().desc())).all()
+        calls_per_region = s.execute(
+            select(Call.region, func.count()).where(call_filter, Call.started_at > month)
+            .group_by(Call.region).order_by(func.count().desc())).all()
         per_language = s.execute(select(Case.language, func.count()).where(seen, Case.created_at > month)
                                  .group_by(Case.language).order_by(func.count().desc())).all()
         per_day = Counter(
@@ -135,6 +138,7 @@ def dashboard(db: Database, user: User, now: datetime, reoffer_after: timedelta)
     return {
         "hours": [(f"-{h}h" if h else "now", hours.get(h, 0)) for h in range(23, -1, -1)],
         "regions": [(r or "?", n) for r, n in per_region],
+        "call_regions": [(r or "?", n) for r, n in calls_per_region],
         "languages": [(lang or "?", n) for lang, n in per_language],
         "days": [((now - timedelta(days=d)).strftime("%d.%m"), per_day.get(d, 0)) for d in range(13, -1, -1)],
         "first_callback_minutes": round(median(waits)) if waits else None,

@@ -31,6 +31,9 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("notes", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_notes_case_id"), ["case_id"], unique=False)
+    with op.batch_alter_table("calls", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("seconds", sa.Integer(), nullable=True))
+        batch_op.create_index(batch_op.f("ix_calls_started_at"), ["started_at"], unique=False)
     with op.batch_alter_table("cases", schema=None) as batch_op:
         batch_op.add_column(sa.Column("outcome", sa.String(length=24), nullable=True))
     with op.batch_alter_table("operators", schema=None) as batch_op:
@@ -54,6 +57,9 @@ def downgrade() -> None:
             batch_op.drop_column(column)
     with op.batch_alter_table("cases", schema=None) as batch_op:
         batch_op.drop_column("outcome")
+    with op.batch_alter_table("calls", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_calls_started_at"))
+        batch_op.drop_column("seconds")
     with op.batch_alter_table("notes", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_notes_case_id"))
     op.drop_table("notes")

@@ -358,3 +358,38 @@ def test_the_dashboard_counts_every_call_and_the_cases(team: Team) -> None:
         from ivr.storage import Call
 
         assert "+79781234567" not in str([(c.call_sid, c.region, c.seconds) for c in s.scalars(select(Call))])
+
+
+def test_supervisors_manage_operators_as_the_ivr_command_does(team: Team) -> None:
+    client = sign_in(team, "sofia")
+    page = client.get("/console/operators").get_data(as_text=True)
+    assert "+38050111000" not in page  # numbers stay sealed, never shown
+    added = client.post("/console/operators", data={
+        "csrf_token": token(page), "name": "Iryna", "number": "+380501119999", "regions": "crimea",
+        "languages": "uk", "hours": "mon-fri 09:00-18:00", "timezone": "Europe/Kyiv", "capacity": "4",
+        "role": "operator"})
+    assert added.status_code == 302
+    bad = client.post("/console/operators", data={
+        "csrf_token": token(page), "name": "X", "number": "0501119999", "regions": "crimea",
+        "languages": "uk", "hours": "always", "timezone": "Europe/Kyiv", "capacity": "4", "role": "operator"})
+    assert bad.status_code == 400 and "E.164" in bad.get_data(as_text=True)
+    admin = client.post("/console/operators", data={
+        "csrf_token": token(page), "name": "Y", "number": "+380501119998", "regions": "crimea",
+        "languages": "uk", "hours": "always", "timezone": "Europe/Kyiv", "capacity": "4", "role": "admin"})
+    assert admin.status_code == 400  # only an admin makes admins
+    with team.db.session() as s:
+        iryna = s.scalars(select(Operator).where(Operator.name == "Iryna")).one()
+        assert b"+380501119999" not in iryna.number
+    edited = client.post(f"/console/operators/{iryna.id}", data={
+        "csrf_token": token(page), "regions": "crimea,occupied", "languages": "uk,ru", "hours": "always",
+        "timezone": "Europe/Kyiv", "capacity": "6", "role": "operator", "number": ""})
+    assert edited.status_code == 302
+    with team.db.session() as s:
+        after = s.get(Operator, iryna.id)
+        assert after is not None
+        assert (after.regions, after.languages, after.capacity, after.active) == (
+            "crimea,occupied", "ru,uk", 6, False)
+        assert team.vault.open_operator_number(after) == "+380501119999"  # unchanged
+        actor = f"operator:{team.ids['sofia']}"
+        actions = s.scalars(select(AuditEntry.action).where(AuditEntry.actor == actor))
+        assert {"operator-added", "operator-edited"} <= set(actions)

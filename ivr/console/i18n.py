@@ -42,6 +42,7 @@ UK: dict[str, str] = {
     "Region": "Регіон",
     "Language": "Мова",
     "Age": "Вік",
+    "Received": "Отримано",
     "Attempts": "Спроби",
     "Operator": "Оператор",
     "Callback": "Зворотний дзвінок",
@@ -95,6 +96,21 @@ UK: dict[str, str] = {
     "Languages": "Мови",
     "Set on duty": "На зміну",
     "Set off duty": "Зі зміни",
+    "Open cases": "Відкриті справи",
+    "Disabled": "Вимкнено",
+    "Edit": "Змінити",
+    "Time zone": "Часовий пояс",
+    "New phone number (kept encrypted; empty: unchanged)":
+        "Новий номер телефону (зберігається зашифрованим; порожньо: без змін)",
+    "Active": "Активний",
+    "Save": "Зберегти",
+    "Add an operator": "Додати оператора",
+    "Phone number (kept encrypted)": "Номер телефону (зберігається зашифрованим)",
+    "Add": "Додати",
+    "The new operator sets a password with `ivr operators password ID` and enrolls an "
+    "authenticator at the first sign-in.":
+        "Новий оператор отримує пароль командою `ivr operators password ID` і налаштовує "
+        "автентифікатор під час першого входу.",
     "When": "Коли",
     "Who": "Хто",
     "What": "Що",

@@ -47,7 +47,7 @@ from ivr.console.auth import (
 )
 from ivr.console.i18n import LOCALES, translate
 from ivr.keys import CryptoError
-from ivr.operators import OperatorError, assign_case, edit_operator, move_case
+from ivr.operators import OperatorError, add_operator, assign_case, edit_operator, move_case
 from ivr.storage import AuditEntry, Case, Note, Operator, Recording
 
 log = logging.getLogger(__name__)
@@ -121,14 +121,22 @@ def headers(response: Response) -> Response:
 @bp.app_context_processor
 def helpers() -> dict[str, Any]:
     return {"_": _, "me": getattr(g, "user", None), "locales": LOCALES, "ago": ago,
-            "describe_window": lambda c, tz: describe_window(c, tz or "UTC",
-                                                             console().policy.daytime)}
+            "safe_hours": safe_hours}
+
+
+def safe_hours(consent: str | None, tz: str | None) -> str:
+    """The caller's consent window in the reader's language: "лише вдень 09:00-21:00 (Europe/Moscow)"."""
+    start, end = console().policy.daytime
+    if consent == "day":
+        hours = f"{start // 60:02d}:{start % 60:02d}-{end // 60:02d}:{end % 60:02d}"
+        return f"{_('daytime only')} {hours} ({tz or 'UTC'})"
+    return _(describe_window(consent, tz or "UTC", (start, end)))
 
 
 def ago(when: datetime | None) -> str:
     if when is None:
         return "-"
-    minutes = int((now() - when).total_seconds() // 60)
+    minutes = max(0, int((now() - when).total_seconds() // 60))  # a clock a little behind: 0
     if minutes < 60:
         return f"{minutes} min"
     if minutes < 48 * 60:
@@ -499,7 +507,8 @@ def api_case(case_id: int) -> Response:
 @bp.route("/operators")
 @role("supervisor")
 def operators_page() -> str:
-    return render_template("operators.html", operators=queries.operators(console().db))
+    return render_template("operators.html", operators=queries.operators(console().db), error=None,
+                           roles=_roles())
 
 
 @bp.route("/operators/<int:operator_id>/duty", methods=["POST"])
@@ -513,6 +522,61 @@ def duty(operator_id: int) -> WerkzeugResponse:
         abort(404)
     flash(_("Saved."))
     return redirect(url_for("console.operators_page"))
+
+
+@bp.route("/operators", methods=["POST"])
+@role("supervisor")
+def operator_add() -> WerkzeugResponse | tuple[str, int]:
+    c = console()
+    f = request.form
+    try:
+        add_operator(c.db, c.vault, name=f.get("name", "").strip()[:80], number=f.get("number", "").strip(),
+                     languages=f.get("languages", ""), regions=f.get("regions", ""),
+                     timezone=f.get("timezone", "Europe/Kyiv").strip(), hours=f.get("hours", "always"),
+                     capacity=_int(f.get("capacity", "5")), role=_role(f.get("role", "operator")),
+                     actor=user().actor)
+    except OperatorError as exc:
+        return render_template("operators.html", operators=queries.operators(c.db), error=str(exc),
+                               roles=_roles()), 400
+    flash(_("Saved."))
+    return redirect(url_for("console.operators_page"))
+
+
+@bp.route("/operators/<int:operator_id>", methods=["POST"])
+@role("supervisor")
+def operator_edit(operator_id: int) -> WerkzeugResponse | tuple[str, int]:
+    """The same changes as `ivr operators edit`; the number only when a new one is given."""
+    c = console()
+    f = request.form
+    try:
+        edit_operator(c.db, c.vault, operator_id, user().actor,
+                      number=f.get("number", "").strip() or None, languages=f.get("languages"),
+                      regions=f.get("regions"), timezone=(f.get("timezone") or "").strip() or None,
+                      hours=f.get("hours") or None, capacity=_int(f.get("capacity", "")) or None,
+                      role=_role(f.get("role", "")) if f.get("role") else None,
+                      active=f.get("active") == "1")
+    except OperatorError as exc:
+        if "no operator" in str(exc):
+            abort(404)
+        return render_template("operators.html", operators=queries.operators(c.db), error=str(exc),
+                               roles=_roles()), 400
+    flash(_("Saved."))
+    return redirect(url_for("console.operators_page"))
+
+
+def _int(text: str) -> int:
+    return int(text) if text.strip().isdigit() else 0
+
+
+def _roles() -> tuple[str, ...]:
+    """A supervisor may name operators and supervisors; only an admin makes admins."""
+    return ("operator", "supervisor", "admin") if user().admin else ("operator", "supervisor")
+
+
+def _role(text: str) -> str:
+    if text not in _roles():
+        raise OperatorError(f"role must be one of {', '.join(_roles())}")
+    return text
 
 
 @bp.route("/audit")

@@ -12,20 +12,21 @@ from pathlib import Path
 
 import pyotp
 import pytest
+import redis
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from ivr import create_app
 from ivr.config import Settings
-from ivr.console.auth import LOCK_MINUTES, MAX_FAILURES, set_password
+from ivr.console.auth import LOCK_MINUTES, MAX_FAILURES, AuthError, set_password
 from ivr.console.i18n import UK
 from ivr.engine import Caller
 from ivr.operators import add_operator, recount
 from ivr.standin import tone_wav
 from ivr.storage import AuditEntry, Case, Database, Note, Operator, Recording, Vault, upgrade, utcnow
 from ivr.voicemail import Reported, note_recording
-from tests.conftest import ROOT, SUNDAY, signed
+from tests.conftest import ROOT, SUNDAY, RedisServer, signed
 
 PASSWORD = "correct horse battery"
 
@@ -393,3 +394,30 @@ def test_supervisors_manage_operators_as_the_ivr_command_does(team: Team) -> Non
         actor = f"operator:{team.ids['sofia']}"
         actions = s.scalars(select(AuditEntry.action).where(AuditEntry.actor == actor))
         assert {"operator-added", "operator-edited"} <= set(actions)
+
+
+def test_the_lock_out_is_shared_through_redis_by_every_web_process(
+    team: Team, redis_server: RedisServer
+) -> None:
+    from ivr.console.auth import Guard, check_password
+
+    first, second = Guard(team.db, redis_server.url), Guard(team.db, redis_server.url)
+    for _ in range(MAX_FAILURES):
+        with pytest.raises(AuthError):
+            check_password(team.db, first, "petro", "not the password", "10.0.0.1", SUNDAY)
+    with team.db.session() as s:  # even if the database forgot (a restore, say), Redis holds it
+        op = s.get(Operator, team.ids["petro"])
+        assert op is not None
+        op.locked_until, op.failed_logins = None, 0
+    with pytest.raises(AuthError, match="locked"):
+        check_password(team.db, second, "petro", PASSWORD, "10.0.0.2", SUNDAY)
+    conn = redis.Redis.from_url(redis_server.url)
+    keys = b" ".join(conn.keys("*"))
+    assert b"petro" not in keys and b"10.0.0" not in keys  # names and addresses hashed
+    # One address trying many names is slowed down too.
+    for n in range(30):
+        with pytest.raises(AuthError):
+            check_password(team.db, second, f"nobody{n}", "x" * 12, "10.0.0.3", SUNDAY)
+    with pytest.raises(AuthError, match="too many attempts from here"):
+        check_password(team.db, second, "olena", PASSWORD, "10.0.0.3", SUNDAY)
+    assert check_password(team.db, second, "olena", PASSWORD, "10.0.0.4", SUNDAY) == team.ids["olena"]

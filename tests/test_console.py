@@ -23,10 +23,10 @@ from ivr.console.auth import LOCK_MINUTES, MAX_FAILURES, AuthError, set_password
 from ivr.console.i18n import UK
 from ivr.engine import Caller
 from ivr.operators import add_operator, recount
-from ivr.standin import tone_wav
+from ivr.standin import TwilioApi, tone_wav
 from ivr.storage import AuditEntry, Case, Database, Note, Operator, Recording, Vault, upgrade, utcnow
 from ivr.voicemail import Reported, note_recording
-from tests.conftest import ROOT, SUNDAY, RedisServer, signed
+from tests.conftest import ROOT, SUNDAY, TOKEN, RedisServer, signed
 
 PASSWORD = "correct horse battery"
 
@@ -72,6 +72,8 @@ def team(settings: Settings, tmp_path: Path) -> Iterator[Team]:
 
     shutil.copy(ROOT / "flows" / "regions.yaml", settings.flows_dir / "regions.yaml")
     upgrade(settings.database_url, settings.keystore_url)
+    api = TwilioApi(settings.twilio_account_sid, TOKEN)
+    settings = settings.replace(twilio_api_base=api.start())  # callbacks reach the stand-in
     app = create_app(settings, clock=lambda: SUNDAY)
     db, vault = app.extensions["ivr.db"], app.extensions["ivr.vault"]
     people = {"olena": ("crimea", "operator"), "petro": ("occupied", "operator"),
@@ -86,6 +88,7 @@ def team(settings: Settings, tmp_path: Path) -> Iterator[Team]:
              "occupied": new_case(db, vault, 2, "occupied", "+79491234567")}
     yield Team(app, db, vault, secrets_, ids, cases)
     db.engine.dispose()
+    api.stop()
 
 
 def token(page: str) -> str:
@@ -301,6 +304,11 @@ ROUTES = [
     ("POST", "/console/cases/{crimea}/note", 302, 404, 302, 302),
     ("POST", "/console/cases/{crimea}/outcome", 302, 404, 302, 302),
     ("POST", "/console/cases/{occupied}/close", 404, 302, 302, 302),
+    ("POST", "/console/cases/{crimea}/callback", 302, 404, 302, 302),
+    ("POST", "/console/cases/{occupied}/reassign", 404, 302, 302, 302),
+    ("POST", "/console/operators/{olena_id}", 404, 404, 302, 302),
+    ("POST", "/console/operators", 404, 404, 400, 400),
+    ("GET", "/console/api/cases?show=all", 200, 200, 200, 200),
     ("GET", "/console/operators", 404, 404, 200, 200),
     ("POST", "/console/operators/{olena_id}/duty", 404, 404, 302, 302),
     ("GET", "/console/audit", 404, 404, 200, 200),
@@ -317,7 +325,9 @@ def test_permissions_of_every_route(team: Team, who: str) -> None:
     for method, template, *expected in ROUTES:
         path = template.format(crimea=team.cases["crimea"], occupied=team.cases["occupied"],
                                olena_id=team.ids["olena"])
-        data = {"csrf_token": csrf, "text": "n", "outcome": "helped", "reason": "r", "on_duty": "1"}
+        data = {"csrf_token": csrf, "text": "n", "outcome": "helped", "reason": "r", "on_duty": "1",
+                "regions": "crimea", "languages": "ru,uk", "hours": "always", "timezone": "Europe/Kyiv",
+                "capacity": "5", "role": "operator", "active": "1"}
         r = client.get(path) if method == "GET" else client.post(path, data=data)
         assert r.status_code == expected[column], (who, method, path, r.status_code)
 

@@ -184,22 +184,33 @@ def bulk(conn: Connection, model: Any, rows: Sequence[dict[str, Any]]) -> None:
         conn.execute(insert(model), list(rows[start:start + CHUNK]))
 
 
+def save(db: Database, tables: Sequence[tuple[Any, Sequence[dict[str, Any]]]], vacuum: bool = True) -> None:
+    """Bulk-insert rows whose ids are given (model, rows; parents first), in one transaction,
+    move each table's id sequence past them, then VACUUM ANALYZE those tables, as autovacuum
+    would have done on a database in use (also bench/console.py)."""
+    names = [model.__tablename__ for model, _rows in tables]
+    with db.engine.begin() as conn:
+        for model, rows in tables:
+            bulk(conn, model, rows)
+        for table in names:  # the ids were given: move on (an empty table keeps its sequence)
+            conn.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                              f"(SELECT max(id) FROM {table}))"))
+    if vacuum:
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text(f"VACUUM ANALYZE {', '.join(names)}"))
+
+
 def load(db: Database, args: argparse.Namespace, at: datetime) -> list[int]:
     """Fill the database; the ids of the cases waiting for an operator."""
     rng = random.Random(args.seed)
     operators = operator_rows(args.operators, rng, at)
     calls, recordings, cases = case_rows(rng, Fits(operators), at, 1, args.cases, args.closed, args.assign)
-    with db.engine.begin() as conn:
-        bulk(conn, Operator, operators)
-        bulk(conn, Call, calls)
-        bulk(conn, Recording, recordings)
-        bulk(conn, Case, cases)
-        for table in ("operators", "calls", "recordings", "cases"):  # the ids were given: move on
-            conn.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
-                              f"(SELECT max(id) FROM {table}))"))
-    if not args.no_vacuum:
-        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(text("VACUUM ANALYZE operators, calls, recordings, cases"))
+    # Each operator keeps the count of their open cases (the rule reads it, ivr/operators.py).
+    held = Counter(c["operator_id"] for c in cases if c.get("operator_id") and c["status"] in OPEN_STATUSES)
+    for op in operators:
+        op["open_cases"] = held.get(op["id"], 0)
+    save(db, [(Operator, operators), (Call, calls), (Recording, recordings), (Case, cases)],
+         vacuum=not args.no_vacuum)
     return [c["id"] for c in cases[-args.assign:]] if args.assign else []
 
 
@@ -243,12 +254,14 @@ def counts(db: Database, waiting: int) -> None:
 
 class Others:
     """The share of the CPUs other processes used meanwhile: the machine's busy time less this
-    process's and its PostgreSQL backends' (None when they are out of reach, as on a remote server)."""
+    process's, the database's backends' and those of the processes `also` (a web server's;
+    None when any is out of reach, as on a remote server)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, also: Sequence[int] = ()) -> None:
         with db.session() as s:
             self.backends = list(s.scalars(text("SELECT pid FROM pg_stat_activity "
                                                 "WHERE datname = current_database()")))
+        self.backends += [pid for pid in also if pid not in self.backends]
         self.wall = time.perf_counter()
         self.start = self._sample()
 

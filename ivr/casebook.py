@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import defer
 
 from ivr.keys import CryptoError
 from ivr.operators import move_case
@@ -107,7 +108,7 @@ def show_case(db: Database, vault: Vault, case_id: int, actor: str) -> dict[str,
         case = s.get(Case, case_id)
         if case is None:
             return None
-        rec = s.get(Recording, case.recording_id)
+        rec = s.get(Recording, case.recording_id, options=[defer(Recording.audio)])  # not the audio
         found = _summary(case, rec, _repeats(s, case))
         try:
             sealed = vault.open(case, "transcript")

@@ -337,8 +337,8 @@ def case_page(case_id: int) -> str:
                 text = None
             notes.append({"at": note.at, "who": author.name if author else "?", "text": text})
         operator = s.get(Operator, case.operator_id) if case.operator_id else None
-        rec = s.get(Recording, case.recording_id)
-        has_audio = rec is not None and rec.audio is not None
+        has_audio = bool(s.scalar(select(Recording.audio.is_not(None))  # not the audio itself
+                                  .where(Recording.id == case.recording_id)))
     return render_template("case.html", case=found, notes=notes, outcomes=OUTCOMES,
                            operator=operator.name if operator else None, has_audio=has_audio,
                            caller_tz=case.caller_tz, outcome=case.outcome,

@@ -48,9 +48,17 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("open_cases", sa.Integer(), nullable=False, server_default="0"))
     op.execute("UPDATE operators SET open_cases = (SELECT count(*) FROM cases WHERE cases.operator_id = "
                "operators.id AND cases.status IN ('new', 'transcribed', 'transcription_failed', 'routed'))")
+    # The console's queue: its order, and what its figures and filters read (bench/console.py).
+    op.create_index("ix_cases_queue", "cases", [sa.text("(operator_id IS NOT NULL)"),
+                                                sa.text("(acted_at IS NOT NULL)"),
+                                                sa.text("created_at DESC"), sa.text("id DESC")])
+    op.create_index("ix_cases_console", "cases", ["status", "region", "language", "operator_id", "acted_at",
+                                                  "assigned_at", "callback_status", "next_callback_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_cases_console", table_name="cases")
+    op.drop_index("ix_cases_queue", table_name="cases")
     with op.batch_alter_table("operators", schema=None) as batch_op:
         for column in ("open_cases", "locale", "session_epoch", "locked_until", "failed_logins",
                        "totp_last_step", "totp_enrolled_at", "totp_secret", "password_hash"):

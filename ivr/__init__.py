@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from ivr.config import Settings, load_settings
@@ -63,7 +63,7 @@ def create_app(
     from ivr.jobs import Outbox, OutboxFlusher, keyring_for, policy_for
     from ivr.registry import FlowRegistry
     from ivr.storage import Database, Vault
-    from ivr.voicemail import Reported, note_call_ended, note_consent, note_recording
+    from ivr.voicemail import CallTally, Reported, note_calls_ended, note_consent, note_recording
 
     settings = settings or load_settings()
     configure_logging(settings.log_level)
@@ -92,8 +92,15 @@ def create_app(
     def caller_id(region: str) -> str:
         return registry.regions.region(region).caller_id or settings.hotline_number
 
+    flushing = settings.outbox_flush_seconds > 0 and voicemail and enqueue
+    tally = CallTally(db) if flushing else None
+
     def ended(call_sid: str, region: str, seconds: int) -> None:
-        note_call_ended(db, call_sid, region, seconds, clock() if clock else None)
+        when = clock() if clock else datetime.now(UTC)
+        if tally is not None:
+            tally.add(call_sid, region, seconds, when)  # written by the flusher thread
+        else:
+            note_calls_ended(db, [(call_sid, region, seconds, when)])
 
     handler = CallHandler(settings, registry, clock, report if voicemail else None,
                           consent if voicemail else None, transfer if voicemail else None,
@@ -104,8 +111,8 @@ def create_app(
     app.extensions["ivr.db"] = db
     app.extensions["ivr.vault"] = vault
     app.extensions["ivr.outbox"] = outbox
-    if settings.outbox_flush_seconds > 0 and voicemail and enqueue:
-        OutboxFlusher(outbox, settings.outbox_flush_seconds).start()
+    if tally is not None:
+        OutboxFlusher(outbox, settings.outbox_flush_seconds, also=(tally.flush,)).start()
     app.register_blueprint(voice.bp)
     app.register_blueprint(public.bp)
     if clock is not None:

@@ -422,11 +422,13 @@ class Outbox:
 
 
 class OutboxFlusher(threading.Thread):
-    """Keeps flushing the outbox every few seconds in a web process (daemon thread)."""
+    """Keeps flushing the outbox (and `also`, the call counts) every few seconds in a web
+    process (daemon thread)."""
 
-    def __init__(self, outbox: Outbox, every: float) -> None:
+    def __init__(self, outbox: Outbox, every: float,
+                 also: tuple[Callable[[], object], ...] = ()) -> None:
         super().__init__(name="outbox-flusher", daemon=True)
-        self.outbox, self.every = outbox, every
+        self.outbox, self.every, self.also = outbox, every, also
         self.stopping = threading.Event()
 
     def stop(self) -> None:
@@ -438,6 +440,8 @@ class OutboxFlusher(threading.Thread):
         while not self.stopping.wait(self.every):
             try:
                 self.outbox.flush()
+                for chore in self.also:  # the call counts (voicemail.CallTally)
+                    chore()
             except Exception as exc:
                 if failing != type(exc).__name__:  # once per kind of trouble, not every tick
                     log.exception("outbox flush failed; trying again every %s s", self.every)

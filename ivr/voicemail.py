@@ -11,11 +11,14 @@ recording row and one case, whatever Twilio delivers twice.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from ivr.engine import Caller
@@ -124,17 +127,50 @@ def note_consent(db: Database, call_sid: str, consent: str) -> None:
                                  detail=f"callback: {consent}"))
 
 
-def note_call_ended(db: Database, call_sid: str, region: str, seconds: int,
-                    now: datetime | None = None) -> None:
-    """An inbound call ended (its status callback): kept as a row with its region, start and
-    length, for the counts (no number)."""
-    now = now or utcnow()
-    with db.session() as s:
-        call = s.scalars(select(Call).where(Call.call_sid == call_sid)).first()
-        if call is None:
-            call = Call(call_sid=call_sid, region=region, started_at=now - timedelta(seconds=seconds))
-            s.add(call)
-        call.seconds = seconds
+def note_calls_ended(db: Database, ended: list[tuple[str, str, int, datetime]]) -> None:
+    """Inbound calls that ended (their status callbacks): (sid, region, seconds, when), kept
+    as rows with region, start and length, for the counts (no number). One upsert each, in
+    one transaction, no ORM."""
+    if not ended:
+        return
+    insert = sqlite_insert if db.backend == "sqlite" else postgresql_insert
+    stmt = insert(Call)
+    stmt = stmt.on_conflict_do_update(index_elements=[Call.call_sid],
+                                      set_={"seconds": stmt.excluded.seconds})
+    with db.engine.begin() as conn:
+        conn.execute(stmt, [{"call_sid": sid, "region": region, "seconds": seconds,
+                             "started_at": at - timedelta(seconds=seconds)}
+                            for sid, region, seconds, at in ended])
+
+
+class CallTally:
+    """Ended calls noted in memory and written in one batch every few seconds (by the web
+    process's flusher thread): a status callback then costs no database write of its own.
+    These are counts, not cases: a process that dies loses at most a few seconds of them."""
+
+    MAX = 10_000
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._lock = threading.Lock()
+        self._ended: list[tuple[str, str, int, datetime]] = []
+
+    def add(self, call_sid: str, region: str, seconds: int, when: datetime) -> None:
+        with self._lock:
+            if len(self._ended) >= self.MAX:  # the database has been away for long: keep the newest
+                del self._ended[: self.MAX // 10]
+            self._ended.append((call_sid, region, seconds, when))
+
+    def flush(self) -> int:
+        with self._lock:
+            ended, self._ended = self._ended, []
+        try:
+            note_calls_ended(self.db, ended)
+        except Exception:
+            with self._lock:  # back in line for the next flush
+                self._ended[:0] = ended[-self.MAX:]
+            raise
+        return len(ended)
 
 
 def callback_status(consent: str | None, has_number: bool) -> str:

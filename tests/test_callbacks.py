@@ -454,3 +454,40 @@ def test_lost_jobs_are_queued_again_by_the_housekeeper(desk: Desk) -> None:
     desk.app.extensions["ivr.outbox"].run_here()
     assert [c.params["To"] for c in desk.api.calls] == [OLENA]
     assert desk.case(case_id).callback_status == "calling"
+
+
+def test_every_ended_call_is_counted_once_without_its_number(desk: Desk) -> None:
+    from ivr.storage import Call
+    from tests.conftest import call_params
+
+    client = desk.app.test_client()
+    for duration in ("40", "41"):  # Twilio may deliver the callback twice
+        params = call_params(CallSid="CA" + "e" * 32, From=CALLER, CallStatus="completed",
+                             CallDuration=duration)
+        assert signed(client, "/twilio/status", params).status_code == 200
+    with desk.db.session() as s:
+        [call] = s.scalars(select(Call).where(Call.call_sid == "CA" + "e" * 32))
+        assert (call.region, call.seconds) == ("crimea", 41)
+        assert call.started_at == SUNDAY - timedelta(seconds=40)
+
+
+def test_call_counts_are_written_in_batches_and_kept_when_the_database_fails(desk: Desk) -> None:
+    from ivr.storage import Call
+    from ivr.voicemail import CallTally
+
+    tally = CallTally(desk.db)
+    tally.add("CA" + "1" * 32, "crimea", 30, SUNDAY)
+    tally.add("CA" + "2" * 32, "russia", 20, SUNDAY)
+    tally.add("CA" + "1" * 32, "crimea", 31, SUNDAY)  # twice: one row, the last length
+    good = desk.db.url
+    desk.db.engine.dispose()
+    desk.db._engine, desk.db._sessions, desk.db.url = None, None, "postgresql+psycopg://nobody@127.0.0.1:1/gone"
+    with pytest.raises(Exception):  # noqa: B017  (the driver's own error)
+        tally.flush()
+    desk.db._engine, desk.db._sessions, desk.db.url = None, None, good
+    assert tally.flush() == 3
+    with desk.db.session() as s:
+        rows = sorted((c.call_sid[:3], c.region, c.seconds) for c in s.scalars(
+            select(Call).where(Call.call_sid.in_(["CA" + "1" * 32, "CA" + "2" * 32]))))
+    assert rows == [("CA1", "crimea", 31), ("CA2", "russia", 20)]
+    assert tally.flush() == 0

@@ -32,7 +32,7 @@ from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from ivr.callbacks import CallbackError, describe_window, start_callback
+from ivr.callbacks import NOTIFY, CallbackError, describe_window, start_callback
 from ivr.casebook import CaseError, close_case, show_case
 from ivr.console import Console, queries
 from ivr.console.auth import (
@@ -48,7 +48,7 @@ from ivr.console.auth import (
 from ivr.console.i18n import LOCALES, translate
 from ivr.keys import CryptoError
 from ivr.operators import OperatorError, add_operator, assign_case, edit_operator, move_case
-from ivr.storage import AuditEntry, Case, Note, Operator, Recording
+from ivr.storage import AuditEntry, Case, Note, Operator, OutboxJob, Recording
 
 log = logging.getLogger(__name__)
 bp = Blueprint("console", __name__, url_prefix="/console", template_folder="templates",
@@ -179,10 +179,17 @@ def _audit(action: str, case_id: int | None = None, detail: str | None = None) -
 
 def _case(case_id: int) -> Case:
     """The case, or 404 when it does not exist or is not the user's to see."""
+    case = _case_or_none(case_id)
+    if case is None:
+        abort(404)
+    return case
+
+
+def _case_or_none(case_id: int) -> Case | None:
     with console().db.session() as s:
         case = s.get(Case, case_id)
     if case is None or not (user().sees(case.region) or case.operator_id == user().id):
-        abort(404)
+        return None
     return case
 
 
@@ -451,22 +458,11 @@ def reassign(case_id: int) -> WerkzeugResponse:
             assign_case(c.db, case_id, now(), actor=user().actor, exclude=offered)
         except OperatorError:
             abort(404)
-    from ivr.callbacks import NOTIFY
-    from ivr.storage import OutboxJob
-
     with c.db.session() as s:
         s.add(OutboxJob(job=NOTIFY, target_id=case_id))  # the new operator is told
     flash(_("Saved."))
     found = _case_or_none(case_id)
     return redirect(url_for("console.case_page", case_id=case_id) if found else url_for("console.queue_page"))
-
-
-def _case_or_none(case_id: int) -> Case | None:
-    with console().db.session() as s:
-        case = s.get(Case, case_id)
-    if case is None or not (user().sees(case.region) or case.operator_id == user().id):
-        return None
-    return case
 
 
 @bp.route("/cases/<int:case_id>/close", methods=["POST"])

@@ -241,6 +241,8 @@ def test_a_case_page_shows_the_case_never_the_number_and_audits_the_reading(team
     page = client.get(f"/console/cases/{case}").get_data(as_text=True)
     assert "words of case 1" in page and "+79781234567" not in page and "79781234567" not in page
     assert 'id="consent">будь-коли<' in page
+    timeline = page.split('class="timeline"')[1]
+    assert timeline.index("caller: call") < timeline.index("system: case-created")  # the call first
     audio = client.get(f"/console/cases/{case}/audio")
     assert audio.status_code == 200 and audio.mimetype == "audio/wav" and audio.data[:4] == b"RIFF"
     assert audio.headers["Cache-Control"] == "no-store"

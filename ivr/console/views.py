@@ -48,7 +48,7 @@ from ivr.console.auth import (
 from ivr.console.i18n import LOCALES, translate
 from ivr.keys import CryptoError
 from ivr.operators import OperatorError, add_operator, assign_case, edit_operator, move_case
-from ivr.storage import AuditEntry, Case, Note, Operator, OutboxJob, Recording
+from ivr.storage import AuditEntry, Call, Case, Note, Operator, OutboxJob, Recording
 
 log = logging.getLogger(__name__)
 bp = Blueprint("console", __name__, url_prefix="/console", template_folder="templates",
@@ -344,6 +344,11 @@ def case_page(case_id: int) -> str:
                 text = None
             notes.append({"at": note.at, "who": author.name if author else "?", "text": text})
         operator = s.get(Operator, case.operator_id) if case.operator_id else None
+        call = s.get(Call, case.call_id)
+        if call is not None:  # the timeline starts with the call itself
+            found["timeline"].insert(0, {"at": call.started_at.isoformat(timespec="seconds"),
+                                         "actor": "caller", "action": "call",
+                                         "detail": f"{call.seconds} s" if call.seconds else None})
         has_audio = bool(s.scalar(select(Recording.audio.is_not(None))  # not the audio itself
                                   .where(Recording.id == case.recording_id)))
     return render_template("case.html", case=found, notes=notes, outcomes=OUTCOMES,

@@ -60,7 +60,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # tests.servers, when run as `python bench/pipeline.py`
     sys.path.insert(0, str(ROOT))
 
-from bench.procfs import proc_table  # noqa: E402
+from bench.procfs import cpu_busy_seconds, proc_table  # noqa: E402
 from tests.servers import RedisServer, free_port  # noqa: E402
 
 if TYPE_CHECKING:
@@ -171,17 +171,6 @@ def tree_seconds(root: int) -> float | None:
         total += table[pid][1]
         todo += children.get(pid, [])
     return total / os.sysconf("SC_CLK_TCK")
-
-
-def cpu_busy_seconds() -> float | None:
-    """Busy CPU seconds of the whole machine so far, from /proc/stat (None where unreadable)."""
-    try:
-        with open("/proc/stat", encoding="ascii") as f:
-            fields = [int(x) for x in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    # all but idle and iowait, no guest
-    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def tail(path: Path, lines: int = 15) -> str:

@@ -25,3 +25,20 @@ def proc_table(with_reaped_children: bool = False) -> dict[int, tuple[int, int, 
         # after the command name: state ppid ... utime stime cutime cstime (12th-15th)
         table[int(entry.name)] = (int(fields[1]), sum(int(x) for x in fields[11:last]), fields[0])
     return table
+
+
+def cpu_busy_ticks() -> int | None:
+    """Busy clock ticks of all CPUs together since boot, from /proc/stat: all but idle and
+    iowait, no guest (None where unreadable)."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return sum(fields[:8]) - fields[3] - fields[4]
+
+
+def cpu_busy_seconds() -> float | None:
+    """The same, in seconds."""
+    ticks = cpu_busy_ticks()
+    return None if ticks is None else ticks / os.sysconf("SC_CLK_TCK")

@@ -46,8 +46,8 @@ if str(ROOT) not in sys.path:  # ivr and bench, when run as `python bench/routin
 from sqlalchemy import func, insert, select, text  # noqa: E402
 from sqlalchemy.engine import Connection  # noqa: E402
 
-from bench.pipeline import cpu_busy_seconds, postgres_database  # noqa: E402
-from bench.procfs import proc_table  # noqa: E402
+from bench.pipeline import postgres_database  # noqa: E402
+from bench.procfs import cpu_busy_seconds, proc_table  # noqa: E402
 from ivr.operators import OPEN_STATUSES, assign_case, candidates, parse_hours  # noqa: E402
 from ivr.storage import Call, Case, Database, Operator, Recording, upgrade  # noqa: E402
 

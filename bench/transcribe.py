@@ -194,10 +194,12 @@ def child(language: str, engine: str, threads: int, clips_json: str) -> None:
 
 
 def busy_cpu_seconds() -> float:
-    """CPU time all processes have used since boot, from /proc/stat."""
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    """CPU time all processes have used since boot (bench/procfs.py)."""
+    if str(ROOT) not in sys.path:  # run as a script
+        sys.path.insert(0, str(ROOT))
+    from bench.procfs import cpu_busy_seconds
+
+    return cpu_busy_seconds() or 0.0
 
 
 def children_cpu_seconds() -> float:

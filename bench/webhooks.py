@@ -279,16 +279,6 @@ def parse_wrk(name: str, out: str) -> tuple[float, float, float, int, int, int]:
     return rps, p50, p99, total, non200, sock
 
 
-def cpu_busy_ticks() -> int | None:
-    """Busy clock ticks of all CPUs together, from /proc/stat (None where unreadable)."""
-    try:
-        with open("/proc/stat", encoding="ascii") as f:
-            fields = [int(x) for x in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    return sum(fields[:8]) - fields[3] - fields[4]  # all but idle and iowait, no guest
-
-
 def run_wrk(url: str, script: Path, seconds: float, connections: int) -> tuple[str, float]:
     """wrk's output, and the CPU seconds wrk itself used."""
     cmd = ["wrk", "-t2", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
@@ -390,6 +380,8 @@ def servers(specs: list[tuple[str, str]], workers: int, env: dict[str, str],
 
 
 def measure(server: Server, script: Path, args: argparse.Namespace) -> Result:
+    from bench.procfs import cpu_busy_ticks
+
     if args.warmup > 0:
         run_wrk(server.url, script, args.warmup, args.connections)
     clk = os.sysconf("SC_CLK_TCK")

@@ -243,29 +243,28 @@ class CallbackHandler:
             raise StateError("no callback attempt in the URL")
         return int(raw)
 
-    def _guard(self, query: Params, params: Params, act: Callable[[int], str]) -> Reply:
+    def _guard(self, query: Params, params: Params, act: Callable[[int, str], str]) -> Reply:
         speak_in = "en"
         try:
             attempt = self._attempt(query)
             speak_in = self.leg.language(attempt)
-            return Reply(act(attempt))
+            return Reply(act(attempt, speak_in))
         except Exception:
             log.exception("callback webhook %s failed for call %s", query.get("a", "?")[:12],
                           params.get("CallSid", "?")[:64])
             return Reply(self.renderer.operator_done("error", speak_in))
 
     def answer(self, query: Params, params: Params) -> Reply:
-        def act(attempt: int) -> str:
+        def act(attempt: int, speak_in: str) -> str:
             found = self.leg.answered(attempt)
             if isinstance(found, Done):
-                return self.renderer.operator_done(found.reason, self.leg.language(attempt))
+                return self.renderer.operator_done(found.reason, speak_in)
             return self.renderer.whisper(found.case_id, found.language, found.region,
                                          found.speak_in, self._url("connect", attempt))
         return self._guard(query, params, act)
 
     def connect(self, query: Params, params: Params) -> Reply:
-        def act(attempt: int) -> str:
-            speak_in = self.leg.language(attempt)
+        def act(attempt: int, speak_in: str) -> str:
             found = self.leg.pressed(attempt, params.get("Digits", "").strip(), self.clock())
             if isinstance(found, Done):
                 return self.renderer.operator_done(found.reason, speak_in)
@@ -274,10 +273,10 @@ class CallbackHandler:
         return self._guard(query, params, act)
 
     def bridged(self, query: Params, params: Params) -> Reply:
-        def act(attempt: int) -> str:
+        def act(attempt: int, speak_in: str) -> str:
             found = self.leg.bridged(attempt, params.get("DialCallStatus", ""),
                                      params.get("DialCallDuration", ""), self.clock())
-            return self.renderer.operator_done(found.reason, self.leg.language(attempt))
+            return self.renderer.operator_done(found.reason, speak_in)
         return self._guard(query, params, act)
 
     def status(self, query: Params, params: Params) -> Reply:

@@ -19,6 +19,7 @@ from ivr.cli import main
 from ivr.config import load_settings
 from ivr.errors import ConfigError
 from ivr.standin import HttpTransport, Phone, ScriptedCaller
+from tests.audio import ensure_tools
 from tests.conftest import ROOT, TEST_FLOWS
 from tests.servers import RedisServer, free_port
 
@@ -217,6 +218,7 @@ def test_a_newcomer_serves_the_hotline_and_sees_a_voicemail_become_a_case(
 ) -> None:
     """The README's first command: `ivr serve` runs web, worker and Twilio's REST stand-in;
     `ivr call --url … --voicemail say:…` leaves a message; `ivr cases` shows it transcribed."""
+    ensure_tools()  # `say:` speaks with espeak-ng and sox, installed on a fresh machine here
     port = free_port()
     while True:  # the stand-in goes on PORT+1
         with socket.socket() as probe:

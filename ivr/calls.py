@@ -21,6 +21,7 @@ from ivr.config import Settings
 from ivr.engine import Caller, CallInput, CallState, Context, Turn
 from ivr.errors import StateError
 from ivr.flow import CONSENT_VARIABLE
+from ivr.loader import MAX_TWIML_BYTES
 from ivr.registry import FlowRegistry
 from ivr.twiml import EMPTY, Renderer, SignatureChecker, decode_state
 from ivr.voicemail import Reported
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 
 RECORDING_SID = re.compile(r"^RE[0-9a-f]{32}\Z")
 ENDED = ("completed", "busy", "no-answer", "failed", "canceled")
-MAX_TWIML = 64_000  # Twilio rejects a TwiML document over 64 kB
+MAX_TWIML = MAX_TWIML_BYTES  # Twilio rejects a TwiML document over 64 kB
 
 EVENTS = {
     "timeout": engine.NO_INPUT,

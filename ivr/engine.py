@@ -18,6 +18,7 @@ from datetime import datetime
 
 from ivr.errors import EngineError
 from ivr.flow import (
+    MAX_AUTOMATIC_STEPS,
     Branch,
     Condition,
     Flow,
@@ -31,8 +32,6 @@ from ivr.flow import (
     SetVariables,
     Transfer,
 )
-
-MAX_AUTOMATIC_STEPS = 64
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,11 @@
 Flows, regions and flow tests are all edited by hand. `Doc` walks `yaml.compose` nodes, which
 keep the position of every value and show duplicate keys that `yaml.safe_load` would silently
 merge, and records each problem as `file:line:col: message (hint)`.
+
+A file may also be hostile (or just wrong in a big way): `read_file` refuses one over its
+size limit before reading it, and `compose` refuses nesting deeper than `MAX_DEPTH` while
+PyYAML's (recursive) composer builds it, and more values than `MAX_VALUES` once aliases are
+counted as the copies they stand for. Nothing here recurses without a bound.
 """
 
 from __future__ import annotations
@@ -11,12 +16,20 @@ import difflib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.nodes import CollectionNode, MappingNode, Node, ScalarNode, SequenceNode
 
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+
+# How deep lists and mappings may nest. A flow needs 8 levels at most; PyYAML's composer
+# recurses per level, so 100,000 `[` would otherwise end in RecursionError.
+MAX_DEPTH = 20
+# How many values a file may hold, each `*alias` counted as a copy of what it names, so a
+# few aliases cannot make the reader walk millions of values ("billion laughs").
+MAX_VALUES = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,9 +155,109 @@ class Doc:
         return (one,) if one is not None else ()
 
 
-def compose(text: str, doc: Doc) -> Node | None:
+def size_text(size: int) -> str:
+    """A file size as people say it: 51.0 MB, 1.2 MB, 800 kB."""
+    return f"{size / 1_000_000:.1f} MB" if size >= 1_000_000 else f"{-(-size // 1000)} kB"
+
+
+def read_file(path: Path, limit: int, what: str = "a flow file") -> tuple[str | None, Problem | None]:
+    """The text of a hand-edited file, or the problem that stops it being read.
+
+    The size is checked before reading (and the read is bounded too, in case the file grows
+    meanwhile), so a huge file costs nothing but a `stat`.
+    """
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        size = path.stat().st_size
+        if size <= limit:
+            with path.open("rb") as f:
+                data = f.read(limit + 1)
+            size = len(data)
+        if size > limit:
+            return None, Problem(
+                str(path), 1, 1, f"the file is {size_text(size)}; {what} may be at most "
+                f"{size_text(limit)}", "split it into smaller files",
+            )
+        return data.decode("utf-8"), None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
+        return None, Problem(str(path), 1, 1, f"cannot read the file: {reason}")
+
+
+class _TooDeep(Exception):
+    def __init__(self, mark: Any) -> None:
+        self.line, self.col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+
+
+class _GuardedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with a depth counter in its composer (which recurses per level)."""
+
+    depth = 0
+
+    def compose_sequence_node(self, anchor: Any) -> SequenceNode:
+        self._deeper()
+        try:
+            return super().compose_sequence_node(anchor)
+        finally:
+            self.depth -= 1
+
+    def compose_mapping_node(self, anchor: Any) -> MappingNode:
+        self._deeper()
+        try:
+            return super().compose_mapping_node(anchor)
+        finally:
+            self.depth -= 1
+
+    def _deeper(self) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]
+            self.depth -= 1
+            raise _TooDeep(event.start_mark)
+
+
+def _expanded_size(root: Node) -> int | Node:
+    """How many values the file holds with aliases expanded, stopping past MAX_VALUES; or
+    the node that contains itself (`&a [*a]`). Iterative: a post-order walk with a memo."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if not isinstance(node, CollectionNode):
+            sizes[key] = 1
+            continue
+        children: list[Node] = (
+            [n for pair in node.value for n in pair] if isinstance(node, MappingNode)
+            else list(node.value)
+        )
+        if done:
+            active.discard(key)
+            sizes[key] = min(MAX_VALUES + 1, 1 + sum(sizes[id(c)] for c in children))
+            continue
+        if key in sizes:
+            continue
+        active.add(key)
+        stack.append((node, True))
+        for child in children:
+            if id(child) in active:
+                return child
+            if id(child) not in sizes:
+                stack.append((child, False))
+    return sizes[id(root)]
+
+
+def compose(text: str, doc: Doc) -> Node | None:
+    loader = _GuardedLoader(text)
+    try:
+        node = loader.get_single_node()
+    except _TooDeep as deep:
+        doc.problems.append(Problem(
+            doc.file, deep.line, deep.col,
+            f"lists and mappings nest more than {MAX_DEPTH} levels deep here",
+            "a flow never needs that many: look for brackets that are not closed",
+        ))
+        return None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         what = " ".join(x for x in (exc.context, exc.problem) if x)
@@ -173,6 +286,18 @@ def compose(text: str, doc: Doc) -> Node | None:
     except yaml.YAMLError as exc:
         doc.problems.append(Problem(doc.file, 1, 1, f"YAML error: {exc}"))
         return None
+    finally:
+        loader.dispose()
+    if node is not None:
+        size = _expanded_size(node)
+        if isinstance(size, Node):
+            doc.problem(size, "this value contains itself through an alias (`*name`)",
+                        "use an alias only for a value defined before and outside it")
+            return None
+        if size > MAX_VALUES:
+            doc.problem(node, f"the file holds more than {MAX_VALUES:,} values, counting "
+                        "each alias (`*name`) as a copy", "split it into smaller files")
+            return None
     if node is None:
         doc.problems.append(Problem(doc.file, 1, 1, "the file is empty"))
     return node

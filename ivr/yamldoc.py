@@ -5,9 +5,10 @@ keep the position of every value and show duplicate keys that `yaml.safe_load` w
 merge, and records each problem as `file:line:col: message (hint)`.
 
 A file may also be hostile (or just wrong in a big way): `read_file` refuses one over its
-size limit before reading it, and `compose` refuses nesting deeper than `MAX_DEPTH` while
-PyYAML's (recursive) composer builds it, and more values than `MAX_VALUES` once aliases are
-counted as the copies they stand for. Nothing here recurses without a bound.
+size limit before reading it, and `compose` refuses nesting deeper than `MAX_DEPTH` and
+more values than `MAX_VALUES` before PyYAML's (recursive) composer can build them, and
+again once aliases are counted as the copies they stand for. Nothing here recurses
+without a bound.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 # How deep lists and mappings may nest. A flow needs 8 levels at most; PyYAML's composer
 # recurses per level, so 100,000 `[` would otherwise end in RecursionError.
 MAX_DEPTH = 20
-# How many values a file may hold, each `*alias` counted as a copy of what it names, so a
-# few aliases cannot make the reader walk millions of values ("billion laughs").
-MAX_VALUES = 100_000
+# How many values a file may hold (the largest useful flow has about 20,000), each `*alias`
+# counted as a copy of what it names, so a few aliases cannot make the reader walk millions
+# of values ("billion laughs"), and reading any file takes well under a second.
+MAX_VALUES = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +115,7 @@ class Doc:
             text = str(value).strip()
             if text:
                 return text
-        if isinstance(node, ScalarNode) and node.value and node.style is None:  # yes, no, ~
+        if isinstance(node, ScalarNode) and node.value and not node.style:  # yes, no, ~ (plain)
             meaning = "a yes/no value" if isinstance(value, bool) else "empty"
             self.problem(
                 node, f"{what}: YAML reads `{node.value}` as {meaning}, not as words",
@@ -183,15 +185,35 @@ def read_file(path: Path, limit: int, what: str = "a flow file") -> tuple[str | 
         return None, Problem(str(path), 1, 1, f"cannot read the file: {reason}")
 
 
-class _TooDeep(Exception):
-    def __init__(self, mark: Any) -> None:
-        self.line, self.col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+class _Refused(Exception):
+    """A limit reached while reading: where, what and what to do."""
+
+    def __init__(self, mark: Any, message: str, hint: str) -> None:
+        self.line: int = mark.line + 1 if mark else 1
+        self.col: int = mark.column + 1 if mark else 1
+        self.message, self.hint = message, hint
+
+
+DEEP = (f"lists and mappings nest more than {MAX_DEPTH} levels deep here",
+        "a flow never needs that many: look for brackets that are not closed")
+MANY = (f"the file holds more than {MAX_VALUES:,} values", "split it into smaller files")
+# libyaml when PyYAML has it (about ten times faster); the pure-Python parser words the
+# syntax errors people see, so a file libyaml refuses is read again by it for the message.
+_FAST: Any = getattr(yaml, "CSafeLoader", None)
 
 
 class _GuardedLoader(yaml.SafeLoader):
-    """PyYAML's safe loader with a depth counter in its composer (which recurses per level)."""
+    """PyYAML's safe loader with a depth counter in its composer (which recurses per level)
+    and a count of values, so it stops at the limits instead of the stack's end."""
 
     depth = 0
+    count = 0
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        self.count += 1
+        if self.count > MAX_VALUES:
+            raise _Refused(self._mark(), *MANY)
+        return super().compose_node(parent, index)
 
     def compose_sequence_node(self, anchor: Any) -> SequenceNode:
         self._deeper()
@@ -210,9 +232,48 @@ class _GuardedLoader(yaml.SafeLoader):
     def _deeper(self) -> None:
         self.depth += 1
         if self.depth > MAX_DEPTH:
-            event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]
             self.depth -= 1
-            raise _TooDeep(event.start_mark)
+            raise _Refused(self._mark(), *DEEP)
+
+    def _mark(self) -> Any:
+        event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]
+        return event.start_mark
+
+
+def _prescan(text: str) -> None:
+    """Walk libyaml's events (a loop, no recursion) and stop at the first limit reached, so
+    its recursive composer only ever sees a file within them."""
+    parser = _FAST(text)
+    try:
+        depth = count = 0
+        while parser.check_event():
+            event = parser.get_event()
+            if isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+            elif isinstance(event, yaml.NodeEvent):
+                count += 1
+                if count > MAX_VALUES:
+                    raise _Refused(event.start_mark, *MANY)
+                if isinstance(event, yaml.CollectionStartEvent):
+                    depth += 1
+                    if depth > MAX_DEPTH:
+                        raise _Refused(event.start_mark, *DEEP)
+    finally:
+        parser.dispose()
+
+
+def _compose(text: str) -> Node | None:
+    if _FAST is not None:
+        try:
+            _prescan(text)
+            return yaml.compose(text, Loader=_FAST)
+        except yaml.YAMLError:
+            pass  # read again below, for the message people know
+    loader = _GuardedLoader(text)
+    try:
+        return loader.get_single_node()
+    finally:
+        loader.dispose()
 
 
 def _expanded_size(root: Node) -> int | Node:
@@ -248,15 +309,11 @@ def _expanded_size(root: Node) -> int | Node:
 
 
 def compose(text: str, doc: Doc) -> Node | None:
-    loader = _GuardedLoader(text)
     try:
-        node = loader.get_single_node()
-    except _TooDeep as deep:
-        doc.problems.append(Problem(
-            doc.file, deep.line, deep.col,
-            f"lists and mappings nest more than {MAX_DEPTH} levels deep here",
-            "a flow never needs that many: look for brackets that are not closed",
-        ))
+        node = _compose(text)
+    except _Refused as refused:
+        doc.problems.append(Problem(doc.file, refused.line, refused.col, refused.message,
+                                    refused.hint))
         return None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -286,8 +343,6 @@ def compose(text: str, doc: Doc) -> Node | None:
     except yaml.YAMLError as exc:
         doc.problems.append(Problem(doc.file, 1, 1, f"YAML error: {exc}"))
         return None
-    finally:
-        loader.dispose()
     if node is not None:
         size = _expanded_size(node)
         if isinstance(size, Node):
@@ -296,7 +351,8 @@ def compose(text: str, doc: Doc) -> Node | None:
             return None
         if size > MAX_VALUES:
             doc.problem(node, f"the file holds more than {MAX_VALUES:,} values, counting "
-                        "each alias (`*name`) as a copy", "split it into smaller files")
+                        "each alias (`*name`) as a copy of what it names",
+                        "use fewer aliases, or split the file")
             return None
     if node is None:
         doc.problems.append(Problem(doc.file, 1, 1, "the file is empty"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -79,10 +80,33 @@ def test_a_broken_edit_keeps_the_last_good_version(
 
 
 def test_the_registry_notices_edits_by_itself(flows_dir: Path, tmp_path: Path) -> None:
-    registry = FlowRegistry(flows_dir, tmp_path / "archive", interval=0)
-    first = registry.current("hotline").version
+    """A background thread reloads; the reading side never does (it only reads a snapshot)."""
+    registry = FlowRegistry(flows_dir, tmp_path / "archive", interval=0.1)
+    first = registry.current("hotline")
     edit(flows_dir, "Здравствуйте", "Привет")
-    assert registry.current("hotline").version != first
+    deadline = time.monotonic() + 5
+    while registry.current("hotline") is first and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert registry.current("hotline").version != first.version
+    assert registry._watcher is not None and registry._watcher.name == "flow-reloader"
+
+
+def test_a_request_never_loads_flows(
+    flows_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading the current flows is a snapshot read, even right after an edit."""
+    registry = FlowRegistry(flows_dir, tmp_path / "archive", interval=0)
+    edit(flows_dir, "Здравствуйте", "Привет")
+
+    def no_loading(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("a request read the flow folder")
+
+    monkeypatch.setattr("ivr.registry.load_set", no_loading)
+    monkeypatch.setattr(FlowRegistry, "_fingerprint", no_loading)
+    for _ in range(3):
+        assert registry.current("hotline").version
+        assert registry.get("hotline", None) is registry.current("hotline")
+        assert [s.id for s in registry.status()] == ["hotline"]
 
 
 def test_another_process_answers_a_call_started_on_an_older_version(

@@ -158,8 +158,10 @@ class Doc:
 
 
 def size_text(size: int) -> str:
-    """A file size as people say it: 51.0 MB, 1.2 MB, 800 kB."""
-    return f"{size / 1_000_000:.1f} MB" if size >= 1_000_000 else f"{-(-size // 1000)} kB"
+    """A file size as people say it: 51.2 MB, 1 MB, 800 kB."""
+    if size >= 1_000_000:
+        return f"{size / 1_000_000:.1f}".removesuffix(".0") + " MB"
+    return f"{-(-size // 1000)} kB"
 
 
 def read_file(path: Path, limit: int, what: str = "a flow file") -> tuple[str | None, Problem | None]:

@@ -31,6 +31,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ivr.errors import FlowNotServed
 from ivr.flow import Flow
 from ivr.loader import MAX_FILE_BYTES, flow_files, load_set, parse_flow
 from ivr.routing import DEFAULT, Regions, load_regions
@@ -111,7 +112,10 @@ class FlowRegistry:
     def current(self, flow_id: str) -> Flow:
         if self._watcher is None:
             self._watch()
-        return self._snapshot.flows[flow_id]
+        try:
+            return self._snapshot.flows[flow_id]
+        except KeyError:
+            raise FlowNotServed(flow_id) from None
 
     def get(self, flow_id: str, version: str | None) -> Flow:
         """The flow at `version` (a call's own), or the current one when version is None."""

@@ -301,8 +301,12 @@ def test_a_server_answers_every_call_within_a_second_while_hostile_files_arrive(
             mini = flows / "mini.yaml"
             mini.write_text(mini.read_text().replace("next: lang", "next: lnag"))
             seen: list[bool] = []  # every worker has noticed: many answers in a row say so
-            wait_for(lambda: seen.append(health(web.url)["flows"]["hotline"]["stale"])
-                     or seen[-8:] == [True] * 8)
+
+            def all_stale() -> bool:
+                seen.append(health(web.url)["flows"]["hotline"]["stale"])
+                return seen[-8:] == [True] * 8
+
+            wait_for(all_stale)
             rss = worker_rss_mb(proc.pid)
         took = [a[0] for a in caller.answers]
         assert len(took) > 20

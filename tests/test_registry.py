@@ -142,3 +142,84 @@ def test_a_lost_archive_moves_the_call_to_the_current_version(
         heard, nxt = said(client, in_progress, Digits="1")
         heard, _ = said(client, nxt, RecordingSid="RE1", Digits="#")
         assert heard == ["Всего доброго"]
+
+
+def test_a_start_with_a_broken_entry_flow_serves_the_last_good_version(
+    settings: Settings, flows_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The newest archived version is the one served last, even when that was a revert."""
+    registry = FlowRegistry(flows_dir, settings.instance_dir / "flow-versions", interval=0)
+    first = registry.current("hotline").version
+    edit(flows_dir, "Здравствуйте", "Привет")
+    registry.refresh()
+    second = registry.current("hotline").version
+    edit(flows_dir, "Привет", "Здравствуйте")  # back to the first version (archived before)
+    registry.refresh()
+    assert registry.current("hotline").version == first != second
+    edit(flows_dir, "next: lang", "next: lnag")
+    with caplog.at_level(logging.WARNING):
+        app = create_app(settings, clock=lambda: SUNDAY)  # a restart: nothing in memory
+    assert f"serving the last good version {first} from the archive" in caplog.text
+    assert "no step named `lnag`" in caplog.text
+    with app.test_client() as client:
+        heard, _ = said(client, "/twilio/voice")
+        assert heard[0] == "Здравствуйте"
+        health = client.get("/healthz").get_json()
+    assert health["flows"]["hotline"] == {
+        "version": first, "file": "mini.yaml", "stale": True, "archived": True}
+    assert health["status"] == "degraded" and health["entry_flow"]["ok"] is True
+    # Fixing the file ends it, as a fix does in a process that saw the file good.
+    edit(flows_dir, "next: lnag", "next: lang")
+    app.extensions["ivr"].registry.refresh()
+    with app.test_client() as client:
+        assert client.get("/healthz").get_json()["flows"]["hotline"]["stale"] is False
+
+
+def test_a_start_with_an_unreadable_entry_flow_serves_it_from_the_archive(
+    settings: Settings, flows_dir: Path
+) -> None:
+    """Even when the broken file's `id` cannot be read (or the file is gone)."""
+    FlowRegistry(flows_dir, settings.instance_dir / "flow-versions", interval=0)
+    (flows_dir / "mini.yaml").write_text("id: [" + "[" * 100_000, encoding="utf-8")
+    app = create_app(settings, clock=lambda: SUNDAY)
+    with app.test_client() as client:
+        heard, _ = said(client, "/twilio/voice")
+        assert heard[0] == "Здравствуйте"
+        assert client.get("/healthz").get_json()["flows"]["hotline"]["archived"] is True
+
+
+def test_versions_no_call_can_be_on_are_forgotten_and_stay_archived(
+    flows_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = FlowRegistry(flows_dir, tmp_path / "archive", interval=0)
+    old = registry.current("hotline").version
+    edit(flows_dir, "Здравствуйте", "Привет")
+    registry.refresh()
+    new = registry.current("hotline").version
+    assert ("hotline", old) in registry._versions  # calls may still be on it
+    registry.refresh()
+    assert ("hotline", old) in registry._versions
+    monkeypatch.setattr("ivr.registry.CALL_LIMIT", 0.0)  # ...4 hours later
+    registry.refresh()
+    assert set(registry._versions) == {("hotline", new)}
+    assert registry.get("hotline", old).version == old  # from the archive, if ever needed
+
+
+def test_a_bug_in_loading_never_stops_a_process_or_its_current_flows(
+    flows_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    registry = FlowRegistry(flows_dir, tmp_path / "archive", interval=0)
+    serving = registry.current("hotline")
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RecursionError("a bug")
+
+    monkeypatch.setattr("ivr.registry.load_set", broken)
+    edit(flows_dir, "Здравствуйте", "Привет")
+    with caplog.at_level(logging.ERROR):
+        registry.refresh()
+        fresh = FlowRegistry(flows_dir, tmp_path / "archive", interval=0)
+    assert registry.current("hotline") is serving
+    assert "reloading the flows failed" in caplog.text
+    assert fresh.status() == []

@@ -55,7 +55,7 @@ from ivr.flow import (
     edges,
     voices_for,
 )
-from ivr.yamldoc import MAX_DEPTH, MAX_VALUES, NAME, Doc, Problem, compose, did_you_mean, read_file
+from ivr.yamldoc import NAME, Doc, Problem, compose, did_you_mean, read_file
 
 # --- what a flow may be: the limits, each refused with a file:line:col message -------------
 # (README "Limits"; flows/schema.json says the ones JSON Schema can express)
@@ -67,10 +67,6 @@ MAX_TWIML_BYTES = 64_000  # Twilio refuses a TwiML answer over 64 kB
 # Shared with others, so defined with them: MAX_AUTOMATIC_STEPS (ivr.flow: the engine stops
 # a call at that many steps in one answer), MAX_DEPTH and MAX_VALUES (ivr.yamldoc: regions
 # and scenario files are read by the same composer).
-LIMITS = {"MAX_FILE_BYTES": MAX_FILE_BYTES, "MAX_STEPS": MAX_STEPS, "MAX_DEPTH": MAX_DEPTH,
-          "MAX_VALUES": MAX_VALUES, "MAX_PROMPT_CHARS": MAX_PROMPT_CHARS,
-          "MAX_VARIABLE_CHARS": MAX_VARIABLE_CHARS, "MAX_TWIML_BYTES": MAX_TWIML_BYTES,
-          "MAX_AUTOMATIC_STEPS": MAX_AUTOMATIC_STEPS}
 # What the estimate of an answer's size adds to the words: each <Say>/<Play> tag with its
 # voice, language or URL (a PUBLIC_BASE_URL up to 200 characters), and the rest of the
 # document (<Gather>/<Record>/<Dial> with their action URLs) without the call state.

@@ -131,6 +131,8 @@ class FlowRegistry:
         return found
 
     def status(self) -> list[FlowStatus]:
+        if self._watcher is None:
+            self._watch()
         snap = self._snapshot
         return [
             FlowStatus(f.id, f.version, snap.files.get(f.id, os.path.basename(f.source)),
@@ -194,8 +196,9 @@ class FlowRegistry:
         stale: set[str] = set()
         archived: set[str] = set()
         wanted = self._broken_ids(previous, result.broken)
-        for flow_id in self.keep:
-            wanted.setdefault(flow_id, str(self.flows_dir / f"{flow_id}.yaml"))
+        for flow_id in self.keep:  # its file may be gone, or its `id` unreadable
+            name = previous.files.get(flow_id) or f"{flow_id}.yaml"
+            wanted.setdefault(flow_id, str(self.flows_dir / name))
         for flow_id, file in wanted.items():
             if flow_id in fresh:
                 continue

@@ -223,3 +223,27 @@ def test_a_bug_in_loading_never_stops_a_process_or_its_current_flows(
     assert registry.current("hotline") is serving
     assert "reloading the flows failed" in caplog.text
     assert fresh.status() == []
+
+
+def test_a_forked_worker_watches_the_folder_itself(flows_dir: Path, tmp_path: Path) -> None:
+    """gunicorn with preload (or any fork after the app was made): the child has no watcher
+    thread of its parent's, so it starts its own at its first request."""
+    registry = FlowRegistry(flows_dir, tmp_path / "archive", interval=0.1)
+    first = registry.current("hotline").version
+    pid = os.fork()
+    if pid == 0:  # the child: report by exit code only
+        code = 1
+        try:
+            if registry._watcher is None and registry.current("hotline").version == first:
+                edit(flows_dir, "Здравствуйте", "Привет")
+                deadline = time.monotonic() + 5
+                while registry.current("hotline").version == first:
+                    if time.monotonic() > deadline:
+                        break
+                    time.sleep(0.05)
+                else:
+                    code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -21,7 +21,7 @@ from ivr.config import Settings
 from ivr.engine import Caller, CallInput, CallState, Context, Turn
 from ivr.errors import FlowNotServed, StateError
 from ivr.flow import CONSENT_VARIABLE
-from ivr.loader import MAX_TWIML_BYTES
+from ivr.limits import MAX_TWIML_BYTES
 from ivr.registry import FlowRegistry
 from ivr.twiml import EMPTY, Renderer, SignatureChecker, decode_state
 from ivr.voicemail import Reported

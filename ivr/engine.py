@@ -18,7 +18,6 @@ from datetime import datetime
 
 from ivr.errors import EngineError
 from ivr.flow import (
-    MAX_AUTOMATIC_STEPS,
     Branch,
     Condition,
     Flow,
@@ -32,6 +31,7 @@ from ivr.flow import (
     SetVariables,
     Transfer,
 )
+from ivr.limits import MAX_AUTOMATIC_STEPS
 
 
 @dataclass(frozen=True, slots=True)

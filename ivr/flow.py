@@ -238,10 +238,6 @@ STEP_TYPES: dict[str, type] = {
 # Steps that stop and wait for the caller (or for an operator's phone).
 WAITING: tuple[type, ...] = (Menu, Record, Transfer)
 
-# The most steps one answer to Twilio may walk: the engine stops a call that goes further
-# without waiting for the caller, and the loader refuses a flow where that can happen.
-MAX_AUTOMATIC_STEPS = 64
-
 
 def edges(step: Step) -> Iterator[tuple[str, str, bool]]:
     """Yield (label, target step, automatic) for each way out of a step within its flow.

@@ -8,9 +8,10 @@ guess at what was meant where one helps. It works on `yaml.compose` nodes rather
 The running service, `ivr flows check` and `ivr flows test` all use this one loader, so a
 flow that passes the check is exactly the flow callers hear.
 
-What a flow may be is bounded (the limits below, each refused with its own message), and
+What a flow may be is bounded (ivr/limits.py, each limit refused with its own message), and
 no check here recurses, so no file can exhaust the memory or the stack of the service that
-reads it: a file over its size is not even read.
+reads it: a file over its size is not even read. ivr/runs.py checks what one answer to
+Twilio can hold, as the engine walks a flow.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
-from xml.sax.saxutils import escape
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -31,7 +31,6 @@ from ivr.flow import (
     CONSENT_VARIABLE,
     CONSENTS,
     DEFAULT_LOCALES,
-    MAX_AUTOMATIC_STEPS,
     STEP_TYPES,
     VOICES,
     WAITING,
@@ -55,23 +54,14 @@ from ivr.flow import (
     edges,
     voices_for,
 )
+from ivr.limits import (
+    MAX_FILE_BYTES,
+    MAX_PROMPT_CHARS,
+    MAX_STEPS,
+    MAX_VARIABLE_CHARS,
+)
+from ivr.runs import Runs, check_runs, state_bytes
 from ivr.yamldoc import NAME, Doc, Problem, compose, did_you_mean, read_file
-
-# --- what a flow may be: the limits, each refused with a file:line:col message -------------
-# (README "Limits"; flows/schema.json says the ones JSON Schema can express)
-MAX_FILE_BYTES = 1_000_000  # a flow file; checked with stat() before it is read
-MAX_STEPS = 500  # steps in one flow
-MAX_PROMPT_CHARS = 4_000  # one language's words of one prompt
-MAX_VARIABLE_CHARS = 100  # a `set` value: it travels in every action URL of the call
-MAX_TWIML_BYTES = 64_000  # Twilio refuses a TwiML answer over 64 kB
-# Shared with others, so defined with them: MAX_AUTOMATIC_STEPS (ivr.flow: the engine stops
-# a call at that many steps in one answer), MAX_DEPTH and MAX_VALUES (ivr.yamldoc: regions
-# and scenario files are read by the same composer).
-# What the estimate of an answer's size adds to the words: each <Say>/<Play> tag with its
-# voice, language or URL (a PUBLIC_BASE_URL up to 200 characters), and the rest of the
-# document (<Gather>/<Record>/<Dial> with their action URLs) without the call state.
-UTTERANCE_BYTES = 300
-ANSWER_BYTES = 2_000
 
 KEY = re.compile(r"^[0-9*#]$")
 WEEKDAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -697,8 +687,8 @@ def _check_graph(doc: Doc, steps: dict[str, Step], start: str, nodes: dict[str, 
         )
     if not cycles:
         flow_id = "\0"  # gotos end the chain here; load_set follows them across the set
-        runs = _Runs({flow_id: steps}, _variables({flow_id: steps}))
-        _check_runs(doc, runs, flow_id, steps, nodes)
+        runs = Runs({flow_id: steps}, state_bytes({flow_id: steps}))
+        check_runs(doc, runs, flow_id, steps, nodes)
 
 
 def _automatic_cycles(steps: Mapping[str, Step]) -> list[list[str]]:
@@ -727,168 +717,6 @@ def _automatic_cycles(steps: Mapping[str, Step]) -> list[list[str]]:
                 stack.pop()
                 state[path.pop()] = 2
     return cycles
-
-
-# --- what one answer to Twilio can hold ---------------------------------------------------
-
-At = tuple[str, str]  # (flow id, step name)
-
-
-def _prompt_bytes(prompt: Prompt | None) -> int:
-    """The most one prompt adds to a TwiML answer, in its longest language."""
-    if not prompt:
-        return 0
-    return UTTERANCE_BYTES + max(
-        max(len(escape(t.text).encode()), 3 * len((t.audio or "").encode()))
-        for t in prompt.values()
-    )
-
-
-def _step_bytes(step: Step) -> int:
-    match step:
-        case Say():
-            return _prompt_bytes(step.prompt) + (UTTERANCE_BYTES if step.pause else 0)
-        case Menu():
-            hints = sum(len(escape(w, {'"': "&quot;"}).encode()) + 2
-                        for o in step.options for ws in o.words.values() for w in ws)
-            extra = max(_prompt_bytes(step.no_input), _prompt_bytes(step.wrong_key))
-            return _prompt_bytes(step.prompt) + extra + hints
-        case SetLanguage() | Record() | Transfer() | Hangup():
-            return _prompt_bytes(step.prompt)
-    return 0
-
-
-def _variables(sets: Mapping[str, Mapping[str, Step]]) -> int:
-    """The longest call state (JSON, then base64) that the action URLs may carry."""
-    names = {
-        k for steps in sets.values() for s in steps.values() if isinstance(s, SetVariables)
-        for k in s.values
-    }
-    raw = 200 + sum(len(n) + 6 * MAX_VARIABLE_CHARS + 8 for n in names)
-    return -(-raw * 4 // 3)
-
-
-class _Runs:
-    """The longest runs of steps one answer can walk, as the engine walks them.
-
-    A run starts at any step (every step is reachable, so the longest runs start where a
-    call starts or resumes) and goes on through say, set, language, branch and goto steps,
-    through a transfer that finds nobody to ring (to `no_answer`) or is out of hours (to
-    `out_of_hours`), and ends at a menu, record, hangup or a transfer that rings. Worked out
-    once per step, iteratively, with the path kept for the message.
-    """
-
-    def __init__(self, flows: Mapping[str, Mapping[str, Step]], state_bytes: int,
-                 follow: Mapping[str, Flow] | None = None) -> None:
-        self.flows = flows
-        self.follow = follow  # the set a goto leads into; None: a goto ends the run here
-        self.state_bytes = state_bytes
-        self.steps: dict[At, tuple[int, At | None]] = {}
-        self.bytes: dict[At, tuple[int, At | None]] = {}
-        self.cycle: list[At] | None = None
-
-    def after(self, at: At) -> list[At]:
-        flow_id, name = at
-        step = self.flows[flow_id].get(name)
-        match step:
-            case Say() | SetLanguage() | SetVariables():
-                nxt = [step.next]
-            case Branch():
-                nxt = [c.next for c in step.when] + [step.otherwise]
-            case Transfer():
-                nxt = [step.no_answer] + (
-                    [step.out_of_hours] if step.hours and step.out_of_hours else []
-                )
-            case Goto() if self.follow is not None and step.flow in self.follow:
-                target = self.follow[step.flow]
-                return [(target.id, step.step or target.start)]
-            case _:
-                nxt = []
-        return [(flow_id, n) for n in dict.fromkeys(nxt)]
-
-    def walk(self, start: At) -> None:
-        """Fill in the longest runs from `start`, or set `.cycle`."""
-        if start in self.steps:
-            return
-        on_path = {start}
-        path = [start]
-        stack = [iter(self.after(start))]
-        while stack:
-            for nxt in stack[-1]:
-                if nxt in self.steps:
-                    continue
-                if nxt in on_path:
-                    self.cycle = path[path.index(nxt):]
-                    return
-                on_path.add(nxt)
-                path.append(nxt)
-                stack.append(iter(self.after(nxt)))
-                break
-            else:
-                stack.pop()
-                at = path.pop()
-                on_path.discard(at)
-                after = self.after(at)
-                longest = max(after, key=lambda a: self.steps[a][0], default=None)
-                heaviest = max(after, key=lambda a: self.bytes[a][0], default=None)
-                step = self.flows[at[0]][at[1]]
-                self.steps[at] = (1 + (self.steps[longest][0] if longest else 0), longest)
-                self.bytes[at] = (
-                    _step_bytes(step) + (self.bytes[heaviest][0] if heaviest else 0), heaviest
-                )
-
-    def path(self, start: At, table: dict[At, tuple[int, At | None]]) -> list[At]:
-        out: list[At] = []
-        at: At | None = start
-        while at is not None:
-            out.append(at)
-            at = table[at][1]
-        return out
-
-
-def _chain(path: list[At], home: str) -> str:
-    names = [f"`{s}`" if f == home else f"`{f}: {s}`" for f, s in path]
-    if len(names) > 6:
-        names = [*names[:3], "…", *names[-2:]]
-    return " -> ".join(names)
-
-
-def _check_runs(doc: Doc, runs: _Runs, flow_id: str, steps: Mapping[str, Step],
-                nodes: Mapping[str, Node]) -> None:
-    """Refuse a flow where one answer walks more steps than the engine allows, or says more
-    than one TwiML answer can hold."""
-    for name in steps:
-        runs.walk((flow_id, name))
-        if runs.cycle:
-            doc.problem(
-                nodes[runs.cycle[0][1]] if runs.cycle[0][0] == flow_id else nodes[name],
-                "these steps loop without waiting for the caller when no operator can be rung: "
-                + _chain([*runs.cycle, runs.cycle[0]], flow_id),
-                "send `no_answer` to a menu or record step",
-            )
-            return
-    mine = [(flow_id, name) for name in steps]
-    longest = max(mine, key=lambda a: runs.steps[a][0])
-    count = runs.steps[longest][0]
-    if count > MAX_AUTOMATIC_STEPS:
-        doc.problem(
-            nodes[longest[1]],
-            f"{count} steps in a row run without waiting for the caller "
-            f"({_chain(runs.path(longest, runs.steps), flow_id)}); a call stops after "
-            f"{MAX_AUTOMATIC_STEPS}", "put a menu or record step among them",
-        )
-    heaviest = max(mine, key=lambda a: runs.bytes[a][0])
-    size = runs.bytes[heaviest][0] + ANSWER_BYTES + 3 * runs.state_bytes
-    if size > MAX_TWIML_BYTES:
-        chain = runs.path(heaviest, runs.bytes)
-        what = (f"step `{heaviest[1]}` says" if len(chain) == 1
-                else f"the steps {_chain(chain, flow_id)} say")
-        doc.problem(
-            nodes[heaviest[1]],
-            f"{what} too much for one answer to Twilio: about {size:,} bytes of TwiML, "
-            f"over the limit of {MAX_TWIML_BYTES:,}",
-            "shorten the prompts, or put a menu between them",
-        )
 
 
 # --- a set of flow files ------------------------------------------------------------------
@@ -983,8 +811,8 @@ def load_set(
             _check_cross_cycles(doc, p, flows)
         if p.flow is not None and not doc.problems and p.gotos:
             sets = {f.id: f.steps for f in flows.values()}
-            runs = _Runs(sets, _variables(sets), follow=flows)
-            _check_runs(doc, runs, p.flow.id, p.flow.steps, p.step_nodes)
+            runs = Runs(sets, state_bytes(sets), follow=flows)
+            check_runs(doc, runs, p.flow.id, p.flow.steps, p.step_nodes)
         p.problems += doc.problems
     for p in parsed:  # only after every flow was checked against the same set
         if p.flow is not None and any(not x.warning for x in p.problems):

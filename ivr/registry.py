@@ -33,7 +33,8 @@ from pathlib import Path
 
 from ivr.errors import FlowNotServed
 from ivr.flow import Flow
-from ivr.loader import MAX_FILE_BYTES, flow_files, load_set, parse_flow
+from ivr.limits import MAX_FILE_BYTES
+from ivr.loader import flow_files, load_set, parse_flow
 from ivr.routing import DEFAULT, Regions, load_regions
 from ivr.yamldoc import Problem, read_file
 

@@ -18,6 +18,7 @@ import phonenumbers
 from yaml.nodes import MappingNode, Node, SequenceNode
 
 from ivr.engine import Caller
+from ivr.limits import MAX_FILE_BYTES
 from ivr.yamldoc import Doc, Problem, compose, did_you_mean, read_file
 
 # What Twilio sends in `From` when a caller hides their number.
@@ -78,7 +79,7 @@ class Regions:
 
 
 DEFAULT = Regions((), "elsewhere")
-MAX_REGIONS_BYTES = 1_000_000  # regions.yaml sits in FLOWS_DIR: read with the same care
+
 LANGUAGE_CODE = re.compile(r"^[a-z]{2,3}$")
 E164 = re.compile(r"^\+[1-9]\d{6,14}\Z")
 
@@ -93,7 +94,7 @@ def load_regions(path: Path) -> tuple[Regions, list[Problem]]:
     if not path.is_file():
         return DEFAULT, []
     doc = Doc(str(path))
-    text, problem = read_file(path, MAX_REGIONS_BYTES, "regions.yaml")
+    text, problem = read_file(path, MAX_FILE_BYTES, "regions.yaml")
     if text is None:
         assert problem is not None
         return DEFAULT, [problem]

@@ -18,7 +18,7 @@ from flask import Flask
 from yaml.nodes import MappingNode, SequenceNode
 
 from ivr.config import Settings
-from ivr.loader import MAX_FILE_BYTES
+from ivr.limits import MAX_FILE_BYTES
 from ivr.standin import CallLog, FlaskTransport, Phone, ScriptedCaller
 from ivr.yamldoc import Doc, compose, did_you_mean, read_file
 

@@ -23,15 +23,9 @@ from typing import Any
 import yaml
 from yaml.nodes import CollectionNode, MappingNode, Node, ScalarNode, SequenceNode
 
-NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+from ivr.limits import MAX_DEPTH, MAX_VALUES
 
-# How deep lists and mappings may nest. A flow needs 8 levels at most; PyYAML's composer
-# recurses per level, so 100,000 `[` would otherwise end in RecursionError.
-MAX_DEPTH = 20
-# How many values a file may hold (the largest useful flow has about 20,000), each `*alias`
-# counted as a copy of what it names, so a few aliases cannot make the reader walk millions
-# of values ("billion laughs"), and reading any file takes well under a second.
-MAX_VALUES = 50_000
+NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,8 +33,9 @@ from ivr import engine
 from ivr.cli import main
 from ivr.engine import Caller, Context
 from ivr.errors import EngineError
-from ivr.flow import MAX_AUTOMATIC_STEPS, Flow, Say, Text
-from ivr.loader import MAX_TWIML_BYTES, load_set
+from ivr.flow import Flow, Say, Text
+from ivr.limits import MAX_AUTOMATIC_STEPS, MAX_TWIML_BYTES
+from ivr.loader import load_set
 from ivr.twiml import Renderer
 from tests.conftest import TEST_FLOWS, call_params
 from tests.servers import free_port

@@ -263,7 +263,7 @@ def test_every_key_is_explained() -> None:
 def test_the_schema_has_the_loaders_limits_it_can_express() -> None:
     """A prompt over 4,000 characters, a `set` value over 100 and a 501st step are
     underlined in the editor, as `ivr flows check` refuses them."""
-    from ivr.loader import MAX_PROMPT_CHARS, MAX_STEPS, MAX_VARIABLE_CHARS
+    from ivr.limits import MAX_PROMPT_CHARS, MAX_STEPS, MAX_VARIABLE_CHARS
 
     head = "id: x\nlanguages: {en: {voice: Polly.Joanna}}\nsteps:\n"
     ok = "  a: {type: say, prompt: '" + "w" * MAX_PROMPT_CHARS + "', next: b}\n"

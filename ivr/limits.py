@@ -17,6 +17,7 @@ MAX_DEPTH = 20
 # counted as a copy of what it names, so a few aliases cannot make the reader walk millions
 # of values ("billion laughs").
 MAX_VALUES = 50_000
+MAX_PROBLEMS = 100  # problems listed per file (the rest are counted): a log line each, per reload
 MAX_PROMPT_CHARS = 4_000  # one language's words of one prompt
 MAX_VARIABLE_CHARS = 100  # a `set` value: it travels in every action URL of the call
 # The most steps one answer to Twilio may walk: the engine stops a call that goes further

@@ -56,6 +56,7 @@ from ivr.flow import (
 )
 from ivr.limits import (
     MAX_FILE_BYTES,
+    MAX_PROBLEMS,
     MAX_PROMPT_CHARS,
     MAX_STEPS,
     MAX_VARIABLE_CHARS,
@@ -820,7 +821,15 @@ def load_set(
             owners.pop(p.flow.id, None)
             p.flow = None
     for p in parsed:
-        problems += sorted(p.problems, key=lambda x: (x.line, x.col))  # in reading order
+        found = sorted(p.problems, key=lambda x: (x.line, x.col))  # in reading order
+        if len(found) > MAX_PROBLEMS:  # a file of thousands of mistakes must not flood the log
+            hidden = found[MAX_PROBLEMS:]
+            found = [*found[:MAX_PROBLEMS], Problem(
+                p.file, hidden[0].line, hidden[0].col,
+                f"{len(hidden):,} more problems from here on are not shown",
+                "fix the ones above first", all(x.warning for x in hidden),
+            )]
+        problems += found
     broken = {p.file for p in parsed if p.flow is None} | {x.file for x in problems if not x.warning}
     return FlowSet(
         {k: f for k, f in flows.items() if k in owners}, problems, owners, broken

@@ -62,7 +62,7 @@ from ivr.limits import (
     MAX_VARIABLE_CHARS,
 )
 from ivr.runs import Runs, check_runs, state_bytes
-from ivr.yamldoc import NAME, Doc, Problem, compose, did_you_mean, read_file
+from ivr.yamldoc import NAME, Doc, Problem, compose, read_file
 
 KEY = re.compile(r"^[0-9*#]$")
 WEEKDAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -140,7 +140,7 @@ class _FlowReader:
                 doc.problem(
                     key_node,
                     f"`{lang}` is not a language of this flow",
-                    did_you_mean(lang, self.languages) or f"it speaks {', '.join(self.languages)}",
+                    doc.guess(lang, self.languages) or f"it speaks {', '.join(self.languages)}",
                 )
                 continue
             text = self.text(value_node, f"{what} in `{lang}`")
@@ -221,7 +221,7 @@ class _FlowReader:
                 doc.problem(
                     entry["voice"][1],
                     f"unknown voice `{voice}` for {locale}",
-                    did_you_mean(voice, voices_for(locale)) or f"Twilio offers: {offered}",
+                    doc.guess(voice, voices_for(locale)) or f"Twilio offers: {offered}",
                 )
             elif speaks != locale:
                 doc.problem(
@@ -320,7 +320,7 @@ class _FlowReader:
                 doc.problem(
                     found["type"][1],
                     f"unknown step type `{kind}`",
-                    did_you_mean(kind, STEP_TYPES) or f"step types: {', '.join(STEP_TYPES)}",
+                    doc.guess(kind, STEP_TYPES) or f"step types: {', '.join(STEP_TYPES)}",
                 )
             return None
         required, optional = STEP_KEYS[kind]
@@ -377,7 +377,7 @@ class _FlowReader:
                     doc.problem(
                         v["language"],
                         f"`{lang}` is not a language of this flow",
-                        did_you_mean(lang, self.languages) or f"it speaks {', '.join(self.languages)}",
+                        doc.guess(lang, self.languages) or f"it speaks {', '.join(self.languages)}",
                     )
                     need(None)
                 return SetLanguage(
@@ -401,7 +401,7 @@ class _FlowReader:
                     if var == CONSENT_VARIABLE and values[var] not in CONSENTS:
                         doc.problem(value_node, f"`{CONSENT_VARIABLE}` is the caller's callback "
                                     f"consent: `{values[var]}` is not one of {', '.join(CONSENTS)}",
-                                    did_you_mean(values[var], CONSENTS) or "any (any time), day "
+                                    doc.guess(values[var], CONSENTS) or "any (any time), day "
                                     "(daytime in their time zone) or none")
                 return SetVariables(name, values, self.ref(v["next"], "`next`"))
             case "record":
@@ -564,7 +564,7 @@ class _FlowReader:
             elif kind == "region" and self.regions is not None and value not in self.regions:
                 doc.problem(
                     node, f"no region named `{value}` in regions.yaml",
-                    did_you_mean(value, self.regions) or f"regions: {', '.join(sorted(self.regions))}",
+                    doc.guess(value, self.regions) or f"regions: {', '.join(sorted(self.regions))}",
                 )
 
 
@@ -623,19 +623,19 @@ def parse_flow(
     for target, node in reader.refs:
         if target and target not in reader.step_nodes:
             doc.problem(
-                node, f"no step named `{target}`", did_you_mean(target, names) or "check the spelling"
+                node, f"no step named `{target}`", doc.guess(target, names) or "check the spelling"
             )
     for target, node in reader.hours_refs:
         if target not in reader.hours_names:
             doc.problem(
                 node, f"no opening hours named `{target}`",
-                did_you_mean(target, reader.hours_names) or "define them under `hours:`",
+                doc.guess(target, reader.hours_names) or "define them under `hours:`",
             )
     start = names[0] if names else ""
     if "start" in top:
         start = reader.ref(top["start"][1], "`start`")
         if start not in reader.step_nodes:
-            doc.problem(top["start"][1], f"no step named `{start}`", did_you_mean(start, names))
+            doc.problem(top["start"][1], f"no step named `{start}`", doc.guess(start, names))
     default = next(iter(reader.languages), "")
     if "default_language" in top:
         default = doc.string(top["default_language"][1], "`default_language`") or ""
@@ -798,13 +798,13 @@ def load_set(
             elif target is None:
                 doc.problem(
                     node, f"no flow with id `{goto.flow}`",
-                    did_you_mean(goto.flow, flows)
+                    doc.guess(goto.flow, flows)
                     or f"check the spelling, or add a flow file with `id: {goto.flow}`",
                 )
             elif goto.step and goto.step not in target.steps:
                 doc.problem(
                     node, f"flow `{goto.flow}` has no step `{goto.step}`",
-                    did_you_mean(goto.step, target.steps)
+                    doc.guess(goto.step, target.steps)
                     or f"its steps: {', '.join(target.steps)}",
                 )
         if p.flow is not None and not doc.problems:

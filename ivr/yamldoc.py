@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 from yaml.nodes import CollectionNode, MappingNode, Node, ScalarNode, SequenceNode
 
-from ivr.limits import MAX_DEPTH, MAX_VALUES
+from ivr.limits import MAX_DEPTH, MAX_PROBLEMS, MAX_VALUES
 
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 
@@ -55,6 +55,11 @@ class Doc:
         self.file = file
         self.problems: list[Problem] = []
         self._constructor = yaml.constructor.SafeConstructor()
+
+    def guess(self, word: str, choices: Iterable[str]) -> str:
+        """`did_you_mean`, while the problems are few enough to be shown at all: a file of
+        thousands of unknown keys is not worth a fuzzy match each."""
+        return did_you_mean(word, choices) if len(self.problems) < MAX_PROBLEMS else ""
 
     def problem(self, node: Node, message: str, hint: str = "", warning: bool = False) -> None:
         mark = node.start_mark
@@ -91,7 +96,7 @@ class Doc:
         allowed = required | optional
         for key, (key_node, _) in found.items():
             if key not in allowed:
-                self.problem(key_node, f"unknown key `{key}` in {what}", did_you_mean(key, allowed))
+                self.problem(key_node, f"unknown key `{key}` in {what}", self.guess(key, allowed))
         for key in sorted(required - found.keys()):
             self.problem(node, f"{what} needs `{key}`")
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -579,6 +579,28 @@ def parse_flow(
     regions: set[str] | None = None,
 ) -> Parsed:
     """Read one flow file; every problem found is in `.problems`, `.flow` is None if any."""
+    parsed = _parse_flow(text, file, audio_dir, regions)
+    parsed.problems = _shown(file, parsed.problems)
+    return parsed
+
+
+def _shown(file: str, problems: list[Problem]) -> list[Problem]:
+    """The problems in reading order, the first MAX_PROBLEMS of them and a count of the rest
+    (a file of thousands of mistakes must not flood the log at every reload)."""
+    found = sorted(problems, key=lambda x: (x.line, x.col))
+    if len(found) <= MAX_PROBLEMS:
+        return found
+    hidden = found[MAX_PROBLEMS:]
+    return [*found[:MAX_PROBLEMS], Problem(
+        file, hidden[0].line, hidden[0].col,
+        f"{len(hidden):,} more problems from here on are not shown",
+        "fix the ones above first", all(x.warning for x in hidden),
+    )]
+
+
+def _parse_flow(
+    text: str, file: str, audio_dir: Path | None, regions: set[str] | None
+) -> Parsed:
     doc = Doc(file)
     if len(text) > MAX_FILE_BYTES // 4 and len(text.encode()) > MAX_FILE_BYTES:
         doc.problems.append(Problem(
@@ -750,20 +772,43 @@ def load_set(
     audio_dir: Callable[[Path], Path] = lambda f: f.parent / "audio",
     regions: set[str] | None = None,
     known: dict[str, Flow] | None = None,
+    cache: dict[tuple[object, ...], Parsed] | None = None,
 ) -> FlowSet:
     """Read flow files and check what only the whole set can tell: ids, gotos, reachability.
 
     `known` are flows already serving (the last good versions) that a goto may still name.
+    `cache` (the running service's) keeps each file's reading by name, size and modification
+    time, so a reload reads only the files that changed: a big or broken file that stays in
+    the folder costs one reading, not one per edit of another file.
     """
     parsed: list[Parsed] = []
     problems: list[Problem] = []
+    used: set[tuple[object, ...]] = set()
     for path in files:
+        key: tuple[object, ...] | None = None
+        if cache is not None:
+            try:
+                st = path.stat()
+                key = (str(path), st.st_mtime_ns, st.st_size, frozenset(regions or ()))
+            except OSError:
+                key = None
+        if key is not None and cache is not None and key in cache:
+            used.add(key)
+            parsed.append(replace(cache[key], problems=list(cache[key].problems)))
+            continue
         text, problem = read_file(path, MAX_FILE_BYTES)
         if text is None:
             assert problem is not None
             problems.append(problem)
             continue
-        parsed.append(parse_flow(text, str(path), audio_dir(path), regions))
+        one = parse_flow(text, str(path), audio_dir(path), regions)
+        if key is not None and cache is not None:
+            used.add(key)
+            cache[key] = replace(one, problems=list(one.problems))
+        parsed.append(one)
+    if cache is not None:
+        for gone in set(cache) - used:
+            del cache[gone]
     flows: dict[str, Flow] = dict(known or {})
     owners: dict[str, str] = {}
     for p in parsed:
@@ -821,15 +866,7 @@ def load_set(
             owners.pop(p.flow.id, None)
             p.flow = None
     for p in parsed:
-        found = sorted(p.problems, key=lambda x: (x.line, x.col))  # in reading order
-        if len(found) > MAX_PROBLEMS:  # a file of thousands of mistakes must not flood the log
-            hidden = found[MAX_PROBLEMS:]
-            found = [*found[:MAX_PROBLEMS], Problem(
-                p.file, hidden[0].line, hidden[0].col,
-                f"{len(hidden):,} more problems from here on are not shown",
-                "fix the ones above first", all(x.warning for x in hidden),
-            )]
-        problems += found
+        problems += sorted(p.problems, key=lambda x: (x.line, x.col))  # in reading order
     broken = {p.file for p in parsed if p.flow is None} | {x.file for x in problems if not x.warning}
     return FlowSet(
         {k: f for k, f in flows.items() if k in owners}, problems, owners, broken

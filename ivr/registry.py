@@ -34,7 +34,7 @@ from pathlib import Path
 from ivr.errors import FlowNotServed
 from ivr.flow import Flow
 from ivr.limits import MAX_FILE_BYTES
-from ivr.loader import flow_files, load_set, parse_flow
+from ivr.loader import Parsed, flow_files, load_set, parse_flow
 from ivr.routing import DEFAULT, Regions, load_regions
 from ivr.yamldoc import Problem, read_file
 
@@ -96,6 +96,7 @@ class FlowRegistry:
         self._versions: dict[tuple[str, str], Flow] = {}
         self._retired: dict[tuple[str, str], float] = {}  # version -> when it left service
         self._reloading = threading.Lock()  # between reloads only; requests never take it
+        self._readings: dict[tuple[object, ...], Parsed] = {}  # files unchanged since read
         self._watcher: threading.Thread | None = None
         _REGISTRIES.add(self)
         self.refresh(force=True)
@@ -188,7 +189,8 @@ class FlowRegistry:
             log.warning("regions.yaml has errors; still using the last good regions")
             regions = previous.regions
         names = regions.names() if regions_file.is_file() else None
-        result = load_set(flow_files([self.flows_dir]), regions=names, known=dict(previous.flows))
+        result = load_set(flow_files([self.flows_dir]), regions=names, known=dict(previous.flows),
+                          cache=self._readings)
         problems += result.problems
         for problem in problems:
             log.warning("flow problem: %s", problem)

@@ -247,3 +247,28 @@ def test_a_forked_worker_watches_the_folder_itself(flows_dir: Path, tmp_path: Pa
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_reload_reads_only_the_files_that_changed(
+    flows_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A big or broken file that stays in the folder is read once, not at every edit."""
+    import ivr.loader
+
+    read: list[str] = []
+    parse = ivr.loader.parse_flow
+
+    def counting(text: str, file: str, *args: object) -> ivr.loader.Parsed:
+        read.append(os.path.basename(file))
+        return parse(text, file, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ivr.loader, "parse_flow", counting)
+    registry = FlowRegistry(flows_dir, tmp_path / "archive", interval=0)
+    (flows_dir / "big.yaml").write_text("id: big\n" + "".join(f"x{i}: 1\n" for i in range(5000)))
+    registry.refresh()
+    assert read == ["mini.yaml", "big.yaml"]
+    edit(flows_dir, "Здравствуйте", "Привет")
+    registry.refresh()
+    assert read[2:] == ["mini.yaml"]
+    assert any("more problems from here on are not shown" in str(p) for p in registry.problems)
+    assert registry.current("hotline").version != ""

@@ -69,7 +69,8 @@ def create_app(
     configure_logging(settings.log_level)
     app = Flask(__name__, instance_path=str(settings.instance_dir.resolve()))
     app.config["MAX_CONTENT_LENGTH"] = 256 * 1024
-    registry = FlowRegistry(settings.flows_dir, settings.instance_dir / "flow-versions")
+    registry = FlowRegistry(settings.flows_dir, settings.instance_dir / "flow-versions",
+                            keep=(settings.entry_flow,))
     if settings.entry_flow not in {s.id for s in registry.status()}:
         logging.getLogger(__name__).error(
             "entry flow %r is not loaded (see the flow problems above); callers will hear "

@@ -19,8 +19,9 @@ from ivr import engine
 from ivr.callbacks import Done, OperatorLeg
 from ivr.config import Settings
 from ivr.engine import Caller, CallInput, CallState, Context, Turn
-from ivr.errors import StateError
+from ivr.errors import FlowNotServed, StateError
 from ivr.flow import CONSENT_VARIABLE
+from ivr.limits import MAX_TWIML_BYTES
 from ivr.registry import FlowRegistry
 from ivr.twiml import EMPTY, Renderer, SignatureChecker, decode_state
 from ivr.voicemail import Reported
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 
 RECORDING_SID = re.compile(r"^RE[0-9a-f]{32}\Z")
 ENDED = ("completed", "busy", "no-answer", "failed", "canceled")
-MAX_TWIML = 64_000  # Twilio rejects a TwiML document over 64 kB
+MAX_TWIML = MAX_TWIML_BYTES  # Twilio rejects a TwiML document over 64 kB
 
 EVENTS = {
     "timeout": engine.NO_INPUT,
@@ -100,6 +101,10 @@ class CallHandler:
         try:
             turn = engine.start(self.registry.get, self.settings.entry_flow, self._context(params))
             return self._reply(turn)
+        except FlowNotServed as exc:  # a flow problem, said at start-up and on /healthz
+            log.warning("incoming call %s: %s; answered with the apology",
+                        params.get("CallSid", "?"), exc)
+            return Reply(self.renderer.apology("ru", None))
         except Exception:
             log.exception("incoming call %s failed; answered with the apology",
                           params.get("CallSid", "?"))
@@ -128,7 +133,7 @@ class CallHandler:
                 self._consent(params, agreed)
             return self._reply(turn)
         except Exception as exc:
-            if isinstance(exc, StateError):
+            if isinstance(exc, StateError | FlowNotServed):
                 log.warning("call %s: %s", params.get("CallSid", "?"), exc)
             else:
                 log.exception("call %s failed at %s; answered with the apology",

@@ -31,8 +31,7 @@ from ivr.flow import (
     SetVariables,
     Transfer,
 )
-
-MAX_AUTOMATIC_STEPS = 64
+from ivr.limits import MAX_AUTOMATIC_STEPS
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,8 @@
     ├── FlowError             flows on disk have problems (`.problems` lists every one)
     ├── EngineError           a flow reached a state the engine cannot go on from (our bug, or
     │                         a flow the validator let through); the caller hears an apology
+    ├── FlowNotServed         a call needs a flow no good version of which is loaded (its file
+    │                         is broken and nothing is archived); also a KeyError
     └── StateError            a call-state token from an action URL could not be read
 
 Errors a user made (a bad flow, a bad setting) carry a message meant for that user: where
@@ -36,6 +38,11 @@ class FlowError(IvrError):
 
 class EngineError(IvrError):
     pass
+
+
+class FlowNotServed(IvrError, KeyError):
+    def __str__(self) -> str:
+        return f"flow {self.args[0]!r} is not served (see the flow problems in the log)"
 
 
 class StateError(IvrError):

@@ -7,14 +7,19 @@ guess at what was meant where one helps. It works on `yaml.compose` nodes rather
 
 The running service, `ivr flows check` and `ivr flows test` all use this one loader, so a
 flow that passes the check is exactly the flow callers hear.
+
+What a flow may be is bounded (ivr/limits.py, each limit refused with its own message), and
+no check here recurses, so no file can exhaust the memory or the stack of the service that
+reads it: a file over its size is not even read. ivr/runs.py checks what one answer to
+Twilio can hold, as the engine walks a flow.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -49,7 +54,15 @@ from ivr.flow import (
     edges,
     voices_for,
 )
-from ivr.yamldoc import NAME, Doc, Problem, compose, did_you_mean
+from ivr.limits import (
+    MAX_FILE_BYTES,
+    MAX_PROBLEMS,
+    MAX_PROMPT_CHARS,
+    MAX_STEPS,
+    MAX_VARIABLE_CHARS,
+)
+from ivr.runs import Runs, check_runs, state_bytes
+from ivr.yamldoc import NAME, Doc, Problem, compose, read_file
 
 KEY = re.compile(r"^[0-9*#]$")
 WEEKDAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -85,6 +98,7 @@ class Parsed:
     problems: list[Problem]
     id_node: Node | None = None
     gotos: list[tuple[Goto, Node]] = field(default_factory=list)
+    step_nodes: dict[str, Node] = field(default_factory=dict)
 
 
 class _FlowReader:
@@ -107,7 +121,7 @@ class _FlowReader:
         if not self.languages:
             return None  # the missing `languages` is reported once, not at every prompt
         if isinstance(node, ScalarNode) and len(self.languages) == 1:
-            words = doc.string(node, what)
+            words = self.words(node, what)
             return {next(iter(self.languages)): Text(words)} if words else None
         if isinstance(node, ScalarNode):  # several languages, one line
             first = next(iter(self.languages))
@@ -126,7 +140,7 @@ class _FlowReader:
                 doc.problem(
                     key_node,
                     f"`{lang}` is not a language of this flow",
-                    did_you_mean(lang, self.languages) or f"it speaks {', '.join(self.languages)}",
+                    doc.guess(lang, self.languages) or f"it speaks {', '.join(self.languages)}",
                 )
                 continue
             text = self.text(value_node, f"{what} in `{lang}`")
@@ -141,16 +155,26 @@ class _FlowReader:
             )
         return out if out and not missing else None
 
+    def words(self, node: Node, what: str) -> str | None:
+        words = self.doc.string(node, what)
+        if words is not None and len(words) > MAX_PROMPT_CHARS:
+            self.doc.problem(
+                node, f"{what} is {len(words):,} characters long; a prompt may have at most "
+                f"{MAX_PROMPT_CHARS:,} in each language", "split it over several `say` steps",
+            )
+            return None
+        return words
+
     def text(self, node: Node, what: str) -> Text | None:
         doc = self.doc
         if isinstance(node, ScalarNode):
-            words = doc.string(node, what)
+            words = self.words(node, what)
             return Text(words) if words else None
         found = doc.mapping(node, what)
         if found is None:
             return None
         doc.keys(node, found, {"text"}, {"audio"}, what)
-        words = doc.string(found["text"][1], f"{what} text") if "text" in found else None
+        words = self.words(found["text"][1], f"{what} text") if "text" in found else None
         audio = None
         if "audio" in found:
             audio = doc.string(found["audio"][1], f"{what} audio")
@@ -197,7 +221,7 @@ class _FlowReader:
                 doc.problem(
                     entry["voice"][1],
                     f"unknown voice `{voice}` for {locale}",
-                    did_you_mean(voice, voices_for(locale)) or f"Twilio offers: {offered}",
+                    doc.guess(voice, voices_for(locale)) or f"Twilio offers: {offered}",
                 )
             elif speaks != locale:
                 doc.problem(
@@ -296,7 +320,7 @@ class _FlowReader:
                 doc.problem(
                     found["type"][1],
                     f"unknown step type `{kind}`",
-                    did_you_mean(kind, STEP_TYPES) or f"step types: {', '.join(STEP_TYPES)}",
+                    doc.guess(kind, STEP_TYPES) or f"step types: {', '.join(STEP_TYPES)}",
                 )
             return None
         required, optional = STEP_KEYS[kind]
@@ -353,7 +377,7 @@ class _FlowReader:
                     doc.problem(
                         v["language"],
                         f"`{lang}` is not a language of this flow",
-                        did_you_mean(lang, self.languages) or f"it speaks {', '.join(self.languages)}",
+                        doc.guess(lang, self.languages) or f"it speaks {', '.join(self.languages)}",
                     )
                     need(None)
                 return SetLanguage(
@@ -369,10 +393,15 @@ class _FlowReader:
                     if not NAME.match(var):
                         doc.problem(key_node, f"variable `{var}` is not a valid name")
                     values[var] = need(doc.string(value_node, f"variable `{var}`"))
+                    if values[var] is not None and len(values[var]) > MAX_VARIABLE_CHARS:
+                        doc.problem(value_node, f"variable `{var}` is {len(values[var]):,} "
+                                    f"characters long; a value may have at most "
+                                    f"{MAX_VARIABLE_CHARS}", "it travels in every step's URL")
+                        values[var] = need(None)
                     if var == CONSENT_VARIABLE and values[var] not in CONSENTS:
                         doc.problem(value_node, f"`{CONSENT_VARIABLE}` is the caller's callback "
                                     f"consent: `{values[var]}` is not one of {', '.join(CONSENTS)}",
-                                    did_you_mean(values[var], CONSENTS) or "any (any time), day "
+                                    doc.guess(values[var], CONSENTS) or "any (any time), day "
                                     "(daytime in their time zone) or none")
                 return SetVariables(name, values, self.ref(v["next"], "`next`"))
             case "record":
@@ -535,7 +564,7 @@ class _FlowReader:
             elif kind == "region" and self.regions is not None and value not in self.regions:
                 doc.problem(
                     node, f"no region named `{value}` in regions.yaml",
-                    did_you_mean(value, self.regions) or f"regions: {', '.join(sorted(self.regions))}",
+                    doc.guess(value, self.regions) or f"regions: {', '.join(sorted(self.regions))}",
                 )
 
 
@@ -550,7 +579,35 @@ def parse_flow(
     regions: set[str] | None = None,
 ) -> Parsed:
     """Read one flow file; every problem found is in `.problems`, `.flow` is None if any."""
+    parsed = _parse_flow(text, file, audio_dir, regions)
+    parsed.problems = _shown(file, parsed.problems)
+    return parsed
+
+
+def _shown(file: str, problems: list[Problem]) -> list[Problem]:
+    """The problems in reading order, the first MAX_PROBLEMS of them and a count of the rest
+    (a file of thousands of mistakes must not flood the log at every reload)."""
+    found = sorted(problems, key=lambda x: (x.line, x.col))
+    if len(found) <= MAX_PROBLEMS:
+        return found
+    hidden = found[MAX_PROBLEMS:]
+    return [*found[:MAX_PROBLEMS], Problem(
+        file, hidden[0].line, hidden[0].col,
+        f"{len(hidden):,} more problems from here on are not shown",
+        "fix the ones above first", all(x.warning for x in hidden),
+    )]
+
+
+def _parse_flow(
+    text: str, file: str, audio_dir: Path | None, regions: set[str] | None
+) -> Parsed:
     doc = Doc(file)
+    if len(text) > MAX_FILE_BYTES // 4 and len(text.encode()) > MAX_FILE_BYTES:
+        doc.problems.append(Problem(
+            file, 1, 1, f"the text is over {MAX_FILE_BYTES // 1_000_000} MB; a flow file may "
+            f"be at most {MAX_FILE_BYTES // 1_000_000} MB", "split it into smaller files",
+        ))
+        return Parsed(file, None, doc.problems)
     root = compose(text, doc)
     if root is None:
         return Parsed(file, None, doc.problems)
@@ -567,7 +624,14 @@ def parse_flow(
     if "hours" in top:
         reader.read_hours(top["hours"][1])
     steps: dict[str, Step] = {}
-    step_map = doc.mapping(top["steps"][1], "`steps`") if "steps" in top else None
+    steps_node = top["steps"][1] if "steps" in top else None
+    if isinstance(steps_node, MappingNode) and len(steps_node.value) > MAX_STEPS:
+        doc.problem(
+            steps_node, f"the flow has {len(steps_node.value):,} steps; a flow may have at "
+            f"most {MAX_STEPS}", "split it into several flows joined by `goto` steps",
+        )
+        return Parsed(file, None, doc.problems, top.get("id", (None, None))[1])
+    step_map = doc.mapping(steps_node, "`steps`") if steps_node is not None else None
     if step_map == {}:
         doc.problem(top["steps"][1], "a flow needs at least one step")
     for name, (key_node, value_node) in (step_map or {}).items():
@@ -581,19 +645,19 @@ def parse_flow(
     for target, node in reader.refs:
         if target and target not in reader.step_nodes:
             doc.problem(
-                node, f"no step named `{target}`", did_you_mean(target, names) or "check the spelling"
+                node, f"no step named `{target}`", doc.guess(target, names) or "check the spelling"
             )
     for target, node in reader.hours_refs:
         if target not in reader.hours_names:
             doc.problem(
                 node, f"no opening hours named `{target}`",
-                did_you_mean(target, reader.hours_names) or "define them under `hours:`",
+                doc.guess(target, reader.hours_names) or "define them under `hours:`",
             )
     start = names[0] if names else ""
     if "start" in top:
         start = reader.ref(top["start"][1], "`start`")
         if start not in reader.step_nodes:
-            doc.problem(top["start"][1], f"no step named `{start}`", did_you_mean(start, names))
+            doc.problem(top["start"][1], f"no step named `{start}`", doc.guess(start, names))
     default = next(iter(reader.languages), "")
     if "default_language" in top:
         default = doc.string(top["default_language"][1], "`default_language`") or ""
@@ -604,7 +668,8 @@ def parse_flow(
         _check_graph(doc, steps, start, reader.step_nodes)
     title = doc.string(top["title"][1], "`title`") if "title" in top else ""
     if any(not p.warning for p in doc.problems) or not flow_id:
-        return Parsed(file, None, doc.problems, top.get("id", (None, None))[1], reader.gotos)
+        return Parsed(file, None, doc.problems, top.get("id", (None, None))[1], reader.gotos,
+                      reader.step_nodes)
     flow = Flow(
         id=flow_id,
         version=hashlib.sha256(text.encode()).hexdigest()[:10],
@@ -616,7 +681,7 @@ def parse_flow(
         source=file,
         title=title or "",
     )
-    return Parsed(file, flow, doc.problems, top["id"][1], reader.gotos)
+    return Parsed(file, flow, doc.problems, top["id"][1], reader.gotos, reader.step_nodes)
 
 
 def _check_graph(doc: Doc, steps: dict[str, Step], start: str, nodes: dict[str, Node]) -> None:
@@ -635,36 +700,45 @@ def _check_graph(doc: Doc, steps: dict[str, Step], start: str, nodes: dict[str, 
                 nodes[name], f"step `{name}` can never be reached from `{start}`",
                 "link to it from another step, or delete it",
             )
-    for cycle in _automatic_cycles(steps):
+    cycles = _automatic_cycles(steps)
+    for cycle in cycles:
         doc.problem(
             nodes[cycle[0]],
             "these steps loop forever without waiting for the caller: "
             + " -> ".join(f"`{s}`" for s in [*cycle, cycle[0]]),
             "put a menu, record or transfer step in the loop",
         )
+    if not cycles:
+        flow_id = "\0"  # gotos end the chain here; load_set follows them across the set
+        runs = Runs({flow_id: steps}, state_bytes({flow_id: steps}))
+        check_runs(doc, runs, flow_id, steps, nodes)
 
 
-def _automatic_cycles(steps: dict[str, Step]) -> list[list[str]]:
-    """Each distinct cycle of automatic edges, found by depth-first search."""
+def _automatic_cycles(steps: Mapping[str, Step]) -> list[list[str]]:
+    """Each distinct cycle of automatic edges, found by depth-first search (iterative: a
+    flow of many steps in a row must not exhaust the stack)."""
     cycles: list[list[str]] = []
     state: dict[str, int] = {}  # 1 = on the current path, 2 = done
-
-    def visit(name: str, path: list[str]) -> None:
-        state[name] = 1
-        path.append(name)
-        for _, target, auto in edges(steps[name]):
-            if not auto or target not in steps:
-                continue
-            if state.get(target) == 1:
-                cycles.append(path[path.index(target):])
-            elif target not in state:
-                visit(target, path)
-        path.pop()
-        state[name] = 2
-
-    for name in steps:
-        if name not in state:
-            visit(name, [])
+    for root in steps:
+        if root in state:
+            continue
+        state[root] = 1
+        path = [root]
+        stack = [iter(edges(steps[root]))]
+        while stack:
+            for _, target, auto in stack[-1]:
+                if not auto or target not in steps:
+                    continue
+                if state.get(target) == 1:
+                    cycles.append(path[path.index(target):])
+                elif target not in state:
+                    state[target] = 1
+                    path.append(target)
+                    stack.append(iter(edges(steps[target])))
+                    break
+            else:
+                stack.pop()
+                state[path.pop()] = 2
     return cycles
 
 
@@ -698,21 +772,43 @@ def load_set(
     audio_dir: Callable[[Path], Path] = lambda f: f.parent / "audio",
     regions: set[str] | None = None,
     known: dict[str, Flow] | None = None,
+    cache: dict[tuple[object, ...], Parsed] | None = None,
 ) -> FlowSet:
     """Read flow files and check what only the whole set can tell: ids, gotos, reachability.
 
     `known` are flows already serving (the last good versions) that a goto may still name.
+    `cache` (the running service's) keeps each file's reading by name, size and modification
+    time, so a reload reads only the files that changed: a big or broken file that stays in
+    the folder costs one reading, not one per edit of another file.
     """
     parsed: list[Parsed] = []
     problems: list[Problem] = []
+    used: set[tuple[object, ...]] = set()
     for path in files:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
-            problems.append(Problem(str(path), 1, 1, f"cannot read the file: {reason}"))
+        key: tuple[object, ...] | None = None
+        if cache is not None:
+            try:
+                st = path.stat()
+                key = (str(path), st.st_mtime_ns, st.st_size, frozenset(regions or ()))
+            except OSError:
+                key = None
+        if key is not None and cache is not None and key in cache:
+            used.add(key)
+            parsed.append(replace(cache[key], problems=list(cache[key].problems)))
             continue
-        parsed.append(parse_flow(text, str(path), audio_dir(path), regions))
+        text, problem = read_file(path, MAX_FILE_BYTES)
+        if text is None:
+            assert problem is not None
+            problems.append(problem)
+            continue
+        one = parse_flow(text, str(path), audio_dir(path), regions)
+        if key is not None and cache is not None:
+            used.add(key)
+            cache[key] = replace(one, problems=list(one.problems))
+        parsed.append(one)
+    if cache is not None:
+        for gone in set(cache) - used:
+            del cache[gone]
     flows: dict[str, Flow] = dict(known or {})
     owners: dict[str, str] = {}
     for p in parsed:
@@ -747,18 +843,22 @@ def load_set(
             elif target is None:
                 doc.problem(
                     node, f"no flow with id `{goto.flow}`",
-                    did_you_mean(goto.flow, flows)
+                    doc.guess(goto.flow, flows)
                     or f"check the spelling, or add a flow file with `id: {goto.flow}`",
                 )
             elif goto.step and goto.step not in target.steps:
                 doc.problem(
                     node, f"flow `{goto.flow}` has no step `{goto.step}`",
-                    did_you_mean(goto.step, target.steps)
+                    doc.guess(goto.step, target.steps)
                     or f"its steps: {', '.join(target.steps)}",
                 )
         if p.flow is not None and not doc.problems:
             _check_outcome(doc, p, flows)
             _check_cross_cycles(doc, p, flows)
+        if p.flow is not None and not doc.problems and p.gotos:
+            sets = {f.id: f.steps for f in flows.values()}
+            runs = Runs(sets, state_bytes(sets), follow=flows)
+            check_runs(doc, runs, p.flow.id, p.flow.steps, p.step_nodes)
         p.problems += doc.problems
     for p in parsed:  # only after every flow was checked against the same set
         if p.flow is not None and any(not x.warning for x in p.problems):

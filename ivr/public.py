@@ -32,7 +32,7 @@ def healthz() -> Response:
     except redis.RedisError:
         redis_ok = False
     flows = {
-        s.id: {"version": s.version, "file": s.file, "stale": s.stale}
+        s.id: {"version": s.version, "file": s.file, "stale": s.stale, "archived": s.archived}
         for s in h.registry.status()
     }
     waiting = None

@@ -18,7 +18,8 @@ import phonenumbers
 from yaml.nodes import MappingNode, Node, SequenceNode
 
 from ivr.engine import Caller
-from ivr.yamldoc import Doc, Problem, compose, did_you_mean
+from ivr.limits import MAX_FILE_BYTES
+from ivr.yamldoc import Doc, Problem, compose, did_you_mean, read_file
 
 # What Twilio sends in `From` when a caller hides their number.
 WITHHELD = {"", "anonymous", "restricted", "unknown", "private", "+266696687", "+7378742833"}
@@ -78,6 +79,7 @@ class Regions:
 
 
 DEFAULT = Regions((), "elsewhere")
+
 LANGUAGE_CODE = re.compile(r"^[a-z]{2,3}$")
 E164 = re.compile(r"^\+[1-9]\d{6,14}\Z")
 
@@ -92,7 +94,11 @@ def load_regions(path: Path) -> tuple[Regions, list[Problem]]:
     if not path.is_file():
         return DEFAULT, []
     doc = Doc(str(path))
-    root = compose(path.read_text(encoding="utf-8"), doc)
+    text, problem = read_file(path, MAX_FILE_BYTES, "regions.yaml")
+    if text is None:
+        assert problem is not None
+        return DEFAULT, [problem]
+    root = compose(text, doc)
     if root is None:
         return DEFAULT, doc.problems
     if not isinstance(root, MappingNode):

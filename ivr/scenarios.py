@@ -18,8 +18,9 @@ from flask import Flask
 from yaml.nodes import MappingNode, SequenceNode
 
 from ivr.config import Settings
+from ivr.limits import MAX_FILE_BYTES
 from ivr.standin import CallLog, FlaskTransport, Phone, ScriptedCaller
-from ivr.yamldoc import Doc, compose, did_you_mean
+from ivr.yamldoc import Doc, compose, did_you_mean, read_file
 
 # Flow tests always have an operator phone to ring, whatever TRANSFER_NUMBERS says here;
 # whether it answers is up to the scenario (`answer`, `busy`, `no-answer` in `press`).
@@ -58,7 +59,10 @@ def scenario_files(paths: Iterable[Path]) -> list[Path]:
 def read(path: Path, default_flow: str) -> tuple[list[Scenario], list[str]]:
     """The scenarios of one file, and what is wrong with the file itself."""
     doc = Doc(str(path))
-    root = compose(path.read_text(encoding="utf-8"), doc)
+    text, problem = read_file(path, MAX_FILE_BYTES, "a scenario file")
+    if text is None:
+        return [], [str(problem)]
+    root = compose(text, doc)
     if root is None or not isinstance(root, MappingNode):
         if root is not None:
             doc.problem(root, "a scenario file is a mapping with `scenarios:`")

@@ -3,6 +3,12 @@
 Flows, regions and flow tests are all edited by hand. `Doc` walks `yaml.compose` nodes, which
 keep the position of every value and show duplicate keys that `yaml.safe_load` would silently
 merge, and records each problem as `file:line:col: message (hint)`.
+
+A file may also be hostile (or just wrong in a big way): `read_file` refuses one over its
+size limit before reading it, and `compose` refuses nesting deeper than `MAX_DEPTH` and
+more values than `MAX_VALUES` before PyYAML's (recursive) composer can build them, and
+again once aliases are counted as the copies they stand for. Nothing here recurses
+without a bound.
 """
 
 from __future__ import annotations
@@ -11,10 +17,13 @@ import difflib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.nodes import CollectionNode, MappingNode, Node, ScalarNode, SequenceNode
+
+from ivr.limits import MAX_DEPTH, MAX_PROBLEMS, MAX_VALUES
 
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 
@@ -46,6 +55,11 @@ class Doc:
         self.file = file
         self.problems: list[Problem] = []
         self._constructor = yaml.constructor.SafeConstructor()
+
+    def guess(self, word: str, choices: Iterable[str]) -> str:
+        """`did_you_mean`, while the problems are few enough to be shown at all: a file of
+        thousands of unknown keys is not worth a fuzzy match each."""
+        return did_you_mean(word, choices) if len(self.problems) < MAX_PROBLEMS else ""
 
     def problem(self, node: Node, message: str, hint: str = "", warning: bool = False) -> None:
         mark = node.start_mark
@@ -82,7 +96,7 @@ class Doc:
         allowed = required | optional
         for key, (key_node, _) in found.items():
             if key not in allowed:
-                self.problem(key_node, f"unknown key `{key}` in {what}", did_you_mean(key, allowed))
+                self.problem(key_node, f"unknown key `{key}` in {what}", self.guess(key, allowed))
         for key in sorted(required - found.keys()):
             self.problem(node, f"{what} needs `{key}`")
 
@@ -100,7 +114,7 @@ class Doc:
             text = str(value).strip()
             if text:
                 return text
-        if isinstance(node, ScalarNode) and node.value and node.style is None:  # yes, no, ~
+        if isinstance(node, ScalarNode) and node.value and not node.style:  # yes, no, ~ (plain)
             meaning = "a yes/no value" if isinstance(value, bool) else "empty"
             self.problem(
                 node, f"{what}: YAML reads `{node.value}` as {meaning}, not as words",
@@ -142,9 +156,166 @@ class Doc:
         return (one,) if one is not None else ()
 
 
+def size_text(size: int) -> str:
+    """A file size as people say it: 51.2 MB, 1 MB, 800 kB."""
+    if size >= 1_000_000:
+        return f"{size / 1_000_000:.1f}".removesuffix(".0") + " MB"
+    return f"{-(-size // 1000)} kB"
+
+
+def read_file(path: Path, limit: int, what: str = "a flow file") -> tuple[str | None, Problem | None]:
+    """The text of a hand-edited file, or the problem that stops it being read.
+
+    The size is checked before reading (and the read is bounded too, in case the file grows
+    meanwhile), so a huge file costs nothing but a `stat`.
+    """
+    try:
+        size = path.stat().st_size
+        if size <= limit:
+            with path.open("rb") as f:
+                data = f.read(limit + 1)
+            size = len(data)
+        if size > limit:
+            return None, Problem(
+                str(path), 1, 1, f"the file is {size_text(size)}; {what} may be at most "
+                f"{size_text(limit)}", "split it into smaller files",
+            )
+        return data.decode("utf-8"), None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
+        return None, Problem(str(path), 1, 1, f"cannot read the file: {reason}")
+
+
+class _Refused(Exception):
+    """A limit reached while reading: where, what and what to do."""
+
+    def __init__(self, mark: Any, message: str, hint: str) -> None:
+        self.line: int = mark.line + 1 if mark else 1
+        self.col: int = mark.column + 1 if mark else 1
+        self.message, self.hint = message, hint
+
+
+DEEP = (f"lists and mappings nest more than {MAX_DEPTH} levels deep here",
+        "a flow never needs that many: look for brackets that are not closed")
+MANY = (f"the file holds more than {MAX_VALUES:,} values", "split it into smaller files")
+# libyaml when PyYAML has it (about ten times faster); the pure-Python parser words the
+# syntax errors people see, so a file libyaml refuses is read again by it for the message.
+_FAST: Any = getattr(yaml, "CSafeLoader", None)
+
+
+class _GuardedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with a depth counter in its composer (which recurses per level)
+    and a count of values, so it stops at the limits instead of the stack's end."""
+
+    depth = 0
+    count = 0
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        self.count += 1
+        if self.count > MAX_VALUES:
+            raise _Refused(self._mark(), *MANY)
+        return super().compose_node(parent, index)
+
+    def compose_sequence_node(self, anchor: Any) -> SequenceNode:
+        self._deeper()
+        try:
+            return super().compose_sequence_node(anchor)
+        finally:
+            self.depth -= 1
+
+    def compose_mapping_node(self, anchor: Any) -> MappingNode:
+        self._deeper()
+        try:
+            return super().compose_mapping_node(anchor)
+        finally:
+            self.depth -= 1
+
+    def _deeper(self) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            self.depth -= 1
+            raise _Refused(self._mark(), *DEEP)
+
+    def _mark(self) -> Any:
+        event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]
+        return event.start_mark
+
+
+def _prescan(text: str) -> None:
+    """Walk libyaml's events (a loop, no recursion) and stop at the first limit reached, so
+    its recursive composer only ever sees a file within them."""
+    parser = _FAST(text)
+    try:
+        depth = count = 0
+        while parser.check_event():
+            event = parser.get_event()
+            if isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+            elif isinstance(event, yaml.NodeEvent):
+                count += 1
+                if count > MAX_VALUES:
+                    raise _Refused(event.start_mark, *MANY)
+                if isinstance(event, yaml.CollectionStartEvent):
+                    depth += 1
+                    if depth > MAX_DEPTH:
+                        raise _Refused(event.start_mark, *DEEP)
+    finally:
+        parser.dispose()
+
+
+def _compose(text: str) -> Node | None:
+    if _FAST is not None:
+        try:
+            _prescan(text)
+            return yaml.compose(text, Loader=_FAST)
+        except yaml.YAMLError:
+            pass  # read again below, for the message people know
+    loader = _GuardedLoader(text)
+    try:
+        return loader.get_single_node()
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(root: Node) -> int | Node:
+    """How many values the file holds with aliases expanded, stopping past MAX_VALUES; or
+    the node that contains itself (`&a [*a]`). Iterative: a post-order walk with a memo."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if not isinstance(node, CollectionNode):
+            sizes[key] = 1
+            continue
+        children: list[Node] = (
+            [n for pair in node.value for n in pair] if isinstance(node, MappingNode)
+            else list(node.value)
+        )
+        if done:
+            active.discard(key)
+            sizes[key] = min(MAX_VALUES + 1, 1 + sum(sizes[id(c)] for c in children))
+            continue
+        if key in sizes:
+            continue
+        active.add(key)
+        stack.append((node, True))
+        for child in children:
+            if id(child) in active:
+                return child
+            if id(child) not in sizes:
+                stack.append((child, False))
+    return sizes[id(root)]
+
+
 def compose(text: str, doc: Doc) -> Node | None:
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = _compose(text)
+    except _Refused as refused:
+        doc.problems.append(Problem(doc.file, refused.line, refused.col, refused.message,
+                                    refused.hint))
+        return None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         what = " ".join(x for x in (exc.context, exc.problem) if x)
@@ -173,6 +344,17 @@ def compose(text: str, doc: Doc) -> Node | None:
     except yaml.YAMLError as exc:
         doc.problems.append(Problem(doc.file, 1, 1, f"YAML error: {exc}"))
         return None
+    if node is not None:
+        size = _expanded_size(node)
+        if isinstance(size, Node):
+            doc.problem(size, "this value contains itself through an alias (`*name`)",
+                        "use an alias only for a value defined before and outside it")
+            return None
+        if size > MAX_VALUES:
+            doc.problem(node, f"the file holds more than {MAX_VALUES:,} values, counting "
+                        "each alias (`*name`) as a copy of what it names",
+                        "use fewer aliases, or split the file")
+            return None
     if node is None:
         doc.problems.append(Problem(doc.file, 1, 1, "the file is empty"))
     return node

@@ -258,3 +258,21 @@ def test_every_key_is_explained() -> None:
 
     walk(SCHEMA, "#")
     assert missing == []
+
+
+def test_the_schema_has_the_loaders_limits_it_can_express() -> None:
+    """A prompt over 4,000 characters, a `set` value over 100 and a 501st step are
+    underlined in the editor, as `ivr flows check` refuses them."""
+    from ivr.limits import MAX_PROMPT_CHARS, MAX_STEPS, MAX_VARIABLE_CHARS
+
+    head = "id: x\nlanguages: {en: {voice: Polly.Joanna}}\nsteps:\n"
+    ok = "  a: {type: say, prompt: '" + "w" * MAX_PROMPT_CHARS + "', next: b}\n"
+    long = "  a: {type: say, prompt: {en: '" + "w" * (MAX_PROMPT_CHARS + 1) + "'}, next: b}\n"
+    var = "  b: {type: set, variables: {v: " + "x" * (MAX_VARIABLE_CHARS + 1) + "}, next: c}\n"
+    many = "".join(f"  s{i}: {{type: hangup}}\n" for i in range(MAX_STEPS - 1))
+    assert errors(head + ok + many) == []
+    assert [e.split(":")[0] for e in errors(head + ok + many + "  z: {type: hangup}\n")
+            if "too many properties" in e] == ["$.steps"]
+    assert any(e.startswith("$.steps.a.prompt") and "is too long" in e for e in errors(head + long))
+    assert any(e.startswith("$.steps.b.variables.v") and "is too long" in e
+               for e in errors(head + var))

@@ -22,7 +22,7 @@ from ivr.engine import Caller, CallInput, CallState, Context, Turn
 from ivr.errors import StateError
 from ivr.flow import CONSENT_VARIABLE
 from ivr.registry import FlowRegistry
-from ivr.twiml import EMPTY, Renderer, SignatureChecker, decode_state
+from ivr.twiml import EMPTY, HANGUP, Renderer, SignatureChecker, decode_state
 from ivr.voicemail import Reported
 
 log = logging.getLogger(__name__)
@@ -269,8 +269,31 @@ class CallbackHandler:
             if isinstance(found, Done):
                 return self.renderer.operator_done(found.reason, speak_in)
             return self.renderer.bridge(found.number, found.caller_id, speak_in,
-                                        self._url("bridged", attempt))
+                                        self._url("bridged", attempt), self._url("callee", attempt))
         return self._guard(query, params, act)
+
+    def callee(self, query: Params, params: Params) -> Reply:
+        """Whoever answered the caller's phone (`<Number url>`), before the bridge: asked for a
+        key (e absent), or their key (e=key), or their silence (e=none). Whatever fails here,
+        that leg hangs up: no bridge is the safe side."""
+        try:
+            attempt = self._attempt(query)
+            event = query.get("e", "")
+            if event == "":
+                found = self.leg.callee_answered(attempt, params.get("AnsweredBy", ""), self.clock())
+                if isinstance(found, Done):
+                    return Reply(HANGUP)
+                return Reply(self.renderer.callee_question(
+                    found, self._url("callee", attempt) + "&e=key",
+                    self._url("callee", attempt) + "&e=none"))
+            digits = params.get("Digits", "").strip() if event == "key" else ""
+            if self.leg.callee_pressed(attempt, digits, self.clock()):
+                return Reply(EMPTY)  # the end of this document: Twilio bridges the two legs
+            return Reply(HANGUP)
+        except Exception:
+            log.exception("callback webhook for the caller's phone failed (attempt %s); hung up",
+                          query.get("a", "?")[:12])
+            return Reply(HANGUP)
 
     def bridged(self, query: Params, params: Params) -> Reply:
         def act(attempt: int, speak_in: str) -> str:

@@ -206,15 +206,35 @@ class Renderer:
         r.hangup()
         return str(r)
 
-    def bridge(self, number: str, caller_id: str, speak_in: str, action: str,
+    def bridge(self, number: str, caller_id: str, speak_in: str, action: str, callee_url: str,
                timeout: int = 30) -> str:
-        """Connect the operator to the caller; the caller's phone shows `caller_id` only."""
+        """Connect the operator to the caller; the caller's phone shows `caller_id` only.
+
+        Before the bridge, Twilio runs `callee_url`'s TwiML for whoever answers the caller's
+        phone (`<Number url>`): a neutral question and a key. Answering-machine detection
+        (`machineDetection="Enable"`) tells that webhook `AnsweredBy`, so a voicemail gets
+        nothing at all.
+        """
         voice, locale = APOLOGY_VOICES[speak_in]
         r = VoiceResponse()
         r.say(OPERATOR_TEXT[speak_in]["connecting"], voice=voice, language=locale)
         d = r.dial(caller_id=caller_id, answer_on_bridge=True, timeout=timeout, action=action,
                    method="POST")
-        d.number(number)
+        d.number(number, url=callee_url, method="POST", machine_detection="Enable")
+        return str(r)
+
+    def callee_question(self, language: str, key_url: str, none_url: str) -> str:
+        """What the caller's phone hears before the bridge: a call, a key; nothing that names
+        the hotline (whoever holds the phone now may not be the caller). No key: hang up."""
+        lang = language if language in CALLEE_TEXT else "ru"
+        voice, locale = APOLOGY_VOICES[lang]
+        r = VoiceResponse()
+        g = Gather(num_digits=1, timeout=8, action=key_url, method="POST")
+        g.say(CALLEE_TEXT[lang], voice=voice, language=locale)
+        g.pause(length=1)
+        g.say(CALLEE_TEXT[lang], voice=voice, language=locale)
+        r.append(g)
+        r.redirect(none_url, method="POST")
         return str(r)
 
     def operator_done(self, reason: str, speak_in: str) -> str:
@@ -227,6 +247,23 @@ class Renderer:
 
 EMPTY = str(VoiceResponse())
 
+
+def _hangup() -> str:
+    r = VoiceResponse()
+    r.hangup()
+    return str(r)
+
+
+HANGUP = _hangup()  # the caller's phone, when the bridge must not happen: nothing said
+
+# What whoever answers a caller's phone hears before a callback is bridged: nothing that
+# names the hotline (it may be a voicemail, or a phone someone else holds now).
+CALLEE_TEXT = {
+    "ru": "Вам звонят. Чтобы ответить, нажмите 1.",
+    "uk": "Вам телефонують. Щоб відповісти, натисніть 1.",
+    "en": "You have a call. To take it, press 1.",
+}
+
 # What an operator hears on a callback: in Ukrainian, English or Russian (their first).
 OPERATOR_TEXT: dict[str, dict[str, Any]] = {
     "en": {
@@ -235,6 +272,8 @@ OPERATOR_TEXT: dict[str, dict[str, Any]] = {
         "noinput": "No key was pressed. The callback is cancelled. Goodbye.",
         "connecting": "Connecting you to the caller now.",
         "ended": "The call has ended. Goodbye.",
+        "unanswered": "The caller did not answer. Goodbye.",
+        "replayed": "Goodbye.",
         "cancelled": "The callback is cancelled. Goodbye.",
         "gone": "This callback is no longer needed. Goodbye.",
         "window": "The caller's safe hours have ended, so the callback is rescheduled. Goodbye.",
@@ -247,6 +286,8 @@ OPERATOR_TEXT: dict[str, dict[str, Any]] = {
         "noinput": "Кнопку не натиснуто. Дзвінок скасовано. До побачення.",
         "connecting": "З'єднуємо вас з абонентом.",
         "ended": "Розмову завершено. До побачення.",
+        "unanswered": "Абонент не відповів. До побачення.",
+        "replayed": "До побачення.",
         "cancelled": "Дзвінок скасовано. До побачення.",
         "gone": "Цей дзвінок більше не потрібен. До побачення.",
         "window": "Безпечний для абонента час минув, дзвінок перенесено. До побачення.",
@@ -259,6 +300,8 @@ OPERATOR_TEXT: dict[str, dict[str, Any]] = {
         "noinput": "Кнопка не нажата. Звонок отменён. До свидания.",
         "connecting": "Соединяем вас с абонентом.",
         "ended": "Разговор завершён. До свидания.",
+        "unanswered": "Абонент не ответил. До свидания.",
+        "replayed": "До свидания.",
         "cancelled": "Звонок отменён. До свидания.",
         "gone": "Этот звонок больше не нужен. До свидания.",
         "window": "Безопасное для абонента время закончилось, звонок перенесён. До свидания.",

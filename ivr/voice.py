@@ -120,6 +120,12 @@ def callback_connect() -> Response:
     return twiml(callbacks().connect(request.args.to_dict(), params()))
 
 
+@bp.route("/callback/callee", methods=METHODS)
+def callback_callee() -> Response:
+    """The caller's phone answered a callback's <Dial>: the key that allows the bridge."""
+    return twiml(callbacks().callee(request.args.to_dict(), params()))
+
+
 @bp.route("/callback/bridged", methods=METHODS)
 def callback_bridged() -> Response:
     """The <Dial> to the caller ended: its outcome."""

@@ -68,7 +68,7 @@ class CallHandler:
         self.transfer = transfer
         self.ended = ended
         self.renderer = Renderer(settings.public_base_url, settings.hotline_number)
-        self.checker = SignatureChecker(settings.twilio_auth_token)
+        self.checker = SignatureChecker(settings.twilio_auth_token, settings.webhook_shared_keys)
 
     def _context(self, params: Params) -> Context:
         number = params.get("From", "")

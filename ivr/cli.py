@@ -91,12 +91,14 @@ def _serve_development(s: Settings, port: int, argv: list[str]) -> None:
 
     def operator_answers(call: Created) -> None:
         """A callback rings the operator's phone: here it answers, presses 1, and the caller
-        answers too, so `ivr cases callback ID` can be tried with no phone at all."""
+        answers too and presses 1, so `ivr cases callback ID` can be tried with no phone."""
         phone = Phone(HttpTransport(s.public_base_url, f"http://127.0.0.1:{port}"), s.public_base_url,
                       s.twilio_auth_token, s.twilio_account_sid, s.hotline_number)
-        log = phone.answer(call, ScriptedCaller(["1", "answer"]))
+        log = phone.answer(call, ScriptedCaller(["1", "answer"]), callee=ScriptedCaller(["1"]))
+        errors = log.errors + phone.callee_log.errors
         click.echo("Twilio stand-in, the operator's phone: " + " / ".join(h.text for h in log.heard)
-                   + (f" (errors: {'; '.join(log.errors)})" if log.errors else ""))
+                   + "; the caller's phone: " + " / ".join(h.text for h in phone.callee_log.heard)
+                   + (f" (errors: {'; '.join(errors)})" if errors else ""))
 
     env = dict(os.environ)
     api = None

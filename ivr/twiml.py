@@ -19,6 +19,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import re
 from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
@@ -358,11 +359,18 @@ class SignatureChecker:
     holds the two equal on random input), at a third of its cost on the webhook hot path.
     Anything else, a mismatch or another algorithm, goes through `RequestValidator.validate`,
     which also tries the URL with and without an explicit port.
+
+    SharedKey signing (Twilio's Webhooks configuration API): when a Webhook Rule matches,
+    Twilio signs the same string with a SharedKey's secret instead of the auth token, with
+    the algorithm the Setting names, and says which in `X-Twilio-Webhooks-Signature-Settings:
+    key=<id>,algorithm=HMAC_SHA256`. Such a request is checked with that key's secret from
+    TWILIO_WEBHOOK_SHARED_KEYS; a key we do not hold is refused with a line saying so.
     """
 
-    def __init__(self, auth_token: str) -> None:
+    def __init__(self, auth_token: str, shared_keys: tuple[tuple[str, str], ...] = ()) -> None:
         self.validator = RequestValidator(auth_token)
         self._key = auth_token.encode()
+        self._shared = {key_id: RequestValidator(secret) for key_id, secret in shared_keys}
 
     def expected(self, url: str, params: dict[str, list[str]]) -> str:
         """Base64 HMAC-SHA1 of the URL then each name+value, sorted, duplicates once."""
@@ -372,17 +380,45 @@ class SignatureChecker:
         digest = hmac.new(self._key, payload.encode(), hashlib.sha1).digest()
         return base64.b64encode(digest).decode()
 
+    def refusal(
+        self, url: str, params: dict[str, list[str]], signature: str, settings_header: str = ""
+    ) -> str | None:
+        """None when the request is Twilio's; otherwise why not, for the log (no values)."""
+        if not signature:
+            return "missing signature"
+        if settings_header:
+            return self._shared_key(url, params, signature, settings_header)
+        if hmac.compare_digest(self.expected(url, params).encode(), signature.encode()):
+            return None
+        if self.validator.validate(url, _Params(params), signature, HMAC_SHA1):
+            return None
+        return "forged or mismatched signature"
+
+    def _shared_key(self, url: str, params: dict[str, list[str]], signature: str,
+                    header: str) -> str | None:
+        fields = dict(part.strip().partition("=")[::2] for part in header.split(","))
+        key_id = SAFE_ID.sub("?", fields.get("key", "").strip())[:80]
+        algorithm = get_signature_algorithm(header).upper()
+        if algorithm not in SHARED_KEY_ALGORITHMS:
+            return (f"signed with Twilio SharedKey {key_id or '(no key id)'} and algorithm "
+                    f"{SAFE_ID.sub('?', algorithm)[:30]}, which this version cannot check")
+        validator = self._shared.get(key_id)
+        if validator is None:
+            return (f"signed with Twilio SharedKey {key_id or '(no key id)'}, which "
+                    "TWILIO_WEBHOOK_SHARED_KEYS does not hold: add `id:secret` for it, or "
+                    "remove the Webhook Rule that signs these URLs with it")
+        if validator.validate(url, _Params(params), signature, algorithm):
+            return None
+        return f"forged or mismatched signature (Twilio SharedKey {key_id})"
+
     def valid(
         self, url: str, params: dict[str, list[str]], signature: str, settings_header: str = ""
     ) -> bool:
-        if not signature:
-            return False
-        algorithm = get_signature_algorithm(settings_header)
-        if algorithm == HMAC_SHA1 and hmac.compare_digest(
-            self.expected(url, params).encode(), signature.encode()
-        ):
-            return True
-        return bool(self.validator.validate(url, _Params(params), signature, algorithm))
+        return self.refusal(url, params, signature, settings_header) is None
 
     def sign(self, url: str, params: dict[str, str]) -> str:
         return str(self.validator.compute_signature(url, params))
+
+
+SAFE_ID = re.compile(r"[^A-Za-z0-9_.-]")  # what of a header may reach a log line
+SHARED_KEY_ALGORITHMS = ("HMAC_SHA1", "HMAC_SHA256")

@@ -103,6 +103,96 @@ def test_refusals_are_logged_without_the_callers_number(
     assert "978" not in caplog.text and "7978" not in caplog.text
 
 
+# Requests a valid signature must not carry past the door: (what is sent, the log line).
+FORGED_SHAPES = [
+    # Twilio posts form-encoded bodies only: a JSON body is not parsed into parameters, so
+    # a signature over the URL alone would otherwise admit any body.
+    ({"content_type": "application/json", "data": '{"Digits": "1"}'},
+     "Content-Type application/json is not application/x-www-form-urlencoded"),
+    ({"content_type": "multipart/form-data", "data": {"Digits": "1"}},
+     "Content-Type multipart/form-data is not application/x-www-form-urlencoded"),
+    ({"content_type": "text/plain", "data": "Digits=1"},
+     "Content-Type text/plain is not application/x-www-form-urlencoded"),
+    # The signed URL is built from the decoded path: an escaped path that decodes to ours.
+    ({"path": "/twilio/%76oice"}, "the raw path differs from its decoded form"),
+    ({"path": "/twilio/callback%2Fconnect?a=1"}, "the raw path differs from its decoded form"),
+]
+
+
+@pytest.mark.parametrize(("shape", "logged"), FORGED_SHAPES)
+def test_signed_requests_of_the_wrong_shape_are_refused(
+    client: FlaskClient, caplog: pytest.LogCaptureFixture, shape: dict[str, object], logged: str
+) -> None:
+    params = call_params(From=CRIMEA)
+    path = str(shape.get("path", "/twilio/voice"))
+    from urllib.parse import unquote
+
+    signature = RequestValidator(TOKEN).compute_signature(BASE + unquote(path), {}
+                                                          if "data" in shape else params)
+    with caplog.at_level(logging.INFO):
+        r = client.post(path, data=shape.get("data", params),
+                        content_type=shape.get("content_type"),  # type: ignore[arg-type]
+                        headers={"X-Twilio-Signature": signature})
+    assert r.status_code == 403
+    assert logged in caplog.text
+    assert "978" not in caplog.text
+
+
+SHARED_KEY = "webhooks_sharedkey_01JZ8X4N6Y7Q2R3S4T5V6W7X8Y"
+SHARED_SECRET = "shared-key-secret-of-the-hotline"
+
+
+@pytest.mark.parametrize(("settings_header", "secret", "algorithm", "status", "logged"), [
+    # Twilio signs with the SharedKey a Webhook Rule names, and says so in a header.
+    (f"key={SHARED_KEY},algorithm=HMAC_SHA256", SHARED_SECRET, "HMAC_SHA256", 200, ""),
+    (f"key={SHARED_KEY},algorithm=HMAC_SHA1", SHARED_SECRET, "HMAC_SHA1", 200, ""),
+    # Signed with a key we were not given: refused, saying which key and what to set.
+    ("key=webhooks_sharedkey_OTHER,algorithm=HMAC_SHA256", "another-secret", "HMAC_SHA256", 403,
+     "signed with Twilio SharedKey webhooks_sharedkey_OTHER, which TWILIO_WEBHOOK_SHARED_KEYS "
+     "does not hold"),
+    # The header claims our key, but the signature was made with something else.
+    (f"key={SHARED_KEY},algorithm=HMAC_SHA256", TOKEN, "HMAC_SHA256", 403,
+     f"forged or mismatched signature (Twilio SharedKey {SHARED_KEY})"),
+    (f"key={SHARED_KEY},algorithm=HMAC_SHA256", SHARED_SECRET, "HMAC_SHA1", 403,
+     "forged or mismatched signature"),
+    # An algorithm this version does not know: refused with a line, never a silent 403.
+    (f"key={SHARED_KEY},algorithm=HMAC_SHA512", SHARED_SECRET, "HMAC_SHA256", 403,
+     "and algorithm HMAC_SHA512, which this version cannot check"),
+])
+def test_twilio_shared_key_signatures(
+    settings: Settings, caplog: pytest.LogCaptureFixture, settings_header: str, secret: str,
+    algorithm: str, status: int, logged: str
+) -> None:
+    from tests.conftest import create_schema
+
+    s = settings.replace(webhook_shared_keys=(("webhooks_sharedkey_OLD", "old-secret"),
+                                              (SHARED_KEY, SHARED_SECRET)))
+    create_schema(s.database_url, s.keystore_url)
+    client = create_app(s, clock=lambda: SUNDAY).test_client()
+    params = call_params()
+    signature = RequestValidator(secret).compute_signature(f"{BASE}/twilio/voice", params, algorithm)
+    with caplog.at_level(logging.INFO):
+        r = client.post("/twilio/voice", data=params, headers={
+            "X-Twilio-Signature": signature, "X-Twilio-Webhooks-Signature-Settings": settings_header})
+    assert r.status_code == status
+    assert logged in caplog.text
+
+
+def test_a_shared_key_signature_without_any_shared_key_set_says_so(
+    client: FlaskClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: such calls were checked against the auth token and refused in silence."""
+    params = call_params()
+    signature = RequestValidator(SHARED_SECRET).compute_signature(f"{BASE}/twilio/voice", params,
+                                                                  "HMAC_SHA256")
+    with caplog.at_level(logging.INFO):
+        r = client.post("/twilio/voice", data=params, headers={
+            "X-Twilio-Signature": signature,
+            "X-Twilio-Webhooks-Signature-Settings": f"key={SHARED_KEY},algorithm=HMAC_SHA256"})
+    assert r.status_code == 403
+    assert f"SharedKey {SHARED_KEY}, which TWILIO_WEBHOOK_SHARED_KEYS does not hold" in caplog.text
+
+
 # --- answers ------------------------------------------------------------------------------
 
 

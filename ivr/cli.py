@@ -269,7 +269,20 @@ def _stores() -> tuple[Database, Vault]:
 
 
 def _actor() -> str:
-    return f"cli:{os.environ.get('USER') or 'admin'}"
+    """Who the audit log says did it: the operating-system account this process runs as.
+
+    Not $USER, which anyone can set to anyone (`USER=olena ivr cases show 12`)."""
+    return f"cli:{os_account()}"
+
+
+def os_account() -> str:
+    import pwd
+
+    uid = os.geteuid()
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:  # a uid with no passwd entry (some containers): the number itself
+        return f"uid-{uid}"
 
 
 @cases.command("list")
@@ -566,7 +579,7 @@ def operators_list(numbers: bool, as_json: bool) -> None:
     from ivr.operators import list_operators
 
     db, vault = _stores()
-    rows = list_operators(db, vault, numbers)
+    rows = list_operators(db, vault, numbers, actor=_actor())
     if as_json:
         click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return

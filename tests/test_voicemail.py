@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -421,7 +422,9 @@ def test_the_admin_reads_cases_from_the_terminal(hotline: Hotline, message: byte
     assert shown.exit_code == 0, shown.output
     one = json.loads(shown.output)
     assert "surrender" in one["transcript"].lower() and one["recording_deleted_at_provider"]
-    assert one["timeline"][-1]["actor"] == "cli:olena"
+    # The operating-system account, not $USER (which said "olena": anyone can set it).
+    assert one["timeline"][-1]["actor"] == f"cli:{pwd.getpwuid(os.geteuid()).pw_name}"
+    assert "olena" not in shown.output
     assert one["timeline"][-1]["action"] == "transcript-read"
     assert NUMBER not in shown.output
 

@@ -200,6 +200,7 @@ class Web:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tmp / "web.log"
+        self.token = env.setdefault("HEALTHZ_TOKEN", secrets.token_urlsafe(32))  # /healthz details
         cmd = [sys.executable, "-m", "gunicorn", "-c", "python:ivr.serving",
                "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers), "ivr:create_app()"]
         with open(self.log, "wb") as log:
@@ -212,7 +213,9 @@ class Web:
             if self.proc.poll() is not None:
                 raise SystemExit(f"bench: gunicorn exited ({self.proc.returncode}):\n{tail(self.log)}")
             try:
-                with urllib.request.urlopen(self.url + "/healthz", timeout=5) as r:
+                asked = urllib.request.Request(self.url + "/healthz",
+                                               headers={"Authorization": f"Bearer {self.token}"})
+                with urllib.request.urlopen(asked, timeout=5) as r:
                     health = json.load(r)
                 if health.get("status") != "ok":
                     raise SystemExit(f"bench: the app is not healthy: {health}")

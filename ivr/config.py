@@ -106,22 +106,28 @@ SETTINGS: dict[str, tuple[str, bool]] = {
                                    "Webhook Rule signs the hotline's webhooks with them", False),
     "HEALTHZ_TOKEN": ("a long random string: `Authorization: Bearer …` shows /healthz's details",
                       False),
-    "REDIS_NAMESPACE": ("a prefix for this install's Redis queues and locks (default: derived "
-                        "from DATABASE_URL and INSTANCE_DIR)", False),
+    "REDIS_NAMESPACE": ("a prefix for this install's Redis queues, job ids and locks (default: "
+                        "derived from DATABASE_URL)", False),
 }
 
 
 NAMESPACE = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
 
 
-def default_namespace(database_url: str, instance_dir: Path) -> str:
-    """`ivr-` and a short hash of the install's database and instance folder: two installs
-    on one machine sharing a Redis never share a queue or a lock (and the hash tells nobody
-    reading Redis where either install keeps its data)."""
+def default_namespace(database_url: str) -> str:
+    """`ivr-` and a short hash of the install's database URL (without its password): two
+    installs on one machine sharing a Redis never share a queue or a lock, while the web and
+    worker processes of one install, on whatever machine, agree (they share the database)."""
     import hashlib
 
-    seed = f"{database_url}\n{instance_dir.resolve()}".encode()
-    return "ivr-" + hashlib.sha256(seed).hexdigest()[:10]
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        seed = make_url(database_url).set(password=None).render_as_string(hide_password=False)
+    except ArgumentError:
+        seed = database_url
+    return "ivr-" + hashlib.sha256(seed.encode()).hexdigest()[:10]
 
 
 def parse_shared_keys(text: str) -> tuple[tuple[str, str], ...]:
@@ -269,7 +275,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     namespace = get("REDIS_NAMESPACE")
     if namespace and not NAMESPACE.match(namespace):
         problems.append("REDIS_NAMESPACE must be 1-40 letters, digits, `_`, `.` or `-`")
-    values["redis_namespace"] = namespace or default_namespace(values["database_url"], instance)
+    values["redis_namespace"] = namespace or default_namespace(values["database_url"])
     if values["log_level"] not in logging.getLevelNamesMapping():
         problems.append(f"LOG_LEVEL {values['log_level']!r} is not DEBUG, INFO, WARNING or ERROR")
     if not values["flows_dir"].is_dir():

@@ -19,7 +19,7 @@ from ivr.cli import main
 from ivr.config import load_settings
 from ivr.errors import ConfigError
 from ivr.standin import HttpTransport, Phone, ScriptedCaller
-from tests.conftest import ROOT, TEST_FLOWS
+from tests.conftest import HEALTHZ_TOKEN, ROOT, TEST_FLOWS
 from tests.servers import RedisServer, free_port
 
 BIN = str(Path(sys.executable).parent)
@@ -60,7 +60,8 @@ def wait_until_healthy(url: str, proc: subprocess.Popen[str], seconds: float = 1
 def web(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     port = free_port()
     env = base_env(tmp_path, PORT=str(port), PUBLIC_BASE_URL="https://hotline.example.org",
-                   TWILIO_AUTH_TOKEN="gunicorn-test-token", WEB_CONCURRENCY="2")
+                   TWILIO_AUTH_TOKEN="gunicorn-test-token", WEB_CONCURRENCY="2",
+                   HEALTHZ_TOKEN=HEALTHZ_TOKEN)
     proc = subprocess.Popen(["bash", "-c", f"exec {procfile('web')}"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
@@ -76,7 +77,9 @@ def test_the_procfile_web_command_answers_a_whole_call_over_http(
     web: tuple[str, dict[str, str]],
 ) -> None:
     url, env = web
-    health = json.loads(urllib.request.urlopen(url + "/healthz").read())
+    assert set(json.loads(urllib.request.urlopen(url + "/healthz").read())) == {"status", "versions"}
+    asked = urllib.request.Request(url + "/healthz", headers={"Authorization": f"Bearer {HEALTHZ_TOKEN}"})
+    health = json.loads(urllib.request.urlopen(asked).read())
     assert health["flows"]["hotline"]["stale"] is False
     phone = Phone(HttpTransport(env["PUBLIC_BASE_URL"], url), env["PUBLIC_BASE_URL"],
                   env["TWILIO_AUTH_TOKEN"], "AC" + "0" * 32, "+15005550006")

@@ -35,7 +35,7 @@ from ivr.standin import FlaskTransport, Phone, ScriptedCaller, TwilioApi
 from ivr.storage import AuditEntry, Call, Case, Database, DataKey, OutboxJob, Recording, Vault, upgrade
 from ivr.voicemail import process_recording, purge
 from tests.audio import speak
-from tests.conftest import ROOT, SUNDAY, TEST_KEYS, TOKEN, RedisServer
+from tests.conftest import ROOT, SUNDAY, TEST_KEYS, TOKEN, RedisServer, healthz_details
 
 NUMBER = "+79161234567"
 WORDS = "I want to surrender. Please call me back tomorrow."
@@ -283,7 +283,7 @@ def test_no_voicemail_is_lost_while_redis_is_down(
     assert time.monotonic() - started < 10
     outbox: jobs.Outbox = hotline.app.extensions["ivr.outbox"]
     assert outbox.pending() == 3
-    health = hotline.app.test_client().get("/healthz").get_json()
+    health = healthz_details(hotline.app.test_client())
     assert health["redis"] == {"ok": False} and health["outbox"] == {"waiting": 3}
     with hotline.db.session() as s:  # the first try says why; later webhooks leave Redis alone
         waiting = s.scalars(select(OutboxJob).where(OutboxJob.enqueued_at.is_(None))).all()

@@ -14,7 +14,7 @@ from twilio.request_validator import RequestValidator
 
 from ivr import create_app
 from ivr.config import Settings
-from tests.conftest import BASE, SUNDAY, TOKEN, call_params, signed
+from tests.conftest import BASE, HEALTHZ_TOKEN, SUNDAY, TOKEN, call_params, healthz_details, signed
 
 CRIMEA = "+79781234567"
 
@@ -291,7 +291,7 @@ def test_a_broken_entry_flow_still_lets_callers_leave_a_message(
         assert root.find("Record") is not None and "техническая ошибка" in said(root)[0]
         restart = xml(signed(client, action_of(root), call_params(Digits="1")))
         assert restart.find("Record") is not None
-        health = client.get("/healthz").get_json()
+        health = healthz_details(client)
         assert health["status"] == "degraded" and health["entry_flow"]["ok"] is False
         assert any("mini.yaml:2:8: YAML syntax error" in p for p in health["flow_problems"])
 
@@ -328,7 +328,7 @@ def test_recording_callback_is_acknowledged(client: FlaskClient) -> None:
 
 
 def test_healthz_reports_database_flows_and_redis(client: FlaskClient) -> None:
-    body = client.get("/healthz").get_json()
+    body = healthz_details(client)
     assert body["database"] == {"ok": True, "backend": "sqlite"}
     assert body["keystore"] == {"ok": True, "backend": "sqlite"}
     assert body["flows"]["hotline"]["stale"] is False
@@ -337,10 +337,51 @@ def test_healthz_reports_database_flows_and_redis(client: FlaskClient) -> None:
     assert isinstance(body["redis"]["ok"], bool)
 
 
+OPEN_FIELDS = {"status", "versions"}
+
+
+@pytest.mark.parametrize(("authorization", "details"), [
+    (None, False),
+    ("Bearer wrong-token-wrong-token-wrong", False),
+    (f"Bearer {HEALTHZ_TOKEN[:-1]}", False),  # a prefix of the token is not the token
+    (f"Basic {HEALTHZ_TOKEN}", False),
+    ("Bearer ", False),
+    (f"Bearer {HEALTHZ_TOKEN}", True),
+])
+def test_healthz_shows_details_only_with_the_token(
+    client: FlaskClient, authorization: str | None, details: bool
+) -> None:
+    headers = {"Authorization": authorization} if authorization is not None else {}
+    r = client.get("/healthz", headers=headers)
+    assert r.status_code == 200 and r.headers["Cache-Control"] == "no-store"
+    body = r.get_json()
+    text = r.get_data(as_text=True)
+    assert set(body["versions"]) == {"ivr", "flows"} and len(body["versions"]["flows"]["hotline"]) == 10
+    if details:
+        assert body["status"] == "ok" and body["outbox"] == {"waiting": 0}
+        assert body["flows"]["hotline"]["file"].endswith(".yaml")  # the flow files' paths
+    else:
+        assert set(body) == OPEN_FIELDS and body["status"] == "up"
+        assert ".yaml" not in text and "outbox" not in text and "problems" not in text
+
+
+def test_healthz_without_a_token_setting_shows_no_details(settings: Settings) -> None:
+    app = create_app(settings.replace(healthz_token=""), clock=lambda: SUNDAY)
+    body = app.test_client().get("/healthz", headers={"Authorization": "Bearer "}).get_json()
+    assert set(body) == OPEN_FIELDS
+
+
+def test_an_open_healthz_says_degraded_and_nothing_of_why(settings: Settings) -> None:
+    app = create_app(settings.replace(database_url="sqlite:////proc/nope/ivr.db"), clock=lambda: SUNDAY)
+    r = app.test_client().get("/healthz")
+    assert r.get_json()["status"] == "degraded" and set(r.get_json()) == OPEN_FIELDS
+    assert "/proc/nope" not in r.get_data(as_text=True)
+
+
 def test_calls_go_on_when_redis_is_down(settings: Settings) -> None:
     app = create_app(settings.replace(redis_url="redis://127.0.0.1:1/0"), clock=lambda: SUNDAY)
     with app.test_client() as client:
-        body = client.get("/healthz").get_json()
+        body = healthz_details(client)
         assert body["redis"] == {"ok": False} and body["status"] == "ok"
         assert xml(signed(client, "/twilio/voice", call_params())).find("Gather") is not None
 
@@ -348,7 +389,7 @@ def test_calls_go_on_when_redis_is_down(settings: Settings) -> None:
 def test_healthz_says_when_the_database_is_unreachable(settings: Settings) -> None:
     app = create_app(settings.replace(database_url="sqlite:////proc/nope/ivr.db"), clock=lambda: SUNDAY)
     with app.test_client() as client:
-        body = client.get("/healthz").get_json()
+        body = healthz_details(client)
         assert body["database"]["ok"] is False and body["status"] == "degraded"
         assert xml(signed(client, "/twilio/voice", call_params())).find("Gather") is not None
 
@@ -381,5 +422,5 @@ def test_a_missing_audio_file_falls_back_to_the_text(settings: Settings, flows_d
     with app.test_client() as client:
         root = xml(signed(client, "/twilio/voice", call_params()))
         assert root.find(".//Play") is None and said(root)[0] == "Здравствуйте"
-        warnings = client.get("/healthz").get_json()
+        warnings = healthz_details(client)
         assert warnings["status"] == "ok"

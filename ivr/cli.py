@@ -183,11 +183,12 @@ def worker(burst: bool) -> None:
             conn.ping()
         except redis.RedisError as exc:
             raise click.ClickException(f"cannot reach Redis at REDIS_URL: {exc}") from None
-        jobs.Outbox(services.db, s.redis_url).flush()
-        SimpleWorker([Queue(jobs.QUEUE, connection=conn)], connection=conn).work(burst=True)
+        jobs.Outbox(services.db, s.redis_url, s.redis_namespace).flush()
+        SimpleWorker([Queue(s.redis_namespace, connection=conn)], connection=conn).work(burst=True)
         return
-    jobs.Housekeeper(services.db, s.redis_url, policy=services.policy).start()
-    jobs.work(s.redis_url)
+    jobs.Housekeeper(services.db, s.redis_url, policy=services.policy,
+                     namespace=s.redis_namespace).start()
+    jobs.work(s.redis_url, s.redis_namespace)
 
 
 # --- data ---------------------------------------------------------------------------------

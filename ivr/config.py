@@ -124,7 +124,7 @@ def default_namespace(database_url: str) -> str:
     from sqlalchemy.exc import ArgumentError
 
     try:
-        seed = make_url(database_url).set(password=None).render_as_string(hide_password=False)
+        seed = make_url(database_url)._replace(password=None).render_as_string(hide_password=False)
     except ArgumentError:
         seed = database_url
     return "ivr-" + hashlib.sha256(seed.encode()).hexdigest()[:10]

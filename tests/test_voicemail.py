@@ -71,7 +71,8 @@ class Hotline:
                 "REDIS_URL": self.redis.url, "TWILIO_API_BASE": self.api.base_url,
                 "TWILIO_ACCOUNT_SID": s.twilio_account_sid, "TWILIO_AUTH_TOKEN": TOKEN,
                 "IVR_DATA_KEYS": TEST_KEYS, "INSTANCE_DIR": str(tmp_path / "instance"),
-                "FLOWS_DIR": str(s.flows_dir), "IVR_DOTENV": "/nonexistent"}
+                "FLOWS_DIR": str(s.flows_dir), "IVR_DOTENV": "/nonexistent",
+                "REDIS_NAMESPACE": s.redis_namespace}  # the app's (its settings are made by hand)
 
     def work(self) -> None:
         """A real rq worker, in this process, until the queue is empty."""
@@ -499,7 +500,7 @@ def test_housekeeping_purges_hourly_and_recovers_what_an_emptied_redis_lost(
     hotline.work()
     [case] = hotline.cases()
     assert case.purged_at is not None and case.transcript is None
-    assert conn.ttl(jobs.Housekeeper.PURGE_DUE) > 3500  # the next retention run is due in an hour
+    assert conn.ttl(keeper.PURGE_DUE) > 3500  # the next retention run is due in an hour
 
     # Redis restarts empty while voicemails are queued: the outbox had already handed them over.
     hotline.call(ENGLISH_VOICEMAIL, message)

@@ -131,7 +131,7 @@ def test_signed_requests_of_the_wrong_shape_are_refused(
                                                           if "data" in shape else params)
     with caplog.at_level(logging.INFO):
         r = client.post(path, data=shape.get("data", params),
-                        content_type=shape.get("content_type"),  # type: ignore[arg-type]
+                        content_type=shape.get("content_type"),
                         headers={"X-Twilio-Signature": signature})
     assert r.status_code == 403
     assert logged in caplog.text

@@ -27,9 +27,10 @@ class Problem:
     message: str
     hint: str = ""
     warning: bool = False
+    note: bool = False  # for the reader's information (privacy, say): neither error nor warning
 
     def __str__(self) -> str:
-        kind = "warning: " if self.warning else ""
+        kind = "note: " if self.note else "warning: " if self.warning else ""
         hint = f" ({self.hint})" if self.hint else ""
         return f"{self.file}:{self.line}:{self.col}: {kind}{self.message}{hint}"
 
@@ -47,10 +48,11 @@ class Doc:
         self.problems: list[Problem] = []
         self._constructor = yaml.constructor.SafeConstructor()
 
-    def problem(self, node: Node, message: str, hint: str = "", warning: bool = False) -> None:
+    def problem(self, node: Node, message: str, hint: str = "", warning: bool = False,
+                note: bool = False) -> None:
         mark = node.start_mark
         self.problems.append(
-            Problem(self.file, mark.line + 1, mark.column + 1, message, hint, warning)
+            Problem(self.file, mark.line + 1, mark.column + 1, message, hint, warning or note, note)
         )
 
     def mapping(self, node: Node, what: str) -> dict[str, tuple[Node, Node]] | None:

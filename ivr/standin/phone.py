@@ -154,9 +154,10 @@ def synthesize(text: str, voice: str | None = None, rate: int = 8000, speed: int
 class ScriptedCaller:
     """Answers from a list such as ["1", "wait", "#"]; hangs up when the list runs out.
 
-    At a <Gather>: keys, `wait` (say nothing), `say:words` (speech) or `hangup`. At a
-    <Record>: the key that ends the message, `wait` (an empty message) or `hangup`. At a
-    <Dial>: `answer`, `busy`, `no-answer` or `failed` (an unrelated item: no-answer).
+    At a <Gather>: keys, `wait` (say nothing), `say:words` (speech: heard only by a Gather
+    whose `input` includes speech, as at Twilio) or `hangup`. At a <Record>: the key that
+    ends the message, `wait` (an empty message) or `hangup`. At a <Dial>: `answer`, `busy`,
+    `no-answer` or `failed` (an unrelated item: no-answer).
 
     `recording`: what the caller says into a <Record> when a `TwilioApi` is attached to
     the phone, WAV bytes or a function of the <Record>'s attributes (default: a tone).
@@ -445,8 +446,9 @@ class Phone:
                 if answer == HANG_UP:
                     log.ended = "caller-hangup"
                     return url, {}, None
-                if answer == SILENCE:
-                    continue
+                if answer == SILENCE or (answer.startswith("say:")
+                                         and "speech" not in verb.get("input", "dtmf")):
+                    continue  # nothing pressed; words said to a keypad-only Gather go nowhere
                 extra = {"Digits": answer}
                 if answer.startswith("say:"):
                     extra = {"SpeechResult": answer[4:], "Confidence": "0.9"}

@@ -422,7 +422,6 @@ WHISPER_LANGUAGES = ("uk", "en", "ru")  # the operator's language the whisper is
 class Bridge:
     number: str  # the caller's, for the <Number> noun only
     caller_id: str  # what the caller's phone shows
-    language: str  # the caller's, for the question asked at their phone before the bridge
 
 
 CALLEE_LANGUAGES = ("ru", "uk", "en")
@@ -511,7 +510,7 @@ class OperatorLeg:
             number = self.vault.open(case, "number")
             if number is None:
                 return Done("gone")
-            return Bridge(number.decode(), self.caller_id(case.region or ""), case.language or "ru")
+            return Bridge(number.decode(), self.caller_id(case.region or ""))
 
     @staticmethod
     def _replayed(attempt_id: int) -> Done:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 from datetime import UTC, datetime
+from functools import cache
 from importlib import metadata
 
 import redis
@@ -78,6 +79,7 @@ def _no_store(response: Response) -> Response:
     return response
 
 
+@cache
 def _version() -> str:
     try:
         return metadata.version("hotline-ivr")

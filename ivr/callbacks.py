@@ -8,9 +8,11 @@ The order of things for a case (each step commits on its own, and is skipped whe
    acted on within REOFFER_MINUTES to the next operator;
 4. `start_callback` rings the operator from the hotline number; `OperatorLeg` answers that
    call's webhooks: a whisper (case, language, region), press 1, then
-   `<Dial callerId answerOnBridge>` to the caller, whose number only Twilio and this process
-   ever see; the outcome lands on a `CallbackAttempt`, and a failed try is scheduled again
-   inside the caller's consent window (`due_callbacks`), up to a limit.
+   `<Dial callerId answerOnBridge>` to the caller (handed out once per attempt), whose number
+   only Twilio and this process ever see; whoever answers that phone hears a neutral question
+   and must press 1 before the bridge (a machine hears nothing); the outcome lands on a
+   `CallbackAttempt`, and a failed try is scheduled again inside the caller's consent window
+   (`due_callbacks`), up to a limit.
 
 Nobody is called without consent: the flow's `callback` variable (any, day or none) is kept
 on the case, and no answer counts as none.

@@ -11,6 +11,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 from click.testing import CliRunner
@@ -92,6 +93,27 @@ def test_the_procfile_web_command_answers_a_whole_call_over_http(
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(forged)
     assert refused.value.code == 403
+    # Under gunicorn too (RAW_URI): a correctly signed request for /twilio/voice sent to an
+    # escaped path that decodes to it is refused, and so is a signed JSON body.
+    from twilio.request_validator import RequestValidator
+
+    params = {"CallSid": "CA" + "1" * 32, "From": "+380441234567"}
+    signer = RequestValidator(env["TWILIO_AUTH_TOKEN"])
+    for path, body, kind, signed_params in (
+        ("/twilio/%76oice", "CallSid=CA" + "1" * 32 + "&From=%2B380441234567",
+         "application/x-www-form-urlencoded", params),
+        ("/twilio/voice", json.dumps(params), "application/json", {}),
+    ):
+        sent = urllib.request.Request(url + path, data=body.encode(), method="POST", headers={
+            "Content-Type": kind, "X-Twilio-Signature": signer.compute_signature(
+                env["PUBLIC_BASE_URL"] + "/twilio/voice", signed_params)})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(sent)
+        assert refused.value.code == 403, path
+    plain = urllib.request.Request(url + "/twilio/voice", data=urlencode(params).encode(),
+                                   method="POST", headers={"X-Twilio-Signature": signer.compute_signature(
+                                       env["PUBLIC_BASE_URL"] + "/twilio/voice", params)})
+    assert urllib.request.urlopen(plain).status == 200  # the same signature, the plain path
 
 
 def test_a_missing_production_setting_stops_start_up_with_one_line(tmp_path: Path) -> None:

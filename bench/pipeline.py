@@ -200,6 +200,7 @@ class Web:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tmp / "web.log"
+        self.token = env.setdefault("HEALTHZ_TOKEN", secrets.token_urlsafe(32))  # /healthz details
         cmd = [sys.executable, "-m", "gunicorn", "-c", "python:ivr.serving",
                "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers), "ivr:create_app()"]
         with open(self.log, "wb") as log:
@@ -212,7 +213,9 @@ class Web:
             if self.proc.poll() is not None:
                 raise SystemExit(f"bench: gunicorn exited ({self.proc.returncode}):\n{tail(self.log)}")
             try:
-                with urllib.request.urlopen(self.url + "/healthz", timeout=5) as r:
+                asked = urllib.request.Request(self.url + "/healthz",
+                                               headers={"Authorization": f"Bearer {self.token}"})
+                with urllib.request.urlopen(asked, timeout=5) as r:
                     health = json.load(r)
                 if health.get("status") != "ok":
                     raise SystemExit(f"bench: the app is not healthy: {health}")
@@ -419,7 +422,7 @@ def jobs_anywhere(redis_url: str) -> int | None:
         for registry in (queue.started_job_registry, queue.scheduled_job_registry,
                          queue.deferred_job_registry):
             ids.update(registry.get_job_ids(cleanup=False))
-        return sum(1 for i in ids if i.startswith(f"{voicemail.PROCESS_RECORDING}-"))
+        return sum(1 for i in ids if i.startswith(f"{jobs.QUEUE}-{voicemail.PROCESS_RECORDING}-"))
     except redis.RedisError:
         return None
 
@@ -440,6 +443,9 @@ def rq_presence(redis_url: str) -> str:
     return f"{registered} worker(s) registered, {subscribed} pubsub connection(s)"
 
 
+PURGE_DUE = "ivr:purge-due"  # the housekeeper's key with REDIS_NAMESPACE=ivr (set in env below)
+
+
 def purge_state(redis_url: str, t0: float) -> tuple[bool | None, str]:
     """Whether the hourly retention is in hand (the housekeeper's `ivr:purge-due` key, set for an
     hour when it enqueues a `purge-expired-<unix time>` job), and what Redis holds about it."""
@@ -452,9 +458,9 @@ def purge_state(redis_url: str, t0: float) -> tuple[bool | None, str]:
     prefix = Job.redis_job_namespace_prefix
     try:
         conn = redis.Redis.from_url(redis_url, socket_connect_timeout=0.3, socket_timeout=1)
-        ttl = int(conn.ttl(jobs.Housekeeper.PURGE_DUE))
+        ttl = int(conn.ttl(PURGE_DUE))
         runs = []
-        for key in sorted(conn.scan_iter(match=f"{prefix}purge-expired-*")):
+        for key in sorted(conn.scan_iter(match=f"{prefix}{jobs.QUEUE}-purge-expired-*")):
             job_id = key.decode()[len(prefix):]
             with contextlib.suppress(NoSuchJobError, ValueError):
                 status = Job.fetch(job_id, connection=conn).get_status()
@@ -462,9 +468,9 @@ def purge_state(redis_url: str, t0: float) -> tuple[bool | None, str]:
                 runs.append(f"enqueued at {enqueued} s {status.value if status else '?'}")
     except redis.RedisError as exc:
         return None, f"? (Redis: {type(exc).__name__})"
-    due = (f"`{jobs.Housekeeper.PURGE_DUE}` expires in {ttl / 60:.0f} min" if ttl >= 0
-           else f"`{jobs.Housekeeper.PURGE_DUE}` has no expiry" if ttl == -1
-           else f"`{jobs.Housekeeper.PURGE_DUE}` missing")
+    due = (f"`{PURGE_DUE}` expires in {ttl / 60:.0f} min" if ttl >= 0
+           else f"`{PURGE_DUE}` has no expiry" if ttl == -1
+           else f"`{PURGE_DUE}` missing")
     return ttl > 0 and bool(runs), f"{due}; purge-expired-* jobs: {', '.join(runs) or 'none'}"
 
 
@@ -538,6 +544,7 @@ def server_env(args: argparse.Namespace, tmp: Path, api: TwilioApi, redis_url: s
         TWILIO_API_BASE=api.base_url,
         PUBLIC_BASE_URL=PUBLIC_BASE,
         REDIS_URL=redis_url,
+        REDIS_NAMESPACE="ivr",  # the bench reads the queue and the housekeeper's keys by name
         DATABASE_URL=database_url,
         INSTANCE_DIR=str(tmp / "instance"),
         FLOWS_DIR=str(ROOT / "flows"),

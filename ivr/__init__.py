@@ -78,7 +78,7 @@ def create_app(
         )
     db = Database(settings.database_url)
     vault = Vault(keyring_for(settings), Database(settings.keystore_url))
-    outbox = Outbox(db, settings.redis_url)
+    outbox = Outbox(db, settings.redis_url, settings.redis_namespace)
 
     def report(recording: Reported) -> None:
         if note_recording(db, vault, recording) is not None and enqueue:

@@ -8,9 +8,11 @@ The order of things for a case (each step commits on its own, and is skipped whe
    acted on within REOFFER_MINUTES to the next operator;
 4. `start_callback` rings the operator from the hotline number; `OperatorLeg` answers that
    call's webhooks: a whisper (case, language, region), press 1, then
-   `<Dial callerId answerOnBridge>` to the caller, whose number only Twilio and this process
-   ever see; the outcome lands on a `CallbackAttempt`, and a failed try is scheduled again
-   inside the caller's consent window (`due_callbacks`), up to a limit.
+   `<Dial callerId answerOnBridge>` to the caller (handed out once per attempt), whose number
+   only Twilio and this process ever see; whoever answers that phone hears a neutral question
+   and must press 1 before the bridge (a machine hears nothing); the outcome lands on a
+   `CallbackAttempt`, and a failed try is scheduled again inside the caller's consent window
+   (`due_callbacks`), up to a limit.
 
 Nobody is called without consent: the flow's `callback` variable (any, day or none) is kept
 on the case, and no answer counts as none.
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from ivr.operators import Candidate, Choice, assign_case, candidates, choose, supervisors
@@ -424,9 +426,12 @@ class Bridge:
     caller_id: str  # what the caller's phone shows
 
 
+CALLEE_LANGUAGES = ("ru", "uk", "en")
+
+
 @dataclass(frozen=True, slots=True)
 class Done:
-    reason: str  # cancelled, ended, gone
+    reason: str  # cancelled, ended, unanswered, gone, window, replayed, machine
 
 
 class OperatorLeg:
@@ -469,36 +474,107 @@ class OperatorLeg:
         return next((lang for lang in WHISPER_LANGUAGES if lang in spoken), "en")
 
     def pressed(self, attempt_id: int, digits: str, now: datetime | None = None) -> Bridge | Done:
+        """The operator's key after the whisper: 1 hands out the bridge, exactly once.
+
+        The request is signed, but a signed request can be captured and replayed: the bridge
+        (which carries the caller's number) is claimed with a conditional UPDATE, so only the
+        first request for an attempt gets it; any other gets a neutral goodbye and a log line.
+        """
+        now = now or utcnow()
         if digits != "1":
             finish(self.db, self.policy, attempt_id, "not-confirmed", now)
             return Done("cancelled")
         with self.db.session() as s:
+            found = s.get(CallbackAttempt, attempt_id)
+            if found is not None and found.confirmed_at is not None:
+                return self._replayed(attempt_id)  # during the call or long after it
             live = self._live(s, attempt_id)
             if live is None:
                 return Done("gone")
             attempt, case = live
-            if not in_window(case.consent, case.caller_tz or "UTC", now or utcnow(),
-                             self.policy.daytime):
+            if not in_window(case.consent, case.caller_tz or "UTC", now, self.policy.daytime):
                 # The operator took long enough for the window to close: not now.
-                attempt.outcome, attempt.ended_at = "not-confirmed", now or utcnow()
+                attempt.outcome, attempt.ended_at = "not-confirmed", now
                 case.callback_status = "scheduled"
                 case.next_callback_at = next_in_window(case.consent, case.caller_tz or "UTC",
-                                                       now or utcnow(), self.policy.daytime)
+                                                       now, self.policy.daytime)
                 s.add(AuditEntry(actor="system", action="callback-scheduled", case_id=case.id,
                                  detail="the caller's window closed before the bridge"))
                 return Done("window")
+            claimed: int = s.execute(
+                update(CallbackAttempt)
+                .where(CallbackAttempt.id == attempt_id, CallbackAttempt.confirmed_at.is_(None),
+                       CallbackAttempt.outcome.is_(None))
+                .values(confirmed_at=now)
+            ).rowcount  # type: ignore[attr-defined]
+            if claimed != 1:  # a concurrent copy of this request got there first
+                return self._replayed(attempt_id)
             number = self.vault.open(case, "number")
-            attempt.confirmed_at = now or utcnow()
             if number is None:
                 return Done("gone")
             return Bridge(number.decode(), self.caller_id(case.region or ""))
 
+    @staticmethod
+    def _replayed(attempt_id: int) -> Done:
+        log.warning("callback attempt %s: the bridge was asked for again (a replayed or repeated "
+                    "request); refused", attempt_id)
+        return Done("replayed")
+
+    # --- the caller's phone, before the bridge (<Number url=…>) ---------------------------
+
+    def callee_answered(self, attempt_id: int, answered_by: str,
+                        now: datetime | None = None) -> str | Done:
+        """Whoever picked up the caller's phone: the language to ask them in, or Done when
+        nothing must be said (a machine, or an attempt that is over)."""
+        with self.db.session() as s:
+            attempt = s.get(CallbackAttempt, attempt_id)
+            case = s.get(Case, attempt.case_id) if attempt is not None else None
+            if attempt is None or case is None or attempt.outcome is not None \
+                    or attempt.confirmed_at is None or attempt.callee_confirmed_at is not None:
+                return Done("gone")
+            language = case.language if case.language in CALLEE_LANGUAGES else "ru"
+        if answered_by.startswith(("machine", "fax")):
+            finish(self.db, self.policy, attempt_id, "machine", now)
+            return Done("machine")
+        return language
+
+    def callee_pressed(self, attempt_id: int, digits: str, now: datetime | None = None) -> bool:
+        """The key pressed at the caller's phone: True bridges (once); anything else, or
+        silence (`digits` empty), ends that leg and counts as an unanswered try."""
+        now = now or utcnow()
+        if digits == "1":
+            with self.db.session() as s:
+                claimed: int = s.execute(
+                    update(CallbackAttempt)
+                    .where(CallbackAttempt.id == attempt_id, CallbackAttempt.outcome.is_(None),
+                           CallbackAttempt.confirmed_at.is_not(None),
+                           CallbackAttempt.callee_confirmed_at.is_(None))
+                    .values(callee_confirmed_at=now)
+                ).rowcount  # type: ignore[attr-defined]
+            if claimed == 1:
+                return True
+            log.warning("callback attempt %s: the caller's key came again or too late; refused",
+                        attempt_id)
+            return False
+        finish(self.db, self.policy, attempt_id, "callee-not-confirmed", now)
+        return False
+
     def bridged(self, attempt_id: int, dial_status: str, seconds: str,
                 now: datetime | None = None) -> Done:
         outcome = DIAL_OUTCOMES.get(dial_status, "failed")
+        if outcome == ANSWERED:
+            with self.db.session() as s:
+                attempt = s.get(CallbackAttempt, attempt_id)
+                if attempt is not None and attempt.callee_confirmed_at is None:
+                    # Their phone answered but nobody pressed the key (hung up, a voicemail
+                    # that beat the detection): no bridge was made.
+                    outcome = "callee-not-confirmed"
         finish(self.db, self.policy, attempt_id, outcome, now,
-               int(seconds) if seconds.isdigit() else None)
-        return Done("ended")
+               int(seconds) if seconds.isdigit() and outcome == ANSWERED else None)
+        with self.db.session() as s:
+            attempt = s.get(CallbackAttempt, attempt_id)
+            final = attempt.outcome if attempt is not None else None
+        return Done("ended" if final == ANSWERED else "unanswered")
 
     def status(self, attempt_id: int, call_status: str, now: datetime | None = None) -> None:
         """The operator's leg ended: busy, no answer, or hung up before a bridge."""

@@ -23,7 +23,7 @@ from ivr.errors import FlowNotServed, StateError
 from ivr.flow import CONSENT_VARIABLE
 from ivr.limits import MAX_TWIML_BYTES
 from ivr.registry import FlowRegistry
-from ivr.twiml import EMPTY, Renderer, SignatureChecker, decode_state
+from ivr.twiml import EMPTY, HANGUP, Renderer, SignatureChecker, decode_state
 from ivr.voicemail import Reported
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ class CallHandler:
         self.transfer = transfer
         self.ended = ended
         self.renderer = Renderer(settings.public_base_url, settings.hotline_number)
-        self.checker = SignatureChecker(settings.twilio_auth_token)
+        self.checker = SignatureChecker(settings.twilio_auth_token, settings.webhook_shared_keys)
 
     def _context(self, params: Params) -> Context:
         number = params.get("From", "")
@@ -274,8 +274,31 @@ class CallbackHandler:
             if isinstance(found, Done):
                 return self.renderer.operator_done(found.reason, speak_in)
             return self.renderer.bridge(found.number, found.caller_id, speak_in,
-                                        self._url("bridged", attempt))
+                                        self._url("bridged", attempt), self._url("callee", attempt))
         return self._guard(query, params, act)
+
+    def callee(self, query: Params, params: Params) -> Reply:
+        """Whoever answered the caller's phone (`<Number url>`), before the bridge: asked for a
+        key (e absent), or their key (e=key), or their silence (e=none). Whatever fails here,
+        that leg hangs up: no bridge is the safe side."""
+        try:
+            attempt = self._attempt(query)
+            event = query.get("e", "")
+            if event == "":
+                found = self.leg.callee_answered(attempt, params.get("AnsweredBy", ""), self.clock())
+                if isinstance(found, Done):
+                    return Reply(HANGUP)
+                return Reply(self.renderer.callee_question(
+                    found, self._url("callee", attempt) + "&e=key",
+                    self._url("callee", attempt) + "&e=none"))
+            digits = params.get("Digits", "").strip() if event == "key" else ""
+            if self.leg.callee_pressed(attempt, digits, self.clock()):
+                return Reply(EMPTY)  # the end of this document: Twilio bridges the two legs
+            return Reply(HANGUP)
+        except Exception:
+            log.exception("callback webhook for the caller's phone failed (attempt %s); hung up",
+                          query.get("a", "?")[:12])
+            return Reply(HANGUP)
 
     def bridged(self, query: Params, params: Params) -> Reply:
         def act(attempt: int, speak_in: str) -> str:

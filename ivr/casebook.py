@@ -121,7 +121,8 @@ def show_case(db: Database, vault: Vault, case_id: int, actor: str) -> dict[str,
             case.acted_at = utcnow()  # its operator opened it: no re-offer
         found["callbacks"] = [
             {"attempt": a.id, "operator_id": a.operator_id, "started_at": _iso(a.started_at),
-             "confirmed_at": _iso(a.confirmed_at), "ended_at": _iso(a.ended_at),
+             "confirmed_at": _iso(a.confirmed_at),
+             "callee_confirmed_at": _iso(a.callee_confirmed_at), "ended_at": _iso(a.ended_at),
              "outcome": a.outcome, "seconds": a.seconds}
             for a in s.scalars(select(CallbackAttempt).where(CallbackAttempt.case_id == case.id)
                                .order_by(CallbackAttempt.id))

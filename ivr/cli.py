@@ -91,12 +91,14 @@ def _serve_development(s: Settings, port: int, argv: list[str]) -> None:
 
     def operator_answers(call: Created) -> None:
         """A callback rings the operator's phone: here it answers, presses 1, and the caller
-        answers too, so `ivr cases callback ID` can be tried with no phone at all."""
+        answers too and presses 1, so `ivr cases callback ID` can be tried with no phone."""
         phone = Phone(HttpTransport(s.public_base_url, f"http://127.0.0.1:{port}"), s.public_base_url,
                       s.twilio_auth_token, s.twilio_account_sid, s.hotline_number)
-        log = phone.answer(call, ScriptedCaller(["1", "answer"]))
+        log = phone.answer(call, ScriptedCaller(["1", "answer"]), callee=ScriptedCaller(["1"]))
+        errors = log.errors + phone.callee_log.errors
         click.echo("Twilio stand-in, the operator's phone: " + " / ".join(h.text for h in log.heard)
-                   + (f" (errors: {'; '.join(log.errors)})" if log.errors else ""))
+                   + "; the caller's phone: " + " / ".join(h.text for h in phone.callee_log.heard)
+                   + (f" (errors: {'; '.join(errors)})" if errors else ""))
 
     env = dict(os.environ)
     api = None
@@ -181,11 +183,12 @@ def worker(burst: bool) -> None:
             conn.ping()
         except redis.RedisError as exc:
             raise click.ClickException(f"cannot reach Redis at REDIS_URL: {exc}") from None
-        jobs.Outbox(services.db, s.redis_url).flush()
-        SimpleWorker([Queue(jobs.QUEUE, connection=conn)], connection=conn).work(burst=True)
+        jobs.Outbox(services.db, s.redis_url, s.redis_namespace).flush()
+        SimpleWorker([Queue(s.redis_namespace, connection=conn)], connection=conn).work(burst=True)
         return
-    jobs.Housekeeper(services.db, s.redis_url, policy=services.policy).start()
-    jobs.work(s.redis_url)
+    jobs.Housekeeper(services.db, s.redis_url, policy=services.policy,
+                     namespace=s.redis_namespace).start()
+    jobs.work(s.redis_url, s.redis_namespace)
 
 
 # --- data ---------------------------------------------------------------------------------
@@ -267,7 +270,20 @@ def _stores() -> tuple[Database, Vault]:
 
 
 def _actor() -> str:
-    return f"cli:{os.environ.get('USER') or 'admin'}"
+    """Who the audit log says did it: the operating-system account this process runs as.
+
+    Not $USER, which anyone can set to anyone (`USER=olena ivr cases show 12`)."""
+    return f"cli:{os_account()}"
+
+
+def os_account() -> str:
+    import pwd
+
+    uid = os.geteuid()
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:  # a uid with no passwd entry (some containers): the number itself
+        return f"uid-{uid}"
 
 
 @cases.command("list")
@@ -564,7 +580,7 @@ def operators_list(numbers: bool, as_json: bool) -> None:
     from ivr.operators import list_operators
 
     db, vault = _stores()
-    rows = list_operators(db, vault, numbers)
+    rows = list_operators(db, vault, numbers, actor=_actor())
     if as_json:
         click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return

@@ -51,6 +51,10 @@ class Settings:
     transfer_ring_max: int = 3
     console_secret_key: str = ""  # CONSOLE_SECRET_KEY; never logged
     console_idle_minutes: int = 30
+    # TWILIO_WEBHOOK_SHARED_KEYS: Twilio SharedKey ids and their secrets; never logged
+    webhook_shared_keys: tuple[tuple[str, str], ...] = ()
+    healthz_token: str = ""  # HEALTHZ_TOKEN; never logged
+    redis_namespace: str = "ivr"  # REDIS_NAMESPACE, or derived from the install (load_settings)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -98,7 +102,46 @@ SETTINGS: dict[str, tuple[str, bool]] = {
                            "(make one: python -c 'import secrets; print(secrets.token_urlsafe(48))')",
                            True),
     "CONSOLE_IDLE_MINUTES": ("minutes without a request after which a console session ends", False),
+    "TWILIO_WEBHOOK_SHARED_KEYS": ("Twilio SharedKey signing keys, `keyid:secret,…`, when a "
+                                   "Webhook Rule signs the hotline's webhooks with them", False),
+    "HEALTHZ_TOKEN": ("a long random string: `Authorization: Bearer …` shows /healthz's details",
+                      False),
+    "REDIS_NAMESPACE": ("a prefix for this install's Redis queues, job ids and locks (default: "
+                        "derived from DATABASE_URL)", False),
 }
+
+
+NAMESPACE = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
+
+
+def default_namespace(database_url: str) -> str:
+    """`ivr-` and a short hash of the install's database URL (without its password): two
+    installs on one machine sharing a Redis never share a queue or a lock, while the web and
+    worker processes of one install, on whatever machine, agree (they share the database)."""
+    import hashlib
+
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        seed = make_url(database_url)._replace(password=None).render_as_string(hide_password=False)
+    except ArgumentError:
+        seed = database_url
+    return "ivr-" + hashlib.sha256(seed.encode()).hexdigest()[:10]
+
+
+def parse_shared_keys(text: str) -> tuple[tuple[str, str], ...]:
+    """`keyid:secret,keyid2:secret2` (two during a rotation); ValueError naming no secret."""
+    keys: list[tuple[str, str]] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        key_id, _, secret = item.partition(":")
+        if not key_id.strip() or not secret.strip():
+            raise ValueError("TWILIO_WEBHOOK_SHARED_KEYS must be `keyid:secret` pairs separated "
+                             "by commas (the SharedKey id Twilio names, and its secret)")
+        keys.append((key_id.strip(), secret.strip()))
+    return tuple(keys)
 
 
 def parse_daytime(text: str) -> tuple[int, int] | None:
@@ -148,6 +191,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "log_level": (get("LOG_LEVEL") or base.log_level).upper(),
         "data_keys": get("IVR_DATA_KEYS"),
         "console_secret_key": get("CONSOLE_SECRET_KEY"),
+        "healthz_token": get("HEALTHZ_TOKEN"),
         "transcribe_engines": get("TRANSCRIBE_ENGINES") or base.transcribe_engines,
     }
     for name, key, default, low in (("RETENTION_DAYS", "retention_days", base.retention_days, 1),
@@ -222,6 +266,16 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         problems.append("CONSOLE_SECRET_KEY is too short: use 32 characters or more of randomness")
     if production and values["twilio_auth_token"] == DEV_AUTH_TOKEN:
         problems.append("TWILIO_AUTH_TOKEN is the development token: set the real one")
+    try:
+        values["webhook_shared_keys"] = parse_shared_keys(get("TWILIO_WEBHOOK_SHARED_KEYS"))
+    except ValueError as exc:
+        problems.append(str(exc))
+    if values["healthz_token"] and len(values["healthz_token"]) < 24:
+        problems.append("HEALTHZ_TOKEN is too short: use 24 characters or more of randomness")
+    namespace = get("REDIS_NAMESPACE")
+    if namespace and not NAMESPACE.match(namespace):
+        problems.append("REDIS_NAMESPACE must be 1-40 letters, digits, `_`, `.` or `-`")
+    values["redis_namespace"] = namespace or default_namespace(values["database_url"])
     if values["log_level"] not in logging.getLevelNamesMapping():
         problems.append(f"LOG_LEVEL {values['log_level']!r} is not DEBUG, INFO, WARNING or ERROR")
     if not values["flows_dir"].is_dir():

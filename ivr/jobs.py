@@ -33,7 +33,7 @@ from ivr.storage import Database, OutboxJob, Vault, utcnow
 
 log = logging.getLogger(__name__)
 
-QUEUE = "ivr"
+QUEUE = "ivr"  # the namespace when none is given (REDIS_NAMESPACE in the settings)
 # Network steps retry with backoff: Twilio or our network may be down for minutes.
 RETRY = Retry(max=5, interval=[10, 30, 60, 300, 900])
 FAILURE_TTL = 30 * 24 * 3600  # failed jobs stay visible (`rq info`) for a month
@@ -200,7 +200,7 @@ def requeue_unfinished(db: Database, queue: Queue, lost_after: timedelta = LOST_
     """Run again the voicemails that are not done and whose job is gone or gave up."""
     count, now = 0, utcnow()
     for recording_id, reported_at in voicemail.unfinished(db, lost_after):
-        job_id = f"{voicemail.PROCESS_RECORDING}-{recording_id}"
+        job_id = job_id_for(queue.name, voicemail.PROCESS_RECORDING, recording_id)
         status = None
         with contextlib.suppress(NoSuchJobError):
             status = Job.fetch(job_id, connection=queue.connection).get_status()
@@ -227,23 +227,25 @@ class Housekeeper(threading.Thread):
     It lives in a process, not in Redis, so a Redis that restarts empty loses nothing for long.
     """
 
-    LOCK, PURGE_DUE = "ivr:housekeeper", "ivr:purge-due"
-
     def __init__(self, db: Database, redis_url: str, every: float = 60.0,
                  lost_after: timedelta = LOST_AFTER,
-                 policy: callbacks.Policy | None = None) -> None:
+                 policy: callbacks.Policy | None = None, namespace: str = QUEUE) -> None:
         super().__init__(name="housekeeper", daemon=True)
         self.db, self.redis_url, self.every, self.lost_after = db, redis_url, every, lost_after
         self.policy = policy or callbacks.Policy()
-        self.outbox = Outbox(db, redis_url)
+        self.namespace = namespace
+        # One lock per install: another install's housekeeper on the same Redis is not ours.
+        self.LOCK, self.PURGE_DUE = f"{namespace}:housekeeper", f"{namespace}:purge-due"
+        self.outbox = Outbox(db, redis_url, namespace)
         self.stopping = threading.Event()
 
     def tick(self) -> bool:
-        """One round; False when another worker's housekeeper has it."""
+        """One round; False when another worker's housekeeper (of this install) has it."""
         conn = redis_client(self.redis_url)
         if not conn.set(self.LOCK, "1", nx=True, ex=max(1, int(self.every * 0.9))):
             return False
-        queue = Queue(QUEUE, connection=conn)
+        qname = self.namespace  # this install's queue
+        queue = Queue(qname, connection=conn)
         # Cases nobody acted on, operators never told, callbacks due: jobs via the outbox. Each
         # on its own: a failure in one must not stop the voicemail backstops below.
         chores: list[tuple[str, Callable[[], object]]] = [
@@ -257,15 +259,15 @@ class Housekeeper(threading.Thread):
             except Exception:
                 log.exception("housekeeping: %s failed; the rest goes on", name)
         self.outbox.flush()
-        if not conn.exists(RQScheduler.get_locking_key(QUEUE)):
+        if not conn.exists(RQScheduler.get_locking_key(qname)):
             # No live rq scheduler (it dies with a Redis outage and comes back only at rq's
             # 10-minute maintenance): move the retries that are due ourselves.
-            scheduler = RQScheduler([QUEUE], connection=conn)
-            scheduler.prepare_registries([QUEUE])
+            scheduler = RQScheduler([qname], connection=conn)
+            scheduler.prepare_registries([qname])
             scheduler.enqueue_scheduled_jobs()  # type: ignore[no-untyped-call]
         requeue_unfinished(self.db, queue, self.lost_after)
         if conn.set(self.PURGE_DUE, "1", nx=True, ex=int(PURGE_EVERY.total_seconds())):
-            queue.enqueue(purge_expired, job_id=f"purge-expired-{int(time.time())}",
+            queue.enqueue(purge_expired, job_id=job_id_for(qname, "purge-expired", int(time.time())),
                           result_ttl=86400, failure_ttl=FAILURE_TTL)
             fixed = recount(self.db)  # hourly too: the open-case counts the rule reads
             if fixed:
@@ -293,7 +295,7 @@ class Housekeeper(threading.Thread):
 PURGE_EVERY = timedelta(hours=1)
 
 
-def work(redis_url: str) -> None:
+def work(redis_url: str, namespace: str = QUEUE) -> None:
     """A worker's main loop, until SIGTERM/SIGINT: survives Redis going away and coming back.
 
     `SimpleWorker` runs jobs in this process, so a speech model is loaded once per worker,
@@ -315,7 +317,7 @@ def work(redis_url: str) -> None:
         if warned:
             log.warning("Redis is back; working again")
         wait, warned = 1.0, False
-        worker = SimpleWorker([Queue(QUEUE, connection=conn)], connection=conn)
+        worker = SimpleWorker([Queue(namespace, connection=conn)], connection=conn)
         try:
             worker.work(with_scheduler=True)  # the scheduler runs retries that wait (rq Retry)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -343,10 +345,16 @@ def redis_client(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=2)
 
 
+def job_id_for(namespace: str, job: str, target: int) -> str:
+    """An rq job id (its Redis key, `rq:job:ID`, is global): the install's namespace first."""
+    return f"{namespace}-{job}-{target}"
+
+
 class Outbox:
-    def __init__(self, db: Database, redis_url: str) -> None:
+    def __init__(self, db: Database, redis_url: str, namespace: str = QUEUE) -> None:
         self.db = db
         self.redis_url = redis_url
+        self.namespace = namespace  # this install's queue (REDIS_NAMESPACE)
         self.failed_at = -REDIS_BACKOFF  # monotonic time of the last failure to reach Redis
         self._queue: Queue | None = None  # one connection pool per process (redis-py is fork-aware)
 
@@ -363,7 +371,7 @@ class Outbox:
         if not todo:
             return 0
         if self._queue is None:
-            self._queue = Queue(QUEUE, connection=redis_client(self.redis_url))
+            self._queue = Queue(self.namespace, connection=redis_client(self.redis_url))
         queue = self._queue
         try:
             queue.connection.ping()
@@ -376,7 +384,8 @@ class Outbox:
             if not self._claim(job_id):  # another process got it first
                 continue
             try:
-                queue.enqueue(JOBS[job], target, job_id=f"{job}-{target}", retry=RETRY,
+                queue.enqueue(JOBS[job], target, job_id=job_id_for(self.namespace, job, target),
+                              retry=RETRY,
                               failure_ttl=FAILURE_TTL)
                 done += 1
             except redis.RedisError as exc:

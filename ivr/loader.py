@@ -496,6 +496,14 @@ class _FlowReader:
                 v["speech"], "`speech: true` but no option lists `words` to listen for",
                 warning=True,
             )
+        if speech:
+            # Not an error: a hotline may accept the trade. But it must be a choice, made
+            # knowing that Twilio's recogniser, not our machines, hears these words.
+            doc.problem(
+                v["speech"], f"privacy: menu `{name}` listens for speech, so what callers say "
+                "here is sent to Twilio's cloud speech recogniser",
+                "remove `speech: true` to keep this menu keypad-only", note=True,
+            )
         return Menu(
             name,
             need(self.prompt(v["prompt"], f"prompt of {what}")),

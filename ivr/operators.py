@@ -310,18 +310,25 @@ def supervisors(db: Database) -> list[int]:
                               .order_by(Operator.id)))
 
 
-def list_operators(db: Database, vault: Vault, numbers: bool = False) -> list[dict[str, object]]:
-    """Every operator, disabled ones too; their numbers only when asked for."""
+def list_operators(db: Database, vault: Vault, numbers: bool = False,
+                   actor: str = "admin") -> list[dict[str, object]]:
+    """Every operator, disabled ones too; their numbers only when asked for, and then the
+    reading is audited (who, and whose numbers) in the same transaction."""
     with db.session() as s:
         load = _load(s)
-        return [
+        ops = list(s.scalars(select(Operator).order_by(Operator.id)))
+        rows: list[dict[str, object]] = [
             {"id": op.id, "name": op.name, "languages": op.languages.split(","),
              "regions": op.regions.split(","), "timezone": op.timezone, "hours": op.hours,
              "capacity": op.capacity, "open_cases": load.get(op.id, 0), "on_duty": op.on_duty,
              "active": op.active, "role": op.role,
              **({"number": vault.open_operator_number(op)} if numbers else {})}
-            for op in s.scalars(select(Operator).order_by(Operator.id))
+            for op in ops
         ]
+        if numbers and ops:
+            s.add(AuditEntry(actor=actor, action="operator-numbers-read",
+                             detail=("operators " + ",".join(str(op.id) for op in ops))[:500]))
+        return rows
 
 
 def _load(s: Session) -> dict[int, int]:

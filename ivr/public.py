@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import hmac
+from datetime import UTC, datetime
+from functools import cache
+from importlib import metadata
 
 import redis
-from flask import Blueprint, Response, current_app, jsonify, send_from_directory
+from flask import Blueprint, Response, current_app, jsonify, request, send_from_directory, session
 from sqlalchemy.exc import SQLAlchemyError
 
 from ivr.calls import CallHandler
@@ -17,7 +21,12 @@ bp = Blueprint("public", __name__)
 
 @bp.get("/healthz")
 def healthz() -> Response:
-    """What is up. Always 200 while the process serves: calls work without Redis."""
+    """What is up. Always 200 while the process serves: calls work without Redis.
+
+    Anyone may ask (a monitor, a load balancer), so the open answer says only `status` (up or
+    degraded) and the versions; what is wrong, file paths and how many voicemails wait are
+    for `Authorization: Bearer HEALTHZ_TOKEN` or a signed-in admin's console session.
+    """
     h: CallHandler = current_app.extensions["ivr"]
     db: Database = current_app.extensions["ivr.db"]
     db_error = db.ping()
@@ -35,16 +44,22 @@ def healthz() -> Response:
         s.id: {"version": s.version, "file": s.file, "stale": s.stale, "archived": s.archived}
         for s in h.registry.status()
     }
+    problems = [str(p) for p in h.registry.problems if not p.warning]
+    entry_ok = h.settings.entry_flow in flows
+    healthy = db_error is None and keys_error is None and entry_ok and not problems
+    if not _may_see_details(h.settings.healthz_token):
+        return _no_store(jsonify({
+            "status": "up" if healthy else "degraded",
+            "versions": {"ivr": _version(), "flows": {i: f["version"] for i, f in flows.items()}},
+        }))
     waiting = None
     if db_error is None:
         outbox: Outbox = current_app.extensions["ivr.outbox"]
         with contextlib.suppress(SQLAlchemyError):  # tables not made yet: `ivr db upgrade`
             waiting = outbox.pending()
-    problems = [str(p) for p in h.registry.problems if not p.warning]
-    entry_ok = h.settings.entry_flow in flows
     body = {
-        "status": "ok" if db_error is None and keys_error is None and entry_ok and not problems
-        else "degraded",
+        "status": "ok" if healthy else "degraded",
+        "versions": {"ivr": _version(), "flows": {i: f["version"] for i, f in flows.items()}},
         "database": {"ok": db_error is None, "backend": db.backend,
                      **({"error": db_error} if db_error else {})},
         "keystore": {"ok": keys_error is None, "backend": keystore.backend,
@@ -56,9 +71,43 @@ def healthz() -> Response:
         "entry_flow": {"id": h.settings.entry_flow, "ok": entry_ok},
         "flow_problems": problems[:20],
     }
-    response = jsonify(body)
+    return _no_store(jsonify(body))
+
+
+def _no_store(response: Response) -> Response:
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+@cache
+def _version() -> str:
+    try:
+        return metadata.version("hotline-ivr")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _may_see_details(token: str) -> bool:
+    """`Authorization: Bearer <HEALTHZ_TOKEN>` (compared in constant time), or the console
+    session of a signed-in admin (the same checks as the console: active, enrolled, same
+    session epoch, not idle)."""
+    given = request.headers.get("Authorization", "")
+    if token and given.startswith("Bearer ") and hmac.compare_digest(
+            given[len("Bearer "):].strip().encode(), token.encode()):
+        return True
+    console = current_app.extensions.get("ivr.console")
+    uid, epoch, seen = session.get("uid"), session.get("epoch"), session.get("seen", 0)
+    if console is None or not isinstance(uid, int) or not isinstance(epoch, int):
+        return False
+    idle = console.settings.console_idle_minutes * 60
+    clock = current_app.config.get("IVR_CLOCK")
+    now = (clock() if clock else datetime.now(UTC)).timestamp()
+    if not isinstance(seen, int | float) or now - float(seen) > idle:
+        return False
+    from ivr.console.auth import load_user
+
+    found = load_user(console.db, uid, epoch)
+    return found is not None and found.admin
 
 
 @bp.get("/audio/<path:name>")

@@ -205,8 +205,9 @@ class Operator(Base):
 class CallbackAttempt(Base):
     """One try at calling a caller back: the operator's leg first, then the bridge.
 
-    Outcome: answered, busy, no-answer, failed, canceled (the caller's leg), or
-    operator-busy, operator-no-answer, operator-failed, not-confirmed (the operator's)."""
+    Outcome: answered, busy, no-answer, failed, canceled, callee-not-confirmed, machine (the
+    caller's leg), or operator-busy, operator-no-answer, operator-failed, not-confirmed (the
+    operator's). `confirmed_at` is set once, by the one request that hands out the bridge."""
 
     __tablename__ = "callback_attempts"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -215,6 +216,8 @@ class CallbackAttempt(Base):
     call_sid: Mapped[str | None] = mapped_column(String(64), unique=True)  # the operator's leg
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # the operator pressed 1
+    # whoever answered the caller's phone pressed the key: only then is the bridge made
+    callee_confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     outcome: Mapped[str | None] = mapped_column(String(24))
     seconds: Mapped[int | None] = mapped_column(Integer)  # of the bridged conversation

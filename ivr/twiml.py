@@ -19,6 +19,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import re
 from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
@@ -206,15 +207,38 @@ class Renderer:
         r.hangup()
         return str(r)
 
-    def bridge(self, number: str, caller_id: str, speak_in: str, action: str,
+    def bridge(self, number: str, caller_id: str, speak_in: str, action: str, callee_url: str,
                timeout: int = 30) -> str:
-        """Connect the operator to the caller; the caller's phone shows `caller_id` only."""
+        """Connect the operator to the caller; the caller's phone shows `caller_id` only.
+
+        Before the bridge, Twilio runs `callee_url`'s TwiML for whoever answers the caller's
+        phone (`<Number url>`): a neutral question and a key. Answering-machine detection
+        (`machineDetection="Enable"`) tells that webhook `AnsweredBy`, so a voicemail gets
+        nothing at all.
+        """
         voice, locale = APOLOGY_VOICES[speak_in]
         r = VoiceResponse()
         r.say(OPERATOR_TEXT[speak_in]["connecting"], voice=voice, language=locale)
         d = r.dial(caller_id=caller_id, answer_on_bridge=True, timeout=timeout, action=action,
                    method="POST")
-        d.number(number)
+        # Detection gives up after 8 s ("unknown"): the question is then asked, and the key
+        # decides; the operator hears ringing meanwhile, not 30 s of Twilio's default.
+        d.number(number, url=callee_url, method="POST", machine_detection="Enable",
+                 machine_detection_timeout=8)
+        return str(r)
+
+    def callee_question(self, language: str, key_url: str, none_url: str) -> str:
+        """What the caller's phone hears before the bridge: a call, a key; nothing that names
+        the hotline (whoever holds the phone now may not be the caller). No key: hang up."""
+        lang = language if language in CALLEE_TEXT else "ru"
+        voice, locale = APOLOGY_VOICES[lang]
+        r = VoiceResponse()
+        g = Gather(num_digits=1, timeout=8, action=key_url, method="POST")
+        g.say(CALLEE_TEXT[lang], voice=voice, language=locale)
+        g.pause(length=1)
+        g.say(CALLEE_TEXT[lang], voice=voice, language=locale)
+        r.append(g)
+        r.redirect(none_url, method="POST")
         return str(r)
 
     def operator_done(self, reason: str, speak_in: str) -> str:
@@ -227,6 +251,23 @@ class Renderer:
 
 EMPTY = str(VoiceResponse())
 
+
+def _hangup() -> str:
+    r = VoiceResponse()
+    r.hangup()
+    return str(r)
+
+
+HANGUP = _hangup()  # the caller's phone, when the bridge must not happen: nothing said
+
+# What whoever answers a caller's phone hears before a callback is bridged: nothing that
+# names the hotline (it may be a voicemail, or a phone someone else holds now).
+CALLEE_TEXT = {
+    "ru": "Вам звонят. Чтобы ответить, нажмите 1.",
+    "uk": "Вам телефонують. Щоб відповісти, натисніть 1.",
+    "en": "You have a call. To take it, press 1.",
+}
+
 # What an operator hears on a callback: in Ukrainian, English or Russian (their first).
 OPERATOR_TEXT: dict[str, dict[str, Any]] = {
     "en": {
@@ -235,6 +276,8 @@ OPERATOR_TEXT: dict[str, dict[str, Any]] = {
         "noinput": "No key was pressed. The callback is cancelled. Goodbye.",
         "connecting": "Connecting you to the caller now.",
         "ended": "The call has ended. Goodbye.",
+        "unanswered": "The caller did not answer. Goodbye.",
+        "replayed": "Goodbye.",
         "cancelled": "The callback is cancelled. Goodbye.",
         "gone": "This callback is no longer needed. Goodbye.",
         "window": "The caller's safe hours have ended, so the callback is rescheduled. Goodbye.",
@@ -247,6 +290,8 @@ OPERATOR_TEXT: dict[str, dict[str, Any]] = {
         "noinput": "Кнопку не натиснуто. Дзвінок скасовано. До побачення.",
         "connecting": "З'єднуємо вас з абонентом.",
         "ended": "Розмову завершено. До побачення.",
+        "unanswered": "Абонент не відповів. До побачення.",
+        "replayed": "До побачення.",
         "cancelled": "Дзвінок скасовано. До побачення.",
         "gone": "Цей дзвінок більше не потрібен. До побачення.",
         "window": "Безпечний для абонента час минув, дзвінок перенесено. До побачення.",
@@ -259,6 +304,8 @@ OPERATOR_TEXT: dict[str, dict[str, Any]] = {
         "noinput": "Кнопка не нажата. Звонок отменён. До свидания.",
         "connecting": "Соединяем вас с абонентом.",
         "ended": "Разговор завершён. До свидания.",
+        "unanswered": "Абонент не ответил. До свидания.",
+        "replayed": "До свидания.",
         "cancelled": "Звонок отменён. До свидания.",
         "gone": "Этот звонок больше не нужен. До свидания.",
         "window": "Безопасное для абонента время закончилось, звонок перенесён. До свидания.",
@@ -315,11 +362,18 @@ class SignatureChecker:
     holds the two equal on random input), at a third of its cost on the webhook hot path.
     Anything else, a mismatch or another algorithm, goes through `RequestValidator.validate`,
     which also tries the URL with and without an explicit port.
+
+    SharedKey signing (Twilio's Webhooks configuration API): when a Webhook Rule matches,
+    Twilio signs the same string with a SharedKey's secret instead of the auth token, with
+    the algorithm the Setting names, and says which in `X-Twilio-Webhooks-Signature-Settings:
+    key=<id>,algorithm=HMAC_SHA256`. Such a request is checked with that key's secret from
+    TWILIO_WEBHOOK_SHARED_KEYS; a key we do not hold is refused with a line saying so.
     """
 
-    def __init__(self, auth_token: str) -> None:
+    def __init__(self, auth_token: str, shared_keys: tuple[tuple[str, str], ...] = ()) -> None:
         self.validator = RequestValidator(auth_token)
         self._key = auth_token.encode()
+        self._shared = {key_id: RequestValidator(secret) for key_id, secret in shared_keys}
 
     def expected(self, url: str, params: dict[str, list[str]]) -> str:
         """Base64 HMAC-SHA1 of the URL then each name+value, sorted, duplicates once."""
@@ -329,17 +383,45 @@ class SignatureChecker:
         digest = hmac.new(self._key, payload.encode(), hashlib.sha1).digest()
         return base64.b64encode(digest).decode()
 
+    def refusal(
+        self, url: str, params: dict[str, list[str]], signature: str, settings_header: str = ""
+    ) -> str | None:
+        """None when the request is Twilio's; otherwise why not, for the log (no values)."""
+        if not signature:
+            return "missing signature"
+        if settings_header:
+            return self._shared_key(url, params, signature, settings_header)
+        if hmac.compare_digest(self.expected(url, params).encode(), signature.encode()):
+            return None
+        if self.validator.validate(url, _Params(params), signature, HMAC_SHA1):
+            return None
+        return "forged or mismatched signature"
+
+    def _shared_key(self, url: str, params: dict[str, list[str]], signature: str,
+                    header: str) -> str | None:
+        fields = dict(part.strip().partition("=")[::2] for part in header.split(","))
+        key_id = SAFE_ID.sub("?", fields.get("key", "").strip())[:80]
+        algorithm = get_signature_algorithm(header).upper()
+        if algorithm not in SHARED_KEY_ALGORITHMS:
+            return (f"signed with Twilio SharedKey {key_id or '(no key id)'} and algorithm "
+                    f"{SAFE_ID.sub('?', algorithm)[:30]}, which this version cannot check")
+        validator = self._shared.get(key_id)
+        if validator is None:
+            return (f"signed with Twilio SharedKey {key_id or '(no key id)'}, which "
+                    "TWILIO_WEBHOOK_SHARED_KEYS does not hold: add `id:secret` for it, or "
+                    "remove the Webhook Rule that signs these URLs with it")
+        if validator.validate(url, _Params(params), signature, algorithm):
+            return None
+        return f"forged or mismatched signature (Twilio SharedKey {key_id})"
+
     def valid(
         self, url: str, params: dict[str, list[str]], signature: str, settings_header: str = ""
     ) -> bool:
-        if not signature:
-            return False
-        algorithm = get_signature_algorithm(settings_header)
-        if algorithm == HMAC_SHA1 and hmac.compare_digest(
-            self.expected(url, params).encode(), signature.encode()
-        ):
-            return True
-        return bool(self.validator.validate(url, _Params(params), signature, algorithm))
+        return self.refusal(url, params, signature, settings_header) is None
 
     def sign(self, url: str, params: dict[str, str]) -> str:
         return str(self.validator.compute_signature(url, params))
+
+
+SAFE_ID = re.compile(r"[^A-Za-z0-9_.-]")  # what of a header may reach a log line
+SHARED_KEY_ALGORITHMS = ("HMAC_SHA1", "HMAC_SHA256")

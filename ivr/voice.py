@@ -8,7 +8,9 @@ which says http:// and an internal host behind a TLS proxy (twilio-python issue 
 from __future__ import annotations
 
 import logging
-from urllib.parse import unquote_plus
+import re
+from typing import NoReturn
+from urllib.parse import unquote, unquote_plus
 
 from flask import Blueprint, Response, abort, current_app, g, request
 from werkzeug.exceptions import HTTPException
@@ -49,26 +51,57 @@ def params() -> dict[str, str]:
     return found
 
 
+FORM = "application/x-www-form-urlencoded"
+
+
+def raw_path() -> str | None:
+    """The path exactly as the client sent it (gunicorn: RAW_URI; others: REQUEST_URI)."""
+    raw = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI")
+    if not raw:
+        return None
+    path = str(raw).split("?", 1)[0]
+    if "://" in path:  # an absolute-form request line: keep the path only
+        path = "/" + path.split("://", 1)[1].partition("/")[2]
+    return path
+
+
 @bp.before_request
 def check_signature() -> None:
+    """Only Twilio's own requests pass: form-encoded, a plain path, a valid signature.
+
+    The signed URL is built from the decoded path, so a path with escapes (`%2F`, `%74`)
+    that decodes to ours could carry a signature made for another URL: refused. Twilio posts
+    form-encoded bodies only; a JSON or multipart body is refused before it is parsed.
+    """
     h = handler()
+    raw = raw_path()
+    if raw is not None and raw != unquote(raw):
+        refuse("the raw path differs from its decoded form")
+    if request.method == "POST" and request.mimetype != FORM and (
+            request.mimetype or request.content_length):  # (an empty POST holds nothing)
+        refuse(f"Content-Type {SAFE_TYPE.sub('?', request.mimetype or 'none')[:60]} is not {FORM}")
     query = request.environ.get("QUERY_STRING", "")
     url = h.settings.public_base_url + request.path + (f"?{query}" if query else "")
     if request.method != "POST":
         form: dict[str, list[str]] = {}
         g.twilio_params = request.args.to_dict()
-    elif request.mimetype == "application/x-www-form-urlencoded":
+    else:
         form = parse_form(request.get_data(as_text=True))
         g.twilio_params = {name: values[0] for name, values in form.items()}
-    else:
-        form = request.form.to_dict(flat=False)
-        g.twilio_params = request.form.to_dict()
     signature = request.headers.get("X-Twilio-Signature", "")
     settings = request.headers.get("X-Twilio-Webhooks-Signature-Settings", "")
-    if not h.checker.valid(url, form, signature, settings):
-        log.warning("rejected %s %s: %s signature", request.method, request.path,
-                    "forged or mismatched" if signature else "missing")
-        abort(403)
+    why = h.checker.refusal(url, form, signature, settings)
+    if why is not None:
+        refuse(why)
+
+
+SAFE_TYPE = re.compile(r"[^A-Za-z0-9/+._-]")
+
+
+def refuse(why: str) -> NoReturn:
+    """403, and one log line saying why: the method and path, never a parameter."""
+    log.warning("rejected %s %s: %s", request.method, request.path[:100], why)
+    abort(403)
 
 
 def twiml(reply: Reply) -> Response:
@@ -118,6 +151,12 @@ def callback_answer() -> Response:
 def callback_connect() -> Response:
     """The operator's key after the whisper: 1 bridges to the caller."""
     return twiml(callbacks().connect(request.args.to_dict(), params()))
+
+
+@bp.route("/callback/callee", methods=METHODS)
+def callback_callee() -> Response:
+    """The caller's phone answered a callback's <Dial>: the key that allows the bridge."""
+    return twiml(callbacks().callee(request.args.to_dict(), params()))
 
 
 @bp.route("/callback/bridged", methods=METHODS)

@@ -218,6 +218,10 @@ def process_recording(db: Database, vault: Vault, tools: Tools, recording_id: in
     with db.session() as s:
         rec = s.get(Recording, recording_id)
         if rec is None:
+            # Not "done": a job for a recording this database never had came from another
+            # install sharing the Redis (see REDIS_NAMESPACE), or from before a restore.
+            log.warning("job for recording %s: no such recording in this database (another "
+                        "install's job, or a restored database?); nothing done", recording_id)
             return "missing"
         case_id = s.scalars(select(Case.id).where(Case.recording_id == recording_id)).one()
         sid, stored, status = rec.recording_sid, rec.audio is not None, rec.status

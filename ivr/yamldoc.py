@@ -36,9 +36,10 @@ class Problem:
     message: str
     hint: str = ""
     warning: bool = False
+    note: bool = False  # for the reader's information (privacy, say): neither error nor warning
 
     def __str__(self) -> str:
-        kind = "warning: " if self.warning else ""
+        kind = "note: " if self.note else "warning: " if self.warning else ""
         hint = f" ({self.hint})" if self.hint else ""
         return f"{self.file}:{self.line}:{self.col}: {kind}{self.message}{hint}"
 
@@ -61,10 +62,11 @@ class Doc:
         thousands of unknown keys is not worth a fuzzy match each."""
         return did_you_mean(word, choices) if len(self.problems) < MAX_PROBLEMS else ""
 
-    def problem(self, node: Node, message: str, hint: str = "", warning: bool = False) -> None:
+    def problem(self, node: Node, message: str, hint: str = "", warning: bool = False,
+                note: bool = False) -> None:
         mark = node.start_mark
         self.problems.append(
-            Problem(self.file, mark.line + 1, mark.column + 1, message, hint, warning)
+            Problem(self.file, mark.line + 1, mark.column + 1, message, hint, warning or note, note)
         )
 
     def mapping(self, node: Node, what: str) -> dict[str, tuple[Node, Node]] | None:

@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TEST_FLOWS = ROOT / "tests" / "flows"
 BASE = "https://hotline.example.org"
 TOKEN = "test-auth-token"
+HEALTHZ_TOKEN = "healthz-token-for-the-tests-0123456789"
 TEST_KEYS = "test-key-2:" + "A" * 43 + ",test-key-1:" + "B" * 43
 
 
@@ -58,6 +59,7 @@ def settings(tmp_path: Path, flows_dir: Path) -> Settings:
         data_keys=TEST_KEYS,
         keystore_url=f"sqlite:///{tmp_path / 'keys.db'}",
         outbox_flush_seconds=0,
+        healthz_token=HEALTHZ_TOKEN,
     )
 
 
@@ -130,6 +132,11 @@ def keystore_url(database_url: str, tmp_path: Path) -> str:
 def client(app: Flask) -> Iterator[FlaskClient]:
     with app.test_client() as c:
         yield c
+
+
+def healthz_details(client: FlaskClient) -> Any:
+    """/healthz with its details (the token a monitor would send)."""
+    return client.get("/healthz", headers={"Authorization": f"Bearer {HEALTHZ_TOKEN}"}).get_json()
 
 
 def call_params(**extra: str) -> dict[str, str]:

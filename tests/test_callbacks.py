@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 from flask import Flask
 from sqlalchemy import select, update
+from twilio.request_validator import RequestValidator
 
 from ivr import callbacks, create_app, jobs
 from ivr.callbacks import Policy, finish, in_window, next_in_window, reoffer_due
@@ -27,6 +28,7 @@ from ivr.config import Settings
 from ivr.operators import add_operator, edit_operator, recount
 from ivr.standin import Created, FlaskTransport, Phone, ScriptedCaller, TwilioApi
 from ivr.storage import CallbackAttempt, Case, Database, Operator, OutboxJob, Vault, upgrade
+from ivr.twiml import EMPTY
 from tests.conftest import BASE, ROOT, SUNDAY, TEST_KEYS, TOKEN, signed
 
 CALLER = "+79781234567"  # a Crimean mobile
@@ -154,14 +156,18 @@ def test_case_sms_callback_whisper_press_1_bridge_outcome(
     assert call.params["StatusCallback"] == f"{BASE}/twilio/callback/status?a={attempt.id}"
     assert desk.case(case_id).callback_status == "calling"
 
-    # Olena answers, hears the whisper, presses 1; the caller picks up.
+    # Olena answers, hears the whisper, presses 1; the caller picks up, hears a neutral
+    # question in Russian, presses 1, and only then are the two bridged.
     olena_phone = Person(["1", "answer"])
-    log = desk.phone().answer(call, olena_phone)
-    assert not log.errors, log.errors
+    phone = desk.phone()
+    log = phone.answer(call, olena_phone, callee=ScriptedCaller(["1"]))
+    assert not log.errors and not phone.callee_log.errors, (log.errors, phone.callee_log.errors)
     heard = log.text()
     assert f"справа {case_id}" in heard and "російською" in heard and "crimea" in heard  # in Ukrainian
     assert "З'єднуємо" in heard and "Розмову завершено" in heard
     assert olena_phone.dialled == [[CALLER]]  # Twilio dials the caller; Olena hears no number
+    assert phone.callee_log.text() == "\n".join(["Вам звонят. Чтобы ответить, нажмите 1."] * 2)
+    assert phone.callee_log.ended == "end-of-document"  # the bridge
 
     [attempt] = desk.attempts(case_id)
     assert attempt.outcome == "answered" and attempt.confirmed_at is not None and attempt.seconds == 42
@@ -200,30 +206,120 @@ def test_the_bridge_shows_the_regions_caller_id_and_answers_on_bridge(desk: Desk
     assert dial.get("callerId") == CRIMEA_CALLER_ID and dial.get("answerOnBridge") == "true"
     assert dial.get("action") == f"{BASE}/twilio/callback/bridged?a={attempt}"
     assert [n.text for n in dial] == [CALLER]
+    [number] = dial
+    assert number.get("url") == f"{BASE}/twilio/callback/callee?a={attempt}"
+    assert number.get("machineDetection") == "Enable"
     # A forged request to the same URL gets nothing.
     forged = client.post(f"/twilio/callback/connect?a={attempt}", data={**params, "Digits": "1"})
     assert forged.status_code == 403
 
 
-@pytest.mark.parametrize(("pick_up", "presses", "outcome"), [
-    ("busy", [], "operator-busy"),
-    ("no-answer", [], "operator-no-answer"),
-    ("answer", ["wait"], "not-confirmed"),  # the operator's voicemail took it: no key
-    ("answer", ["2"], "not-confirmed"),
-    ("answer", ["1", "busy"], "busy"),  # the caller's phone is busy
-    ("answer", ["1", "no-answer"], "no-answer"),
+class Machine(ScriptedCaller):
+    """A voicemail box at the caller's number: answering-machine detection says so."""
+
+    answered_by = "machine_start"
+
+
+def test_a_captured_connect_request_replayed_gets_no_number(
+    desk: Desk, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The attack: a signed `/twilio/callback/connect?a=N` with Digits=1, captured (a proxy log,
+    a leaked capture) and sent again, answered with the caller's number each time."""
+    desk.add("Olena", OLENA)
+    case_id = desk.voicemail("1")
+    tel = jobs.telephony_for(desk.settings)
+    attempt = callbacks.start_callback(desk.db, desk.vault, tel, BASE, Policy(), case_id, now=SUNDAY)
+    params = {"CallSid": desk.api.calls[-1].sid, "AccountSid": desk.settings.twilio_account_sid,
+              "From": HOTLINE, "To": OLENA, "CallStatus": "in-progress", "Direction": "outbound-api",
+              "Digits": "1"}
+    path = f"/twilio/callback/connect?a={attempt}"
+    signature = RequestValidator(TOKEN).compute_signature(BASE + path, params)
+    client = desk.app.test_client()
+
+    def send() -> str:
+        r = client.post(path, data=params, headers={"X-Twilio-Signature": signature})
+        assert r.status_code == 200
+        return str(r.get_data(as_text=True))
+
+    first = send()
+    assert CALLER in first and "<Dial" in first
+    caplog.set_level(logging.INFO)
+    for _ in range(3):  # during the call, and again and again
+        again = send()
+        assert CALLER not in again and "<Dial" not in again and "<Number" not in again
+        assert parse(again).find("Say") is not None and "До побачення" in again
+    finish(desk.db, Policy(), attempt, "answered", SUNDAY)
+    after = send()  # long after the call ended
+    assert CALLER not in after and "<Dial" not in after
+    replays = [r.getMessage() for r in caplog.records if "asked for again" in r.getMessage()]
+    assert len(replays) == 4 and all(CALLER not in m and CALLER[1:] not in m for m in replays)
+    [row] = desk.attempts(case_id)
+    assert row.outcome == "answered"  # the replays changed nothing
+
+
+def test_the_callers_key_cannot_be_replayed_into_a_second_bridge(desk: Desk) -> None:
+    desk.add("Olena", OLENA)
+    case_id = desk.voicemail("1")
+    tel = jobs.telephony_for(desk.settings)
+    attempt = callbacks.start_callback(desk.db, desk.vault, tel, BASE, Policy(), case_id, now=SUNDAY)
+    client = desk.app.test_client()
+    base = {"CallSid": "CA" + "c" * 32, "AccountSid": desk.settings.twilio_account_sid,
+            "From": CRIMEA_CALLER_ID, "To": CALLER, "CallStatus": "in-progress",
+            "Direction": "outbound-dial", "ParentCallSid": desk.api.calls[-1].sid}
+    # Before the operator pressed 1 there is nothing to confirm.
+    early = signed(client, f"/twilio/callback/callee?a={attempt}&e=key", {**base, "Digits": "1"})
+    assert "<Hangup" in early.get_data(as_text=True)
+    signed(client, f"/twilio/callback/connect?a={attempt}",
+           {**base, "From": HOTLINE, "To": OLENA, "Digits": "1", "Direction": "outbound-api"})
+    asked = signed(client, f"/twilio/callback/callee?a={attempt}", {**base, "AnsweredBy": "human"})
+    root = parse(asked.get_data(as_text=True))
+    [gather] = root.iter("Gather")
+    assert gather.get("action") == f"{BASE}/twilio/callback/callee?a={attempt}&e=key"
+    assert [say.get("language") for say in gather.iter("Say")] == ["ru-RU", "ru-RU"]
+    said = " ".join(say.text or "" for say in root.iter("Say")).lower()
+    assert said.startswith("вам звонят") and not any(
+        word in said for word in ("hotline", "горяч", "линии", "лінії", "оператор"))
+    key = {**base, "Digits": "1"}
+    ok = signed(client, f"/twilio/callback/callee?a={attempt}&e=key", key)
+    assert ok.get_data(as_text=True) == EMPTY  # the bridge
+    again = signed(client, f"/twilio/callback/callee?a={attempt}&e=key", key)
+    assert "<Hangup" in again.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(("pick_up", "presses", "callee", "outcome"), [
+    ("busy", [], None, "operator-busy"),
+    ("no-answer", [], None, "operator-no-answer"),
+    ("answer", ["wait"], None, "not-confirmed"),  # the operator's voicemail took it: no key
+    ("answer", ["2"], None, "not-confirmed"),
+    ("answer", ["1", "busy"], None, "busy"),  # the caller's phone is busy
+    ("answer", ["1", "no-answer"], None, "no-answer"),
+    # Somebody answers the caller's phone but presses no key, or another key, or hangs up;
+    # or a voicemail box answers: no bridge, and the try is counted as unanswered.
+    ("answer", ["1", "answer"], ScriptedCaller(["wait"]), "callee-not-confirmed"),
+    ("answer", ["1", "answer"], ScriptedCaller(["2"]), "callee-not-confirmed"),
+    ("answer", ["1", "answer"], ScriptedCaller(["hangup"]), "callee-not-confirmed"),
+    ("answer", ["1", "answer"], Machine(["1"]), "machine"),
 ])
 def test_every_outcome_is_recorded_and_the_next_try_scheduled(
-    desk: Desk, pick_up: str, presses: list[str], outcome: str
+    desk: Desk, pick_up: str, presses: list[str], callee: ScriptedCaller | None, outcome: str
 ) -> None:
     desk.add("Olena", OLENA)
     case_id = desk.voicemail("1")
     tel = jobs.telephony_for(desk.settings)
     callbacks.start_callback(desk.db, desk.vault, tel, BASE, Policy(), case_id, now=SUNDAY)
-    log = desk.phone().answer(desk.api.calls[-1], Person(presses), pick_up=pick_up)
-    assert not log.errors, log.errors
+    phone = desk.phone()
+    log = phone.answer(desk.api.calls[-1], Person(presses), pick_up=pick_up, callee=callee)
+    assert not log.errors and not phone.callee_log.errors, (log.errors, phone.callee_log.errors)
     [attempt] = desk.attempts(case_id)
     assert attempt.outcome == outcome
+    assert (attempt.callee_confirmed_at is None) and attempt.seconds is None
+    if callee is not None:
+        # Nothing was bridged; the phone heard (or a voicemail kept) nothing that names the
+        # hotline, and a machine heard nothing at all.
+        assert phone.callee_log.ended in ("hangup", "caller-hangup")
+        said = phone.callee_log.text()
+        assert said == "" if outcome == "machine" else said.startswith("Вам звонят")
+        assert "Абонент не відповів" in log.text()  # what Olena hears
     case = desk.case(case_id)
     assert case.callback_status == "scheduled"
     assert case.next_callback_at == SUNDAY + timedelta(minutes=15)  # the app's clock: Sunday noon

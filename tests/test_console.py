@@ -109,6 +109,18 @@ def sign_in(team: Team, name: str, step_offset: int = 0) -> FlaskClient:
     return client
 
 
+@pytest.mark.parametrize(("name", "details"), [("adam", True), ("sofia", False), ("olena", False)])
+def test_healthz_details_need_an_admins_session_or_the_token(team: Team, name: str,
+                                                             details: bool) -> None:
+    client = sign_in(team, name)
+    body = client.get("/healthz").get_json()
+    assert ("outbox" in body and "flow_problems" in body) is details
+    assert set(body) == {"status", "versions"} or details
+    client.post("/console/logout", data={"csrf_token": token(client.get("/console/").get_data(
+        as_text=True))})
+    assert set(client.get("/healthz").get_json()) == {"status", "versions"}  # signed out
+
+
 # --- signing in ---------------------------------------------------------------------------------
 
 

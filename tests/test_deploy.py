@@ -11,6 +11,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 from click.testing import CliRunner
@@ -20,7 +21,7 @@ from ivr.config import load_settings
 from ivr.errors import ConfigError
 from ivr.standin import HttpTransport, Phone, ScriptedCaller
 from tests.audio import ensure_tools
-from tests.conftest import ROOT, TEST_FLOWS
+from tests.conftest import HEALTHZ_TOKEN, ROOT, TEST_FLOWS
 from tests.servers import RedisServer, free_port
 
 BIN = str(Path(sys.executable).parent)
@@ -61,7 +62,8 @@ def wait_until_healthy(url: str, proc: subprocess.Popen[str], seconds: float = 1
 def web(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     port = free_port()
     env = base_env(tmp_path, PORT=str(port), PUBLIC_BASE_URL="https://hotline.example.org",
-                   TWILIO_AUTH_TOKEN="gunicorn-test-token", WEB_CONCURRENCY="2")
+                   TWILIO_AUTH_TOKEN="gunicorn-test-token", WEB_CONCURRENCY="2",
+                   HEALTHZ_TOKEN=HEALTHZ_TOKEN)
     proc = subprocess.Popen(["bash", "-c", f"exec {procfile('web')}"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
@@ -77,7 +79,9 @@ def test_the_procfile_web_command_answers_a_whole_call_over_http(
     web: tuple[str, dict[str, str]],
 ) -> None:
     url, env = web
-    health = json.loads(urllib.request.urlopen(url + "/healthz").read())
+    assert set(json.loads(urllib.request.urlopen(url + "/healthz").read())) == {"status", "versions"}
+    asked = urllib.request.Request(url + "/healthz", headers={"Authorization": f"Bearer {HEALTHZ_TOKEN}"})
+    health = json.loads(urllib.request.urlopen(asked).read())
     assert health["flows"]["hotline"]["stale"] is False
     phone = Phone(HttpTransport(env["PUBLIC_BASE_URL"], url), env["PUBLIC_BASE_URL"],
                   env["TWILIO_AUTH_TOKEN"], "AC" + "0" * 32, "+15005550006")
@@ -90,6 +94,27 @@ def test_the_procfile_web_command_answers_a_whole_call_over_http(
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(forged)
     assert refused.value.code == 403
+    # Under gunicorn too (RAW_URI): a correctly signed request for /twilio/voice sent to an
+    # escaped path that decodes to it is refused, and so is a signed JSON body.
+    from twilio.request_validator import RequestValidator
+
+    params = {"CallSid": "CA" + "1" * 32, "From": "+380441234567"}
+    signer = RequestValidator(env["TWILIO_AUTH_TOKEN"])
+    for path, body, kind, signed_params in (
+        ("/twilio/%76oice", "CallSid=CA" + "1" * 32 + "&From=%2B380441234567",
+         "application/x-www-form-urlencoded", params),
+        ("/twilio/voice", json.dumps(params), "application/json", {}),
+    ):
+        sent = urllib.request.Request(url + path, data=body.encode(), method="POST", headers={
+            "Content-Type": kind, "X-Twilio-Signature": signer.compute_signature(
+                env["PUBLIC_BASE_URL"] + "/twilio/voice", signed_params)})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(sent)
+        assert refused.value.code == 403, path
+    plain = urllib.request.Request(url + "/twilio/voice", data=urlencode(params).encode(),
+                                   method="POST", headers={"X-Twilio-Signature": signer.compute_signature(
+                                       env["PUBLIC_BASE_URL"] + "/twilio/voice", params)})
+    assert urllib.request.urlopen(plain).status == 200  # the same signature, the plain path
 
 
 def test_a_missing_production_setting_stops_start_up_with_one_line(tmp_path: Path) -> None:

@@ -233,3 +233,46 @@ def test_flows_check_warns_of_regions_no_operator_covers(tmp_path: Path) -> None
     assert ("regions.yaml: warning: no active operator covers region ukraine in its language uk: "
             "its cases go unassigned and are escalated") in result.output
     assert "region crimea" not in result.output
+
+
+SPOKEN = """flow: hotline
+scenarios:
+  - name: "spoken: 'инглиш' at the language menu"
+    from: "+380501234567"
+    press: ["say:инглиш"]
+    hears: ["confidential", "Main menu"]
+    visits: [set_en]
+    ends_at: main_menu
+  - name: "spoken: 'я хочу сдаться' at the main menu"
+    from: "+380501234567"
+    press: [1, "say:я хочу сдаться"]
+    hears: ["Главное меню", "Женевским конвенциям"]
+    visits: [surrender]
+  - name: "spoken: 'з'єднайте з оператором' out of hours"
+    from: "+380501234567"
+    at: "2026-11-25T23:30:00+02:00"
+    press: [2, "say:з'єднайте з оператором", "#", 3]
+    hears: ["оператори не на зв'язку", "Після сигналу"]
+    visits: [operator, closed_note]
+"""
+
+
+@pytest.mark.parametrize("speech", [False, True])
+def test_spoken_answers_are_heard_only_where_the_flow_says_speech(tmp_path: Path, speech: bool) -> None:
+    """The shipped hotline is keypad only: spoken words go nowhere (Twilio's recogniser is not
+    asked). A hotline that turns `speech: true` back on gets its kept `words` working again."""
+    import shutil
+
+    flows = tmp_path / "flows"
+    shutil.copytree(FLOWS, flows, ignore=shutil.ignore_patterns("tests"))
+    if speech:
+        hotline = flows / "hotline.yaml"
+        hotline.write_text(hotline.read_text(encoding="utf-8").replace(
+            "    speech: false", "    speech: true"), encoding="utf-8")
+    (flows / "tests").mkdir()
+    (flows / "tests" / "spoken.yaml").write_text(SPOKEN, encoding="utf-8")
+    settings = Settings(flows_dir=flows, instance_dir=tmp_path / "instance",
+                        database_url=f"sqlite:///{tmp_path / 'db.sqlite'}")
+    results = run_files(settings, scenario_files([flows / "tests"]))
+    assert len(results) == 3
+    assert [r.ok for r in results] == [speech] * 3, [r.problems for r in results]

@@ -77,14 +77,15 @@ def test_a_broken_flow_gives_exactly_the_expected_messages(case: str) -> None:
     assert want, f"{target} expects no problem at all"
     got, broken, _ = load(target)
     assert sorted(got) == sorted(want)  # not a set: the same message twice is a bug too
-    errors = {line.split(":", 1)[0] for line in want if ": warning: " not in line}
+    errors = {line.split(":", 1)[0] for line in want
+              if ": warning: " not in line and ": note: " not in line}
     assert broken == errors
 
 
 def test_a_flow_with_only_warnings_still_loads() -> None:
     for case in ("speech_no_words.yaml", "audio_missing.yaml"):
         got, broken, flows = load(BROKEN / case)
-        assert got and all(": warning: " in line for line in got)
+        assert got and all(": warning: " in line or ": note: " in line for line in got)
         assert not broken and flows == {case.removesuffix(".yaml")}
 
 
@@ -155,11 +156,33 @@ def test_check_passes_a_good_folder_with_a_one_line_summary(tmp_path: Path) -> N
     assert len(lines) == 1 and re.fullmatch(r"1 flow\(s\) OK: hotline@\w{10} \(8 steps\)", lines[0])
 
 
-def test_check_prints_warnings_but_passes(tmp_path: Path) -> None:
+def test_check_prints_warnings_and_notes_but_passes(tmp_path: Path) -> None:
     code, lines = check("tests/broken/speech_no_words.yaml", flows_dir=tmp_path)
     assert code == 0
-    assert lines[0] == expected([BROKEN / "speech_no_words.yaml"])[0]
-    assert lines[1].startswith("1 flow(s) OK: speech_no_words@")
+    assert lines[:2] == expected([BROKEN / "speech_no_words.yaml"])
+    assert lines[2].startswith("1 flow(s) OK: speech_no_words@")
+
+
+def test_every_menu_that_listens_for_speech_gets_a_privacy_note(tmp_path: Path) -> None:
+    """Speech goes to Twilio's cloud recogniser: allowed, but never without a word about it."""
+    flow = (ROOT / "flows" / "hotline.yaml").read_text(encoding="utf-8")
+    assert "    speech: true" not in flow  # the shipped hotline is keypad-only
+    code, lines = check(str(ROOT / "flows"), flows_dir=tmp_path)
+    assert code == 0 and not any(": note: " in line for line in lines), lines
+    edited = tmp_path / "speech"
+    edited.mkdir()
+    (edited / "regions.yaml").write_text((ROOT / "flows" / "regions.yaml").read_text(encoding="utf-8"),
+                                         encoding="utf-8")
+    (edited / "hotline.yaml").write_text(flow.replace("    speech: false", "    speech: true"),
+                                         encoding="utf-8")
+    code, lines = check(str(edited), flows_dir=tmp_path)
+    notes = [line for line in lines if ": note: " in line]
+    assert code == 0 and lines[-1].startswith("1 flow(s) OK: hotline@")
+    menus = re.findall(r"menu `(\w+)` listens for speech", "\n".join(notes))
+    assert menus == ["choose_language", "main_menu"]
+    for note in notes:
+        assert re.match(rf"{re.escape(str(edited / 'hotline.yaml'))}:\d+:13: note: privacy: ", note)
+        assert "Twilio's cloud speech recogniser" in note
 
 
 def test_check_uses_the_regions_of_the_folder_it_checks(tmp_path: Path) -> None:

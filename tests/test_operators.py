@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import pwd
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -139,8 +141,14 @@ def test_operators_are_managed_from_the_terminal_and_their_numbers_sealed(
     after = json.loads(runner.invoke(cli, ["operators", "list", "--json"], env=env).output)
     assert after[0]["active"] is False
     with db.session() as s:
-        actions = s.scalars(select(AuditEntry.action).order_by(AuditEntry.id)).all()
-    assert actions == ["operator-added", "operator-edited", "operator-edited"]
+        entries = s.scalars(select(AuditEntry).order_by(AuditEntry.id)).all()
+    # Decrypting the numbers is audited; listing without them is not. The actor is the
+    # operating-system account, whatever $USER says ("supervisor" here).
+    assert [e.action for e in entries] == ["operator-added", "operator-numbers-read",
+                                           "operator-edited", "operator-edited"]
+    assert entries[1].detail == "operators 1"
+    me = f"cli:{pwd.getpwuid(os.geteuid()).pw_name}"
+    assert {e.actor for e in entries} == {me} and me != "cli:supervisor"
     db.engine.dispose()
 
 

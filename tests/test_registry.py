@@ -17,7 +17,7 @@ from flask.testing import FlaskClient
 from ivr import create_app
 from ivr.config import Settings
 from ivr.registry import FlowRegistry
-from tests.conftest import SUNDAY, call_params, signed
+from tests.conftest import SUNDAY, call_params, healthz_details, signed
 
 
 def said(client: FlaskClient, path: str, **params: str) -> tuple[list[str], str]:
@@ -62,7 +62,7 @@ def test_an_edit_reaches_new_calls_and_not_calls_in_progress(
 def test_a_broken_edit_keeps_the_last_good_version(
     app: Flask, client: FlaskClient, flows_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    before = client.get("/healthz").get_json()["flows"]["hotline"]
+    before = healthz_details(client)["flows"]["hotline"]
     with caplog.at_level(logging.WARNING):
         edit(flows_dir, "next: lang", "next: lnag")
         reloaded(app)
@@ -70,13 +70,13 @@ def test_a_broken_edit_keeps_the_last_good_version(
     assert "mini.yaml:" in caplog.text and "no step named `lnag`" in caplog.text
     heard, _ = said(client, "/twilio/voice")
     assert heard[0] == "Здравствуйте"
-    health = client.get("/healthz").get_json()
+    health = healthz_details(client)
     assert health["flows"]["hotline"] == dict(before, stale=True)
     assert health["status"] == "degraded"
     assert any("did you mean `lang`?" in p for p in health["flow_problems"])
     edit(flows_dir, "next: lnag", "next: lang")
     reloaded(app)
-    assert client.get("/healthz").get_json()["flows"]["hotline"]["stale"] is False
+    assert healthz_details(client)["flows"]["hotline"]["stale"] is False
 
 
 def test_the_registry_notices_edits_by_itself(flows_dir: Path, tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from twilio.request_validator import RequestValidator
 
 from ivr import create_app
 from ivr.config import Settings
-from tests.conftest import BASE, SUNDAY, TOKEN, call_params, signed
+from tests.conftest import BASE, HEALTHZ_TOKEN, SUNDAY, TOKEN, call_params, healthz_details, signed
 
 CRIMEA = "+79781234567"
 
@@ -101,6 +101,96 @@ def test_refusals_are_logged_without_the_callers_number(
         signed(client, "/twilio/status", call_params(From=CRIMEA, CallStatus="completed"))
     assert "rejected" in caplog.text
     assert "978" not in caplog.text and "7978" not in caplog.text
+
+
+# Requests a valid signature must not carry past the door: (what is sent, the log line).
+FORGED_SHAPES = [
+    # Twilio posts form-encoded bodies only: a JSON body is not parsed into parameters, so
+    # a signature over the URL alone would otherwise admit any body.
+    ({"content_type": "application/json", "data": '{"Digits": "1"}'},
+     "Content-Type application/json is not application/x-www-form-urlencoded"),
+    ({"content_type": "multipart/form-data", "data": {"Digits": "1"}},
+     "Content-Type multipart/form-data is not application/x-www-form-urlencoded"),
+    ({"content_type": "text/plain", "data": "Digits=1"},
+     "Content-Type text/plain is not application/x-www-form-urlencoded"),
+    # The signed URL is built from the decoded path: an escaped path that decodes to ours.
+    ({"path": "/twilio/%76oice"}, "the raw path differs from its decoded form"),
+    ({"path": "/twilio/callback%2Fconnect?a=1"}, "the raw path differs from its decoded form"),
+]
+
+
+@pytest.mark.parametrize(("shape", "logged"), FORGED_SHAPES)
+def test_signed_requests_of_the_wrong_shape_are_refused(
+    client: FlaskClient, caplog: pytest.LogCaptureFixture, shape: dict[str, object], logged: str
+) -> None:
+    params = call_params(From=CRIMEA)
+    path = str(shape.get("path", "/twilio/voice"))
+    from urllib.parse import unquote
+
+    signature = RequestValidator(TOKEN).compute_signature(BASE + unquote(path), {}
+                                                          if "data" in shape else params)
+    with caplog.at_level(logging.INFO):
+        r = client.post(path, data=shape.get("data", params),
+                        content_type=shape.get("content_type"),
+                        headers={"X-Twilio-Signature": signature})
+    assert r.status_code == 403
+    assert logged in caplog.text
+    assert "978" not in caplog.text
+
+
+SHARED_KEY = "webhooks_sharedkey_01JZ8X4N6Y7Q2R3S4T5V6W7X8Y"
+SHARED_SECRET = "shared-key-secret-of-the-hotline"
+
+
+@pytest.mark.parametrize(("settings_header", "secret", "algorithm", "status", "logged"), [
+    # Twilio signs with the SharedKey a Webhook Rule names, and says so in a header.
+    (f"key={SHARED_KEY},algorithm=HMAC_SHA256", SHARED_SECRET, "HMAC_SHA256", 200, ""),
+    (f"key={SHARED_KEY},algorithm=HMAC_SHA1", SHARED_SECRET, "HMAC_SHA1", 200, ""),
+    # Signed with a key we were not given: refused, saying which key and what to set.
+    ("key=webhooks_sharedkey_OTHER,algorithm=HMAC_SHA256", "another-secret", "HMAC_SHA256", 403,
+     "signed with Twilio SharedKey webhooks_sharedkey_OTHER, which TWILIO_WEBHOOK_SHARED_KEYS "
+     "does not hold"),
+    # The header claims our key, but the signature was made with something else.
+    (f"key={SHARED_KEY},algorithm=HMAC_SHA256", TOKEN, "HMAC_SHA256", 403,
+     f"forged or mismatched signature (Twilio SharedKey {SHARED_KEY})"),
+    (f"key={SHARED_KEY},algorithm=HMAC_SHA256", SHARED_SECRET, "HMAC_SHA1", 403,
+     "forged or mismatched signature"),
+    # An algorithm this version does not know: refused with a line, never a silent 403.
+    (f"key={SHARED_KEY},algorithm=HMAC_SHA512", SHARED_SECRET, "HMAC_SHA256", 403,
+     "and algorithm HMAC_SHA512, which this version cannot check"),
+])
+def test_twilio_shared_key_signatures(
+    settings: Settings, caplog: pytest.LogCaptureFixture, settings_header: str, secret: str,
+    algorithm: str, status: int, logged: str
+) -> None:
+    from tests.conftest import create_schema
+
+    s = settings.replace(webhook_shared_keys=(("webhooks_sharedkey_OLD", "old-secret"),
+                                              (SHARED_KEY, SHARED_SECRET)))
+    create_schema(s.database_url, s.keystore_url)
+    client = create_app(s, clock=lambda: SUNDAY).test_client()
+    params = call_params()
+    signature = RequestValidator(secret).compute_signature(f"{BASE}/twilio/voice", params, algorithm)
+    with caplog.at_level(logging.INFO):
+        r = client.post("/twilio/voice", data=params, headers={
+            "X-Twilio-Signature": signature, "X-Twilio-Webhooks-Signature-Settings": settings_header})
+    assert r.status_code == status
+    assert logged in caplog.text
+
+
+def test_a_shared_key_signature_without_any_shared_key_set_says_so(
+    client: FlaskClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: such calls were checked against the auth token and refused in silence."""
+    params = call_params()
+    signature = RequestValidator(SHARED_SECRET).compute_signature(f"{BASE}/twilio/voice", params,
+                                                                  "HMAC_SHA256")
+    with caplog.at_level(logging.INFO):
+        r = client.post("/twilio/voice", data=params, headers={
+            "X-Twilio-Signature": signature,
+            "X-Twilio-Webhooks-Signature-Settings": f"key={SHARED_KEY},algorithm=HMAC_SHA256"})
+    assert r.status_code == 403
+    assert f"SharedKey {SHARED_KEY}, which TWILIO_WEBHOOK_SHARED_KEYS does not hold" in caplog.text
 
 
 # --- answers ------------------------------------------------------------------------------
@@ -201,7 +291,7 @@ def test_a_broken_entry_flow_still_lets_callers_leave_a_message(
         assert root.find("Record") is not None and "техническая ошибка" in said(root)[0]
         restart = xml(signed(client, action_of(root), call_params(Digits="1")))
         assert restart.find("Record") is not None
-        health = client.get("/healthz").get_json()
+        health = healthz_details(client)
         assert health["status"] == "degraded" and health["entry_flow"]["ok"] is False
         assert any("mini.yaml:2:8: YAML syntax error" in p for p in health["flow_problems"])
 
@@ -238,7 +328,7 @@ def test_recording_callback_is_acknowledged(client: FlaskClient) -> None:
 
 
 def test_healthz_reports_database_flows_and_redis(client: FlaskClient) -> None:
-    body = client.get("/healthz").get_json()
+    body = healthz_details(client)
     assert body["database"] == {"ok": True, "backend": "sqlite"}
     assert body["keystore"] == {"ok": True, "backend": "sqlite"}
     assert body["flows"]["hotline"]["stale"] is False
@@ -247,10 +337,51 @@ def test_healthz_reports_database_flows_and_redis(client: FlaskClient) -> None:
     assert isinstance(body["redis"]["ok"], bool)
 
 
+OPEN_FIELDS = {"status", "versions"}
+
+
+@pytest.mark.parametrize(("authorization", "details"), [
+    (None, False),
+    ("Bearer wrong-token-wrong-token-wrong", False),
+    (f"Bearer {HEALTHZ_TOKEN[:-1]}", False),  # a prefix of the token is not the token
+    (f"Basic {HEALTHZ_TOKEN}", False),
+    ("Bearer ", False),
+    (f"Bearer {HEALTHZ_TOKEN}", True),
+])
+def test_healthz_shows_details_only_with_the_token(
+    client: FlaskClient, authorization: str | None, details: bool
+) -> None:
+    headers = {"Authorization": authorization} if authorization is not None else {}
+    r = client.get("/healthz", headers=headers)
+    assert r.status_code == 200 and r.headers["Cache-Control"] == "no-store"
+    body = r.get_json()
+    text = r.get_data(as_text=True)
+    assert set(body["versions"]) == {"ivr", "flows"} and len(body["versions"]["flows"]["hotline"]) == 10
+    if details:
+        assert body["status"] == "ok" and body["outbox"] == {"waiting": 0}
+        assert body["flows"]["hotline"]["file"].endswith(".yaml")  # the flow files' paths
+    else:
+        assert set(body) == OPEN_FIELDS and body["status"] == "up"
+        assert ".yaml" not in text and "outbox" not in text and "problems" not in text
+
+
+def test_healthz_without_a_token_setting_shows_no_details(settings: Settings) -> None:
+    app = create_app(settings.replace(healthz_token=""), clock=lambda: SUNDAY)
+    body = app.test_client().get("/healthz", headers={"Authorization": "Bearer "}).get_json()
+    assert set(body) == OPEN_FIELDS
+
+
+def test_an_open_healthz_says_degraded_and_nothing_of_why(settings: Settings) -> None:
+    app = create_app(settings.replace(database_url="sqlite:////proc/nope/ivr.db"), clock=lambda: SUNDAY)
+    r = app.test_client().get("/healthz")
+    assert r.get_json()["status"] == "degraded" and set(r.get_json()) == OPEN_FIELDS
+    assert "/proc/nope" not in r.get_data(as_text=True)
+
+
 def test_calls_go_on_when_redis_is_down(settings: Settings) -> None:
     app = create_app(settings.replace(redis_url="redis://127.0.0.1:1/0"), clock=lambda: SUNDAY)
     with app.test_client() as client:
-        body = client.get("/healthz").get_json()
+        body = healthz_details(client)
         assert body["redis"] == {"ok": False} and body["status"] == "ok"
         assert xml(signed(client, "/twilio/voice", call_params())).find("Gather") is not None
 
@@ -258,7 +389,7 @@ def test_calls_go_on_when_redis_is_down(settings: Settings) -> None:
 def test_healthz_says_when_the_database_is_unreachable(settings: Settings) -> None:
     app = create_app(settings.replace(database_url="sqlite:////proc/nope/ivr.db"), clock=lambda: SUNDAY)
     with app.test_client() as client:
-        body = client.get("/healthz").get_json()
+        body = healthz_details(client)
         assert body["database"]["ok"] is False and body["status"] == "degraded"
         assert xml(signed(client, "/twilio/voice", call_params())).find("Gather") is not None
 
@@ -291,5 +422,5 @@ def test_a_missing_audio_file_falls_back_to_the_text(settings: Settings, flows_d
     with app.test_client() as client:
         root = xml(signed(client, "/twilio/voice", call_params()))
         assert root.find(".//Play") is None and said(root)[0] == "Здравствуйте"
-        warnings = client.get("/healthz").get_json()
+        warnings = healthz_details(client)
         assert warnings["status"] == "ok"

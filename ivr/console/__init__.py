@@ -60,8 +60,8 @@ def init_console(app: Flask, settings: Settings, db: Database, vault: Vault,
         WTF_CSRF_TIME_LIMIT=int(timedelta(hours=2).total_seconds()),
         WTF_CSRF_SSL_STRICT=secure,
     )
-    app.extensions["ivr.console"] = Console(settings, db, vault, Guard(db, settings.redis_url),
-                                            registry, policy, None)
+    guard = Guard(db, settings.redis_url, settings.redis_namespace)
+    app.extensions["ivr.console"] = Console(settings, db, vault, guard, registry, policy, None)
     csrf = CSRFProtect()
     csrf.init_app(app)
     for name, blueprint in app.blueprints.items():

@@ -105,8 +105,8 @@ def reset_second_factor(db: Database, operator_id: int, actor: str = "admin") ->
 class Guard:
     """Counts failures per account and per client address; Redis first, the database after."""
 
-    def __init__(self, db: Database, redis_url: str) -> None:
-        self.db = db
+    def __init__(self, db: Database, redis_url: str, namespace: str = "ivr") -> None:
+        self.db, self.namespace = db, namespace  # REDIS_NAMESPACE: one install's counts
         self.redis = redis.Redis.from_url(redis_url, socket_connect_timeout=0.3, socket_timeout=0.5)
         self._down_until = 0.0
 
@@ -116,10 +116,9 @@ class Guard:
     def _redis_failed(self) -> None:
         self._down_until = time.monotonic() + 5.0
 
-    @staticmethod
-    def _key(kind: str, value: str) -> str:
+    def _key(self, kind: str, value: str) -> str:
         # Names and addresses are hashed: Redis holds no operator name or client address.
-        return f"ivr:console:{kind}:" + hashlib.sha256(value.encode()).hexdigest()[:32]
+        return f"{self.namespace}:console:{kind}:" + hashlib.sha256(value.encode()).hexdigest()[:32]
 
     def address_blocked(self, address: str) -> bool:
         r = self._r()

@@ -154,9 +154,10 @@ def synthesize(text: str, voice: str | None = None, rate: int = 8000, speed: int
 class ScriptedCaller:
     """Answers from a list such as ["1", "wait", "#"]; hangs up when the list runs out.
 
-    At a <Gather>: keys, `wait` (say nothing), `say:words` (speech) or `hangup`. At a
-    <Record>: the key that ends the message, `wait` (an empty message) or `hangup`. At a
-    <Dial>: `answer`, `busy`, `no-answer` or `failed` (an unrelated item: no-answer).
+    At a <Gather>: keys, `wait` (say nothing), `say:words` (speech: heard only by a Gather
+    whose `input` includes speech, as at Twilio) or `hangup`. At a <Record>: the key that
+    ends the message, `wait` (an empty message) or `hangup`. At a <Dial>: `answer`, `busy`,
+    `no-answer` or `failed` (an unrelated item: no-answer).
 
     `recording`: what the caller says into a <Record> when a `TwilioApi` is attached to
     the phone, WAV bytes or a function of the <Record>'s attributes (default: a tone).
@@ -256,6 +257,8 @@ class Phone:
         self.on_step = on_step
         self.api = api
         self.to, self.direction = hotline, "inbound"  # an `answer` call changes both
+        self.callee: Caller | None = None  # at a <Number url>'s phone (see `answer`)
+        self.callee_log = CallLog()
         if api is not None and api.account_sid != account_sid:
             raise ValueError("the Twilio API stand-in belongs to another account than the phone")
 
@@ -291,6 +294,7 @@ class Phone:
     def call(self, from_: str, caller: Caller) -> CallLog:
         self.call_sid = "CA" + secrets.token_hex(16)
         self.to, self.direction = self.hotline, "inbound"
+        self.callee = None
         log = CallLog()
         url = f"{self.base}/twilio/voice"
         params = self._params(from_, {"CallStatus": "ringing"})
@@ -307,13 +311,19 @@ class Phone:
             log.errors.append(f"status callback answered {reply.status}")
         return log
 
-    def answer(self, created: Any, person: Caller, pick_up: str = "answer") -> CallLog:
+    def answer(self, created: Any, person: Caller, pick_up: str = "answer",
+               callee: Caller | None = None) -> CallLog:
         """Twilio's part of a call we placed with `calls.create` (`created`: the stand-in's
         record of it, `TwilioApi.calls[-1]`): the `To` phone rings; `pick_up` says what it
         does (`answer`, `busy`, `no-answer`, `failed`). Answered, Twilio fetches `Url`,
         signed, and follows the TwiML with `person` at that phone (their keys; at a <Dial>,
-        what the dialled party does); then it posts `StatusCallback` as the call ends.
+        whether the dialled phone answers); then it posts `StatusCallback` as the call ends.
+
+        `callee`: whoever holds the dialled phone, for a `<Number url>` that asks them for a
+        key before the bridge (`self.callee_log` keeps what they heard); an `answered_by`
+        attribute (`machine_start`, say) is what answering-machine detection reports.
         """
+        self.callee = callee
         p: dict[str, str] = created.params
         self.call_sid = created.sid
         self.to, self.direction = p["To"], "outbound-api"
@@ -342,6 +352,27 @@ class Phone:
             url, _extra, doc = self._follow(doc, url, from_, person, log)
         status("completed", "completed", CallDuration="30")
         return log
+
+    def _screen(self, number: ET.Element, caller_id: str, child_sid: str) -> bool:
+        """Twilio runs a `<Number url>`'s TwiML for whoever answered that phone before it
+        bridges: with `self.callee` at that phone (default: someone who presses nothing).
+        True when the document ran to its end (bridged); a <Hangup> or their hanging up ends
+        that leg unbridged. `AnsweredBy` comes with it when `machineDetection` is on."""
+        callee: Caller = self.callee if self.callee is not None else ScriptedCaller([])
+        saved = self.call_sid, self.to, self.direction
+        self.call_sid, self.to, self.direction = child_sid, (number.text or "").strip(), "outbound-dial"
+        log = self.callee_log = CallLog()
+        try:
+            extra = {"ParentCallSid": saved[0]}
+            if number.get("machineDetection"):
+                extra["AnsweredBy"] = getattr(callee, "answered_by", "human")
+            url = number.get("url") or ""
+            doc = self._fetch(url, self._params(caller_id, extra), log)
+            while doc is not None and log.requests < MAX_WEBHOOKS:
+                url, _extra, doc = self._follow(doc, url, caller_id, callee, log)
+        finally:
+            self.call_sid, self.to, self.direction = saved
+        return log.ended == "end-of-document" and not log.errors
 
     def _fetch(self, url: str, params: dict[str, str], log: CallLog) -> ET.Element | None:
         log.requests += 1
@@ -415,8 +446,9 @@ class Phone:
                 if answer == HANG_UP:
                     log.ended = "caller-hangup"
                     return url, {}, None
-                if answer == SILENCE:
-                    continue
+                if answer == SILENCE or (answer.startswith("say:")
+                                         and "speech" not in verb.get("input", "dtmf")):
+                    continue  # nothing pressed; words said to a keypad-only Gather go nowhere
                 extra = {"Digits": answer}
                 if answer.startswith("say:"):
                     extra = {"SpeechResult": answer[4:], "Confidence": "0.9"}
@@ -462,7 +494,10 @@ class Phone:
                 dial_action = verb.get("action")
                 extra = {"DialCallStatus": status, "DialCallSid": "CA" + secrets.token_hex(16)}
                 if status == "completed":
-                    extra["DialCallDuration"] = "42"
+                    screen = next((n for n in verb if n.tag == "Number" and n.get("url")), None)
+                    bridged = screen is None or self._screen(
+                        screen, verb.get("callerId") or self.hotline, extra["DialCallSid"])
+                    extra["DialCallDuration"] = "42" if bridged else "0"
                 if dial_action:
                     return self._next(dial_action, from_, extra, log)
             elif verb.tag == "Redirect":

@@ -37,7 +37,7 @@ from ivr.flow import Flow, Say, Text
 from ivr.limits import MAX_AUTOMATIC_STEPS, MAX_PROBLEMS, MAX_TWIML_BYTES
 from ivr.loader import load_set
 from ivr.twiml import Renderer
-from tests.conftest import TEST_FLOWS, call_params
+from tests.conftest import HEALTHZ_TOKEN, TEST_FLOWS, call_params
 from tests.servers import free_port
 from tests.test_deploy import base_env, procfile, wait_until_healthy
 
@@ -242,7 +242,8 @@ class Caller_:
 
 
 def health(url: str) -> Any:
-    with urllib.request.urlopen(url + "/healthz", timeout=5) as r:
+    asked = urllib.request.Request(url + "/healthz", headers={"Authorization": f"Bearer {HEALTHZ_TOKEN}"})
+    with urllib.request.urlopen(asked, timeout=5) as r:
         return json.loads(r.read())
 
 
@@ -258,7 +259,7 @@ def worker_rss_mb(master: int) -> list[float]:
 class Web:
     def __init__(self, tmp_path: Path, flows: Path) -> None:
         self.port = free_port()
-        self.env = base_env(tmp_path, PORT=str(self.port), FLOWS_DIR=str(flows),
+        self.env = base_env(tmp_path, HEALTHZ_TOKEN=HEALTHZ_TOKEN, PORT=str(self.port), FLOWS_DIR=str(flows),
                             PUBLIC_BASE_URL="https://hotline.example.org",
                             TWILIO_AUTH_TOKEN="hostile-test-token", WEB_CONCURRENCY="2")
         self.url = f"http://127.0.0.1:{self.port}"

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +31,8 @@ from ivr import callbacks, voicemail
 from ivr.config import Settings, load_settings, parse_daytime
 from ivr.keys import Keyring, development_keys, parse_master_keys
 from ivr.operators import recount
+from ivr.spool import SUFFIX as SPOOL_SUFFIX
+from ivr.spool import Spool
 from ivr.storage import Database, OutboxJob, Vault, utcnow
 
 log = logging.getLogger(__name__)
@@ -118,8 +122,8 @@ def build_services(settings: Settings) -> Services:
         try:
             return provider.fetch_recording(sid)
         except ProviderError as exc:
-            if exc.retryable:
-                raise voicemail.Retryable(str(exc)) from None
+            if exc.retryable or exc.status == 404:  # a new recording may not be there yet
+                raise voicemail.Retryable(str(exc), missing=exc.status == 404) from None
             raise ValueError(str(exc)) from None
 
     def delete(sid: str) -> None:
@@ -191,6 +195,113 @@ def purge_expired() -> int:
     return voicemail.purge(s.db, s.vault, timedelta(days=s.settings.retention_days))
 
 
+def reconcile_recordings(settle: timedelta | None = None) -> int:
+    """List the recordings at Twilio and file those no webhook reported (ivr.reconcile)."""
+    from ivr import reconcile
+    from ivr.providers import ProviderError, TwilioProvider
+    from ivr.routing import load_regions
+
+    s = services()
+    provider = TwilioProvider.from_settings(s.settings)
+    regions, problems = load_regions(s.settings.flows_dir / "regions.yaml")
+    if problems and any(not p.warning for p in problems):
+        log.warning("regions.yaml has errors: recordings found at Twilio get the fallback region")
+
+    def delete(sid: str) -> None:
+        with contextlib.suppress(ProviderError):  # an empty one: the next round tries again
+            provider.delete_recording(sid)
+
+    try:
+        made = reconcile.reconcile(
+            s.db, s.vault, list(provider.list_recordings()), provider.call_from, delete, regions,
+            spooled_sids(s.settings), settle if settle is not None else reconcile.SETTLE)
+    finally:
+        provider.close()
+    return len(made)
+
+
+def spool_for(settings: Settings, keyring: Keyring) -> Spool:
+    return Spool(settings.instance_dir / "spool", keyring.derived("spool"))
+
+
+def spooled_sids(settings: Settings) -> Callable[[], set[str]]:
+    """The recording sids waiting in this machine's spool (they are in its file names)."""
+    def found() -> set[str]:
+        folder = settings.instance_dir / "spool"
+        if not folder.is_dir():
+            return set()
+        return {p.name.removesuffix(SPOOL_SUFFIX).rsplit("-", 1)[-1]
+                for p in folder.iterdir() if p.name.endswith(SPOOL_SUFFIX)}
+    return found
+
+
+def drain_spool() -> int:
+    """Move this machine's spooled recording reports into the database (ivr.spool)."""
+    s = services()
+    return spool_for(s.settings, s.vault.keyring).drain(
+        lambda r: voicemail.note_recording(s.db, s.vault, r))
+
+
+# --- a worker that died ------------------------------------------------------------------
+# rq notices a SimpleWorker killed mid-job only when the job's registry entry expires (its
+# timeout + 60 s) and a maintenance round (every 10 minutes) cleans it up. Our workers say
+# they are alive in a key of their own every PULSE_EVERY seconds (a thread, so a long
+# transcription does not silence it); the housekeeper re-queues a started job whose worker's
+# key is gone: within ALIVE_TTL + the housekeeper's minute.
+ALIVE, ALIVE_TTL, PULSE_EVERY = "ivr:alive:", 30, 10.0
+WORKER_PREFIX = "ivr-"
+
+
+def worker_tag() -> str:
+    """This process, as its workers' names and its alive key say it."""
+    return f"{socket.gethostname()}.{os.getpid()}"
+
+
+class Pulse(threading.Thread):
+    """Says every PULSE_EVERY s that this worker process lives (a key with ALIVE_TTL)."""
+
+    def __init__(self, redis_url: str, tag: str) -> None:
+        super().__init__(name="pulse", daemon=True)
+        self.redis_url, self.tag = redis_url, tag
+        self.stopping = threading.Event()
+
+    def beat(self) -> None:
+        redis_client(self.redis_url).set(ALIVE + self.tag, "1", ex=ALIVE_TTL)
+
+    def run(self) -> None:
+        while True:
+            with contextlib.suppress(redis.RedisError):
+                self.beat()
+            if self.stopping.wait(PULSE_EVERY):
+                return
+
+
+def rescue_abandoned(queue: Queue) -> int:
+    """Re-queue started jobs whose worker process no longer says it is alive."""
+    conn = queue.connection
+    registry = queue.started_job_registry
+    count = 0
+    for job_id, execution_id in registry.get_job_and_execution_ids(cleanup=False):
+        try:
+            job = Job.fetch(job_id, connection=conn)
+        except NoSuchJobError:
+            conn.zrem(registry.key, f"{job_id}:{execution_id}")
+            continue
+        name = job.worker_name or ""
+        if not name.startswith(WORKER_PREFIX):
+            continue  # not one of ours (rq's own CLI worker, say): rq's clean-up handles it
+        if conn.exists(ALIVE + name.split("-", 2)[-1]):
+            continue
+        if not conn.zrem(registry.key, f"{job_id}:{execution_id}"):
+            continue  # another housekeeper, or the job's end, got there first
+        job.started_at = None
+        queue.enqueue_job(job)
+        count += 1
+    if count:
+        log.warning("re-queued %d job(s) whose worker died", count)
+    return count
+
+
 LOST_AFTER = timedelta(minutes=2)  # no job anywhere in Redis: Redis restarted empty, say
 GAVE_UP_AFTER = timedelta(hours=1)  # its job failed for good: Twilio down for long, say
 
@@ -221,25 +332,38 @@ def requeue_unfinished(db: Database, queue: Queue, lost_after: timedelta = LOST_
 
 
 class Housekeeper(threading.Thread):
-    """Runs in every worker process; each minute one of them (a Redis lock decides) moves the
-    outbox, re-enqueues voicemails whose jobs Redis lost, and enqueues the hourly retention.
+    """Runs in every worker process; each minute it drains this machine's spool, and one of
+    them (a Redis lock decides) moves the outbox, re-enqueues voicemails whose jobs Redis lost
+    and jobs whose worker died, lists the recordings at Twilio every `reconcile_every`
+    seconds, and enqueues the hourly retention.
 
     It lives in a process, not in Redis, so a Redis that restarts empty loses nothing for long.
     """
 
     LOCK, PURGE_DUE = "ivr:housekeeper", "ivr:purge-due"
 
+    RECONCILE_DUE = "ivr:reconcile-due"
+
     def __init__(self, db: Database, redis_url: str, every: float = 60.0,
                  lost_after: timedelta = LOST_AFTER,
-                 policy: callbacks.Policy | None = None) -> None:
+                 policy: callbacks.Policy | None = None,
+                 drain: Callable[[], object] | None = None,
+                 reconcile: Callable[[], object] | None = None,
+                 reconcile_every: float = 300.0) -> None:
         super().__init__(name="housekeeper", daemon=True)
         self.db, self.redis_url, self.every, self.lost_after = db, redis_url, every, lost_after
         self.policy = policy or callbacks.Policy()
         self.outbox = Outbox(db, redis_url)
+        self.drain, self.reconcile, self.reconcile_every = drain, reconcile, reconcile_every
         self.stopping = threading.Event()
 
     def tick(self) -> bool:
         """One round; False when another worker's housekeeper has it."""
+        if self.drain is not None:  # this machine's spool: every worker, Redis or not
+            try:
+                self.drain()
+            except Exception as exc:
+                log.warning("housekeeping: the spool waits for the database (%s)", type(exc).__name__)
         conn = redis_client(self.redis_url)
         if not conn.set(self.LOCK, "1", nx=True, ex=max(1, int(self.every * 0.9))):
             return False
@@ -264,6 +388,16 @@ class Housekeeper(threading.Thread):
             scheduler.prepare_registries([QUEUE])
             scheduler.enqueue_scheduled_jobs()  # type: ignore[no-untyped-call]
         requeue_unfinished(self.db, queue, self.lost_after)
+        rescue_abandoned(queue)
+        if self.reconcile is not None and conn.set(self.RECONCILE_DUE, "1", nx=True,
+                                                   ex=max(1, int(self.reconcile_every))):
+            try:
+                self.reconcile()
+            except Exception:
+                log.exception("housekeeping: listing the recordings at Twilio failed; "
+                              "trying again next round")
+                conn.delete(self.RECONCILE_DUE)
+            self.outbox.flush()
         if conn.set(self.PURGE_DUE, "1", nx=True, ex=int(PURGE_EVERY.total_seconds())):
             queue.enqueue(purge_expired, job_id=f"purge-expired-{int(time.time())}",
                           result_ttl=86400, failure_ttl=FAILURE_TTL)
@@ -301,6 +435,8 @@ def work(redis_url: str) -> None:
     voicemail, bench/pipeline.py); a crash ends the process, and rq retries its job.
     """
     wait, warned = 1.0, False
+    tag, started = worker_tag(), 0
+    Pulse(redis_url, tag).start()
     while True:
         conn = redis.Redis.from_url(redis_url)
         try:
@@ -315,7 +451,9 @@ def work(redis_url: str) -> None:
         if warned:
             log.warning("Redis is back; working again")
         wait, warned = 1.0, False
-        worker = SimpleWorker([Queue(QUEUE, connection=conn)], connection=conn)
+        started += 1  # a fresh name each time: rq refuses one a stale worker key still holds
+        worker = SimpleWorker([Queue(QUEUE, connection=conn)], connection=conn,
+                              name=f"{WORKER_PREFIX}{started}-{tag}")
         try:
             worker.work(with_scheduler=True)  # the scheduler runs retries that wait (rq Retry)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -422,13 +560,14 @@ class Outbox:
 
 
 class OutboxFlusher(threading.Thread):
-    """Keeps flushing the outbox (and `also`, the call counts) every few seconds in a web
-    process (daemon thread)."""
+    """Keeps flushing the outbox every few seconds in a web process (daemon thread), after
+    `before` (draining the spool) and before `also` (the call counts)."""
 
     def __init__(self, outbox: Outbox, every: float,
-                 also: tuple[Callable[[], object], ...] = ()) -> None:
+                 also: tuple[Callable[[], object], ...] = (),
+                 before: tuple[Callable[[], object], ...] = ()) -> None:
         super().__init__(name="outbox-flusher", daemon=True)
-        self.outbox, self.every, self.also = outbox, every, also
+        self.outbox, self.every, self.also, self.before = outbox, every, also, before
         self.stopping = threading.Event()
 
     def stop(self) -> None:
@@ -436,17 +575,17 @@ class OutboxFlusher(threading.Thread):
         self.join(timeout=5)
 
     def run(self) -> None:
-        failing: str | None = None
+        failing: dict[int, str] = {}  # chore number -> the kind of trouble it last had
+        chores = (*self.before, self.outbox.flush, *self.also)
         while not self.stopping.wait(self.every):
-            try:
-                self.outbox.flush()
-                for chore in self.also:  # the call counts (voicemail.CallTally)
+            for n, chore in enumerate(chores):  # each on its own: one failing stops no other
+                try:
                     chore()
-            except Exception as exc:
-                if failing != type(exc).__name__:  # once per kind of trouble, not every tick
-                    log.exception("outbox flush failed; trying again every %s s", self.every)
-                failing = type(exc).__name__
-            else:
-                if failing is not None:
-                    log.info("outbox flush works again")
-                failing = None
+                except Exception as exc:
+                    if failing.get(n) != type(exc).__name__:  # once per kind, not every tick
+                        log.exception("outbox flusher: a chore failed; trying again every %s s",
+                                      self.every)
+                    failing[n] = type(exc).__name__
+                else:
+                    if failing.pop(n, None) is not None:
+                        log.info("outbox flusher: the chore works again")

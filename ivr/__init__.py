@@ -130,6 +130,7 @@ def create_app(
     app.extensions["ivr.vault"] = vault
     app.extensions["ivr.outbox"] = outbox
     app.extensions["ivr.spool"] = spool
+    app.extensions["ivr.webhook_db"] = quick[0]
     if tally is not None:
         # The spool first: its reports put jobs in the outbox that the next flush hands over.
         OutboxFlusher(outbox, settings.outbox_flush_seconds, before=(drain,),

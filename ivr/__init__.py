@@ -79,7 +79,8 @@ def create_app(
     db = Database(settings.database_url)
     vault = Vault(keyring_for(settings), Database(settings.keystore_url))
     outbox = Outbox(db, settings.redis_url)
-    # The webhook's own connections: a lock or an outage costs it WEBHOOK_DB_WAIT, not 15 s.
+    # Every webhook's own connections (recordings, consent, transfers, callbacks): a lock or
+    # an outage costs a webhook WEBHOOK_DB_WAIT, never Twilio's 15 s.
     wait = settings.webhook_db_wait
     quick = (Database(settings.database_url, wait=wait),
              Vault(vault.keyring, Database(settings.keystore_url, wait=wait)))
@@ -102,10 +103,10 @@ def create_app(
         return spool.drain(lambda r: note_recording(db, vault, r))
 
     def consent(call_sid: str, value: str) -> None:
-        note_consent(db, call_sid, value)
+        note_consent(quick[0], call_sid, value)
 
     def transfer(caller: Caller, language: str, now: datetime) -> tuple[str, ...]:
-        return live_numbers(db, vault, caller.region, language, now, settings.transfer_ring_max)
+        return live_numbers(*quick, caller.region, language, now, settings.transfer_ring_max)
 
     def caller_id(region: str) -> str:
         return registry.regions.region(region).caller_id or settings.hotline_number
@@ -118,14 +119,14 @@ def create_app(
         if tally is not None:
             tally.add(call_sid, region, seconds, when)  # written by the flusher thread
         else:
-            note_calls_ended(db, [(call_sid, region, seconds, when)])
+            note_calls_ended(quick[0], [(call_sid, region, seconds, when)])
 
     handler = CallHandler(settings, registry, clock, report if voicemail else None,
                           consent if voicemail else None, transfer if voicemail else None,
                           ended if voicemail else None)
     app.extensions["ivr"] = handler
     app.extensions["ivr.callbacks"] = CallbackHandler(
-        settings, OperatorLeg(db, vault, policy_for(settings), caller_id), handler.renderer, clock)
+        settings, OperatorLeg(*quick, policy_for(settings), caller_id), handler.renderer, clock)
     app.extensions["ivr.db"] = db
     app.extensions["ivr.vault"] = vault
     app.extensions["ivr.outbox"] = outbox

@@ -318,6 +318,8 @@ def _from_twilio(op: str, sid: str, exc: TwilioRestException) -> ProviderError:
 
 def _from_library(op: str, sid: str, exc: Exception) -> ProviderError:
     status = getattr(exc, "status", None)  # TwilioServiceException (RFC 9457 errors)
+    if status is None and len(exc.args) > 1:  # a list's page: TwilioException(text, response)
+        status = getattr(exc.args[1], "status_code", None)
     if isinstance(status, int):
         code = getattr(exc, "code", None)
         return ProviderError(op, sid=sid, status=status, code=code if isinstance(code, int) else None,

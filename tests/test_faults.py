@@ -37,9 +37,9 @@ from ivr.standin.phone import HttpReply
 from ivr.storage import AuditEntry, Case, Database, Recording, upgrade
 from tests.conftest import ROOT, SUNDAY, TOKEN, RedisServer
 from tests.servers import PostgresCluster
-from tests.test_voicemail import ENGLISH_VOICEMAIL, NUMBER, Hotline, message, with_consent
+from tests.test_voicemail import ENGLISH_VOICEMAIL, NUMBER, Hotline, hotline, message, with_consent
 
-__all__ = ["message"]  # the fixture, used here
+__all__ = ["hotline", "message"]  # the fixtures, used here
 
 KEPT = "Call you back?"  # the flow's step after the message: heard only when it is kept
 NOT_KEPT = "cannot confirm that your message was saved"
@@ -92,12 +92,11 @@ class Outage:
     def lock(self) -> None:
         """What a long migration or backup does: the tables are there, but not to be had."""
         if self.cluster is not None:
-            conn = psycopg.connect(self.url.replace("postgresql+psycopg", "postgresql"))
-            conn.execute("LOCK TABLE recordings, calls IN ACCESS EXCLUSIVE MODE")
+            self._hold = psycopg.connect(self.url.replace("postgresql+psycopg", "postgresql"))
+            self._hold.execute("LOCK TABLE recordings, calls IN ACCESS EXCLUSIVE MODE")
         else:
-            conn = sqlite3.connect(self.path, isolation_level=None)
-            conn.execute("BEGIN EXCLUSIVE")
-        self._hold = conn
+            self._hold = sqlite3.connect(self.path, isolation_level=None)
+            self._hold.execute("BEGIN EXCLUSIVE")
 
     def unlock(self) -> None:
         self._hold.rollback() if self.cluster is not None else self._hold.execute("ROLLBACK")
@@ -284,7 +283,7 @@ def test_every_voicemail_becomes_one_case_whatever_fails(
     h.work()
 
     # 7. A worker is killed (SIGKILL) in the middle of a job.
-    [sid] = calls("worker killed", 1)
+    calls("worker killed", 1)
     h.api.delay(30)  # the download hangs: the worker is inside the job
     env = {**h.worker_env(tmp_path), "INSTANCE_DIR": str(h.settings.instance_dir)}
     worker = subprocess.Popen([sys.executable, "-m", "ivr.cli", "worker"], env=env,
@@ -320,6 +319,8 @@ def test_every_voicemail_becomes_one_case_whatever_fails(
     assert all(h.vault.open(c, "number") == NUMBER.encode() for c in cases)
     assert len(found) == 2  # the two the webhooks could not keep came from the listing
     assert faulty.transport.slowest < 2.0, faulty.transport.slowest
+    with h.db.session() as s:  # the six 404s were retried, not taken as an answer
+        assert sum(s.scalars(select(Recording.attempts))) == 6
     told_kept = sum(KEPT in text for text in heard.values())
     told_not = sum(NOT_KEPT in text for text in heard.values())
     assert told_kept + told_not == len(heard) == len(faulty.created) >= 20
@@ -328,3 +329,126 @@ def test_every_voicemail_becomes_one_case_whatever_fails(
           f"deleted at Twilio {len(h.api.deleted)}; told kept {told_kept}, told not kept "
           f"{told_not}; filed from Twilio's list {len(found)}; slowest recording webhook "
           f"{faulty.transport.slowest:.2f} s")
+
+
+def test_nothing_kept_is_said_in_the_callers_language(faulty: Faulty, message: bytes) -> None:
+    """Database and spool both fail: a Ukrainian caller hears the truth, in Ukrainian."""
+    faulty.outage.stop()
+    folder = faulty.spool().folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    folder.write_text("not a folder")
+    try:
+        sid, text = faulty.call(["2", "#", "1"], audio=message)
+    finally:
+        folder.unlink()
+        faulty.outage.start()
+    assert "не можемо підтвердити, що ваше повідомлення збережено" in text
+    assert "Передзвонити?" not in text  # the flow's next step is not played: it would imply "kept"
+    assert faulty.hotline.api.recording(sid) is not None  # still at Twilio, for the listing
+    faulty.keep()
+    faulty.hotline.work()
+    assert faulty.known() == {sid} and faulty.hotline.api.was_deleted(sid)
+
+
+def test_a_message_left_at_the_apology_keeps_number_region_and_consent(hotline: Hotline) -> None:
+    """Twilio posts From on the Record action of the apology too: it is kept like any other."""
+    from ivr.standin.api import tone_wav
+    from ivr.voicemail import note_consent
+    from tests.conftest import call_params, signed
+
+    client = hotline.app.test_client()
+    call_sid = "CA" + "b" * 32
+    note_consent(hotline.db, call_sid, "any")  # given earlier in the call, before our failure
+    sid = hotline.api.add_recording("RE" + "c" * 32, tone_wav(2.0), call_sid=call_sid)
+    done = call_params(CallSid=call_sid, RecordingSid=sid, RecordingDuration="2", Digits="#",
+                       RecordingUrl=hotline.api.recording_url(sid))
+    reply = signed(client, "/twilio/step?e=rescued&l=uk", done)
+    assert "Дякуємо, ваше повідомлення записано" in reply.get_data(as_text=True)
+    status = {k: v for k, v in done.items() if k not in ("From", "Caller", "Digits")}
+    signed(client, "/twilio/recording?l=uk", {**status, "RecordingStatus": "completed"})
+    [case] = hotline.cases()
+    assert (case.language, case.region, case.country, case.consent) == ("uk", "russia", "RU", "any")
+    assert hotline.vault.open(case, "number") == NUMBER.encode()
+
+
+def test_a_recording_twilio_never_has_fails_its_case_after_the_retries_and_says_so(
+    hotline: Hotline, message: bytes
+) -> None:
+    hotline.call(ENGLISH_VOICEMAIL, message)
+    [rec] = hotline.recordings()
+    with hotline.api._lock:  # gone from Twilio's media store for good
+        del hotline.api._recordings[rec.recording_sid]
+    hotline.work()
+    [case] = hotline.cases()
+    [rec] = hotline.recordings()
+    assert rec.attempts == 6 and rec.status == "failed" and rec.deleted_at_provider is not None
+    assert case.status_reason is not None and case.status_reason.endswith(
+        "HTTP 404 (Twilio error 20404); Twilio does not have it")
+
+
+def test_the_listing_files_only_what_nobody_reported(hotline: Hotline, message: bytes) -> None:
+    from ivr.providers import AtTwilio
+    from ivr.reconcile import reconcile
+    from ivr.routing import load_regions
+    from ivr.storage import utcnow
+
+    hotline.call(ENGLISH_VOICEMAIL, message)  # known
+    [known] = hotline.recordings()
+    old, now = utcnow() - timedelta(minutes=5), utcnow()
+    lost = AtTwilio("RE" + "1" * 32, "CA" + "1" * 32, "completed", 7, old)
+    hotline.api.add_call(lost.call_sid, "anonymous", hotline.settings.hotline_number)
+    listed = [
+        AtTwilio(known.recording_sid, "CA" + "0" * 32, "completed", 7, old),
+        lost,
+        AtTwilio("RE" + "2" * 32, "CA" + "2" * 32, "completed", 7, now),  # its webhook may come
+        AtTwilio("RE" + "3" * 32, "CA" + "3" * 32, "in-progress", -1, old),
+        AtTwilio("RE" + "4" * 32, "CA" + "4" * 32, "completed", 7, old),  # in the spool
+        AtTwilio("RE" + "5" * 32, "CA" + "5" * 32, "completed", 0, old),  # empty
+    ]
+    asked: list[str] = []
+    deleted: list[str] = []
+    regions, _ = load_regions(hotline.settings.flows_dir / "regions.yaml")
+
+    def call_from(call_sid: str) -> str:
+        asked.append(call_sid)
+        return "anonymous"
+
+    made = reconcile(hotline.db, hotline.vault, listed, call_from, deleted.append, regions,
+                     lambda: {"RE" + "4" * 32})
+    assert len(made) == 1 and asked == [lost.call_sid] and deleted == ["RE" + "5" * 32]
+    case = hotline.cases()[-1]
+    assert case.number is None and case.region == regions.fallback  # withheld: no number
+    assert reconcile(hotline.db, hotline.vault, listed, call_from, deleted.append, regions,
+                     lambda: {"RE" + "4" * 32}) == []  # known now
+
+
+def test_a_spooled_report_that_cannot_be_opened_is_set_aside(tmp_path: Path) -> None:
+    from ivr.engine import Caller
+    from ivr.keys import Keyring, parse_master_keys
+    from ivr.voicemail import Reported
+    from tests.conftest import TEST_KEYS
+
+    keyring = Keyring(parse_master_keys(TEST_KEYS))
+    spool = Spool(tmp_path / "spool", keyring.derived("spool"))
+    report = Reported("CA" + "a" * 32, "RE" + "a" * 32, "completed", 5, NUMBER,
+                      Caller(False, "RU", "russia"), language="ru", consent="any")
+    spool.put(report)
+    spool.put(report)  # the action and the status callback: two files, one case when drained
+    first, second = sorted(spool.folder.glob("*.report"))
+    assert spool.read(first) == report and oct(first.stat().st_mode)[-3:] == "600"
+    second.write_bytes(second.read_bytes()[:-1] + b"x")  # altered on disk
+    noted: list[Reported] = []
+    assert spool.drain(noted.append) == 1 and noted == [report]
+    assert spool.count() == 0 and (spool.folder / "unreadable" / second.name).exists()
+    spool.put(report)
+    rotated = Spool(spool.folder, Keyring(parse_master_keys("k3:" + "C" * 43 + "," + TEST_KEYS))
+                    .derived("spool"))
+    assert rotated.drain(noted.append) == 1  # a new master key first: older files still open
+
+    def down(_r: Reported) -> None:
+        raise OSError("the database is away")
+
+    spool.put(report)
+    with pytest.raises(OSError):
+        spool.drain(down)
+    assert spool.count() == 1  # kept until the database has it

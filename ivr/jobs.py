@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +28,7 @@ from sqlalchemy import func, select, update
 from ivr import callbacks, voicemail
 from ivr.config import Settings, load_settings, parse_daytime
 from ivr.keys import Keyring, development_keys, parse_master_keys
+from ivr.liveness import WORKER_PREFIX, Pulse, rescue_abandoned, worker_tag
 from ivr.operators import recount
 from ivr.spool import SUFFIX as SPOOL_SUFFIX
 from ivr.spool import Spool
@@ -240,66 +239,6 @@ def drain_spool() -> int:
     s = services()
     return spool_for(s.settings, s.vault.keyring).drain(
         lambda r: voicemail.note_recording(s.db, s.vault, r))
-
-
-# --- a worker that died ------------------------------------------------------------------
-# rq notices a SimpleWorker killed mid-job only when the job's registry entry expires (its
-# timeout + 60 s) and a maintenance round (every 10 minutes) cleans it up. Our workers say
-# they are alive in a key of their own every PULSE_EVERY seconds (a thread, so a long
-# transcription does not silence it); the housekeeper re-queues a started job whose worker's
-# key is gone: within ALIVE_TTL + the housekeeper's minute.
-ALIVE, ALIVE_TTL, PULSE_EVERY = "ivr:alive:", 30, 10.0
-WORKER_PREFIX = "ivr-"
-
-
-def worker_tag() -> str:
-    """This process, as its workers' names and its alive key say it."""
-    return f"{socket.gethostname()}.{os.getpid()}"
-
-
-class Pulse(threading.Thread):
-    """Says every PULSE_EVERY s that this worker process lives (a key with ALIVE_TTL)."""
-
-    def __init__(self, redis_url: str, tag: str) -> None:
-        super().__init__(name="pulse", daemon=True)
-        self.redis_url, self.tag = redis_url, tag
-        self.stopping = threading.Event()
-
-    def beat(self) -> None:
-        redis_client(self.redis_url).set(ALIVE + self.tag, "1", ex=ALIVE_TTL)
-
-    def run(self) -> None:
-        while True:
-            with contextlib.suppress(redis.RedisError):
-                self.beat()
-            if self.stopping.wait(PULSE_EVERY):
-                return
-
-
-def rescue_abandoned(queue: Queue) -> int:
-    """Re-queue started jobs whose worker process no longer says it is alive."""
-    conn = queue.connection
-    registry = queue.started_job_registry
-    count = 0
-    for job_id, execution_id in registry.get_job_and_execution_ids(cleanup=False):
-        try:
-            job = Job.fetch(job_id, connection=conn)
-        except NoSuchJobError:
-            conn.zrem(registry.key, f"{job_id}:{execution_id}")
-            continue
-        name = job.worker_name or ""
-        if not name.startswith(WORKER_PREFIX):
-            continue  # not one of ours (rq's own CLI worker, say): rq's clean-up handles it
-        if conn.exists(ALIVE + name.split("-", 2)[-1]):
-            continue
-        if not conn.zrem(registry.key, f"{job_id}:{execution_id}"):
-            continue  # another housekeeper, or the job's end, got there first
-        job.started_at = None
-        queue.enqueue_job(job)
-        count += 1
-    if count:
-        log.warning("re-queued %d job(s) whose worker died", count)
-    return count
 
 
 LOST_AFTER = timedelta(minutes=2)  # no job anywhere in Redis: Redis restarted empty, say

@@ -29,7 +29,7 @@ from rq.job import Job
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
-from ivr import create_app, jobs
+from ivr import create_app, jobs, liveness
 from ivr.config import Settings
 from ivr.spool import Spool
 from ivr.standin import FlaskTransport, Phone, ScriptedCaller, TwilioApi
@@ -298,8 +298,8 @@ def test_every_voicemail_becomes_one_case_whatever_fails(
     worker.wait(timeout=10)
     h.api.reset_faults()
     name = Job.fetch(job_id, connection=conn).worker_name or ""
-    alive = jobs.ALIVE + name.split("-", 2)[-1]
-    assert 0 < conn.ttl(alive) <= jobs.ALIVE_TTL  # the dead worker's pulse lapses by itself…
+    alive = liveness.ALIVE + name.split("-", 2)[-1]
+    assert 0 < conn.ttl(alive) <= liveness.ALIVE_TTL  # the dead worker's pulse lapses by itself…
     conn.delete(alive)  # …as it has within ALIVE_TTL (30 s); the next round (a minute) sees it
     faulty.keep()
     assert registry.get_job_ids(cleanup=False) == [] and job_id in queue.job_ids

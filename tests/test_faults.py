@@ -294,6 +294,8 @@ def test_every_voicemail_becomes_one_case_whatever_fails(
     while not registry.get_job_ids(cleanup=False) and time.monotonic() < deadline:
         time.sleep(0.05)
     [job_id] = registry.get_job_ids(cleanup=False)
+    time.sleep(0.2)
+    assert liveness.rescue_abandoned(queue) == 0  # its worker lives: the job is left to it
     os.killpg(worker.pid, signal.SIGKILL)
     worker.wait(timeout=10)
     h.api.reset_faults()

@@ -134,8 +134,10 @@ def create_app(
     app.extensions["ivr.webhook_db"] = quick[0]
     if tally is not None:
         # The spool first: its reports put jobs in the outbox that the next flush hands over.
-        OutboxFlusher(outbox, settings.outbox_flush_seconds, before=(drain,),
-                      also=(tally.flush,)).start()
+        flusher = OutboxFlusher(outbox, settings.outbox_flush_seconds, before=(drain,),
+                                also=(tally.flush,))
+        app.extensions["ivr.flusher"] = flusher
+        flusher.start()
     app.register_blueprint(voice.bp)
     app.register_blueprint(public.bp)
     if clock is not None:

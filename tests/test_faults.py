@@ -454,3 +454,27 @@ def test_a_spooled_report_that_cannot_be_opened_is_set_aside(tmp_path: Path) -> 
     with pytest.raises(OSError):
         spool.drain(down)
     assert spool.count() == 1  # kept until the database has it
+
+
+def test_every_web_process_moves_the_spool_into_the_database_when_it_is_back(
+    faulty: Faulty, message: bytes
+) -> None:
+    h = faulty.hotline
+    faulty.outage.lock()
+    try:
+        sid, text = faulty.call(audio=message)
+    finally:
+        faulty.outage.unlock()
+    assert KEPT in text and faulty.spool().count() == 2
+    web = create_app(h.settings.replace(outbox_flush_seconds=0.2), clock=lambda: SUNDAY)
+    try:  # another web process of the same machine: its flusher thread drains the spool
+        deadline = time.monotonic() + 20
+        while faulty.spool().count() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        web.extensions["ivr.flusher"].stop()
+    assert faulty.spool().count() == 0 and faulty.known() == {sid}
+    h.work()
+    [case] = h.cases()
+    assert case.status == "routed" and h.api.was_deleted(sid)
+    assert h.vault.open(case, "number") == NUMBER.encode()

@@ -62,6 +62,7 @@ def create_app(
     from ivr.engine import Caller
     from ivr.jobs import Outbox, OutboxFlusher, keyring_for, policy_for
     from ivr.registry import FlowRegistry
+    from ivr.spool import Spool
     from ivr.storage import Database, Vault
     from ivr.voicemail import CallTally, Reported, note_calls_ended, note_consent, note_recording
 
@@ -79,16 +80,34 @@ def create_app(
     db = Database(settings.database_url)
     vault = Vault(keyring_for(settings), Database(settings.keystore_url))
     outbox = Outbox(db, settings.redis_url, settings.redis_namespace)
+    # Every webhook's own connections (recordings, consent, transfers, callbacks): a lock or
+    # an outage costs a webhook WEBHOOK_DB_WAIT, never Twilio's 15 s.
+    wait = settings.webhook_db_wait
+    quick = (Database(settings.database_url, wait=wait),
+             Vault(vault.keyring, Database(settings.keystore_url, wait=wait)))
+    spool = Spool(settings.instance_dir / "spool", vault.keyring.derived("spool"))
 
     def report(recording: Reported) -> None:
-        if note_recording(db, vault, recording) is not None and enqueue:
+        """Keep a reported recording: in the database, else in the spool; raise if neither."""
+        try:
+            job = note_recording(*quick, recording)
+        except Exception as exc:
+            spool.put(recording)  # OSError: not kept at all, and the caller is told so
+            logging.getLogger(__name__).warning(
+                "recording %s spooled: the database did not take it in time (%s)",
+                recording.recording_sid, type(exc).__name__)
+            return
+        if job is not None and enqueue:
             outbox.flush_soon()  # at once when Redis is up; the flusher retries when it is not
 
+    def drain() -> int:
+        return spool.drain(lambda r: note_recording(db, vault, r))
+
     def consent(call_sid: str, value: str) -> None:
-        note_consent(db, call_sid, value)
+        note_consent(quick[0], call_sid, value)
 
     def transfer(caller: Caller, language: str, now: datetime) -> tuple[str, ...]:
-        return live_numbers(db, vault, caller.region, language, now, settings.transfer_ring_max)
+        return live_numbers(*quick, caller.region, language, now, settings.transfer_ring_max)
 
     def caller_id(region: str) -> str:
         return registry.regions.region(region).caller_id or settings.hotline_number
@@ -101,19 +120,25 @@ def create_app(
         if tally is not None:
             tally.add(call_sid, region, seconds, when)  # written by the flusher thread
         else:
-            note_calls_ended(db, [(call_sid, region, seconds, when)])
+            note_calls_ended(quick[0], [(call_sid, region, seconds, when)])
 
     handler = CallHandler(settings, registry, clock, report if voicemail else None,
                           consent if voicemail else None, transfer if voicemail else None,
                           ended if voicemail else None)
     app.extensions["ivr"] = handler
     app.extensions["ivr.callbacks"] = CallbackHandler(
-        settings, OperatorLeg(db, vault, policy_for(settings), caller_id), handler.renderer, clock)
+        settings, OperatorLeg(*quick, policy_for(settings), caller_id), handler.renderer, clock)
     app.extensions["ivr.db"] = db
     app.extensions["ivr.vault"] = vault
     app.extensions["ivr.outbox"] = outbox
+    app.extensions["ivr.spool"] = spool
+    app.extensions["ivr.webhook_db"] = quick[0]
     if tally is not None:
-        OutboxFlusher(outbox, settings.outbox_flush_seconds, also=(tally.flush,)).start()
+        # The spool first: its reports put jobs in the outbox that the next flush hands over.
+        flusher = OutboxFlusher(outbox, settings.outbox_flush_seconds, before=(drain,),
+                                also=(tally.flush,))
+        app.extensions["ivr.flusher"] = flusher
+        flusher.start()
     app.register_blueprint(voice.bp)
     app.register_blueprint(public.bp)
     if clock is not None:

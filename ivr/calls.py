@@ -116,8 +116,13 @@ class CallHandler:
         language = query.get("l", "ru")
         state: CallState | None = None
         try:
-            if event == "rescued":
-                return Reply(self.renderer.goodbye(language))
+            if event == "rescued":  # the message left at the apology: kept like any other
+                with contextlib.suppress(StateError):
+                    state = decode_state(query.get("s", "")) if query.get("s") else None
+                kept = self._report(params, state, "completed", language=language)
+                state = None  # a failure after this point gets no retry
+                return Reply(self.renderer.goodbye(language) if kept
+                             else self.renderer.not_kept(language))
             if event == "restart":
                 turn = engine.start(
                     self.registry.get, self.settings.entry_flow, self._context(params), language
@@ -125,8 +130,9 @@ class CallHandler:
                 return self._reply(turn)
             state = decode_state(query.get("s", ""))
             given = self._input(event, params)
-            if given.event == engine.RECORDED:
-                self._report(params, state, "completed")
+            if given.event == engine.RECORDED and not self._report(params, state, "completed"):
+                # Neither the database nor the spool took it: no "thank you", the truth.
+                return Reply(self.renderer.not_kept(state.language))
             turn = engine.resume(self.registry.get, state, given, self._context(params))
             agreed = turn.state.var(CONSENT_VARIABLE)
             if agreed is not None and agreed != state.var(CONSENT_VARIABLE):
@@ -201,14 +207,19 @@ class CallHandler:
             log.exception("could not store the callback consent of call %s", params["CallSid"][:64])
 
     def _report(self, params: Params, state: CallState | None, status: str,
-                language: str = "") -> None:
-        """Hand a reported recording to the voicemail desk; never fail the webhook for it."""
+                language: str = "") -> bool:
+        """Hand a reported recording to the voicemail desk; never fail the webhook for it.
+
+        False only when it was not kept (neither in the database nor in the spool): then the
+        caller must not hear that it was. Without a valid RecordingSid there is nothing at
+        Twilio to keep (Twilio always sends one), so that is not a loss.
+        """
         sid = params.get("RecordingSid", "")
         if self.voicemail is None:
-            return
+            return True
         if not RECORDING_SID.match(sid) or not params.get("CallSid"):
             log.warning("recording report without valid ids ignored")
-            return
+            return True
         try:
             duration = int(params.get("RecordingDuration", "0") or 0)
         except ValueError:
@@ -225,8 +236,10 @@ class CallHandler:
                 consent=(state.var(CONSENT_VARIABLE) or "") if state else "",
             ))
         except Exception:
-            # The recording stays at Twilio; the log says which one, so nothing is lost.
-            log.exception("could not store recording %s; it remains at Twilio", sid)
+            # The recording stays at Twilio, where the housekeeper's listing finds it.
+            log.exception("could not keep the report of recording %s; it remains at Twilio", sid)
+            return False
+        return True
 
 
 class CallbackHandler:

@@ -183,11 +183,14 @@ def worker(burst: bool) -> None:
             conn.ping()
         except redis.RedisError as exc:
             raise click.ClickException(f"cannot reach Redis at REDIS_URL: {exc}") from None
+        jobs.drain_spool()
         jobs.Outbox(services.db, s.redis_url, s.redis_namespace).flush()
         SimpleWorker([Queue(s.redis_namespace, connection=conn)], connection=conn).work(burst=True)
         return
     jobs.Housekeeper(services.db, s.redis_url, policy=services.policy,
-                     namespace=s.redis_namespace).start()
+                     namespace=s.redis_namespace, drain=jobs.drain_spool,
+                     reconcile=jobs.reconcile_recordings,
+                     reconcile_every=s.reconcile_minutes * 60).start()
     jobs.work(s.redis_url, s.redis_namespace)
 
 

@@ -45,6 +45,8 @@ class Settings:
     transcribe_engines: str = "en=whisper-tiny-en"
     transcribe_threads: int = 1
     outbox_flush_seconds: float = 5.0
+    webhook_db_wait: float = 1.5  # seconds a webhook waits for the database before spooling
+    reconcile_minutes: int = 5  # how often the housekeeper lists the recordings at Twilio
     callback_daytime: str = "09:00-21:00"
     callback_retry_minutes: tuple[int, ...] = (15, 60, 240)
     reoffer_minutes: int = 30
@@ -90,6 +92,10 @@ SETTINGS: dict[str, tuple[str, bool]] = {
     "TRANSCRIBE_THREADS": ("CPU threads per transcription in a worker (default 1)", False),
     "OUTBOX_FLUSH_SECONDS": ("how often a web process re-tries enqueueing jobs Redis missed",
                              False),
+    "WEBHOOK_DB_WAIT": ("seconds a recording webhook waits for the database before it keeps the "
+                        "report in the local spool instead (default 1.5)", False),
+    "RECONCILE_MINUTES": ("how often the worker lists the recordings at Twilio and files any the "
+                          "service does not know (default 5)", False),
     "CALLBACK_DAYTIME": ("the caller's local hours that a `day` consent allows, e.g. 09:00-21:00",
                          False),
     "CALLBACK_RETRY_MINUTES": ("waits between callback attempts; one more attempt than waits, "
@@ -196,7 +202,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     }
     for name, key, default, low in (("RETENTION_DAYS", "retention_days", base.retention_days, 1),
                                     ("OUTBOX_FLUSH_SECONDS", "outbox_flush_seconds",
-                                     base.outbox_flush_seconds, 0)):
+                                     base.outbox_flush_seconds, 0),
+                                    ("WEBHOOK_DB_WAIT", "webhook_db_wait", base.webhook_db_wait, 0.1)):
         raw = get(name)
         try:
             number = float(raw) if raw else default
@@ -222,6 +229,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ("REOFFER_MINUTES", "reoffer_minutes", base.reoffer_minutes, 1, 10080),
         ("TRANSFER_RING_MAX", "transfer_ring_max", base.transfer_ring_max, 1, 10),
         ("CONSOLE_IDLE_MINUTES", "console_idle_minutes", base.console_idle_minutes, 1, 720),
+        ("RECONCILE_MINUTES", "reconcile_minutes", base.reconcile_minutes, 1, 1440),
     ):
         raw = get(name)
         if raw and not (raw.isdigit() and low <= int(raw) <= high):

@@ -28,7 +28,10 @@ from sqlalchemy import func, select, update
 from ivr import callbacks, voicemail
 from ivr.config import Settings, load_settings, parse_daytime
 from ivr.keys import Keyring, development_keys, parse_master_keys
+from ivr.liveness import WORKER_PREFIX, Pulse, rescue_abandoned, worker_tag
 from ivr.operators import recount
+from ivr.spool import SUFFIX as SPOOL_SUFFIX
+from ivr.spool import Spool
 from ivr.storage import Database, OutboxJob, Vault, utcnow
 
 log = logging.getLogger(__name__)
@@ -118,8 +121,8 @@ def build_services(settings: Settings) -> Services:
         try:
             return provider.fetch_recording(sid)
         except ProviderError as exc:
-            if exc.retryable:
-                raise voicemail.Retryable(str(exc)) from None
+            if exc.retryable or exc.status == 404:  # a new recording may not be there yet
+                raise voicemail.Retryable(str(exc), missing=exc.status == 404) from None
             raise ValueError(str(exc)) from None
 
     def delete(sid: str) -> None:
@@ -191,6 +194,53 @@ def purge_expired() -> int:
     return voicemail.purge(s.db, s.vault, timedelta(days=s.settings.retention_days))
 
 
+def reconcile_recordings(settle: timedelta | None = None) -> int:
+    """List the recordings at Twilio and file those no webhook reported (ivr.reconcile)."""
+    from ivr import reconcile
+    from ivr.providers import ProviderError, TwilioProvider
+    from ivr.routing import load_regions
+
+    s = services()
+    provider = TwilioProvider.from_settings(s.settings)
+    regions, problems = load_regions(s.settings.flows_dir / "regions.yaml")
+    if problems and any(not p.warning for p in problems):
+        log.warning("regions.yaml has errors: recordings found at Twilio get the fallback region")
+
+    def delete(sid: str) -> None:
+        with contextlib.suppress(ProviderError):  # an empty one: the next round tries again
+            provider.delete_recording(sid)
+
+    try:
+        made = reconcile.reconcile(
+            s.db, s.vault, list(provider.list_recordings()), provider.call_from, delete, regions,
+            spooled_sids(s.settings), settle if settle is not None else reconcile.SETTLE)
+    finally:
+        provider.close()
+    return len(made)
+
+
+def spool_for(settings: Settings, keyring: Keyring) -> Spool:
+    return Spool(settings.instance_dir / "spool", keyring.derived("spool"))
+
+
+def spooled_sids(settings: Settings) -> Callable[[], set[str]]:
+    """The recording sids waiting in this machine's spool (they are in its file names)."""
+    def found() -> set[str]:
+        folder = settings.instance_dir / "spool"
+        if not folder.is_dir():
+            return set()
+        return {p.name.removesuffix(SPOOL_SUFFIX).rsplit("-", 1)[-1]
+                for p in folder.iterdir() if p.name.endswith(SPOOL_SUFFIX)}
+    return found
+
+
+def drain_spool() -> int:
+    """Move this machine's spooled recording reports into the database (ivr.spool)."""
+    s = services()
+    return spool_for(s.settings, s.vault.keyring).drain(
+        lambda r: voicemail.note_recording(s.db, s.vault, r))
+
+
 LOST_AFTER = timedelta(minutes=2)  # no job anywhere in Redis: Redis restarted empty, say
 GAVE_UP_AFTER = timedelta(hours=1)  # its job failed for good: Twilio down for long, say
 
@@ -221,26 +271,38 @@ def requeue_unfinished(db: Database, queue: Queue, lost_after: timedelta = LOST_
 
 
 class Housekeeper(threading.Thread):
-    """Runs in every worker process; each minute one of them (a Redis lock decides) moves the
-    outbox, re-enqueues voicemails whose jobs Redis lost, and enqueues the hourly retention.
+    """Runs in every worker process; each minute it drains this machine's spool, and one of
+    them (a Redis lock decides) moves the outbox, re-enqueues voicemails whose jobs Redis lost
+    and jobs whose worker died, lists the recordings at Twilio every `reconcile_every`
+    seconds, and enqueues the hourly retention.
 
     It lives in a process, not in Redis, so a Redis that restarts empty loses nothing for long.
     """
 
     def __init__(self, db: Database, redis_url: str, every: float = 60.0,
                  lost_after: timedelta = LOST_AFTER,
-                 policy: callbacks.Policy | None = None, namespace: str = QUEUE) -> None:
+                 policy: callbacks.Policy | None = None, namespace: str = QUEUE,
+                 drain: Callable[[], object] | None = None,
+                 reconcile: Callable[[], object] | None = None,
+                 reconcile_every: float = 300.0) -> None:
         super().__init__(name="housekeeper", daemon=True)
         self.db, self.redis_url, self.every, self.lost_after = db, redis_url, every, lost_after
         self.policy = policy or callbacks.Policy()
         self.namespace = namespace
         # One lock per install: another install's housekeeper on the same Redis is not ours.
         self.LOCK, self.PURGE_DUE = f"{namespace}:housekeeper", f"{namespace}:purge-due"
+        self.RECONCILE_DUE = f"{namespace}:reconcile-due"
         self.outbox = Outbox(db, redis_url, namespace)
+        self.drain, self.reconcile, self.reconcile_every = drain, reconcile, reconcile_every
         self.stopping = threading.Event()
 
     def tick(self) -> bool:
         """One round; False when another worker's housekeeper (of this install) has it."""
+        if self.drain is not None:  # this machine's spool: every worker, Redis or not
+            try:
+                self.drain()
+            except Exception as exc:
+                log.warning("housekeeping: the spool waits for the database (%s)", type(exc).__name__)
         conn = redis_client(self.redis_url)
         if not conn.set(self.LOCK, "1", nx=True, ex=max(1, int(self.every * 0.9))):
             return False
@@ -266,6 +328,16 @@ class Housekeeper(threading.Thread):
             scheduler.prepare_registries([qname])
             scheduler.enqueue_scheduled_jobs()  # type: ignore[no-untyped-call]
         requeue_unfinished(self.db, queue, self.lost_after)
+        rescue_abandoned(queue)
+        if self.reconcile is not None and conn.set(self.RECONCILE_DUE, "1", nx=True,
+                                                   ex=max(1, int(self.reconcile_every))):
+            try:
+                self.reconcile()
+            except Exception:
+                log.exception("housekeeping: listing the recordings at Twilio failed; "
+                              "trying again next round")
+                conn.delete(self.RECONCILE_DUE)
+            self.outbox.flush()
         if conn.set(self.PURGE_DUE, "1", nx=True, ex=int(PURGE_EVERY.total_seconds())):
             queue.enqueue(purge_expired, job_id=job_id_for(qname, "purge-expired", int(time.time())),
                           result_ttl=86400, failure_ttl=FAILURE_TTL)
@@ -303,6 +375,8 @@ def work(redis_url: str, namespace: str = QUEUE) -> None:
     voicemail, bench/pipeline.py); a crash ends the process, and rq retries its job.
     """
     wait, warned = 1.0, False
+    tag, started = worker_tag(), 0
+    Pulse(redis_url, tag).start()
     while True:
         conn = redis.Redis.from_url(redis_url)
         try:
@@ -317,7 +391,9 @@ def work(redis_url: str, namespace: str = QUEUE) -> None:
         if warned:
             log.warning("Redis is back; working again")
         wait, warned = 1.0, False
-        worker = SimpleWorker([Queue(namespace, connection=conn)], connection=conn)
+        started += 1  # a fresh name each time: rq refuses one a stale worker key still holds
+        worker = SimpleWorker([Queue(namespace, connection=conn)], connection=conn,
+                              name=f"{WORKER_PREFIX}{started}-{tag}")
         try:
             worker.work(with_scheduler=True)  # the scheduler runs retries that wait (rq Retry)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -431,13 +507,14 @@ class Outbox:
 
 
 class OutboxFlusher(threading.Thread):
-    """Keeps flushing the outbox (and `also`, the call counts) every few seconds in a web
-    process (daemon thread)."""
+    """Keeps flushing the outbox every few seconds in a web process (daemon thread), after
+    `before` (draining the spool) and before `also` (the call counts)."""
 
     def __init__(self, outbox: Outbox, every: float,
-                 also: tuple[Callable[[], object], ...] = ()) -> None:
+                 also: tuple[Callable[[], object], ...] = (),
+                 before: tuple[Callable[[], object], ...] = ()) -> None:
         super().__init__(name="outbox-flusher", daemon=True)
-        self.outbox, self.every, self.also = outbox, every, also
+        self.outbox, self.every, self.also, self.before = outbox, every, also, before
         self.stopping = threading.Event()
 
     def stop(self) -> None:
@@ -445,17 +522,17 @@ class OutboxFlusher(threading.Thread):
         self.join(timeout=5)
 
     def run(self) -> None:
-        failing: str | None = None
+        failing: dict[int, str] = {}  # chore number -> the kind of trouble it last had
+        chores = (*self.before, self.outbox.flush, *self.also)
         while not self.stopping.wait(self.every):
-            try:
-                self.outbox.flush()
-                for chore in self.also:  # the call counts (voicemail.CallTally)
+            for n, chore in enumerate(chores):  # each on its own: one failing stops no other
+                try:
                     chore()
-            except Exception as exc:
-                if failing != type(exc).__name__:  # once per kind of trouble, not every tick
-                    log.exception("outbox flush failed; trying again every %s s", self.every)
-                failing = type(exc).__name__
-            else:
-                if failing is not None:
-                    log.info("outbox flush works again")
-                failing = None
+                except Exception as exc:
+                    if failing.get(n) != type(exc).__name__:  # once per kind, not every tick
+                        log.exception("outbox flusher: a chore failed; trying again every %s s",
+                                      self.every)
+                    failing[n] = type(exc).__name__
+                else:
+                    if failing.pop(n, None) is not None:
+                        log.info("outbox flusher: the chore works again")

@@ -26,6 +26,8 @@ from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ivr.errors import ConfigError, IvrError
 
@@ -125,6 +127,12 @@ class Keyring:
         if master is None:
             raise CryptoError(f"master key {master_id!r} is not in IVR_DATA_KEYS")
         return unseal(master.key, wrapped, f"data-key:{master_id}")
+
+    def derived(self, purpose: str) -> list[tuple[str, bytes]]:
+        """(master id, key) for a purpose outside the key store (the spool), newest first:
+        HKDF-SHA256 of each master key, so it needs no database and rotates with them."""
+        return [(m.id, HKDF(SHA256(), 32, None, f"ivr:{purpose}".encode()).derive(m.key))
+                for m in self.masters]
 
     def new_data_key(self) -> tuple[bytes, bytes, str]:
         """(plain key, wrapped key, master id) for a new case."""

@@ -26,8 +26,9 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 # \Z, not $: `$` also matches before a final newline ("RE…\n" would reach the URL).
 RECORDING_SID = re.compile(r"^RE[0-9a-f]{32}\Z")
 ACCOUNT_SID = re.compile(r"^AC[0-9a-f]{32}\Z")
+CALL_SID = re.compile(r"^CA[0-9a-f]{32}\Z")
 E164 = re.compile(r"^\+[1-9]\d{6,14}\Z")
 MAX_RECORDING = 64 * 1024 * 1024  # an hour of 8 kHz 16-bit mono is 57.6 MB
 MAX_REDIRECTS = 3
@@ -75,6 +77,16 @@ class ProviderError(IvrError):
         if code is not None and code != status:
             detail += f" (Twilio error {code})"
         super().__init__(" ".join(parts) + (f": {detail}" if detail else ""))
+
+
+class AtTwilio(NamedTuple):
+    """A recording as Twilio's listing shows it: ids and state, no audio, no number."""
+
+    sid: str
+    call_sid: str
+    status: str  # processing, completed, absent, failed, deleted
+    duration: int  # seconds; -1 while Twilio does not say
+    created: datetime | None
 
 
 def retryable_status(status: int) -> bool:
@@ -216,6 +228,29 @@ class TwilioProvider:
         sid = self._recording_sid(op, recording_sid)
         self._rest(op, sid, lambda: self.client.recordings(sid).delete(), gone_ok=True)
 
+    def list_recordings(self, page_size: int = 100) -> Iterator[AtTwilio]:
+        """Every recording the account holds, newest first, page by page (Twilio's paging,
+        followed by the library); raises ProviderError when a page cannot be had."""
+        op = "list_recordings"
+        stream: Any = self._rest(op, "", lambda: self.client.recordings.stream(page_size=page_size))
+        while True:
+            item: Any = self._rest(op, "", lambda: next(stream, None))
+            if item is None:
+                return
+            duration = str(item.duration or "")
+            yield AtTwilio(str(item.sid), str(item.call_sid or ""), str(item.status or ""),
+                           int(duration) if duration.lstrip("-").isdigit() else -1,
+                           item.date_created or item.start_time)
+
+    def call_from(self, call_sid: str) -> str:
+        """The `From` of a call (its caller's number, `anonymous` when withheld), for a
+        recording the webhooks never reported; never logged."""
+        op = "fetch_call"
+        if not CALL_SID.match(call_sid):
+            raise ProviderError(op, retryable=False, reason="not a call sid (CA + 32 hex digits)")
+        call: Any = self._rest(op, call_sid, lambda: self.client.calls(call_sid).fetch())
+        return str(call._from or "")
+
     # --- calls and messages -----------------------------------------------------------------
     def create_call(
         self, to: str, from_: str, url: str, status_callback: str, timeout: int = 30,
@@ -283,6 +318,8 @@ def _from_twilio(op: str, sid: str, exc: TwilioRestException) -> ProviderError:
 
 def _from_library(op: str, sid: str, exc: Exception) -> ProviderError:
     status = getattr(exc, "status", None)  # TwilioServiceException (RFC 9457 errors)
+    if status is None and len(exc.args) > 1:  # a list's page: TwilioException(text, response)
+        status = getattr(exc.args[1], "status_code", None)
     if isinstance(status, int):
         code = getattr(exc, "code", None)
         return ProviderError(op, sid=sid, status=status, code=code if isinstance(code, int) else None,

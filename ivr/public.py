@@ -14,6 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ivr.calls import CallHandler
 from ivr.jobs import Outbox
+from ivr.spool import Spool
 from ivr.storage import Database
 
 bp = Blueprint("public", __name__)
@@ -57,6 +58,7 @@ def healthz() -> Response:
         outbox: Outbox = current_app.extensions["ivr.outbox"]
         with contextlib.suppress(SQLAlchemyError):  # tables not made yet: `ivr db upgrade`
             waiting = outbox.pending()
+    spool: Spool = current_app.extensions["ivr.spool"]
     body = {
         "status": "ok" if healthy else "degraded",
         "versions": {"ivr": _version(), "flows": {i: f["version"] for i, f in flows.items()}},
@@ -67,6 +69,9 @@ def healthz() -> Response:
         "redis": {"ok": redis_ok},
         # voicemails noted but not yet handed to Redis (they wait safely in the database)
         "outbox": {"waiting": waiting},
+        # recording reports the database could not take in time, kept sealed on this machine's
+        # disk until it can (ivr/spool.py); more than 0 for long means the database is away
+        "spool": {"waiting": spool.count()},
         "flows": flows,
         "entry_flow": {"id": h.settings.entry_flow, "ok": entry_ok},
         "flow_problems": problems[:20],

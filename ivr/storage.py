@@ -12,8 +12,9 @@ and dates in clear, so anonymous counts survive when its data is destroyed.
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -261,18 +262,27 @@ class OutboxJob(Base):
 # --- the database --------------------------------------------------------------------------
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=15000")  # web and worker processes share the file
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
+def _sqlite_pragmas(busy_ms: int) -> Callable[[Any, Any], None]:
+    def pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={busy_ms}")  # web and worker processes share the file
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+    return pragmas
 
 
 class Database:
-    def __init__(self, url: str) -> None:
+    """One database's engine and sessions, made lazily and again after a fork.
+
+    `wait`: the most seconds a statement may wait for a lock or a connection (a webhook's
+    bound, WEBHOOK_DB_WAIT); None: the patient default (15 s busy timeout on SQLite).
+    """
+
+    def __init__(self, url: str, *, wait: float | None = None) -> None:
         self.url = url
+        self.wait = wait
         self._engine: Engine | None = None
         self._sessions: sessionmaker[Session] | None = None
         self._pid = os.getpid()
@@ -286,9 +296,19 @@ class Database:
             parsed = make_url(self.url)
             if self.backend == "sqlite" and parsed.database:
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-            self._engine = create_engine(self.url, pool_pre_ping=True)
+            options: dict[str, Any] = {}
+            if self.wait is not None and self.backend == "postgresql":
+                ms = max(1, int(self.wait * 1000))
+                options["pool_timeout"] = self.wait
+                # libpq's connect_timeout is whole seconds, at least 2; the lock and statement
+                # bounds hold a locked table or a stuck query to `wait`.
+                options["connect_args"] = {
+                    "connect_timeout": max(2, math.ceil(self.wait)),
+                    "options": f"-c lock_timeout={ms} -c statement_timeout={ms}"}
+            self._engine = create_engine(self.url, pool_pre_ping=True, **options)
             if self.backend == "sqlite":
-                event.listen(self._engine, "connect", _sqlite_pragmas)
+                busy = 15000 if self.wait is None else max(1, int(self.wait * 1000))
+                event.listen(self._engine, "connect", _sqlite_pragmas(busy))
         return self._engine
 
     @contextmanager

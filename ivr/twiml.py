@@ -166,17 +166,27 @@ class Renderer:
         g.say(text["sorry"], voice=voice, language=locale)
         r.append(g)
         r.say(text["record"], voice=voice, language=locale)
+        carried = f"&s={retry_token}" if retry_token else ""  # its flow, step and consent
         r.record(
-            action=f"{self.base}/twilio/step?e=rescued&l={lang}",
+            action=f"{self.base}/twilio/step?e=rescued&l={lang}{carried}",
             method="POST",
             max_length=180,
             finish_on_key="#",
             play_beep=True,
             trim="trim-silence",
-            recording_status_callback=f"{self.base}/twilio/recording?l={lang}",
+            recording_status_callback=f"{self.base}/twilio/recording?l={lang}{carried}",
             recording_status_callback_event="completed absent",
         )
         r.say(text["bye"], voice=voice, language=locale)
+        r.hangup()
+        return str(r)
+
+    def not_kept(self, language: str) -> str:
+        """After a message we could not keep (database and spool both failed): the truth."""
+        lang = language if language in APOLOGY else "ru"
+        voice, locale = APOLOGY_VOICES[lang]
+        r = VoiceResponse()
+        r.say(APOLOGY[lang]["not_kept"], voice=voice, language=locale)
         r.hangup()
         return str(r)
 
@@ -326,6 +336,8 @@ APOLOGY = {
         "record": "Говорите после сигнала. Закончив, нажмите решётку.",
         "bye": "Мы не услышали сообщения. Пожалуйста, позвоните ещё раз. До свидания.",
         "thanks": "Спасибо, ваше сообщение записано. До свидания.",
+        "not_kept": "Извините, из-за технической ошибки мы не можем подтвердить, что ваше "
+        "сообщение сохранено. Пожалуйста, позвоните ещё раз позже. До свидания.",
     },
     "uk": {
         "sorry": "Вибачте, у нас технічна помилка. Щоб спробувати ще раз, натисніть 1. "
@@ -333,6 +345,8 @@ APOLOGY = {
         "record": "Говоріть після сигналу. Закінчивши, натисніть решітку.",
         "bye": "Ми не почули повідомлення. Будь ласка, зателефонуйте ще раз. До побачення.",
         "thanks": "Дякуємо, ваше повідомлення записано. До побачення.",
+        "not_kept": "Вибачте, через технічну помилку ми не можемо підтвердити, що ваше "
+        "повідомлення збережено. Будь ласка, зателефонуйте ще раз пізніше. До побачення.",
     },
     "en": {
         "sorry": "Sorry, we have a technical problem. To try again, press 1. "
@@ -340,6 +354,8 @@ APOLOGY = {
         "record": "Speak after the tone. When you are done, press the hash key.",
         "bye": "We did not hear a message. Please call again. Goodbye.",
         "thanks": "Thank you, your message has been recorded. Goodbye.",
+        "not_kept": "Sorry, because of a technical problem we cannot confirm that your message "
+        "was saved. Please call again later. Goodbye.",
     },
 }
 

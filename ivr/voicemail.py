@@ -188,7 +188,15 @@ def _seal_number(vault: Vault, case: Case, number: str) -> None:
 
 
 class Retryable(Exception):
-    """A step failed for a reason that may pass (network, Twilio 5xx): try the job again."""
+    """A step failed for a reason that may pass (network, Twilio 5xx): try the job again.
+
+    `missing`: Twilio answered 404 for the audio. Twilio documents that a new recording may
+    not be available at once, so that is retried too; only after the last try is it an answer.
+    """
+
+    def __init__(self, message: str, *, missing: bool = False) -> None:
+        super().__init__(message)
+        self.missing = missing
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,17 +288,25 @@ def _fetch_and_seal(db: Database, vault: Vault, tools: Tools, recording_id: int,
             assert rec is not None
             rec.attempts += 1
             rec.error = str(exc)[:300]
-            give_up = rec.attempts >= MAX_FETCH_ATTEMPTS
-            if give_up:
-                _fail(s, rec, f"could not fetch the recording after {rec.attempts} tries: {exc}")
+            give_up, tries = rec.attempts >= MAX_FETCH_ATTEMPTS, rec.attempts
         if not give_up:
             raise
+        reason = f"could not fetch the recording after {tries} tries: {exc}"
+        gone = exc.missing and _delete_quietly(tools, sid)
+        with db.session() as s:
+            rec = s.get(Recording, recording_id)
+            assert rec is not None
+            if gone:  # Twilio says it has no such recording, to the end: nothing is left there
+                rec.deleted_at_provider = utcnow()
+                _fail(s, rec, f"{reason}; Twilio does not have it")
+            else:
+                _fail(s, rec, f"{reason}; {KEPT_AT_TWILIO}")
         return
     except ValueError as exc:
         with db.session() as s:
             rec = s.get(Recording, recording_id)
             assert rec is not None
-            _fail(s, rec, f"unreadable recording: {exc}")
+            _fail(s, rec, f"unreadable recording: {exc}; {KEPT_AT_TWILIO}")
         return
     with db.session() as s:
         rec = s.get(Recording, recording_id)
@@ -301,6 +317,20 @@ def _fetch_and_seal(db: Database, vault: Vault, tools: Tools, recording_id: int,
         rec.stored_at = utcnow()
         rec.status = "stored"
         rec.error = None
+
+
+# Said on a failed case whose recording we have no good copy of: deleting it at Twilio would
+# destroy the message, so it stays there, known (the listing skips it), for a person.
+KEPT_AT_TWILIO = "kept at Twilio, not deleted"
+
+
+def _delete_quietly(tools: Tools, sid: str) -> bool:
+    """Delete at the provider; False when it would not (the recording stays, and is said to)."""
+    try:
+        tools.delete(sid)
+    except Retryable:
+        return False
+    return True
 
 
 def _fail(s: Session, rec: Recording, reason: str) -> None:

@@ -498,10 +498,11 @@ def test_a_live_transfer_rings_matching_operators_on_duty_least_loaded_first(des
 
 def test_a_broken_database_rings_the_fallback_numbers_not_silence(desk: Desk) -> None:
     desk.add("Olena", OLENA)
-    db = desk.app.extensions["ivr.db"]
-    db.engine.dispose()
-    db._engine, db._sessions = None, None
-    db.url = "postgresql+psycopg://nobody@127.0.0.1:1/gone"  # nothing listens there
+    for name in ("ivr.db", "ivr.webhook_db"):  # the webhooks' own bounded connections too
+        db = desk.app.extensions[name]
+        db.engine.dispose()
+        db._engine, db._sessions = None, None
+        db.url = "postgresql+psycopg://nobody@127.0.0.1:1/gone"  # nothing listens there
     caller = Person(["1", "4", "answer"])
     log = desk.phone().call(CALLER, caller)
     assert not log.errors, log.errors

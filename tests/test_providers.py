@@ -520,3 +520,24 @@ def test_twilios_refusals_are_not_retryable_and_say_nothing_of_the_numbers(
     assert (long.status, long.code, long.retryable) == (400, 21617, False)
     assert_clean(long)
     assert api.calls == [] and api.messages == []
+
+
+def test_the_recordings_at_twilio_are_listed_page_by_page(
+    api: TwilioApi, provider: TwilioProvider,
+) -> None:
+    """The housekeeper's listing (ivr.reconcile): every page, ids and state only."""
+    sids = {api.add_recording(new_sid("RE"), WAV) for _ in range(5)}
+    api.add_recording(new_sid("RE"), None, status="absent", duration=0)
+    listed = list(provider.list_recordings(page_size=2))
+    assert {r.sid for r in listed} >= sids and len(listed) == 6
+    assert {r.status for r in listed} == {"completed", "absent"}
+    assert all(r.created is not None and r.created.tzinfo is not None for r in listed)
+    assert sum(1 for s in api.requests if s.path.endswith("/Recordings.json")) == 3
+    api.fail_next(1, status=503)
+    error = raises(lambda: list(provider.list_recordings()))
+    assert (error.operation, error.status, error.retryable) == ("list_recordings", 503, True)
+    assert_clean(error)
+    call = new_sid("CA")
+    api.add_call(call, OPERATOR, HOTLINE)
+    assert provider.call_from(call) == OPERATOR
+    assert raises(lambda: provider.call_from("CA../../x")).retryable is False

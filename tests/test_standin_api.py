@@ -431,3 +431,36 @@ def test_the_server_logs_nothing(
     assert server_side == []
     logged = "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith("urllib3"))
     assert OPERATOR not in logged and secret_text not in logged and TOKEN not in logged
+
+
+def test_the_recordings_list_pages_as_twilio_does_for_the_real_library(
+    api: TwilioApi, client: Any
+) -> None:
+    sids = [api.add_recording(new_sid("RE"), WAV) for _ in range(7)]
+    time.sleep(0.01)
+    newest = api.add_recording(new_sid("RE"), WAV)
+    listed = [r.sid for r in client.recordings.stream(page_size=3)]
+    assert listed[0] == newest and sorted(listed) == sorted([*sids, newest])  # newest first
+    pages = [s for s in api.requests if s.path.endswith("/Recordings.json")]
+    assert [(s.method, s.status) for s in pages] == [("GET", 200)] * 3  # 3 + 3 + 2
+    first = requests.get(account_url(api, "/Recordings.json?PageSize=3"), auth=(ACCOUNT, TOKEN),
+                         timeout=5).json()
+    assert (first["page"], first["page_size"], first["previous_page_uri"]) == (0, 3, None)
+    assert first["first_page_uri"].endswith("/Recordings.json?PageSize=3&Page=0")
+    assert first["next_page_uri"].endswith(f"Page=1&PageToken=PA{first['recordings'][-1]['sid']}")
+    last = requests.get(api.base_url + first["next_page_uri"].replace("Page=1", "Page=2").replace(
+        first["recordings"][-1]["sid"], listed[5]), auth=(ACCOUNT, TOKEN), timeout=5).json()
+    assert [r["sid"] for r in last["recordings"]] == listed[6:] and last["next_page_uri"] is None
+    bad = requests.get(account_url(api, "/Recordings.json?PageSize=0"), auth=(ACCOUNT, TOKEN), timeout=5)
+    assert bad.status_code == 400
+    other = requests.get(account_url(api, "/Recordings.json", OTHER_ACCOUNT), auth=(ACCOUNT, TOKEN),
+                         timeout=5)
+    assert other.status_code == 401
+
+
+def test_an_inbound_call_is_fetched_with_its_from(api: TwilioApi, client: Any) -> None:
+    sid = new_sid("CA")
+    api.add_call(sid, "+79161234567", HOTLINE)
+    call = client.calls(sid).fetch()
+    assert (call._from, call.to, call.direction) == ("+79161234567", HOTLINE, "inbound")
+    assert api.calls == []  # not a call the API placed

@@ -463,7 +463,7 @@ def test_a_recording_that_cannot_be_fetched_is_given_up_visibly(hotline: Hotline
     assert case.status == "routed"
     assert case.status_reason == (
         f"could not fetch the recording after 6 tries: twilio fetch_recording {rec.recording_sid}: "
-        "HTTP 503 (Twilio error 20503)")
+        "HTTP 503 (Twilio error 20503); kept at Twilio, not deleted")
     assert hotline.api.recording(rec.recording_sid) is not None  # nothing lost: it is still there
 
 

@@ -10,6 +10,8 @@ error bodies of Twilio's 2010-04-01 API, as the `twilio` library and `requests` 
     POST   /2010-04-01/Accounts/{AC}/Calls.json                   201, a queued call (CA…)
     POST   /2010-04-01/Accounts/{AC}/Messages.json                201, a queued message (SM…)
     GET    /2010-04-01/Accounts/{AC}/Calls/{CA}.json, Messages/{SM}.json
+    GET    /2010-04-01/Accounts/{AC}/Recordings.json                the account's recordings,
+           newest first, in Twilio's pages (PageSize, Page, PageToken; next_page_uri…)
 
 Errors have Twilio's legacy shape, `{"code", "message", "more_info", "status"}`: 401 with
 20003 for missing or wrong credentials, 404 with 20404 for an unknown or deleted resource,
@@ -48,6 +50,7 @@ E164 = re.compile(r"^\+[1-9]\d{6,14}\Z")
 ACCOUNT_SID = re.compile(r"^AC[0-9a-f]{32}\Z")
 ACCOUNT_PATH = re.compile(r"^/2010-04-01/Accounts/(?P<account>[^/]+)(?P<rest>/.*)?\Z")
 RECORDING_PATH = re.compile(r"^/Recordings/(?P<sid>RE[0-9a-fA-F]{32})(?P<ext>\.json|\.wav|\.mp3)?\Z")
+RECORDINGS_PATH = re.compile(r"^/2010-04-01/Accounts/(?P<account>[^/]+)/Recordings\.json\Z")
 CREATED_PATH = re.compile(r"^/(?P<kind>Calls|Messages)(?:/(?P<sid>(?:CA|SM)[0-9a-fA-F]{32}))?\.json\Z")
 MEDIA_TYPES = {".wav": "audio/x-wav", ".mp3": "audio/mpeg"}
 REASONS = {
@@ -226,6 +229,7 @@ class TwilioApi:
         self._calls: list[Created] = []
         self._messages: list[Created] = []
         self._deleted: list[str] = []
+        self._inbound: dict[str, dict[str, Any]] = {}  # calls to the hotline, as the API shows them
         self._seen: list[Seen] = []
         self._fail: list[int] = []  # statuses for the next requests, in order
         self._delay = 0.0
@@ -290,6 +294,21 @@ class TwilioApi:
         with self._lock:
             self._recordings[sid] = rec
         return sid
+
+    def add_call(self, sid: str, from_: str, to: str, *, direction: str = "inbound") -> None:
+        """A call Twilio received (the phone stand-in registers each), for `calls(sid).fetch()`."""
+        now = rfc2822(datetime.now(UTC))
+        uri = f"/{API_VERSION}/Accounts/{self.account_sid}/Calls/{sid}"
+        body: dict[str, Any] = {
+            "account_sid": self.account_sid, "api_version": API_VERSION, "caller_name": None,
+            "date_created": now, "date_updated": now, "direction": direction, "duration": None,
+            "end_time": None, "forwarded_from": None, "from": from_, "from_formatted": from_,
+            "parent_call_sid": None, "price": None, "price_unit": "USD", "sid": sid,
+            "start_time": now, "status": "in-progress", "to": to, "to_formatted": to,
+            "uri": uri + ".json", "subresource_uris": {"recordings": uri + "/Recordings.json"},
+        }
+        with self._lock:
+            self._inbound[sid] = body
 
     def recording(self, sid: str) -> Recording | None:
         """A copy of the recording as the API holds it (deleted ones are gone)."""
@@ -376,6 +395,10 @@ class TwilioApi:
                 answer = self._error(failing, 20000 + failing, REASONS.get(failing, "Error"))
             elif not authenticated:
                 answer = self._error(401, 20003, "Authenticate")
+            elif (listing := RECORDINGS_PATH.match(path)) and method == "GET":
+                answer = (self._list_recordings(path, parse_qs(urlsplit(h.path).query))
+                          if listing["account"] == self.account_sid
+                          else self._error(401, 20003, "Authenticate"))
             else:
                 answer = self._route(method, path, body)
         with self._lock:
@@ -484,6 +507,40 @@ class TwilioApi:
             },
         }
 
+    def _list_recordings(self, path: str, query: dict[str, list[str]]) -> _Answer:
+        """One page of the account's recordings, newest first, as Twilio pages them: PageSize
+        (default 50, at most 1000), Page (the page's number, for the client's count) and
+        PageToken (`PA` + the last sid of the page before), with `next_page_uri` until the end."""
+        def one(name: str, default: str = "") -> str:
+            return (query.get(name) or [default])[0]
+
+        size, number = one("PageSize", "50"), one("Page", "0")
+        if not (size.isdigit() and 1 <= int(size) <= 1000 and number.isdigit()):
+            return self._error(400, 20001, "Invalid paging parameters")
+        with self._lock:
+            ordered = sorted(self._recordings.values(), key=lambda r: (r.created, r.sid),
+                             reverse=True)
+            token = one("PageToken")
+            start = 0
+            if token.startswith("PA"):
+                sids = [r.sid for r in ordered]
+                # After the page before's last recording (or where it was, if it was deleted).
+                start = sids.index(token[2:]) + 1 if token[2:] in sids else int(number) * int(size)
+            page = ordered[start:start + int(size)]
+            records = [self._recording_json(r) for r in page]
+        base = f"{path}?PageSize={size}"
+        more = start + len(page) < len(ordered)
+        return self._json(200, {
+            "recordings": records, "page": int(number), "page_size": int(size), "start": start,
+            "end": start + len(page) - 1, "uri": f"{base}&Page={number}" + (
+                f"&PageToken={token}" if token else ""),
+            "first_page_uri": f"{base}&Page=0",
+            "next_page_uri": (f"{base}&Page={int(number) + 1}&PageToken=PA{page[-1].sid}"
+                              if more and page else None),
+            "previous_page_uri": (f"{base}&Page={int(number) - 1}&PageToken=PB{page[0].sid}"
+                                  if int(number) > 0 and page else None),
+        })
+
     def _create_call(self, form: dict[str, list[str]]) -> _Answer:
         p = {name: values[0] for name, values in form.items()}
         to, from_ = p.get("To", "").strip(), p.get("From", "").strip()
@@ -564,6 +621,9 @@ class TwilioApi:
         with self._lock:
             found = next((c for c in (self._calls if kind == "Calls" else self._messages)
                           if c.sid == sid), None)
+            inbound = self._inbound.get(sid) if kind == "Calls" else None
+        if inbound is not None:
+            return self._json(200, inbound)
         return self._json(200, found.body) if found else self._not_found(path)
 
     # --- answers ------------------------------------------------------------------------

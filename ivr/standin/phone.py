@@ -295,6 +295,9 @@ class Phone:
         self.call_sid = "CA" + secrets.token_hex(16)
         self.to, self.direction = self.hotline, "inbound"
         self.callee = None
+        register = getattr(self.api, "add_call", None)  # the REST side knows the call, as Twilio
+        if callable(register):
+            register(self.call_sid, from_, self.hotline)
         log = CallLog()
         url = f"{self.base}/twilio/voice"
         params = self._params(from_, {"CallStatus": "ringing"})

@@ -566,7 +566,7 @@ def run(args: argparse.Namespace, tmp: Path, database_url: str, stack: contextli
     from ivr.config import load_settings
     from ivr.keys import new_master_key
     from ivr.standin import Phone, TwilioApi, synthesize
-    from ivr.storage import Database, Vault
+    from ivr.storage import Database
 
     logging.getLogger("ivr").setLevel(logging.ERROR)  # the bench prints what it does itself
     n, outage = args.voicemails, args.redis_outage
@@ -689,7 +689,7 @@ def run(args: argparse.Namespace, tmp: Path, database_url: str, stack: contextli
     cases = [c for c in read_cases(db) if c.call_sid in sids]
     transcribed = [c for c in cases if c.status == "transcribed"]
     failed = [c for c in cases if c.status == "transcription_failed"]
-    vault = Vault(jobs.keyring_for(settings), Database(settings.keystore_url))
+    vault = jobs.vault_for(settings)
     scores: list[float] = []
     for c in transcribed:
         shown = show_case(db, vault, c.id, actor="bench")

@@ -60,9 +60,9 @@ def create_app(
     from ivr.calls import CallbackHandler, CallHandler
     from ivr.console import init_console
     from ivr.engine import Caller
-    from ivr.jobs import Outbox, OutboxFlusher, keyring_for, policy_for
+    from ivr.jobs import Outbox, OutboxFlusher, policy_for, vault_for
     from ivr.registry import FlowRegistry
-    from ivr.storage import Database, Vault
+    from ivr.storage import Database
     from ivr.voicemail import CallTally, Reported, note_calls_ended, note_consent, note_recording
 
     settings = settings or load_settings()
@@ -76,7 +76,7 @@ def create_app(
             "an apology and can leave a voicemail until it is fixed", settings.entry_flow
         )
     db = Database(settings.database_url)
-    vault = Vault(keyring_for(settings), Database(settings.keystore_url))
+    vault = vault_for(settings)
     outbox = Outbox(db, settings.redis_url)
 
     def report(recording: Reported) -> None:

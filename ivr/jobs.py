@@ -29,7 +29,7 @@ from ivr import callbacks, voicemail
 from ivr.config import Settings, load_settings, parse_daytime
 from ivr.keys import Keyring, development_keys, parse_master_keys
 from ivr.operators import recount
-from ivr.storage import Database, OutboxJob, Vault, utcnow
+from ivr.storage import Database, OutboxJob, Vault, upgrade, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,20 @@ def keyring_for(settings: Settings) -> Keyring:
     if settings.data_keys:
         return Keyring(parse_master_keys(settings.data_keys))
     return Keyring(development_keys(settings.instance_dir))
+
+
+def vault_for(settings: Settings) -> Vault:
+    """The vault: master keys, the key store and its key epochs (KEY_EPOCH_DIR)."""
+    return Vault(keyring_for(settings), Database(settings.keystore_url), settings.epoch_dir)
+
+
+def prepare_stores(settings: Settings) -> None:
+    """At every start: migrate both stores, then put the key epochs in order (the first one,
+    keys of an older install re-wrapped, leftovers of a crash destroyed)."""
+    upgrade(settings.database_url, settings.keystore_url)
+    vault = vault_for(settings)
+    vault.prepare()
+    vault.keys.engine.dispose()
 
 
 def policy_for(settings: Settings) -> callbacks.Policy:
@@ -144,7 +158,7 @@ def build_services(settings: Settings) -> Services:
         return result.text, result.engine
 
     db = Database(settings.database_url)
-    vault = Vault(keyring_for(settings), Database(settings.keystore_url))
+    vault = vault_for(settings)
     telephony = telephony_for(settings)
 
     def after(case_id: int) -> None:

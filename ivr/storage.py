@@ -12,13 +12,15 @@ and dates in clear, so anonymous counts survive when its data is destroyed.
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import (
     Boolean,
     DateTime,
@@ -32,13 +34,16 @@ from sqlalchemy import (
     event,
     select,
     text,
+    update,
 )
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
-from ivr.keys import CryptoError, Keyring, number_hash, seal, unseal
+from ivr.keys import CryptoError, EpochRetired, KeyEpochs, Keyring, number_hash, seal, unseal
+
+log = logging.getLogger(__name__)
 
 
 def utcnow() -> datetime:
@@ -70,15 +75,35 @@ class KeyBase(DeclarativeBase):
 
 
 class DataKey(KeyBase):
-    """A case's data key, wrapped by a master key. Deleting `wrapped` shreds the case's data."""
+    """A data key (a case's, an operator's, the number-hash key), wrapped by the key epoch it
+    names (ivr/keys.py). Destroying it empties `wrapped` and retires that epoch (Vault.shred).
+
+    `master_id` is set only on keys of installs from before key epochs, wrapped directly by
+    a master key, until the first start re-wraps them (Vault.prepare)."""
 
     __tablename__ = "data_keys"
     id: Mapped[int] = mapped_column(primary_key=True)
-    purpose: Mapped[str] = mapped_column(String(20), default="case")  # case | number-hash
+    purpose: Mapped[str] = mapped_column(String(20), default="case")  # case | operator | number-hash
     wrapped: Mapped[bytes | None] = mapped_column(LargeBinary)
-    master_id: Mapped[str] = mapped_column(String(40))
+    master_id: Mapped[str | None] = mapped_column(String(40))
+    epoch_id: Mapped[str | None] = mapped_column(String(40), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     destroyed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class KeyEpoch(KeyBase):
+    """A key epoch that wrapped data keys; its key is in a file (KEY_EPOCH_DIR), never here.
+
+    `current` is True on exactly one row and NULL on the others (unique: two rotators cannot
+    both install one). Writers lock the current row FOR SHARE in the transaction that adds a
+    data key, a rotator locks it by updating it: a key wrapped under an epoch being retired
+    cannot commit."""
+
+    __tablename__ = "key_epochs"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    current: Mapped[bool | None] = mapped_column(Boolean, unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Call(Base):
@@ -260,6 +285,7 @@ class OutboxJob(Base):
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA secure_delete=ON")  # freed cells and pages are zeroed, not left
     cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=15000")  # web and worker processes share the file
@@ -311,8 +337,35 @@ class Database:
     def backend(self) -> str:
         return make_url(self.url).get_backend_name()
 
+    def compact(self, vacuum: bool = False) -> bool:
+        """SQLite: copy the WAL into the file and truncate it (and with `vacuum`, rebuild
+        the file first), so deleted bytes do not linger in the WAL. True when the WAL is
+        empty now (False: a reader held it, or not SQLite). Best effort: never raises."""
+        if self.backend != "sqlite":
+            return False
+        try:
+            with self.engine.connect() as conn:
+                driver = conn.connection.dbapi_connection
+                assert driver is not None
+                if vacuum:
+                    driver.execute("VACUUM")
+                busy, _log, _done = driver.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except SQLAlchemyError as exc:
+            log.warning("could not checkpoint %s (%s)", make_url(self.url).database,
+                        type(getattr(exc, "orig", None) or exc).__name__)
+            return False
+        return bool(busy == 0)
+
 
 # --- the vault: data keys and sealed fields -----------------------------------------------
+
+
+class _StaleEpoch(Exception):
+    """The epoch a new data key was wrapped under stopped being current before it committed."""
+
+
+# One rotator at a time on PostgreSQL, even before the first epoch row exists to lock.
+ROTATION_LOCK = 0x1E7_0C45
 
 
 class Vault:
@@ -320,27 +373,155 @@ class Vault:
 
     Knows nothing of HTTP or jobs. Key store writes commit on their own, before the data
     they protect: a crash in between leaves an unused key, never data without its key.
+    Data keys are wrapped by the current key epoch (files in `epoch_dir`, ivr/keys.py);
+    `shred` destroys keys and retires that epoch, so no copy of the old wrapped keys opens.
     """
 
-    def __init__(self, keyring: Keyring, keys: Database) -> None:
+    def __init__(self, keyring: Keyring, keys: Database, epoch_dir: Path) -> None:
         self.keyring = keyring
         self.keys = keys
+        self.epochs = KeyEpochs(epoch_dir, keyring)
         self._hash_key: bytes | None = None
+        self._current: str | None = None
+
+    # --- epochs ------------------------------------------------------------------------------
+
+    def current_epoch(self) -> str:
+        """The epoch new keys are wrapped under (made on first use)."""
+        for _ in range(3):
+            if self._current is not None and self.epochs.path(self._current).exists():
+                return self._current
+            with self.keys.session() as k:
+                found = k.scalars(select(KeyEpoch.id).where(KeyEpoch.current.is_(True))).first()
+            if found is None:
+                self.shred()  # an install's first key: its first epoch
+                continue
+            if self.epochs.path(found).exists():
+                self._current = found
+                return found
+            self._current = None  # retired between our read and now: read again
+        raise CryptoError(f"the current key epoch has no file in {self.epochs.folder}: "
+                          "KEY_EPOCH_DIR must be the folder every process of the hotline shares")
+
+    def _unwrap(self, wrapped: bytes, epoch_id: str | None, master_id: str | None) -> bytes:
+        if epoch_id is not None:
+            return self.epochs.unwrap(epoch_id, wrapped)
+        if master_id is not None:  # an install from before key epochs, until Vault.prepare
+            return self.keyring.unwrap(wrapped, master_id)
+        raise CryptoError("a data key names neither a key epoch nor a master key")
+
+    def shred(self, key_ids: Iterable[int] = ()) -> int:
+        """Destroy these data keys and retire the epoch that wrapped them; return how many
+        live keys were re-wrapped under the new epoch.
+
+        One key store transaction: lock out other rotators and writers (the current epoch's
+        row, updated; on PostgreSQL also an advisory lock), destroy the keys, write a new
+        epoch file, re-wrap every live key under it, commit. Then the old epoch file is
+        overwritten and unlinked. A failure before the commit removes the new file and
+        changes nothing; one after it leaves an old file that the next rotation destroys.
+        """
+        ids = sorted(set(key_ids))
+        for _attempt in range(3):
+            new: str | None = None
+            try:
+                with self.keys.session() as k:
+                    if self.keys.backend == "postgresql":
+                        k.execute(text("SELECT pg_advisory_xact_lock(:n)"), {"n": ROTATION_LOCK})
+                    now = utcnow()
+                    # The first write takes SQLite's write lock; on PostgreSQL the row lock
+                    # makes a writer's FOR SHARE wait, then find no current epoch, and retry.
+                    old = set(k.execute(update(KeyEpoch).where(KeyEpoch.current.is_(True))
+                                        .values(current=None, retired_at=now).returning(KeyEpoch.id),
+                                        execution_options={"synchronize_session": False}).scalars())
+                    for leftover in self.epochs.ids():  # a crash's leftovers; no rotator is running
+                        if leftover not in old:
+                            self.epochs.retire(leftover)
+                    for chunk in range(0, len(ids), 500):
+                        k.execute(update(DataKey).where(DataKey.id.in_(ids[chunk:chunk + 500]),
+                                                        DataKey.wrapped.is_not(None))
+                                  .values(wrapped=None, destroyed_at=now),
+                                  execution_options={"synchronize_session": False})
+                    new = self.epochs.create()
+                    k.add(KeyEpoch(id=new, current=True, created_at=now))
+                    k.flush()
+                    live = k.execute(select(DataKey.id, DataKey.wrapped, DataKey.epoch_id, DataKey.master_id)
+                                     .where(DataKey.wrapped.is_not(None))).all()
+                    rows = [{"id": r.id, "epoch_id": new, "master_id": None, "wrapped":
+                             self.epochs.wrap(new, self._unwrap(r.wrapped, r.epoch_id, r.master_id))}
+                            for r in live]
+                    if rows:
+                        k.execute(update(DataKey), rows)  # by primary key, in batches
+            except IntegrityError:  # another process made the very first epoch at the same time
+                if new is not None:
+                    self.epochs.retire(new)
+                continue
+            except BaseException:
+                if new is not None:
+                    self.epochs.retire(new)
+                raise
+            self._current = new
+            for epoch_id in old:
+                self.epochs.retire(epoch_id)
+            self.keys.compact()
+            if ids:
+                log.info("destroyed %d data key(s); key epoch retired, %d live key(s) re-wrapped",
+                         len(ids), len(rows))
+            return len(rows)
+        raise CryptoError("could not make a key epoch: another process kept making one")
+
+    def prepare(self) -> int:
+        """At start-up: make the first epoch, re-wrap the master-wrapped keys of an install
+        from before key epochs, and destroy epoch files a crash left. Returns keys re-wrapped."""
+        with self.keys.session() as k:
+            current = k.scalars(select(KeyEpoch.id).where(KeyEpoch.current.is_(True))).first()
+            legacy = k.scalars(select(DataKey.id).where(DataKey.wrapped.is_not(None),
+                                                        DataKey.epoch_id.is_(None)).limit(1)).first()
+        if current is not None and legacy is None and self.epochs.ids() == [current]:
+            return 0
+        count = self.shred()
+        if legacy is not None:
+            # Their master-wrapped bytes must not stay in SQLite's free pages or WAL.
+            self.keys.compact(vacuum=True)
+            log.warning("re-wrapped %d data key(s) under a key epoch (KEY_EPOCH_DIR); rotate the "
+                        "master key (`ivr keys new`, `ivr keys rotate`) so that copies of the old "
+                        "key store cannot be opened with it", count)
+        return count
+
+    # --- data keys ----------------------------------------------------------------------------
 
     def new_key(self, purpose: str = "case") -> int:
-        _plain, wrapped, master_id = self.keyring.new_data_key()
-        with self.keys.session() as k:
-            key = DataKey(purpose=purpose, wrapped=wrapped, master_id=master_id)
-            k.add(key)
-            k.flush()
-            return key.id
+        plain = AESGCM.generate_key(bit_length=256)
+        for _attempt in range(5):
+            epoch = self.current_epoch()
+            try:
+                wrapped = self.epochs.wrap(epoch, plain)
+                with self.keys.session() as k:
+                    key = DataKey(purpose=purpose, wrapped=wrapped, epoch_id=epoch)
+                    k.add(key)
+                    k.flush()
+                    # After the insert, in its transaction: the epoch must still be current
+                    # (a rotator that committed meanwhile did not re-wrap this key).
+                    current = k.scalars(select(KeyEpoch.id).where(KeyEpoch.current.is_(True))
+                                        .with_for_update(read=True)).first()
+                    if current != epoch:
+                        raise _StaleEpoch
+                    return key.id
+            except (_StaleEpoch, EpochRetired):
+                self._current = None
+        raise CryptoError("the key epoch kept changing while a data key was added")
 
     def key_of(self, key_id: int) -> bytes:
-        with self.keys.session() as k:
-            key = k.get(DataKey, key_id)
-            if key is None or key.wrapped is None:
-                raise CryptoError("the data key was destroyed: this data is gone")
-            return self.keyring.unwrap(key.wrapped, key.master_id)
+        for _attempt in range(3):
+            with self.keys.session() as k:
+                key = k.get(DataKey, key_id)
+                if key is None or key.wrapped is None:
+                    raise CryptoError("the data key was destroyed: this data is gone")
+                wrapped, epoch_id, master_id = key.wrapped, key.epoch_id, key.master_id
+            try:
+                return self._unwrap(wrapped, epoch_id, master_id)
+            except EpochRetired:
+                continue  # retired since we read the key: it has been re-wrapped, read it again
+        raise CryptoError(f"the key epoch of data key {key_id} is missing from {self.epochs.folder}")
 
     def seal(self, case: Case, field: str, value: bytes) -> bytes:
         return seal(self.key_of(case.data_key_id), value, f"case:{case.id}:{field}")
@@ -393,23 +574,14 @@ class Vault:
         return number_hash(self._hash_key, number)
 
     def destroy(self, key_id: int) -> None:
-        with self.keys.session() as k:
-            key = k.get(DataKey, key_id)
-            if key is not None and key.wrapped is not None:
-                key.wrapped = None
-                key.destroyed_at = utcnow()
+        """Destroy one data key (and retire its epoch): prefer `shred` for many at once."""
+        self.shred([key_id])
 
     def rotate(self) -> int:
-        """Re-wrap every data key not wrapped by the first master key; returns how many."""
-        count = 0
-        current = self.keyring.current
-        with self.keys.session() as k:
-            for key in k.scalars(select(DataKey).where(DataKey.wrapped.is_not(None),
-                                                       DataKey.master_id != current)):
-                assert key.wrapped is not None
-                plain = self.keyring.unwrap(key.wrapped, key.master_id)
-                key.wrapped, key.master_id = self.keyring.wrap(plain)
-                count += 1
+        """After a new master key went first: a new epoch sealed under it, every data key
+        re-wrapped, the old epoch destroyed, any other epoch file re-sealed; returns the keys."""
+        count = self.shred()
+        self.epochs.reseal()
         return count
 
 

@@ -387,10 +387,10 @@ def read_cases(db: Database) -> list[CaseRow]:
                          .join(Recording, Recording.id == Case.recording_id)).all()
         # A case is done once routed (to an operator, or escalated); it reads as how its
         # transcription went, which is what this bench measures.
-        return [CaseRow(c.id, sid, c.status if c.routed_at is None and c.status == "new" else
+        return [CaseRow(c.id, sid or "", c.status if c.routed_at is None and c.status == "new" else
                         "routing" if c.routed_at is None else
                         "transcribed" if c.transcript_engine else "transcription_failed",
-                        c.status_reason, c.created_at, c.transcribed_at, rsid)
+                        c.status_reason, c.created_at, c.transcribed_at, rsid or "")
                 for c, sid, rsid in rows]
 
 

@@ -238,7 +238,9 @@ def purge(older_than: str, yes: bool) -> None:
     age = _duration(older_than)
     if not yes:
         click.confirm(f"Destroy the data of cases closed more than {older_than} ago?", abort=True)
-    count = purge_cases(*_stores(), age)
+    from ivr.jobs import call_deleter
+
+    count = purge_cases(*_stores(), age, call_deleter(settings()))
     click.echo(f"destroyed the data of {count} case(s); their anonymous counts remain")
 
 

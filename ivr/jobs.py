@@ -94,6 +94,21 @@ def prepare_stores(settings: Settings) -> None:
     vault.keys.engine.dispose()
 
 
+def call_deleter(settings: Settings) -> Callable[[str], None]:
+    """Deletes a call from Twilio's call log; a failure is Retryable (the next purge tries again)."""
+    from ivr.providers import ProviderError, TwilioProvider
+
+    provider = TwilioProvider.from_settings(settings)
+
+    def delete(sid: str) -> None:
+        try:
+            provider.delete_call(sid)
+        except ProviderError as exc:
+            raise voicemail.Retryable(str(exc)) from None
+
+    return delete
+
+
 def policy_for(settings: Settings) -> callbacks.Policy:
     daytime = parse_daytime(settings.callback_daytime)
     assert daytime is not None  # checked by load_settings
@@ -202,7 +217,8 @@ def purge_expired() -> int:
     Enqueued about hourly by the `Housekeeper` of whichever worker holds its lock.
     """
     s = services()
-    return voicemail.purge(s.db, s.vault, timedelta(days=s.settings.retention_days))
+    return voicemail.purge(s.db, s.vault, timedelta(days=s.settings.retention_days),
+                           call_deleter(s.settings))
 
 
 LOST_AFTER = timedelta(minutes=2)  # no job anywhere in Redis: Redis restarted empty, say

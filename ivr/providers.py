@@ -1,4 +1,4 @@
-"""Our only door to Twilio's REST API: download and delete recordings, place calls, send SMS.
+"""Our only door to Twilio's REST API: download and delete recordings, place and delete calls, send SMS.
 
 Why one seam:
 - Everything that talks to Twilio's REST side goes through `TwilioProvider`, built from the
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 # \Z, not $: `$` also matches before a final newline ("RE…\n" would reach the URL).
 RECORDING_SID = re.compile(r"^RE[0-9a-f]{32}\Z")
 ACCOUNT_SID = re.compile(r"^AC[0-9a-f]{32}\Z")
+CALL_SID = re.compile(r"^CA[0-9a-f]{32}\Z")
 E164 = re.compile(r"^\+[1-9]\d{6,14}\Z")
 MAX_RECORDING = 64 * 1024 * 1024  # an hour of 8 kHz 16-bit mono is 57.6 MB
 MAX_REDIRECTS = 3
@@ -217,6 +218,13 @@ class TwilioProvider:
         self._rest(op, sid, lambda: self.client.recordings(sid).delete(), gone_ok=True)
 
     # --- calls and messages -----------------------------------------------------------------
+    def delete_call(self, call_sid: str) -> None:
+        """Delete a call from Twilio's call log (which keeps its numbers); gone (404) is deleted."""
+        op = "delete_call"
+        if not isinstance(call_sid, str) or not CALL_SID.match(call_sid):
+            raise ProviderError(op, retryable=False, reason="not a call sid (CA + 32 hex digits)")
+        self._rest(op, call_sid, lambda: self.client.calls(call_sid).delete(), gone_ok=True)
+
     def create_call(
         self, to: str, from_: str, url: str, status_callback: str, timeout: int = 30,
         *, status_callback_event: Sequence[str] = ("initiated", "ringing", "answered", "completed"),

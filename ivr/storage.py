@@ -109,7 +109,7 @@ class KeyEpoch(KeyBase):
 class Call(Base):
     __tablename__ = "calls"
     id: Mapped[int] = mapped_column(primary_key=True)
-    call_sid: Mapped[str] = mapped_column(String(64), unique=True)
+    call_sid: Mapped[str | None] = mapped_column(String(64), unique=True)  # None once purged
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     flow: Mapped[str | None] = mapped_column(String(64))
     flow_version: Mapped[str | None] = mapped_column(String(16))
@@ -125,7 +125,7 @@ class Call(Base):
 class Recording(Base):
     __tablename__ = "recordings"
     id: Mapped[int] = mapped_column(primary_key=True)
-    recording_sid: Mapped[str] = mapped_column(String(64), unique=True)
+    recording_sid: Mapped[str | None] = mapped_column(String(64), unique=True)  # None once purged
     call_id: Mapped[int] = mapped_column(ForeignKey("calls.id"))
     # reported -> stored -> done; or failed (with error)
     status: Mapped[str] = mapped_column(String(20), default="reported")

@@ -22,7 +22,18 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from ivr.engine import Caller
-from ivr.storage import AuditEntry, Call, Case, Database, Note, OutboxJob, Recording, Vault, utcnow
+from ivr.storage import (
+    AuditEntry,
+    Call,
+    CallbackAttempt,
+    Case,
+    Database,
+    Note,
+    OutboxJob,
+    Recording,
+    Vault,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +232,7 @@ def process_recording(db: Database, vault: Vault, tools: Tools, recording_id: in
             return "missing"
         case_id = s.scalars(select(Case.id).where(Case.recording_id == recording_id)).one()
         sid, stored, status = rec.recording_sid, rec.audio is not None, rec.status
-    if status in ("done", "failed"):
+    if status in ("done", "failed") or sid is None:  # sid None: purged already
         tools.after(case_id)
         return status
     if not stored:
@@ -343,28 +354,99 @@ def _transcribe(db: Database, vault: Vault, tools: Tools, recording_id: int) -> 
 # --- retention -------------------------------------------------------------------------
 
 
-def purge(db: Database, vault: Vault, older_than: timedelta) -> int:
+# What a purged call or recording keeps of its length: <30 s, 30-60 s, 1-3 min, 3+ min.
+LENGTHS = (0, 30, 60, 180)
+
+
+def length_bucket(seconds: int | None) -> int | None:
+    """The lower bound of the length's bucket: a count survives, an exact length does not."""
+    if seconds is None:
+        return None
+    return max(b for b in LENGTHS if seconds >= b) if seconds >= 0 else 0
+
+
+def _day(when: datetime | None) -> datetime | None:
+    return when.replace(hour=0, minute=0, second=0, microsecond=0) if when is not None else None
+
+
+CASE_TIMES = ("created_at", "transcribed_at", "routed_at", "closed_at", "assigned_at", "notified_at",
+              "acted_at", "next_callback_at")
+
+
+def purge(db: Database, vault: Vault, older_than: timedelta,
+          delete_call: Callable[[str], None] | None = None) -> int:
     """Destroy the data of cases closed longer ago than `older_than`: keys first.
 
-    The case row stays with its region, language, status and dates (anonymous counts); the
-    number, audio and transcript become unreadable with the key, then are removed.
+    The keys are destroyed and their key epoch retired in one step (Vault.shred), so no copy
+    of them anywhere opens again. The case row stays with its region, language, status and
+    outcome (anonymous counts); the number, audio, transcript and notes are removed, provider
+    ids dropped, times kept to the day and lengths to a bucket, so nothing leads back to the
+    call. Calls whose cases are all purged are then deleted at Twilio (`forget_calls`).
     """
     cutoff = utcnow() - older_than
-    count = 0
     with db.session() as s:
-        cases = s.scalars(select(Case).where(Case.closed_at.is_not(None), Case.closed_at < cutoff,
-                                             Case.purged_at.is_(None))).all()
-        for case in cases:
-            vault.destroy(case.data_key_id)
+        due = s.execute(select(Case.id, Case.data_key_id).where(
+            Case.closed_at.is_not(None), Case.closed_at < cutoff, Case.purged_at.is_(None))).all()
+    if due:
+        # A crash after this and before the rows below are emptied is repaired by the next
+        # run: the cases are still due, their keys already gone.
+        vault.shred([row.data_key_id for row in due])
+    with db.session() as s:
+        for case in s.scalars(select(Case).where(Case.id.in_([row.id for row in due]))):
             rec = s.get(Recording, case.recording_id)
             if rec is not None:
-                rec.audio = None
-            case.number = case.transcript = None
+                rec.audio = rec.audio_bytes = rec.recording_sid = rec.error = None
+                rec.duration = length_bucket(rec.duration)
+                rec.reported_at = _day(rec.reported_at) or rec.reported_at
+                rec.stored_at, rec.deleted_at_provider = _day(rec.stored_at), _day(rec.deleted_at_provider)
+            case.number = case.transcript = case.caller_hash = case.caller_tz = None
+            case.status_reason = case.route_reason = case.offered_to = None
+            for name in CASE_TIMES:
+                setattr(case, name, _day(getattr(case, name)))
+            case.purged_at = _day(utcnow())
             s.execute(update(Note).where(Note.case_id == case.id).values(text=None))
-            case.caller_hash = None
-            case.purged_at = utcnow()
-            s.add(AuditEntry(actor="system", action="purged", case_id=case.id))
-            count += 1
-    if count:
-        log.info("purged the data of %d closed case(s)", count)
-    return count
+            for note in s.scalars(select(Note).where(Note.case_id == case.id)):
+                note.at = _day(note.at) or note.at
+            for attempt in s.scalars(select(CallbackAttempt).where(CallbackAttempt.case_id == case.id)):
+                attempt.call_sid = None
+                attempt.seconds = length_bucket(attempt.seconds)
+                attempt.started_at = _day(attempt.started_at) or attempt.started_at
+                attempt.confirmed_at, attempt.ended_at = _day(attempt.confirmed_at), _day(attempt.ended_at)
+            for entry in s.scalars(select(AuditEntry).where(AuditEntry.case_id == case.id)):
+                entry.at = _day(entry.at) or entry.at
+            s.add(AuditEntry(actor="system", action="purged", case_id=case.id, at=case.purged_at))
+    forget_calls(db, cutoff, delete_call)
+    if due:
+        db.compact()
+        log.info("purged the data of %d closed case(s)", len(due))
+    return len(due)
+
+
+def forget_calls(db: Database, cutoff: datetime, delete_call: Callable[[str], None] | None) -> int:
+    """Calls older than `cutoff` whose cases are all purged (or that made none): deleted at
+    Twilio (whose call log keeps the caller's number), then their sid dropped and their time
+    and length coarsened. A deletion that fails stays for the next run (hourly); without
+    `delete_call` nothing is forgotten. Returns how many calls were forgotten."""
+    if delete_call is None:
+        return 0
+    open_case = select(Case.id).where(Case.call_id == Call.id, Case.purged_at.is_(None)).exists()
+    with db.session() as s:
+        due = s.execute(select(Call.id, Call.call_sid).where(
+            Call.call_sid.is_not(None), Call.started_at < cutoff, ~open_case)).all()
+    forgotten = failed = 0
+    for call_id, sid in due:
+        try:
+            delete_call(str(sid))  # one already gone at Twilio counts as deleted
+        except Retryable:
+            failed += 1
+            continue
+        with db.session() as s:
+            call = s.get(Call, call_id)
+            assert call is not None
+            call.call_sid, call.seconds = None, length_bucket(call.seconds)
+            call.started_at = _day(call.started_at) or call.started_at
+            call.note = None
+        forgotten += 1
+    if failed:
+        log.warning("%d call(s) could not be deleted at Twilio yet; trying again at the next purge", failed)
+    return forgotten

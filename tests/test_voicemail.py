@@ -40,6 +40,12 @@ NUMBER = "+79161234567"
 WORDS = "I want to surrender. Please call me back tomorrow."
 
 
+
+def sid_of(rec: Recording) -> str:
+    """A recording's sid (None only once purged)."""
+    assert rec.recording_sid is not None
+    return rec.recording_sid
+
 @pytest.fixture(scope="module")
 def message() -> bytes:
     """What the caller says into the phone: real speech at telephone quality."""
@@ -137,7 +143,7 @@ def test_a_voicemail_becomes_a_transcribed_case_and_leaves_twilio(
     assert (case.status, case.language, case.region, case.flow, case.step) == (
         "new", "en", "russia", "hotline", "voicemail")
     [rec] = hotline.recordings()
-    assert hotline.api.recording(rec.recording_sid) is not None  # still at Twilio until stored
+    assert hotline.api.recording(sid_of(rec)) is not None  # still at Twilio until stored
 
     # The job in Redis carries the recording's row id and nothing else.
     conn = redis.Redis.from_url(hotline.redis.url)
@@ -148,7 +154,7 @@ def test_a_voicemail_becomes_a_transcribed_case_and_leaves_twilio(
     [case] = hotline.cases()
     assert case.status == "routed", case.status_reason
     assert case.transcript_engine == "whisper-tiny-en"
-    assert hotline.api.was_deleted(rec.recording_sid)
+    assert hotline.api.was_deleted(sid_of(rec))
     found = show_case(hotline.db, hotline.vault, case.id, actor="test:admin")
     assert found is not None
     assert "surrender" in found["transcript"].lower()
@@ -180,11 +186,11 @@ def test_twilio_delivering_a_recording_twice_makes_one_case(hotline: Hotline, me
         from tests.conftest import call_params, signed
 
         for _ in range(2):  # the status callback again, as a retry would bring it
-            params = call_params(RecordingSid=rec.recording_sid, RecordingStatus="completed",
+            params = call_params(RecordingSid=sid_of(rec), RecordingStatus="completed",
                                  RecordingDuration="4",
-                                 RecordingUrl=hotline.api.recording_url(rec.recording_sid))
+                                 RecordingUrl=hotline.api.recording_url(sid_of(rec)))
             with hotline.db.session() as s:
-                params["CallSid"] = s.get(Call, rec.call_id).call_sid  # type: ignore[union-attr]
+                params["CallSid"] = str(s.get(Call, rec.call_id).call_sid)  # type: ignore[union-attr]
             assert signed(client, "/twilio/recording?l=en", params).status_code == 200
     assert len(hotline.cases()) == 1 and len(hotline.recordings()) == 1
     with hotline.db.session() as s:
@@ -209,7 +215,7 @@ def test_no_model_for_the_callers_language_says_so_on_the_case(hotline: Hotline)
     assert (case.language, case.status, case.transcript_engine) == ("uk", "routed", None)
     assert case.status_reason == "not transcribed: no model for uk"
     [rec] = hotline.recordings()
-    assert rec.audio is not None and hotline.api.was_deleted(rec.recording_sid)  # kept, sealed
+    assert rec.audio is not None and hotline.api.was_deleted(sid_of(rec))  # kept, sealed
 
 
 @pytest.mark.parametrize(("spoil", "reason"), [
@@ -222,14 +228,14 @@ def test_an_unreadable_recording_gives_a_clear_status_not_a_crash_loop(
 ) -> None:
     hotline.call(ENGLISH_VOICEMAIL, message)
     [rec] = hotline.recordings()
-    spoil(hotline.api, rec.recording_sid)
+    spoil(hotline.api, sid_of(rec))
     hotline.work()
     [case] = hotline.cases()
     assert case.status == "routed" and case.routed_at is not None
     assert case.status_reason is not None and case.status_reason.startswith(reason)
     conn = redis.Redis.from_url(hotline.redis.url)
     assert Queue(jobs.QUEUE, connection=conn).failed_job_registry.count == 0  # handled, not crashed
-    assert not hotline.api.was_deleted(rec.recording_sid)  # we have no good copy: it stays there
+    assert not hotline.api.was_deleted(sid_of(rec))  # we have no good copy: it stays there
 
 
 def test_network_failures_are_retried_until_the_recording_is_stored(hotline: Hotline, message: bytes) -> None:
@@ -267,7 +273,7 @@ def test_twilio_refusing_to_delete_does_not_hold_up_the_transcript(hotline: Hotl
     assert jobs.requeue_unfinished(hotline.db, queue, timedelta(0), timedelta(0)) == 1
     hotline.work()
     [rec] = hotline.recordings()
-    assert rec.status == "done" and hotline.api.was_deleted(rec.recording_sid)
+    assert rec.status == "done" and hotline.api.was_deleted(sid_of(rec))
 
 
 def test_no_voicemail_is_lost_while_redis_is_down(
@@ -460,7 +466,7 @@ def test_a_recording_that_cannot_be_fetched_is_given_up_visibly(hotline: Hotline
     assert case.status_reason == (
         f"could not fetch the recording after 6 tries: twilio fetch_recording {rec.recording_sid}: "
         "HTTP 503 (Twilio error 20503)")
-    assert hotline.api.recording(rec.recording_sid) is not None  # nothing lost: it is still there
+    assert hotline.api.recording(sid_of(rec)) is not None  # nothing lost: it is still there
 
 
 def test_ivr_call_in_process_leaves_a_voicemail_from_a_wav_file(tmp_path: Path, message: bytes) -> None:

@@ -59,3 +59,56 @@ class RedisServer:
             self.proc.terminate()
             self.proc.wait(timeout=10)
             self.proc = None
+
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+class PostgresCluster:
+    """A PostgreSQL cluster of the test's own (initdb, pg_ctl) on a spare port, in a folder
+    it removes afterwards; the machine's shared server is never touched. Tests run as root
+    and PostgreSQL refuses to, so its programs run as `postgres` (runuser)."""
+
+    def __init__(self) -> None:
+        import tempfile
+
+        self.root = Path(tempfile.mkdtemp(prefix="ivr-pg-"))  # not under pytest's 0700 tmp
+        self.data = self.root / "data"
+        self.port = free_port()
+        self.started = False
+
+    def _run(self, *args: str) -> None:
+        as_postgres = ["runuser", "-u", "postgres", "--"] if _is_root() else []
+        done = subprocess.run([*as_postgres, *args], capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"{Path(args[0]).name} failed: {done.stderr.strip()[-500:]}")
+
+    def start(self) -> None:
+        for tool in ("initdb", "pg_ctl"):
+            if not (PG_BIN / tool).exists():
+                raise RuntimeError(f"{PG_BIN / tool} is needed (apt-get install postgresql-15)")
+        if _is_root():
+            shutil.chown(self.root, "postgres", "postgres")
+        self._run(str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust",
+                  "-E", "UTF8", "--no-sync")
+        self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"), "-w",
+                  "-o", f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off",
+                  "start")
+        self.started = True
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def stop(self) -> None:
+        try:
+            if self.started:
+                self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+        finally:
+            self.started = False
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _is_root() -> bool:
+    import os
+
+    return os.geteuid() == 0

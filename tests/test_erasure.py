@@ -1,0 +1,267 @@
+"""Erased means erased, on disk too: a forensic look at every raw file of both stores.
+
+The attacker of these tests holds the master keys (IVR_DATA_KEYS, as the server runs with
+them) and a copy of every file of the data and the key store: the database files, their
+WALs, the PostgreSQL data directory (pg_wal, dead tuples, pg_statistic), and the key epoch
+folder. After a purge, nothing they find may open the purged case.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, select, text, update
+
+from ivr.engine import Caller
+from ivr.keys import CryptoError, Keyring, parse_master_keys, unseal
+from ivr.standin import tone_wav
+from ivr.storage import Case, Database, DataKey, Note, Recording, Vault, upgrade, utcnow
+from ivr.voicemail import Reported, note_recording, purge
+from tests.conftest import TEST_KEYS
+from tests.servers import PostgresCluster
+
+NUMBER = "+79781234567"
+WORDS = b"I want to surrender. Please call me back tomorrow."
+KEYRING = Keyring(parse_master_keys(TEST_KEYS))
+
+
+@dataclass
+class Evidence:
+    """What the attacker looks for: every wrapped form the case's data key ever had, and
+    every ciphertext of the case, each with the associated data it was sealed with."""
+
+    case_id: int
+    key_id: int
+    wrapped: set[bytes] = field(default_factory=set)
+    sealed: dict[str, bytes] = field(default_factory=dict)  # context -> ciphertext
+
+
+def make_case(db: Database, vault: Vault, digit: str, number: str = NUMBER) -> int:
+    """A caller's voicemail as the worker leaves it: number, audio, transcript, a note."""
+    sid = digit * 32
+    note_recording(db, vault, Reported(
+        call_sid="CA" + sid, recording_sid="RE" + sid, status="completed", duration=47, number=number,
+        caller=Caller(False, "UA", "crimea"), flow="hotline", step="voicemail", language="ru"))
+    with db.session() as s:
+        case = s.scalars(select(Case).join(Recording, Recording.id == Case.recording_id)
+                         .where(Recording.recording_sid == "RE" + sid)).one()
+        rec = s.get(Recording, case.recording_id)
+        assert rec is not None
+        rec.audio, rec.audio_bytes = vault.seal_audio(case, tone_wav(1.5)), 24000
+        case.transcript = vault.seal(case, "transcript", WORDS)
+        note = Note(case_id=case.id, operator_id=None)
+        s.add(note)
+        s.flush()
+        note.text = vault.seal_note(case, note, "she is afraid of her husband")
+        return case.id
+
+
+def record(db: Database, vault: Vault, case_id: int, evidence: Evidence | None = None) -> Evidence:
+    with db.session() as s:
+        case = s.get(Case, case_id)
+        assert case is not None
+        rec = s.get(Recording, case.recording_id)
+        assert rec is not None and rec.audio is not None and case.number is not None
+        found = evidence or Evidence(case_id, case.data_key_id)
+        found.sealed.update({f"case:{case.id}:number": case.number, f"case:{case.id}:audio": rec.audio,
+                             f"case:{case.id}:transcript": case.transcript or b""})
+        for note in s.scalars(select(Note).where(Note.case_id == case.id)):
+            found.sealed[f"case:{case.id}:note:{note.id}"] = note.text or b""
+    with vault.keys.session() as k:
+        key = k.get(DataKey, found.key_id)
+        assert key is not None and key.wrapped is not None
+        found.wrapped.add(key.wrapped)
+    return found
+
+
+def raw_files(*folders: Path) -> Iterator[tuple[Path, bytes]]:
+    for folder in folders:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and not path.is_symlink():
+                try:
+                    yield path, path.read_bytes()
+                except (FileNotFoundError, PermissionError):
+                    continue  # a temporary file that went while we walked
+
+
+def fragments(blob: bytes) -> list[bytes]:
+    """Pieces a store keeps whole even when it splits a value (TOAST chunks of ~2 kB)."""
+    return [blob[i:i + 32] for i in range(0, max(len(blob) - 32, 1), 1500)]
+
+
+@dataclass
+class Attack:
+    files: int = 0
+    epoch_keys: dict[str, bytes] = field(default_factory=dict)
+    wrapped_found: list[str] = field(default_factory=list)  # where the wrapped key bytes lie
+    sealed_found: list[str] = field(default_factory=list)  # where pieces of ciphertext lie
+    data_keys: list[bytes] = field(default_factory=list)  # data keys it recovered
+    opened: list[str] = field(default_factory=list)  # what it decrypted
+
+
+def attack(evidence: Evidence, *folders: Path) -> Attack:
+    """Everything the master keys open in these files: epoch files (wherever they lie),
+    then the case's wrapped data key wherever it is found, then the case's ciphertexts."""
+    out = Attack()
+    blobs = list(raw_files(*folders))
+    out.files = len(blobs)
+    for path, blob in blobs:
+        if path.suffix == ".key" or b'"epoch"' in blob:
+            try:
+                doc = json.loads(blob)
+                sealed = base64.b64decode(doc["key"])
+            except (ValueError, KeyError, TypeError):
+                continue
+            for master in KEYRING.masters:
+                with contextlib.suppress(CryptoError):
+                    context = f"key-epoch:{doc['epoch']}:{master.id}"
+                    out.epoch_keys[doc["epoch"]] = unseal(master.key, sealed, context)
+    for path, blob in blobs:
+        for wrapped in evidence.wrapped:
+            if wrapped in blob:
+                out.wrapped_found.append(path.name)
+                candidates = [(k, f"data-key:epoch:{e}") for e, k in out.epoch_keys.items()]
+                candidates += [(m.key, f"data-key:{m.id}") for m in KEYRING.masters]
+                for key, context in candidates:
+                    with contextlib.suppress(CryptoError):
+                        out.data_keys.append(unseal(key, wrapped, context))
+        for context, sealed in evidence.sealed.items():
+            if any(piece in blob for piece in fragments(sealed)):
+                out.sealed_found.append(f"{path.name}:{context}")
+    for data_key in out.data_keys:
+        for context, sealed in evidence.sealed.items():
+            try:
+                unseal(data_key, sealed, context)
+                out.opened.append(context)
+            except CryptoError:
+                pass
+    return out
+
+
+def story(db: Database, vault: Vault, settle: Callable[[], None]) -> tuple[Evidence, int]:
+    """Three cases: `other` is purged first (the epoch turns over, re-wrapping the first
+    case's key), then the first. Returns the first case's evidence (both of its wrapped
+    forms) and the case that is kept."""
+    first, kept, other = make_case(db, vault, "a"), make_case(db, vault, "b"), make_case(db, vault, "c")
+    evidence = record(db, vault, first)
+    with db.session() as s:
+        s.execute(update(Case).where(Case.id.in_([first, other])).values(
+            status="closed", closed_at=utcnow() - timedelta(days=1)))
+        s.execute(update(Case).where(Case.id == first).values(closed_at=utcnow()))
+    settle()
+    assert purge(db, vault, timedelta(hours=12)) == 1  # only `other`: the epoch turns over
+    record(db, vault, first, evidence)  # the first case's key, re-wrapped under the new epoch
+    assert len(evidence.wrapped) == 2
+    settle()
+    return evidence, kept
+
+
+@pytest.fixture
+def sqlite_stores(tmp_path: Path) -> Iterator[tuple[Database, Vault, Path]]:
+    folder = tmp_path / "instance"
+    folder.mkdir()
+    data, keys = f"sqlite:///{folder / 'ivr.db'}", f"sqlite:///{folder / 'keys.db'}"
+    upgrade(data, keys)
+    db, vault = Database(data), Vault(KEYRING, Database(keys), folder / "key-epochs")
+    yield db, vault, folder
+    db.engine.dispose()
+    vault.keys.engine.dispose()
+
+
+def destroy_without_retiring(vault: Vault, key_id: int) -> None:
+    """What destroying a key was before key epochs: the row emptied, nothing else."""
+    with vault.keys.session() as k:
+        k.execute(update(DataKey).where(DataKey.id == key_id).values(wrapped=None))
+
+
+def test_sqlite_a_purged_case_is_found_in_no_file_that_opens_it(
+    sqlite_stores: tuple[Database, Vault, Path]
+) -> None:
+    db, vault, folder = sqlite_stores
+    evidence, kept = story(db, vault, lambda: None)
+
+    # The test can fail: a key destroyed without retiring its epoch lies in keys.db's WAL
+    # (or its file), and with the master keys it opens the caller's number and words.
+    destroy_without_retiring(vault, evidence.key_id)
+    before = attack(evidence, folder)
+    assert before.wrapped_found and before.data_keys
+    assert {f"case:{evidence.case_id}:number", f"case:{evidence.case_id}:transcript",
+            f"case:{evidence.case_id}:audio"} <= set(before.opened)
+
+    assert purge(db, vault, timedelta(0)) == 1
+    after = attack(evidence, folder)
+    assert after.files >= 4 and after.epoch_keys  # it did look: both stores and the live epoch
+    assert (after.data_keys, after.opened) == ([], []), after
+    # Defence in depth on SQLite: secure_delete and a truncated WAL leave not even the bytes.
+    assert after.wrapped_found == [] and after.sealed_found == [], after
+    assert not (folder / "keys.db-wal").exists() or (folder / "keys.db-wal").stat().st_size == 0
+    with db.session() as s:  # the other case lives on, opened through the new epoch
+        case = s.get(Case, kept)
+        assert case is not None and vault.open(case, "number") == NUMBER.encode()
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[PostgresCluster]:
+    """A PostgreSQL of this test's own: its data directory is what the attacker reads."""
+    pg = PostgresCluster()
+    try:
+        pg.start()
+    except RuntimeError as exc:
+        pg.stop()
+        pytest.fail(f"a throw-away PostgreSQL cluster is needed for this test: {exc}")
+    yield pg
+    pg.stop()
+
+
+def test_postgresql_a_purged_case_is_found_in_no_file_that_opens_it(
+    cluster: PostgresCluster, tmp_path: Path
+) -> None:
+    admin = create_engine(cluster.url(), isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text("CREATE DATABASE ivr"))
+        c.execute(text("CREATE DATABASE ivrkeys"))
+    upgrade(cluster.url("ivr"), cluster.url("ivrkeys"))
+    db = Database(cluster.url("ivr"))
+    vault = Vault(KEYRING, Database(cluster.url("ivrkeys")), tmp_path / "epochs")
+
+    def settle() -> None:
+        """Statistics with sample values (pg_statistic), then everything on disk."""
+        for engine in (db.engine, vault.keys.engine):
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+                c.execute(text("ANALYZE"))
+        with admin.connect() as c:
+            c.execute(text("CHECKPOINT"))
+
+    evidence, kept = story(db, vault, settle)
+    destroy_without_retiring(vault, evidence.key_id)
+    settle()
+    before = attack(evidence, cluster.data, tmp_path / "epochs")
+    assert before.wrapped_found and before.data_keys, before
+    assert f"case:{evidence.case_id}:number" in before.opened
+
+    assert purge(db, vault, timedelta(0)) == 1
+    for engine in (db.engine, vault.keys.engine):
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+            c.execute(text("VACUUM FULL"))
+    settle()
+    after = attack(evidence, cluster.data, tmp_path / "epochs")
+    assert after.files > 100 and after.epoch_keys
+    # The old bytes are still there (pg_wal at least): history is kept, and useless.
+    assert after.wrapped_found, "expected PostgreSQL to keep the old wrapped key in pg_wal"
+    assert (after.data_keys, after.opened) == ([], []), after
+    with db.session() as s:
+        case = s.get(Case, kept)
+        assert case is not None and vault.open(case, "number") == NUMBER.encode()
+    db.engine.dispose()
+    vault.keys.engine.dispose()
+    with admin.connect() as c:
+        c.execute(text("DROP DATABASE ivr WITH (FORCE)"))
+        c.execute(text("DROP DATABASE ivrkeys WITH (FORCE)"))
+    admin.dispose()

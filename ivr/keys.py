@@ -199,7 +199,13 @@ class KeyEpochs:
         with self._lock:
             found = self._keys.get(epoch_id)
         if found is None:
-            found = self._read(path, epoch_id)[0]
+            try:
+                found = self._read(path, epoch_id)[0]
+            except (FileNotFoundError, CryptoError):
+                if path.exists():
+                    raise
+                # retired while we read it (its bytes were being overwritten)
+                raise EpochRetired(f"key epoch {epoch_id} was retired: its data keys are gone") from None
             with self._lock:
                 self._keys[epoch_id] = found
         return found
@@ -229,18 +235,34 @@ class KeyEpochs:
         with self._lock:
             self._keys.pop(epoch_id, None)
         path = self.path(epoch_id)
+        # Renamed away first, so no process reads it half overwritten: the name is gone at once.
+        doomed = self.folder / f".{epoch_id}.{secrets.token_hex(4)}.retired"
         try:
-            fd = os.open(path, os.O_WRONLY)
+            os.rename(path, doomed)
         except FileNotFoundError:
             return
+        fd = os.open(doomed, os.O_WRONLY)
         try:
             size = os.fstat(fd).st_size
             os.pwrite(fd, os.urandom(max(size, 1)), 0)
             os.fsync(fd)
         finally:
             os.close(fd)
-        path.unlink(missing_ok=True)
+        doomed.unlink()
         self._sync_folder()
+
+    def sweep(self) -> None:
+        """Destroy what a crash left: epoch files being retired, temporary ones being written.
+        (Only while no other rotation runs: Vault.shred calls it holding the lock.)"""
+        if not self.folder.is_dir():
+            return
+        for stray in self.folder.glob(".*"):
+            if stray.suffix in (".retired", ".tmp") and stray.is_file():
+                with open(stray, "r+b") as f:
+                    f.write(os.urandom(max(stray.stat().st_size, 1)))
+                    f.flush()
+                    os.fsync(f.fileno())
+                stray.unlink(missing_ok=True)
 
     def _read(self, path: Path, epoch_id: str) -> tuple[bytes, str]:
         try:

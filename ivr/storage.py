@@ -436,6 +436,7 @@ class Vault:
                     for leftover in self.epochs.ids():  # a crash's leftovers; no rotator is running
                         if leftover not in old:
                             self.epochs.retire(leftover)
+                    self.epochs.sweep()
                     for chunk in range(0, len(ids), 500):
                         k.execute(update(DataKey).where(DataKey.id.in_(ids[chunk:chunk + 500]),
                                                         DataKey.wrapped.is_not(None))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -22,7 +23,7 @@ from sqlalchemy import create_engine, select, text, update
 from ivr.engine import Caller
 from ivr.keys import CryptoError, Keyring, parse_master_keys, unseal
 from ivr.standin import tone_wav
-from ivr.storage import Case, Database, DataKey, Note, Recording, Vault, upgrade, utcnow
+from ivr.storage import Case, Database, DataKey, KeyEpoch, Note, Recording, Vault, upgrade, utcnow
 from ivr.voicemail import Reported, note_recording, purge
 from tests.conftest import TEST_KEYS
 from tests.servers import PostgresCluster
@@ -265,3 +266,116 @@ def test_postgresql_a_purged_case_is_found_in_no_file_that_opens_it(
         c.execute(text("DROP DATABASE ivr WITH (FORCE)"))
         c.execute(text("DROP DATABASE ivrkeys WITH (FORCE)"))
     admin.dispose()
+
+
+# --- the race: a web process adds a key while the worker retires the epoch ---------------------
+
+
+def two_processes(database_url: str, keystore_url: str, folder: Path) -> tuple[Vault, Vault]:
+    """A web process's vault and a worker's: their own connections and epoch caches."""
+    upgrade(database_url, keystore_url)
+    return (Vault(KEYRING, Database(keystore_url), folder), Vault(KEYRING, Database(keystore_url), folder))
+
+
+def opens(vault: Vault, key_id: int) -> bool:
+    try:
+        vault.key_of(key_id)
+    except CryptoError:
+        return False
+    return True
+
+
+def test_a_key_wrapped_under_an_epoch_being_retired_never_commits(
+    database_url: str, keystore_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    web, worker = two_processes(database_url, keystore_url, tmp_path / "epochs")
+    web.new_key()  # the epoch exists and the web process has it in memory
+
+    # 1. The worker retires the epoch between the web process wrapping a key and inserting it.
+    wrap = web.epochs.wrap
+    turned: list[int] = []
+
+    def wrap_then_rotate(epoch_id: str, data_key: bytes) -> bytes:
+        wrapped = wrap(epoch_id, data_key)
+        if not turned:
+            turned.append(worker.shred())
+        return wrapped
+
+    monkeypatch.setattr(web.epochs, "wrap", wrap_then_rotate)
+    first = web.new_key()
+    monkeypatch.undo()
+    assert turned and opens(worker, first) and opens(web, first)
+
+    # 2. The web process inserts while the worker's rotation is in its transaction: on
+    # PostgreSQL the insert goes through and its FOR SHARE waits; on SQLite the insert waits.
+    added: list[int] = []
+    create = worker.epochs.create
+
+    def create_while_adding() -> str:
+        epoch_id = create()
+        adder = threading.Thread(target=lambda: added.append(web.new_key()))
+        adder.start()
+        adder.join(0.5)
+        waiting.append(adder.is_alive())  # it waits for the worker's transaction to end
+        threads.append(adder)
+        return epoch_id
+
+    threads: list[threading.Thread] = []
+    waiting: list[bool] = []
+    monkeypatch.setattr(worker.epochs, "create", create_while_adding)
+    worker.shred()
+    monkeypatch.undo()
+    threads[0].join(30)
+    assert waiting == [True]
+    assert len(added) == 1 and opens(worker, added[0]) and opens(web, added[0])
+
+    # 3. Many at once: two writers and a rotator; every key added opens, one epoch remains.
+    keys: list[int] = []
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        vault = Vault(KEYRING, Database(keystore_url), tmp_path / "epochs")
+        try:
+            keys.extend(vault.new_key() for _ in range(15))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    def rotator() -> None:
+        try:
+            for _ in range(6):
+                worker.shred()
+        except BaseException as exc:
+            errors.append(exc)
+
+    crowd = [threading.Thread(target=t) for t in (writer, writer, rotator)]
+    for t in crowd:
+        t.start()
+    for t in crowd:
+        t.join(120)
+    assert errors == [] and len(keys) == 30
+    assert [k for k in keys if not opens(web, k)] == []
+    with web.keys.session() as k:
+        current = k.scalars(select(KeyEpoch.id).where(KeyEpoch.current.is_(True))).one()
+        assert set(k.scalars(select(DataKey.epoch_id))) == {current}
+    assert [p.stem for p in (tmp_path / "epochs").glob("*.key")] == [current]
+    web.keys.engine.dispose()
+    worker.keys.engine.dispose()
+
+
+def test_the_race_test_can_fail_a_writer_that_does_not_check_loses_its_key(
+    database_url: str, keystore_url: str, tmp_path: Path
+) -> None:
+    """Without the check in the same transaction, a key wrapped under the old epoch commits
+    after the rotation and is unreadable once the old epoch file is destroyed."""
+    web, worker = two_processes(database_url, keystore_url, tmp_path / "epochs")
+    epoch = web.current_epoch()
+    wrapped = web.epochs.wrap(epoch, b"k" * 32)
+    worker.shred()
+    with web.keys.session() as k:
+        careless = DataKey(purpose="case", wrapped=wrapped, epoch_id=epoch)
+        k.add(careless)
+        k.flush()
+        key_id = careless.id
+    assert not opens(web, key_id)
+    web.keys.engine.dispose()
+    worker.keys.engine.dispose()

@@ -182,9 +182,9 @@ class KeyEpochs:
             return []
         return sorted(p.stem for p in self.folder.glob("*.key") if EPOCH_ID.match(p.stem))
 
-    def create(self) -> str:
+    def create(self, epoch_id: str) -> str:
         """A new epoch, durably on disk before any data key is wrapped under it."""
-        epoch_id, key = new_epoch_id(), AESGCM.generate_key(bit_length=256)
+        key = AESGCM.generate_key(bit_length=256)
         self._write(epoch_id, key)
         with self._lock:
             self._keys[epoch_id] = key

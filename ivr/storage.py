@@ -37,11 +37,11 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
-from ivr.keys import CryptoError, EpochRetired, KeyEpochs, Keyring, number_hash, seal, unseal
+from ivr.keys import CryptoError, EpochRetired, KeyEpochs, Keyring, new_epoch_id, number_hash, seal, unseal
 
 log = logging.getLogger(__name__)
 
@@ -414,61 +414,61 @@ class Vault:
         """Destroy these data keys and retire the epoch that wrapped them; return how many
         live keys were re-wrapped under the new epoch.
 
-        One key store transaction: lock out other rotators and writers (the current epoch's
-        row, updated; on PostgreSQL also an advisory lock), destroy the keys, write a new
-        epoch file, re-wrap every live key under it, commit. Then the old epoch file is
-        overwritten and unlinked. A failure before the commit removes the new file and
-        changes nothing; one after it leaves an old file that the next rotation destroys.
+        The new epoch's row is committed first (not current), so that whatever a crash
+        leaves of it is known to be ours and destroyed by the next rotation; epoch files
+        the key store does not know are never touched (another install's, say). Then one key
+        store transaction: lock out other rotators and writers (the current epoch's row,
+        updated; on PostgreSQL also an advisory lock), destroy the keys, write the new epoch
+        file, re-wrap every live key under it, make it current, commit. Then the old epoch
+        file is overwritten and unlinked. A failure before the commit destroys the new file
+        and changes nothing else; one after it leaves an old file the next rotation destroys.
         """
         ids = sorted(set(key_ids))
-        for _attempt in range(3):
-            new: str | None = None
-            try:
-                with self.keys.session() as k:
-                    if self.keys.backend == "postgresql":
-                        k.execute(text("SELECT pg_advisory_xact_lock(:n)"), {"n": ROTATION_LOCK})
-                    now = utcnow()
-                    # The first write takes SQLite's write lock; on PostgreSQL the row lock
-                    # makes a writer's FOR SHARE wait, then find no current epoch, and retry.
-                    old = set(k.execute(update(KeyEpoch).where(KeyEpoch.current.is_(True))
-                                        .values(current=None, retired_at=now).returning(KeyEpoch.id),
-                                        execution_options={"synchronize_session": False}).scalars())
-                    for leftover in self.epochs.ids():  # a crash's leftovers; no rotator is running
-                        if leftover not in old:
-                            self.epochs.retire(leftover)
-                    self.epochs.sweep()
-                    for chunk in range(0, len(ids), 500):
-                        k.execute(update(DataKey).where(DataKey.id.in_(ids[chunk:chunk + 500]),
-                                                        DataKey.wrapped.is_not(None))
-                                  .values(wrapped=None, destroyed_at=now),
-                                  execution_options={"synchronize_session": False})
-                    new = self.epochs.create()
-                    k.add(KeyEpoch(id=new, current=True, created_at=now))
-                    k.flush()
-                    live = k.execute(select(DataKey.id, DataKey.wrapped, DataKey.epoch_id, DataKey.master_id)
-                                     .where(DataKey.wrapped.is_not(None))).all()
-                    rows = [{"id": r.id, "epoch_id": new, "master_id": None, "wrapped":
-                             self.epochs.wrap(new, self._unwrap(r.wrapped, r.epoch_id, r.master_id))}
-                            for r in live]
-                    if rows:
-                        k.execute(update(DataKey), rows)  # by primary key, in batches
-            except IntegrityError:  # another process made the very first epoch at the same time
-                if new is not None:
-                    self.epochs.retire(new)
-                continue
-            except BaseException:
-                if new is not None:
-                    self.epochs.retire(new)
-                raise
-            self._current = new
-            for epoch_id in old:
-                self.epochs.retire(epoch_id)
-            self.keys.compact()
-            if ids:
-                log.info("destroyed %d data key(s); key epoch retired, %d live key(s) re-wrapped",
-                         len(ids), len(rows))
-            return len(rows)
-        raise CryptoError("could not make a key epoch: another process kept making one")
+        new = new_epoch_id()
+        with self.keys.session() as k:
+            k.add(KeyEpoch(id=new, current=None))
+        rows: list[dict[str, Any]] = []
+        try:
+            with self.keys.session() as k:
+                if self.keys.backend == "postgresql":
+                    k.execute(text("SELECT pg_advisory_xact_lock(:n)"), {"n": ROTATION_LOCK})
+                now = utcnow()
+                # The first write takes SQLite's write lock; on PostgreSQL the row lock makes
+                # a writer's FOR SHARE wait, then find no current epoch, and retry.
+                old = set(k.execute(update(KeyEpoch).where(KeyEpoch.current.is_(True))
+                                    .values(current=None, retired_at=now).returning(KeyEpoch.id),
+                                    execution_options={"synchronize_session": False}).scalars())
+                present = set(self.epochs.ids()) - old - {new}
+                if present:  # a crash's leftovers: ours, and no rotation is running but this one
+                    for leftover in k.scalars(select(KeyEpoch.id).where(KeyEpoch.id.in_(present))):
+                        self.epochs.retire(leftover)
+                self.epochs.sweep()
+                for chunk in range(0, len(ids), 500):
+                    k.execute(update(DataKey).where(DataKey.id.in_(ids[chunk:chunk + 500]),
+                                                    DataKey.wrapped.is_not(None))
+                              .values(wrapped=None, destroyed_at=now),
+                              execution_options={"synchronize_session": False})
+                self.epochs.create(new)
+                k.execute(update(KeyEpoch).where(KeyEpoch.id == new).values(current=True, created_at=now),
+                          execution_options={"synchronize_session": False})
+                live = k.execute(select(DataKey.id, DataKey.wrapped, DataKey.epoch_id, DataKey.master_id)
+                                 .where(DataKey.wrapped.is_not(None))).all()
+                rows = [{"id": r.id, "epoch_id": new, "master_id": None, "wrapped":
+                         self.epochs.wrap(new, self._unwrap(r.wrapped, r.epoch_id, r.master_id))}
+                        for r in live]
+                if rows:
+                    k.execute(update(DataKey), rows)  # by primary key, in batches
+        except BaseException:
+            self.epochs.retire(new)
+            raise
+        self._current = new
+        for epoch_id in old:
+            self.epochs.retire(epoch_id)
+        self.keys.compact()
+        if ids:
+            log.info("destroyed %d data key(s); key epoch retired, %d live key(s) re-wrapped",
+                     len(ids), len(rows))
+        return len(rows)
 
     def prepare(self) -> int:
         """At start-up: make the first epoch, re-wrap the master-wrapped keys of an install

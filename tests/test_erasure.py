@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import create_engine, select, text, update
 
 from ivr.engine import Caller
-from ivr.keys import CryptoError, Keyring, parse_master_keys, unseal
+from ivr.keys import CryptoError, Keyring, parse_master_keys, seal, unseal
 from ivr.standin import tone_wav
 from ivr.storage import Case, Database, DataKey, KeyEpoch, Note, Recording, Vault, upgrade, utcnow
 from ivr.voicemail import Reported, note_recording, purge
@@ -311,8 +311,8 @@ def test_a_key_wrapped_under_an_epoch_being_retired_never_commits(
     added: list[int] = []
     create = worker.epochs.create
 
-    def create_while_adding() -> str:
-        epoch_id = create()
+    def create_while_adding(epoch_id: str) -> str:
+        create(epoch_id)
         adder = threading.Thread(target=lambda: added.append(web.new_key()))
         adder.start()
         adder.join(0.5)
@@ -377,5 +377,85 @@ def test_the_race_test_can_fail_a_writer_that_does_not_check_loses_its_key(
         k.flush()
         key_id = careless.id
     assert not opens(web, key_id)
+    web.keys.engine.dispose()
+    worker.keys.engine.dispose()
+
+
+# --- upgrades and crashes -----------------------------------------------------------------------
+
+
+def test_an_install_from_before_key_epochs_is_rewrapped_at_start(
+    database_url: str, keystore_url: str, tmp_path: Path
+) -> None:
+    """Keys wrapped directly by the master key (key store k0001) are re-wrapped under a key
+    epoch by the first start (`ivr db upgrade` here); on SQLite their old bytes are gone."""
+    from alembic import command
+    from click.testing import CliRunner
+
+    from ivr.cli import main as cli
+    from ivr.storage import Call, alembic_config
+
+    upgrade(database_url)
+    command.upgrade(alembic_config(keystore_url, "keys"), "k0001")
+    plain, gone = b"p" * 32, b"g" * 32
+    legacy = [KEYRING.wrap(plain)[0], KEYRING.wrap(gone)[0]]
+    keys_engine = create_engine(keystore_url)
+    with keys_engine.begin() as c:
+        for n, wrapped in enumerate(legacy, start=1):
+            c.execute(text("INSERT INTO data_keys (id, purpose, wrapped, master_id, created_at) "
+                           "VALUES (:id, 'case', :w, :m, CURRENT_TIMESTAMP)"),
+                      {"id": n, "w": wrapped, "m": KEYRING.current})
+        c.execute(text("UPDATE data_keys SET wrapped = NULL WHERE id = 2"))  # destroyed, the old way
+    keys_engine.dispose()
+    db = Database(database_url)
+    with db.session() as s:
+        call = Call(call_sid="CA" + "f" * 32)
+        s.add(call)
+        s.flush()
+        rec = Recording(recording_sid="RE" + "f" * 32, call_id=call.id)
+        s.add(rec)
+        s.flush()
+        case = Case(call_id=call.id, recording_id=rec.id, data_key_id=1)
+        s.add(case)
+        s.flush()
+        case.number = seal(plain, NUMBER.encode(), f"case:{case.id}:number")
+
+    env = {"DATABASE_URL": database_url, "KEYSTORE_URL": keystore_url, "IVR_DATA_KEYS": TEST_KEYS,
+           "INSTANCE_DIR": str(tmp_path / "instance"), "IVR_DOTENV": "/nonexistent"}
+    result = CliRunner().invoke(cli, ["db", "upgrade"], env=env)
+    assert result.exit_code == 0, result.output
+    vault = Vault(KEYRING, Database(keystore_url), tmp_path / "instance" / "key-epochs")
+    with db.session() as s:
+        case = s.scalars(select(Case)).one()
+        assert vault.open(case, "number") == NUMBER.encode()
+    with vault.keys.session() as k:
+        key = k.get(DataKey, 1)
+        assert key is not None and key.master_id is None and key.epoch_id == vault.current_epoch()
+    if keystore_url.startswith("sqlite"):
+        found = [p.name for p, blob in raw_files(tmp_path) for w in legacy if w in blob]
+        assert found == []  # VACUUM and a truncated WAL: the master-wrapped bytes are gone
+    assert CliRunner().invoke(cli, ["db", "upgrade"], env=env).exit_code == 0  # nothing more to do
+    with vault.keys.session() as k:
+        assert len(k.scalars(select(KeyEpoch)).all()) == 1
+    db.engine.dispose()
+    vault.keys.engine.dispose()
+
+
+def test_what_a_crashed_rotation_leaves_is_destroyed_and_nothing_else(
+    database_url: str, keystore_url: str, tmp_path: Path
+) -> None:
+    web, worker = two_processes(database_url, keystore_url, tmp_path / "epochs")
+    key_id = web.new_key()
+    # A rotation killed after writing its epoch file, before its commit: its row says "ours".
+    with worker.keys.session() as k:
+        k.add(KeyEpoch(id="e20260101-00000000000000aa", current=None))
+    worker.epochs.create("e20260101-00000000000000aa")
+    (tmp_path / "epochs" / ".e20260101-00000000000000bb.1.tmp").write_bytes(b"half written")
+    # Another install's epoch in a folder shared by mistake: not ours, never destroyed.
+    worker.epochs.create("e20260101-00000000000000cc")
+    worker.shred()
+    left = sorted(p.name for p in (tmp_path / "epochs").iterdir())
+    assert left == ["e20260101-00000000000000cc.key", f"{worker.current_epoch()}.key"]
+    assert opens(web, key_id)
     web.keys.engine.dispose()
     worker.keys.engine.dispose()

@@ -228,6 +228,27 @@ def keys_rotate() -> None:
 
 
 @main.command()
+@click.argument("target", type=click.Path(file_okay=False, path_type=Path))
+def backup(target: Path) -> None:
+    """Copy the data, the key store and the key epochs, consistently, into a new folder in TARGET.
+
+    The key store's copy opens every case alive now, even once it is purged here: keep it
+    no longer than RETENTION_DAYS (see the README)."""
+    from ivr.backup import BackupError
+    from ivr.backup import backup as make_backup
+    from ivr.jobs import prepare_stores
+
+    s = settings()
+    prepare_stores(s)
+    try:
+        folder = make_backup(s.database_url, s.keystore_url, s.epoch_dir, target)
+    except BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"backed up to {folder}; delete its keys.* and key-epochs within "
+               f"{s.retention_days} days, or purged callers can be read from it")
+
+
+@main.command()
 @click.option("--older-than", "older_than", default="30d", show_default=True,
               help="Closed longer ago than this: 30d, 12h, 90m.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -459,3 +460,67 @@ def test_what_a_crashed_rotation_leaves_is_destroyed_and_nothing_else(
     assert opens(web, key_id)
     web.keys.engine.dispose()
     worker.keys.engine.dispose()
+
+
+# --- backups ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_backup_opens_live_cases_and_not_those_purged_since(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    from click.testing import CliRunner
+
+    from ivr.cli import main as cli
+
+    instance = tmp_path / "instance"
+    if backend == "sqlite":
+        data, keys = f"sqlite:///{tmp_path / 'ivr.db'}", f"sqlite:///{tmp_path / 'keys.db'}"
+    else:
+        pg: PostgresCluster = request.getfixturevalue("cluster")
+        admin = create_engine(pg.url(), isolation_level="AUTOCOMMIT")
+        with admin.connect() as c:
+            for name in ("live", "livekeys", "restored", "restoredkeys"):
+                c.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                c.execute(text(f"CREATE DATABASE {name}"))
+        admin.dispose()
+        data, keys = pg.url("live"), pg.url("livekeys")
+    env = {"DATABASE_URL": data, "KEYSTORE_URL": keys, "IVR_DATA_KEYS": TEST_KEYS,
+           "INSTANCE_DIR": str(instance), "IVR_DOTENV": "/nonexistent", "TWILIO_API_BASE": ""}
+    upgrade(data, keys)
+    db, vault = Database(data), Vault(KEYRING, Database(keys), instance / "key-epochs")
+    purged, kept = make_case(db, vault, "a"), make_case(db, vault, "b")
+    with db.session() as s:
+        s.execute(update(Case).where(Case.id == purged).values(status="closed", closed_at=utcnow()))
+
+    made = CliRunner().invoke(cli, ["backup", str(tmp_path / "backups")], env=env)
+    assert made.exit_code == 0, made.output
+    (folder,) = (tmp_path / "backups").iterdir()
+    assert "within 30 days" in made.output
+    assert purge(db, vault, timedelta(0)) == 1  # after the backup: the epoch turns over
+
+    if backend == "sqlite":
+        restored, restored_keys = f"sqlite:///{folder / 'ivr.db'}", f"sqlite:///{folder / 'keys.db'}"
+    else:
+        restored, restored_keys = pg.url("restored"), pg.url("restoredkeys")
+        for dump, url in (("ivr.dump", restored), ("keys.dump", restored_keys)):
+            done = subprocess.run(["pg_restore", "--no-owner", f"--dbname={url.replace('+psycopg', '')}",
+                                   str(folder / dump)], capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, done.stderr
+    copy = Database(restored)
+    with_backup_epochs = Vault(KEYRING, Database(restored_keys), folder / "key-epochs")
+    with_live_epochs = Vault(KEYRING, Database(restored_keys), instance / "key-epochs")
+    with copy.session() as s:
+        alive, gone = s.get(Case, kept), s.get(Case, purged)
+        assert alive is not None and gone is not None and gone.number is not None
+        # The backup restores: a live case opens with the backup's own epochs.
+        assert with_backup_epochs.open(alive, "number") == NUMBER.encode()
+        assert with_backup_epochs.open(alive, "transcript") == WORDS
+        # The purged case is in the copy, and opens only with the copied epochs (why those
+        # copies must be short-lived); with the hotline's epochs, retired since, it does not.
+        assert with_backup_epochs.open(gone, "number") == NUMBER.encode()
+        with pytest.raises(CryptoError):
+            with_live_epochs.open(gone, "number")
+    for engine in (copy.engine, with_backup_epochs.keys.engine, with_live_epochs.keys.engine, db.engine,
+                   vault.keys.engine):
+        engine.dispose()

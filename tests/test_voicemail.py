@@ -32,7 +32,7 @@ from ivr.cli import main as cli
 from ivr.config import Settings
 from ivr.standin import FlaskTransport, Phone, ScriptedCaller, TwilioApi
 from ivr.storage import AuditEntry, Call, Case, Database, DataKey, OutboxJob, Recording, Vault, upgrade
-from ivr.voicemail import process_recording, purge
+from ivr.voicemail import LENGTHS, process_recording, purge
 from tests.audio import speak
 from tests.conftest import ROOT, SUNDAY, TEST_KEYS, TOKEN, RedisServer
 
@@ -401,6 +401,42 @@ def test_retention_destroys_the_data_and_keeps_anonymous_counts(hotline: Hotline
     assert purge(hotline.db, hotline.vault, timedelta(days=30)) == 0
 
 
+def test_a_purge_leaves_nothing_that_leads_back_to_the_call(hotline: Hotline, message: bytes) -> None:
+    hotline.call(ENGLISH_VOICEMAIL, message)
+    hotline.work()
+    [case] = hotline.cases()
+    with hotline.db.session() as s:
+        call_sid = s.get(Call, case.call_id).call_sid  # type: ignore[union-attr]
+    assert call_sid is not None and hotline.api.has_call(call_sid)  # Twilio's log: with the number
+    close_case(hotline.db, case.id, "test:operator")
+    deleter = jobs.call_deleter(hotline.settings)
+
+    hotline.api.fail_next(1, status=503)  # Twilio fails to delete the call this time
+    assert purge(hotline.db, hotline.vault, timedelta(0), deleter) == 1
+    gone = show_case(hotline.db, hotline.vault, case.id, "test:admin")
+    assert gone is not None and gone["transcript"] is None  # the keys went all the same
+    with hotline.db.session() as s:
+        assert s.get(Call, case.call_id).call_sid == call_sid  # type: ignore[union-attr]  # kept to retry
+    assert hotline.api.has_call(call_sid)
+
+    assert purge(hotline.db, hotline.vault, timedelta(0), deleter) == 0  # the next hourly run
+    assert not hotline.api.has_call(call_sid) and hotline.api.was_deleted(call_sid)
+    with hotline.db.session() as s:
+        call = s.get(Call, case.call_id)
+        rec = s.get(Recording, case.recording_id)
+        purged = s.get(Case, case.id)
+        assert call is not None and rec is not None and purged is not None
+        assert (call.call_sid, rec.recording_sid, rec.audio_bytes, rec.audio) == (None, None, None, None)
+        assert rec.duration in LENGTHS and (call.seconds is None or call.seconds in LENGTHS)
+        times = [call.started_at, rec.reported_at, rec.stored_at, purged.created_at, purged.closed_at,
+                 purged.transcribed_at, purged.purged_at]
+        times += list(s.scalars(select(AuditEntry.at).where(AuditEntry.case_id == case.id)))
+        assert all(t is None or t == t.replace(hour=0, minute=0, second=0, microsecond=0) for t in times), times
+        assert (purged.region, purged.language, purged.status) == ("russia", "en", "closed")
+    rows = list_cases(hotline.db)  # what `ivr cases list` and the counts read still works
+    assert [(r["status"], r["region"]) for r in rows] == [("closed", "russia")]
+
+
 def test_the_admin_reads_cases_from_the_terminal(hotline: Hotline, message: bytes) -> None:
     hotline.call(ENGLISH_VOICEMAIL, message)
     hotline.call(["2", "#", "1"], message)
@@ -408,7 +444,8 @@ def test_the_admin_reads_cases_from_the_terminal(hotline: Hotline, message: byte
     env = {"DATABASE_URL": hotline.settings.database_url,
            "KEYSTORE_URL": hotline.settings.keystore_url, "IVR_DATA_KEYS": TEST_KEYS,
            "INSTANCE_DIR": str(hotline.settings.instance_dir), "IVR_DOTENV": "/nonexistent",
-           "USER": "olena"}
+           "USER": "olena", "TWILIO_API_BASE": hotline.api.base_url, "TWILIO_AUTH_TOKEN": TOKEN,
+           "TWILIO_ACCOUNT_SID": hotline.settings.twilio_account_sid}
     runner = CliRunner()
     listed = runner.invoke(cli, ["cases", "list", "--json"], env=env)
     assert listed.exit_code == 0, listed.output

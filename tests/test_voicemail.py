@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from datetime import time as dt_time
 from pathlib import Path
 from typing import Any
 
@@ -431,7 +432,7 @@ def test_a_purge_leaves_nothing_that_leads_back_to_the_call(hotline: Hotline, me
         times = [call.started_at, rec.reported_at, rec.stored_at, purged.created_at, purged.closed_at,
                  purged.transcribed_at, purged.purged_at]
         times += list(s.scalars(select(AuditEntry.at).where(AuditEntry.case_id == case.id)))
-        assert all(t is None or t == t.replace(hour=0, minute=0, second=0, microsecond=0) for t in times), times
+        assert [t for t in times if t is not None and t.time() != dt_time(0)] == [], times
         assert (purged.region, purged.language, purged.status) == ("russia", "en", "closed")
     rows = list_cases(hotline.db)  # what `ivr cases list` and the counts read still works
     assert [(r["status"], r["region"]) for r in rows] == [("closed", "russia")]

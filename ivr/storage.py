@@ -30,8 +30,11 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    bindparam,
     create_engine,
     event,
+    func,
+    or_,
     select,
     text,
     update,
@@ -410,65 +413,111 @@ class Vault:
             return self.keyring.unwrap(wrapped, master_id)
         raise CryptoError("a data key names neither a key epoch nor a master key")
 
+    @contextmanager
+    def _rotation(self) -> Iterator[None]:
+        """One rotation at a time, across processes: PostgreSQL's advisory lock on a
+        connection of its own (also taken by `ivr backup`), or a lock file beside the epochs
+        (SQLite: the web and the worker share one machine)."""
+        if self.keys.backend == "postgresql":
+            with self.keys.engine.connect() as conn:
+                conn.execute(text("SELECT pg_advisory_lock(:n)"), {"n": ROTATION_LOCK})
+                conn.commit()
+                try:
+                    yield
+                finally:
+                    conn.execute(text("SELECT pg_advisory_unlock(:n)"), {"n": ROTATION_LOCK})
+                    conn.commit()
+            return
+        import fcntl
+
+        self.epochs.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with open(self.epochs.folder / ".rotation.lock", "a+b") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
     def shred(self, key_ids: Iterable[int] = ()) -> int:
         """Destroy these data keys and retire the epoch that wrapped them; return how many
         live keys were re-wrapped under the new epoch.
 
-        The new epoch's row is committed first (not current), so that whatever a crash
-        leaves of it is known to be ours and destroyed by the next rotation; epoch files
-        the key store does not know are never touched (another install's, say). Then one key
-        store transaction: lock out other rotators and writers (the current epoch's row,
-        updated; on PostgreSQL also an advisory lock), destroy the keys, write the new epoch
-        file, re-wrap every live key under it, make it current, commit. Then the old epoch
-        file is overwritten and unlinked. A failure before the commit destroys the new file
-        and changes nothing else; one after it leaves an old file the next rotation destroys.
+        1. The new epoch's row is committed (not current), then its file written, so that
+           whatever a crash leaves of it is known to be ours; epoch files the key store does
+           not know are never touched (another install's, say).
+        2. One short transaction destroys the keys and makes the new epoch current. It
+           updates the current epoch's row, so it waits for a writer holding it FOR SHARE
+           (that writer's key then gets re-wrapped below), and a writer that wrapped under
+           the old epoch and commits later finds it no longer current and tries again.
+        3. Every live key not under the new epoch is re-wrapped, in batches of short
+           transactions (new voicemails do not wait for 100,000 keys), each row only if
+           unchanged (a key destroyed meanwhile stays destroyed).
+        4. Then, and only then, the old epoch files are overwritten and unlinked.
+        A failure leaves both epochs readable; the next rotation finishes the work.
         """
         ids = sorted(set(key_ids))
-        new = new_epoch_id()
-        with self.keys.session() as k:
-            k.add(KeyEpoch(id=new, current=None))
-        rows: list[dict[str, Any]] = []
-        try:
+        with self._rotation():
+            new = new_epoch_id()
             with self.keys.session() as k:
-                if self.keys.backend == "postgresql":
-                    k.execute(text("SELECT pg_advisory_xact_lock(:n)"), {"n": ROTATION_LOCK})
-                now = utcnow()
-                # The first write takes SQLite's write lock; on PostgreSQL the row lock makes
-                # a writer's FOR SHARE wait, then find no current epoch, and retry.
-                old = set(k.execute(update(KeyEpoch).where(KeyEpoch.current.is_(True))
-                                    .values(current=None, retired_at=now).returning(KeyEpoch.id),
-                                    execution_options={"synchronize_session": False}).scalars())
-                present = set(self.epochs.ids()) - old - {new}
-                if present:  # a crash's leftovers: ours, and no rotation is running but this one
-                    for leftover in k.scalars(select(KeyEpoch.id).where(KeyEpoch.id.in_(present))):
-                        self.epochs.retire(leftover)
-                self.epochs.sweep()
-                for chunk in range(0, len(ids), 500):
-                    k.execute(update(DataKey).where(DataKey.id.in_(ids[chunk:chunk + 500]),
-                                                    DataKey.wrapped.is_not(None))
-                              .values(wrapped=None, destroyed_at=now),
-                              execution_options={"synchronize_session": False})
+                k.add(KeyEpoch(id=new, current=None))
+            self.epochs.sweep()
+            try:
                 self.epochs.create(new)
-                k.execute(update(KeyEpoch).where(KeyEpoch.id == new).values(current=True, created_at=now),
-                          execution_options={"synchronize_session": False})
-                live = k.execute(select(DataKey.id, DataKey.wrapped, DataKey.epoch_id, DataKey.master_id)
-                                 .where(DataKey.wrapped.is_not(None))).all()
-                rows = [{"id": r.id, "epoch_id": new, "master_id": None, "wrapped":
-                         self.epochs.wrap(new, self._unwrap(r.wrapped, r.epoch_id, r.master_id))}
-                        for r in live]
-                if rows:
-                    k.execute(update(DataKey), rows)  # by primary key, in batches
-        except BaseException:
-            self.epochs.retire(new)
-            raise
-        self._current = new
-        for epoch_id in old:
-            self.epochs.retire(epoch_id)
+                with self.keys.session() as k:
+                    now = utcnow()
+                    k.execute(update(KeyEpoch).where(KeyEpoch.current.is_(True))
+                              .values(current=None, retired_at=now),
+                              execution_options={"synchronize_session": False})
+                    for chunk in range(0, len(ids), 500):
+                        k.execute(update(DataKey).where(DataKey.id.in_(ids[chunk:chunk + 500]),
+                                                        DataKey.wrapped.is_not(None))
+                                  .values(wrapped=None, destroyed_at=now),
+                                  execution_options={"synchronize_session": False})
+                    k.execute(update(KeyEpoch).where(KeyEpoch.id == new).values(current=True, created_at=now),
+                              execution_options={"synchronize_session": False})
+            except BaseException:
+                self.epochs.retire(new)
+                raise
+            self._current = new
+            count = self._rewrap_all(new)
+            with self.keys.session() as k:
+                left = k.scalar(select(func.count(DataKey.id)).where(
+                    DataKey.wrapped.is_not(None), or_(DataKey.epoch_id.is_(None), DataKey.epoch_id != new)))
+                if left:
+                    raise CryptoError(f"{left} data key(s) were not re-wrapped: no epoch retired")
+                ours = set(k.scalars(select(KeyEpoch.id).where(KeyEpoch.id != new)))
+            for epoch_id in set(self.epochs.ids()) & ours:
+                self.epochs.retire(epoch_id)
         self.keys.compact()
         if ids:
             log.info("destroyed %d data key(s); key epoch retired, %d live key(s) re-wrapped",
-                     len(ids), len(rows))
-        return len(rows)
+                     len(ids), count)
+        return count
+
+    def _rewrap_all(self, new: str, batch: int = 2000) -> int:
+        count, seen = 0, set[int]()
+        table = KeyBase.metadata.tables["data_keys"]
+        while True:
+            with self.keys.session() as k:
+                live = k.execute(
+                    select(DataKey.id, DataKey.wrapped, DataKey.epoch_id, DataKey.master_id)
+                    .where(DataKey.wrapped.is_not(None),
+                           or_(DataKey.epoch_id.is_(None), DataKey.epoch_id != new))
+                    .order_by(DataKey.id).limit(batch)).all()
+            if not live:
+                return count
+            if seen.intersection(r.id for r in live):
+                raise CryptoError("a data key changed while it was re-wrapped: try again")
+            seen.update(r.id for r in live)
+            rows = [{"b_id": r.id, "b_old": r.wrapped, "b_new":
+                     self.epochs.wrap(new, self._unwrap(r.wrapped, r.epoch_id, r.master_id))}
+                    for r in live]
+            with self.keys.session() as k:
+                k.connection().execute(
+                    update(table)
+                    .where(table.c.id == bindparam("b_id"), table.c.wrapped == bindparam("b_old"))
+                    .values(wrapped=bindparam("b_new"), epoch_id=new, master_id=None), rows)
+            count += len(rows)
 
     def prepare(self) -> int:
         """At start-up: make the first epoch, re-wrap the master-wrapped keys of an install

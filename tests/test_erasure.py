@@ -19,7 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, select, text, update
+from sqlalchemy import create_engine, event, select, text, update
 
 from ivr.engine import Caller
 from ivr.keys import CryptoError, Keyring, parse_master_keys, seal, unseal
@@ -307,28 +307,30 @@ def test_a_key_wrapped_under_an_epoch_being_retired_never_commits(
     monkeypatch.undo()
     assert turned and opens(worker, first) and opens(web, first)
 
-    # 2. The web process inserts while the worker's rotation is in its transaction: on
-    # PostgreSQL the insert goes through and its FOR SHARE waits; on SQLite the insert waits.
-    added: list[int] = []
-    create = worker.epochs.create
-
-    def create_while_adding(epoch_id: str) -> str:
-        create(epoch_id)
-        adder = threading.Thread(target=lambda: added.append(web.new_key()))
-        adder.start()
-        adder.join(0.5)
-        waiting.append(adder.is_alive())  # it waits for the worker's transaction to end
-        threads.append(adder)
-        return epoch_id
-
-    threads: list[threading.Thread] = []
+    # 2. The web process has inserted its key and checked its epoch, and not yet committed,
+    # when the worker starts a rotation: the rotation waits for it (PostgreSQL: FOR SHARE;
+    # SQLite: the write lock), then re-wraps its key.
+    rotations: list[threading.Thread] = []
     waiting: list[bool] = []
-    monkeypatch.setattr(worker.epochs, "create", create_while_adding)
-    worker.shred()
-    monkeypatch.undo()
-    threads[0].join(30)
+
+    def rotate_before_commit(_conn: object) -> None:
+        if not rotations:
+            rotation = threading.Thread(target=worker.shred)
+            rotations.append(rotation)
+            rotation.start()
+            rotation.join(0.5)
+            waiting.append(rotation.is_alive())
+
+    before = web.current_epoch()
+    event.listen(web.keys.engine, "commit", rotate_before_commit)
+    added = web.new_key()
+    event.remove(web.keys.engine, "commit", rotate_before_commit)
+    rotations[0].join(30)
     assert waiting == [True]
-    assert len(added) == 1 and opens(worker, added[0]) and opens(web, added[0])
+    with web.keys.session() as k:
+        row = k.get(DataKey, added)
+        assert row is not None and row.epoch_id == worker.current_epoch() != before
+    assert opens(worker, added) and opens(web, added)
 
     # 3. Many at once: two writers and a rotator; every key added opens, one epoch remains.
     keys: list[int] = []
@@ -455,7 +457,7 @@ def test_what_a_crashed_rotation_leaves_is_destroyed_and_nothing_else(
     # Another install's epoch in a folder shared by mistake: not ours, never destroyed.
     worker.epochs.create("e20260101-00000000000000cc")
     worker.shred()
-    left = sorted(p.name for p in (tmp_path / "epochs").iterdir())
+    left = sorted(p.name for p in (tmp_path / "epochs").iterdir() if p.name != ".rotation.lock")
     assert left == ["e20260101-00000000000000cc.key", f"{worker.current_epoch()}.key"]
     assert opens(web, key_id)
     web.keys.engine.dispose()

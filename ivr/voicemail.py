@@ -408,7 +408,6 @@ def purge(db: Database, vault: Vault, older_than: timedelta,
             for note in s.scalars(select(Note).where(Note.case_id == case.id)):
                 note.at = _day(note.at) or note.at
             for attempt in s.scalars(select(CallbackAttempt).where(CallbackAttempt.case_id == case.id)):
-                attempt.call_sid = None
                 attempt.seconds = length_bucket(attempt.seconds)
                 attempt.started_at = _day(attempt.started_at) or attempt.started_at
                 attempt.confirmed_at, attempt.ended_at = _day(attempt.confirmed_at), _day(attempt.ended_at)
@@ -423,29 +422,38 @@ def purge(db: Database, vault: Vault, older_than: timedelta,
 
 
 def forget_calls(db: Database, cutoff: datetime, delete_call: Callable[[str], None] | None) -> int:
-    """Calls older than `cutoff` whose cases are all purged (or that made none): deleted at
-    Twilio (whose call log keeps the caller's number), then their sid dropped and their time
-    and length coarsened. A deletion that fails stays for the next run (hourly); without
-    `delete_call` nothing is forgotten. Returns how many calls were forgotten."""
+    """Calls older than `cutoff` whose cases are all purged (or that made none), and the
+    operator's legs of purged cases' callbacks: deleted at Twilio (whose call log keeps the
+    numbers), then their sid dropped and a call's time and length coarsened. A deletion that
+    fails stays for the next run (hourly); without `delete_call` nothing is forgotten.
+    Returns how many calls were forgotten."""
     if delete_call is None:
         return 0
     open_case = select(Case.id).where(Case.call_id == Call.id, Case.purged_at.is_(None)).exists()
     with db.session() as s:
-        due = s.execute(select(Call.id, Call.call_sid).where(
+        calls = s.execute(select(Call.id, Call.call_sid).where(
             Call.call_sid.is_not(None), Call.started_at < cutoff, ~open_case)).all()
+        # The operator's legs of callbacks (the legs to the caller are not ours to know)
+        legs = s.execute(select(CallbackAttempt.id, CallbackAttempt.call_sid)
+                         .join(Case, Case.id == CallbackAttempt.case_id)
+                         .where(CallbackAttempt.call_sid.is_not(None), Case.purged_at.is_not(None))).all()
     forgotten = failed = 0
-    for call_id, sid in due:
+    due = [(Call, i, sid) for i, sid in calls] + [(CallbackAttempt, i, sid) for i, sid in legs]
+    for kind, row_id, sid in due:
         try:
             delete_call(str(sid))  # one already gone at Twilio counts as deleted
         except Retryable:
             failed += 1
             continue
         with db.session() as s:
-            call = s.get(Call, call_id)
-            assert call is not None
-            call.call_sid, call.seconds = None, length_bucket(call.seconds)
-            call.started_at = _day(call.started_at) or call.started_at
-            call.note = None
+            if kind is Call:
+                call = s.get(Call, row_id)
+                assert call is not None
+                call.call_sid, call.seconds = None, length_bucket(call.seconds)
+                call.started_at = _day(call.started_at) or call.started_at
+                call.note = None
+            else:
+                s.execute(update(CallbackAttempt).where(CallbackAttempt.id == row_id).values(call_sid=None))
         forgotten += 1
     if failed:
         log.warning("%d call(s) could not be deleted at Twilio yet; trying again at the next purge", failed)

@@ -384,7 +384,7 @@ class Vault:
         self.keyring = keyring
         self.keys = keys
         self.epochs = KeyEpochs(epoch_dir, keyring)
-        self._hash_key: bytes | None = None
+        self._hash_key: tuple[int, bytes] | None = None
         self._current: str | None = None
 
     # --- epochs ------------------------------------------------------------------------------
@@ -614,14 +614,39 @@ class Vault:
             return None
         return unseal(self.key_of(case.data_key_id), recording.audio, f"case:{case.id}:audio")
 
-    def number_hash(self, number: str) -> str:
-        """The keyed hash that recognises a repeat caller; its key lives sealed in the store."""
-        if self._hash_key is None:
-            with self.keys.session() as k:
-                row = k.scalars(select(DataKey.id).where(DataKey.purpose == "number-hash")
-                                .order_by(DataKey.id)).first()
-            self._hash_key = self.key_of(row if row is not None else self.new_key("number-hash"))
-        return number_hash(self._hash_key, number)
+    def hash_key(self) -> tuple[int, bytes]:
+        """The current number-hash key: the newest live one (made on first use). Read at each
+        use, so that every process moves to a new one as soon as a purge makes it."""
+        with self.keys.session() as k:
+            row = k.scalars(select(DataKey.id).where(DataKey.purpose == "number-hash",
+                                                     DataKey.wrapped.is_not(None))
+                            .order_by(DataKey.id.desc())).first()
+        if row is None:
+            row = self.new_key("number-hash")
+        if self._hash_key is None or self._hash_key[0] != row:
+            self._hash_key = (row, self.key_of(row))
+        return self._hash_key
+
+    def number_hash(self, number: str, key: tuple[int, bytes] | None = None) -> str:
+        """The keyed hash that recognises a repeat caller, `<key id>:<HMAC>`: it says which
+        number-hash key made it, so a purge can re-hash the live cases under a new key and
+        destroy the old one (ivr/voicemail.py)."""
+        key_id, hash_key = key or self.hash_key()
+        return f"{key_id}:{number_hash(hash_key, number)[:48]}"
+
+    def keys_of(self, key_ids: Iterable[int]) -> dict[int, bytes]:
+        """Many data keys at once (those destroyed are left out)."""
+        ids = sorted(set(key_ids))
+        found: dict[int, bytes] = {}
+        with self.keys.session() as k:
+            rows = k.execute(select(DataKey.id, DataKey.wrapped, DataKey.epoch_id, DataKey.master_id)
+                             .where(DataKey.id.in_(ids), DataKey.wrapped.is_not(None))).all()
+        for r in rows:
+            try:
+                found[r.id] = self._unwrap(r.wrapped, r.epoch_id, r.master_id)
+            except EpochRetired:
+                found[r.id] = self.key_of(r.id)
+        return found
 
     def destroy(self, key_id: int) -> None:
         """Destroy one data key (and retire its epoch): prefer `shred` for many at once."""

@@ -16,18 +16,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from ivr.engine import Caller
+from ivr.keys import unseal
 from ivr.storage import (
     AuditEntry,
     Call,
     CallbackAttempt,
     Case,
     Database,
+    DataKey,
     Note,
     OutboxJob,
     Recording,
@@ -388,9 +390,14 @@ def purge(db: Database, vault: Vault, older_than: timedelta,
         due = s.execute(select(Case.id, Case.data_key_id).where(
             Case.closed_at.is_not(None), Case.closed_at < cutoff, Case.purged_at.is_(None))).all()
     if due:
+        # The purged callers' hashes may survive in the database's history: the key that
+        # made them goes too, after the live cases are hashed again under a new one.
+        old_hash_keys = rehash_callers(db, vault, due_before=cutoff, new_key=True)
         # A crash after this and before the rows below are emptied is repaired by the next
         # run: the cases are still due, their keys already gone.
-        vault.shred([row.data_key_id for row in due])
+        vault.shred([row.data_key_id for row in due] + old_hash_keys)
+    else:
+        rehash_callers(db, vault)  # hashes a racing web process made under the old key
     with db.session() as s:
         for case in s.scalars(select(Case).where(Case.id.in_([row.id for row in due]))):
             rec = s.get(Recording, case.recording_id)
@@ -419,6 +426,46 @@ def purge(db: Database, vault: Vault, older_than: timedelta,
         db.compact()
         log.info("purged the data of %d closed case(s)", len(due))
     return len(due)
+
+
+def rehash_callers(db: Database, vault: Vault, due_before: datetime | None = None,
+                   new_key: bool = False) -> list[int]:
+    """Hash the number of every live case again under the current number-hash key (a new
+    one with `new_key`) where it was made under another, leaving out the cases closed before
+    `due_before` (being purged: their number must not be hashed under a key that lives on).
+    Returns the other number-hash keys, for the caller to destroy. In batches; each row only
+    if its hash did not change meanwhile."""
+    if new_key:
+        vault.new_key("number-hash")
+    key_id, key = vault.hash_key()
+    prefix, last = f"{key_id}:", 0
+    table = Case.metadata.tables["cases"]
+    while True:
+        query = select(Case.id, Case.data_key_id, Case.number, Case.caller_hash).where(
+            Case.id > last, Case.caller_hash.is_not(None), Case.number.is_not(None),
+            Case.purged_at.is_(None), ~Case.caller_hash.startswith(prefix))
+        if due_before is not None:
+            query = query.where(or_(Case.closed_at.is_(None), Case.closed_at >= due_before))
+        with db.session() as s:
+            rows = s.execute(query.order_by(Case.id).limit(1000)).all()
+        if not rows:
+            break
+        last = rows[-1].id
+        data_keys = vault.keys_of(r.data_key_id for r in rows)
+        changes = []
+        for r in rows:
+            plain = data_keys.get(r.data_key_id)
+            number = unseal(plain, r.number, f"case:{r.id}:number").decode() if plain else None
+            changes.append({"b_id": r.id, "b_old": r.caller_hash,
+                            "b_new": vault.number_hash(number, (key_id, key)) if number else None})
+        with db.session() as s:
+            s.connection().execute(
+                update(table)
+                .where(table.c.id == bindparam("b_id"), table.c.caller_hash == bindparam("b_old"))
+                .values(caller_hash=bindparam("b_new")), changes)
+    with vault.keys.session() as k:
+        return list(k.scalars(select(DataKey.id).where(DataKey.purpose == "number-hash",
+                                                       DataKey.wrapped.is_not(None), DataKey.id != key_id)))
 
 
 def forget_calls(db: Database, cutoff: datetime, delete_call: Callable[[str], None] | None) -> int:

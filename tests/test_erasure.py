@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy import create_engine, event, select, text, update
 
 from ivr.engine import Caller
-from ivr.keys import CryptoError, Keyring, parse_master_keys, seal, unseal
+from ivr.keys import CryptoError, Keyring, number_hash, parse_master_keys, seal, unseal
 from ivr.standin import tone_wav
 from ivr.storage import Case, Database, DataKey, KeyEpoch, Note, Recording, Vault, upgrade, utcnow
 from ivr.voicemail import Reported, note_recording, purge
@@ -43,6 +43,8 @@ class Evidence:
     key_id: int
     wrapped: set[bytes] = field(default_factory=set)
     sealed: dict[str, bytes] = field(default_factory=dict)  # context -> ciphertext
+    hashes: set[str] = field(default_factory=set)  # the case's caller_hash (its HMAC part)
+    hash_keys: set[bytes] = field(default_factory=set)  # the number-hash keys, wrapped
 
 
 def make_case(db: Database, vault: Vault, digit: str, number: str = NUMBER) -> int:
@@ -76,10 +78,14 @@ def record(db: Database, vault: Vault, case_id: int, evidence: Evidence | None =
                              f"case:{case.id}:transcript": case.transcript or b""})
         for note in s.scalars(select(Note).where(Note.case_id == case.id)):
             found.sealed[f"case:{case.id}:note:{note.id}"] = note.text or b""
+        assert case.caller_hash is not None
+        found.hashes.add(case.caller_hash.partition(":")[2])
     with vault.keys.session() as k:
         key = k.get(DataKey, found.key_id)
         assert key is not None and key.wrapped is not None
         found.wrapped.add(key.wrapped)
+        found.hash_keys.update(k.scalars(select(DataKey.wrapped).where(
+            DataKey.purpose == "number-hash", DataKey.wrapped.is_not(None))))
     return found
 
 
@@ -106,11 +112,25 @@ class Attack:
     sealed_found: list[str] = field(default_factory=list)  # where pieces of ciphertext lie
     data_keys: list[bytes] = field(default_factory=list)  # data keys it recovered
     opened: list[str] = field(default_factory=list)  # what it decrypted
+    hashes_found: list[str] = field(default_factory=list)  # where the caller's hash lies
+    linked: list[str] = field(default_factory=list)  # hashes a number-hash key it has matches
 
 
-def attack(evidence: Evidence, *folders: Path) -> Attack:
+def unwrap_any(out: Attack, wrapped: bytes) -> list[bytes]:
+    candidates = [(k, f"data-key:epoch:{e}") for e, k in out.epoch_keys.items()]
+    candidates += [(m.key, f"data-key:{m.id}") for m in KEYRING.masters]
+    opened = []
+    for key, context in candidates:
+        with contextlib.suppress(CryptoError):
+            opened.append(unseal(key, wrapped, context))
+    return opened
+
+
+def attack(evidence: Evidence, keystore: Database, *folders: Path) -> Attack:
     """Everything the master keys open in these files: epoch files (wherever they lie),
-    then the case's wrapped data key wherever it is found, then the case's ciphertexts."""
+    then the case's wrapped data key wherever it is found, then the case's ciphertexts; and
+    whether a number-hash key (live in the key store, or a copy found) turns the caller's
+    number into a caller_hash found in the files (numbers are few: trying them all is easy)."""
     out = Attack()
     blobs = list(raw_files(*folders))
     out.files = len(blobs)
@@ -125,15 +145,25 @@ def attack(evidence: Evidence, *folders: Path) -> Attack:
                 with contextlib.suppress(CryptoError):
                     context = f"key-epoch:{doc['epoch']}:{master.id}"
                     out.epoch_keys[doc["epoch"]] = unseal(master.key, sealed, context)
+    hash_keys: list[bytes] = []
+    with keystore.session() as k:
+        for wrapped in k.scalars(select(DataKey.wrapped).where(DataKey.purpose == "number-hash",
+                                                               DataKey.wrapped.is_not(None))):
+            assert wrapped is not None
+            hash_keys += unwrap_any(out, wrapped)
     for path, blob in blobs:
         for wrapped in evidence.wrapped:
             if wrapped in blob:
                 out.wrapped_found.append(path.name)
-                candidates = [(k, f"data-key:epoch:{e}") for e, k in out.epoch_keys.items()]
-                candidates += [(m.key, f"data-key:{m.id}") for m in KEYRING.masters]
-                for key, context in candidates:
-                    with contextlib.suppress(CryptoError):
-                        out.data_keys.append(unseal(key, wrapped, context))
+                out.data_keys += unwrap_any(out, wrapped)
+        for wrapped in evidence.hash_keys:
+            if wrapped in blob:
+                hash_keys += unwrap_any(out, wrapped)
+        for found in evidence.hashes:
+            if found.encode() in blob:
+                out.hashes_found.append(path.name)
+                if any(number_hash(key, NUMBER).startswith(found) for key in hash_keys):
+                    out.linked.append(path.name)
         for context, sealed in evidence.sealed.items():
             if any(piece in blob for piece in fragments(sealed)):
                 out.sealed_found.append(f"{path.name}:{context}")
@@ -192,17 +222,17 @@ def test_sqlite_a_purged_case_is_found_in_no_file_that_opens_it(
     # The test can fail: a key destroyed without retiring its epoch lies in keys.db's WAL
     # (or its file), and with the master keys it opens the caller's number and words.
     destroy_without_retiring(vault, evidence.key_id)
-    before = attack(evidence, folder)
-    assert before.wrapped_found and before.data_keys
+    before = attack(evidence, vault.keys, folder)
+    assert before.wrapped_found and before.data_keys and before.linked
     assert {f"case:{evidence.case_id}:number", f"case:{evidence.case_id}:transcript",
             f"case:{evidence.case_id}:audio"} <= set(before.opened)
 
     assert purge(db, vault, timedelta(0)) == 1
-    after = attack(evidence, folder)
+    after = attack(evidence, vault.keys, folder)
     assert after.files >= 4 and after.epoch_keys  # it did look: both stores and the live epoch
-    assert (after.data_keys, after.opened) == ([], []), after
+    assert (after.data_keys, after.opened, after.linked) == ([], [], []), after
     # Defence in depth on SQLite: secure_delete and a truncated WAL leave not even the bytes.
-    assert after.wrapped_found == [] and after.sealed_found == [], after
+    assert after.wrapped_found == after.sealed_found == after.hashes_found == [], after
     assert not (folder / "keys.db-wal").exists() or (folder / "keys.db-wal").stat().st_size == 0
     with db.session() as s:  # the other case lives on, opened through the new epoch
         case = s.get(Case, kept)
@@ -244,8 +274,8 @@ def test_postgresql_a_purged_case_is_found_in_no_file_that_opens_it(
     evidence, kept = story(db, vault, settle)
     destroy_without_retiring(vault, evidence.key_id)
     settle()
-    before = attack(evidence, cluster.data, tmp_path / "epochs")
-    assert before.wrapped_found and before.data_keys, before
+    before = attack(evidence, vault.keys, cluster.data, tmp_path / "epochs")
+    assert before.wrapped_found and before.data_keys and before.linked, before
     assert f"case:{evidence.case_id}:number" in before.opened
 
     assert purge(db, vault, timedelta(0)) == 1
@@ -253,11 +283,12 @@ def test_postgresql_a_purged_case_is_found_in_no_file_that_opens_it(
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
             c.execute(text("VACUUM FULL"))
     settle()
-    after = attack(evidence, cluster.data, tmp_path / "epochs")
+    after = attack(evidence, vault.keys, cluster.data, tmp_path / "epochs")
     assert after.files > 100 and after.epoch_keys
     # The old bytes are still there (pg_wal at least): history is kept, and useless.
     assert after.wrapped_found, "expected PostgreSQL to keep the old wrapped key in pg_wal"
-    assert (after.data_keys, after.opened) == ([], []), after
+    assert after.hashes_found, "expected PostgreSQL to keep the caller's old hash in pg_wal"
+    assert (after.data_keys, after.opened, after.linked) == ([], [], []), after
     with db.session() as s:
         case = s.get(Case, kept)
         assert case is not None and vault.open(case, "number") == NUMBER.encode()

@@ -6,8 +6,9 @@ SQLite under `instance/` is the embedded default for a first run; PostgreSQL in 
 
 What could identify a caller (the number, the voice, the words) is stored only sealed under
 the case's own data key (see ivr/keys.py). The data keys live in a key store of their own
-(KEYSTORE_URL), so a backup of the data carries no key. A case keeps its region, language
-and dates in clear, so anonymous counts survive when its data is destroyed.
+(KEYSTORE_URL), so a backup of the data carries no key, wrapped by a key epoch kept in a file
+(KEY_EPOCH_DIR) that a purge destroys, so no copy of the key store opens a purged case. A
+case keeps its region, language and day in clear, so anonymous counts survive its data.
 """
 
 from __future__ import annotations
@@ -86,7 +87,8 @@ class DataKey(KeyBase):
 
     __tablename__ = "data_keys"
     id: Mapped[int] = mapped_column(primary_key=True)
-    purpose: Mapped[str] = mapped_column(String(20), default="case")  # case | operator | number-hash
+    # case | operator | number-hash (indexed: each new case reads the newest number-hash key)
+    purpose: Mapped[str] = mapped_column(String(20), default="case", index=True)
     wrapped: Mapped[bytes | None] = mapped_column(LargeBinary)
     master_id: Mapped[str | None] = mapped_column(String(40))
     epoch_id: Mapped[str | None] = mapped_column(String(40), index=True)

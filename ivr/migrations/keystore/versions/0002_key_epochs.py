@@ -33,10 +33,12 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("epoch_id", sa.String(length=40), nullable=True))
         batch_op.alter_column("master_id", existing_type=sa.String(length=40), nullable=True)
         batch_op.create_index(batch_op.f("ix_data_keys_epoch_id"), ["epoch_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_data_keys_purpose"), ["purpose"], unique=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table("data_keys", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_data_keys_purpose"))
         batch_op.drop_index(batch_op.f("ix_data_keys_epoch_id"))
         batch_op.drop_column("epoch_id")
     op.drop_table("key_epochs")

@@ -557,3 +557,30 @@ def test_a_backup_opens_live_cases_and_not_those_purged_since(
     for engine in (copy.engine, with_backup_epochs.keys.engine, with_live_epochs.keys.engine, db.engine,
                    vault.keys.engine):
         engine.dispose()
+
+
+def test_ivr_keys_rotate_seals_a_new_epoch_under_the_new_master_key(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from ivr.cli import main as cli
+    from ivr.keys import new_master_key
+
+    instance = tmp_path / "instance"
+    data, keys = f"sqlite:///{tmp_path / 'ivr.db'}", f"sqlite:///{tmp_path / 'keys.db'}"
+    upgrade(data, keys)
+    db, vault = Database(data), Vault(KEYRING, Database(keys), instance / "key-epochs")
+    case_id = make_case(db, vault, "a")
+    (old_epoch,) = (instance / "key-epochs").glob("*.key")
+    newest = new_master_key()
+    env = {"DATABASE_URL": data, "KEYSTORE_URL": keys, "INSTANCE_DIR": str(instance),
+           "IVR_DATA_KEYS": f"{newest},{TEST_KEYS}", "IVR_DOTENV": "/nonexistent"}
+    result = CliRunner().invoke(cli, ["keys", "rotate"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "re-wrapped 2 data key(s) under a new key epoch sealed with" in result.output  # case, number-hash
+    assert not old_epoch.exists()
+    only_new = Vault(Keyring(parse_master_keys(newest)), Database(keys), instance / "key-epochs")
+    with db.session() as s:
+        case = s.get(Case, case_id)
+        assert case is not None and only_new.open(case, "number") == NUMBER.encode()
+    for engine in (db.engine, vault.keys.engine, only_new.keys.engine):
+        engine.dispose()

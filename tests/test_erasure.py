@@ -584,3 +584,38 @@ def test_ivr_keys_rotate_seals_a_new_epoch_under_the_new_master_key(tmp_path: Pa
         assert case is not None and only_new.open(case, "number") == NUMBER.encode()
     for engine in (db.engine, vault.keys.engine, only_new.keys.engine):
         engine.dispose()
+
+
+def test_cases_purged_before_the_upgrade_are_coarsened_by_it(database_url: str) -> None:
+    from datetime import UTC, datetime
+
+    from alembic import command
+
+    from ivr.storage import AuditEntry, Call, alembic_config
+
+    command.upgrade(alembic_config(database_url), "0004")
+    exact = datetime(2026, 10, 3, 14, 27, 51, 123456, tzinfo=UTC)
+    db = Database(database_url)
+    with db.session() as s:
+        call = Call(call_sid="CA" + "e" * 32, started_at=exact)
+        s.add(call)
+        s.flush()
+        rec = Recording(recording_sid="RE" + "e" * 32, call_id=call.id, duration=47, audio_bytes=24000,
+                        reported_at=exact, stored_at=exact)
+        s.add(rec)
+        s.flush()
+        case = Case(call_id=call.id, recording_id=rec.id, data_key_id=1, created_at=exact, closed_at=exact,
+                    purged_at=exact)
+        s.add(case)
+        s.flush()
+        s.add(AuditEntry(actor="system", action="purged", case_id=case.id, at=exact))
+    upgrade(database_url)
+    with db.session() as s:
+        rec = s.scalars(select(Recording)).one()
+        case = s.scalars(select(Case)).one()
+        entry = s.scalars(select(AuditEntry)).one()
+        assert (rec.recording_sid, rec.audio_bytes, rec.duration) == (None, None, 30)
+        day = exact.replace(hour=0, minute=0, second=0, microsecond=0)
+        times = (rec.reported_at, rec.stored_at, case.created_at, case.closed_at, case.purged_at, entry.at)
+        assert times == (day,) * 6
+    db.engine.dispose()

@@ -579,7 +579,7 @@ def run(url: str, tmp: Path, args: argparse.Namespace, stack: contextlib.ExitSta
     stack.callback(keys_db.engine.dispose)
     started = time.perf_counter()
     bench = load(db, keys_db, keyring_for(settings), args, at)
-    enroll(db, Vault(keyring_for(settings), keys_db), bench)
+    enroll(db, Vault(keyring_for(settings), keys_db, settings.epoch_dir), bench)
     print(f"setup: {time.perf_counter() - started:.1f} s (generating and sealing, bulk inserts, "
           "VACUUM ANALYZE)")
     describe(db, bench)

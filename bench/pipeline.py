@@ -390,10 +390,10 @@ def read_cases(db: Database) -> list[CaseRow]:
                          .join(Recording, Recording.id == Case.recording_id)).all()
         # A case is done once routed (to an operator, or escalated); it reads as how its
         # transcription went, which is what this bench measures.
-        return [CaseRow(c.id, sid, c.status if c.routed_at is None and c.status == "new" else
+        return [CaseRow(c.id, sid or "", c.status if c.routed_at is None and c.status == "new" else
                         "routing" if c.routed_at is None else
                         "transcribed" if c.transcript_engine else "transcription_failed",
-                        c.status_reason, c.created_at, c.transcribed_at, rsid)
+                        c.status_reason, c.created_at, c.transcribed_at, rsid or "")
                 for c, sid, rsid in rows]
 
 
@@ -573,7 +573,7 @@ def run(args: argparse.Namespace, tmp: Path, database_url: str, stack: contextli
     from ivr.config import load_settings
     from ivr.keys import new_master_key
     from ivr.standin import Phone, TwilioApi, synthesize
-    from ivr.storage import Database, Vault
+    from ivr.storage import Database
 
     logging.getLogger("ivr").setLevel(logging.ERROR)  # the bench prints what it does itself
     n, outage = args.voicemails, args.redis_outage
@@ -696,7 +696,7 @@ def run(args: argparse.Namespace, tmp: Path, database_url: str, stack: contextli
     cases = [c for c in read_cases(db) if c.call_sid in sids]
     transcribed = [c for c in cases if c.status == "transcribed"]
     failed = [c for c in cases if c.status == "transcription_failed"]
-    vault = Vault(jobs.keyring_for(settings), Database(settings.keystore_url))
+    vault = jobs.vault_for(settings)
     scores: list[float] = []
     for c in transcribed:
         shown = show_case(db, vault, c.id, actor="bench")

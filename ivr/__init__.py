@@ -60,7 +60,7 @@ def create_app(
     from ivr.calls import CallbackHandler, CallHandler
     from ivr.console import init_console
     from ivr.engine import Caller
-    from ivr.jobs import Outbox, OutboxFlusher, keyring_for, policy_for
+    from ivr.jobs import Outbox, OutboxFlusher, policy_for, vault_for
     from ivr.registry import FlowRegistry
     from ivr.spool import Spool
     from ivr.storage import Database, Vault
@@ -78,13 +78,13 @@ def create_app(
             "an apology and can leave a voicemail until it is fixed", settings.entry_flow
         )
     db = Database(settings.database_url)
-    vault = Vault(keyring_for(settings), Database(settings.keystore_url))
+    vault = vault_for(settings)
     outbox = Outbox(db, settings.redis_url, settings.redis_namespace)
     # Every webhook's own connections (recordings, consent, transfers, callbacks): a lock or
     # an outage costs a webhook WEBHOOK_DB_WAIT, never Twilio's 15 s.
     wait = settings.webhook_db_wait
     quick = (Database(settings.database_url, wait=wait),
-             Vault(vault.keyring, Database(settings.keystore_url, wait=wait)))
+             Vault(vault.keyring, Database(settings.keystore_url, wait=wait), settings.epoch_dir))
     spool = Spool(settings.instance_dir / "spool", vault.keyring.derived("spool"))
 
     def report(recording: Reported) -> None:

@@ -62,12 +62,10 @@ def serve(host: str, port: int, workers: int) -> None:
     """
     s = settings()
     s.instance_dir.mkdir(parents=True, exist_ok=True)
-    from ivr.jobs import keyring_for
+    from ivr.jobs import prepare_stores
     from ivr.loader import flow_files, load_set
-    from ivr.storage import upgrade
 
-    upgrade(s.database_url, s.keystore_url)
-    keyring_for(s)  # in development, make the data key once, before several processes race
+    prepare_stores(s)  # in development it also makes the data key once, before processes race
 
     result = load_set(flow_files([s.flows_dir]))
     for problem in result.problems:
@@ -205,10 +203,10 @@ def db() -> None:
 @db.command("upgrade")
 def db_upgrade() -> None:
     """Bring the database to the newest schema (run before starting; safe to repeat)."""
-    from ivr.storage import upgrade
+    from ivr.jobs import prepare_stores
 
     s = settings()
-    upgrade(s.database_url, s.keystore_url)
+    prepare_stores(s)
     click.echo("database is up to date")
 
 
@@ -230,8 +228,30 @@ def keys_rotate() -> None:
     """Re-wrap every data key with the first master key, so older ones can be dropped."""
     _db, vault = _stores()
     count = vault.rotate()
-    click.echo(f"re-wrapped {count} data key(s) with {vault.keyring.current}; keys other than "
-               f"{vault.keyring.current} can now be removed from IVR_DATA_KEYS")
+    click.echo(f"re-wrapped {count} data key(s) under a new key epoch sealed with "
+               f"{vault.keyring.current}; keys other than {vault.keyring.current} can now be "
+               "removed from IVR_DATA_KEYS")
+
+
+@main.command()
+@click.argument("target", type=click.Path(file_okay=False, path_type=Path))
+def backup(target: Path) -> None:
+    """Copy the data, the key store and the key epochs, consistently, into a new folder in TARGET.
+
+    The key store's copy opens every case alive now, even once it is purged here: keep it
+    no longer than RETENTION_DAYS (see the README)."""
+    from ivr.backup import BackupError
+    from ivr.backup import backup as make_backup
+    from ivr.jobs import prepare_stores
+
+    s = settings()
+    prepare_stores(s)
+    try:
+        folder = make_backup(s.database_url, s.keystore_url, s.epoch_dir, target)
+    except BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"backed up to {folder}; delete its keys.* and key-epochs within "
+               f"{s.retention_days} days, or purged callers can be read from it")
 
 
 @main.command()
@@ -245,7 +265,9 @@ def purge(older_than: str, yes: bool) -> None:
     age = _duration(older_than)
     if not yes:
         click.confirm(f"Destroy the data of cases closed more than {older_than} ago?", abort=True)
-    count = purge_cases(*_stores(), age)
+    from ivr.jobs import call_deleter
+
+    count = purge_cases(*_stores(), age, call_deleter(settings()), call_deleter(settings(), "recording"))
     click.echo(f"destroyed the data of {count} case(s); their anonymous counts remain")
 
 
@@ -264,12 +286,12 @@ def cases() -> None:
 
 def _stores() -> tuple[Database, Vault]:
     """The database and the vault (its key store), migrated to the newest schema."""
-    from ivr.jobs import keyring_for
-    from ivr.storage import Database, Vault, upgrade
+    from ivr.jobs import prepare_stores, vault_for
+    from ivr.storage import Database
 
     s = settings()
-    upgrade(s.database_url, s.keystore_url)
-    return Database(s.database_url), Vault(keyring_for(s), Database(s.keystore_url))
+    prepare_stores(s)
+    return Database(s.database_url), vault_for(s)
 
 
 def _actor() -> str:
@@ -391,9 +413,9 @@ def call(from_: str, press: str | None, voicemail: str | None, url: str | None, 
     api = None if url else TwilioApi(s.twilio_account_sid, s.twilio_auth_token)
     try:
         if api is not None:
-            from ivr.storage import upgrade
+            from ivr.jobs import prepare_stores
 
-            upgrade(s.database_url, s.keystore_url)
+            prepare_stores(s)
             s = s.replace(twilio_api_base=api.start())
         phone = _phone(s, url, at, _print_steps if steps else None, api or remote)
         click.echo(f"Calling {s.hotline_number} from {from_} …")

@@ -41,6 +41,7 @@ class Settings:
     log_level: str = "INFO"
     data_keys: str = ""  # IVR_DATA_KEYS; never logged
     keystore_url: str = "sqlite:///instance/keys.db"
+    key_epoch_dir: Path | None = None  # KEY_EPOCH_DIR; None: INSTANCE_DIR/key-epochs
     retention_days: int = 30
     transcribe_engines: str = "en=whisper-tiny-en"
     transcribe_threads: int = 1
@@ -63,6 +64,11 @@ class Settings:
     def production(self) -> bool:
         return self.env == "production"
 
+    @property
+    def epoch_dir(self) -> Path:
+        """Where the key epochs (the keys that wrap the data keys) live, outside any database."""
+        return self.key_epoch_dir or self.instance_dir / "key-epochs"
+
     def replace(self, **changes: Any) -> Settings:
         return replace(self, **changes)
 
@@ -84,6 +90,9 @@ SETTINGS: dict[str, tuple[str, bool]] = {
     "LOG_LEVEL": ("DEBUG, INFO, WARNING or ERROR", False),
     "KEYSTORE_URL": ("the database of data keys, apart from DATABASE_URL and its backups "
                      "(default: SQLite instance/keys.db)", True),
+    "KEY_EPOCH_DIR": ("the folder of key epochs, the keys that wrap the data keys, kept outside "
+                      "any database; every process must share it (default: INSTANCE_DIR/key-epochs)",
+                      False),
     "IVR_DATA_KEYS": ("master keys, newest first: `id:base64key,…` (make one: `ivr keys new`)",
                       True),
     "RETENTION_DAYS": ("days a closed case's number, audio and transcript are kept", False),
@@ -191,6 +200,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "redis_url": get("REDIS_URL") or base.redis_url,
         "flows_dir": Path(get("FLOWS_DIR") or base.flows_dir),
         "instance_dir": instance,
+        "key_epoch_dir": Path(get("KEY_EPOCH_DIR")) if get("KEY_EPOCH_DIR") else None,
         "hotline_number": get("HOTLINE_NUMBER") or base.hotline_number,
         "entry_flow": get("ENTRY_FLOW") or base.entry_flow,
         "transfer_numbers": tuple(n.strip() for n in get("TRANSFER_NUMBERS").split(",") if n.strip()),

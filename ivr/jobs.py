@@ -32,7 +32,7 @@ from ivr.liveness import WORKER_PREFIX, Pulse, rescue_abandoned, worker_tag
 from ivr.operators import recount
 from ivr.spool import SUFFIX as SPOOL_SUFFIX
 from ivr.spool import Spool
-from ivr.storage import Database, OutboxJob, Vault, utcnow
+from ivr.storage import Database, OutboxJob, Vault, upgrade, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,37 @@ def keyring_for(settings: Settings) -> Keyring:
     if settings.data_keys:
         return Keyring(parse_master_keys(settings.data_keys))
     return Keyring(development_keys(settings.instance_dir))
+
+
+def vault_for(settings: Settings) -> Vault:
+    """The vault: master keys, the key store and its key epochs (KEY_EPOCH_DIR)."""
+    return Vault(keyring_for(settings), Database(settings.keystore_url), settings.epoch_dir)
+
+
+def prepare_stores(settings: Settings) -> None:
+    """At every start: migrate both stores, then put the key epochs in order (the first one,
+    keys of an older install re-wrapped, leftovers of a crash destroyed)."""
+    upgrade(settings.database_url, settings.keystore_url)
+    vault = vault_for(settings)
+    vault.prepare()
+    vault.keys.engine.dispose()
+
+
+def call_deleter(settings: Settings, what: str = "call") -> Callable[[str], None]:
+    """Deletes a call from Twilio's call log (or, with what="recording", a recording); a
+    failure is Retryable (the next purge tries again)."""
+    from ivr.providers import ProviderError, TwilioProvider
+
+    provider = TwilioProvider.from_settings(settings)
+    remove = provider.delete_recording if what == "recording" else provider.delete_call
+
+    def delete(sid: str) -> None:
+        try:
+            remove(sid)
+        except ProviderError as exc:
+            raise voicemail.Retryable(str(exc)) from None
+
+    return delete
 
 
 def policy_for(settings: Settings) -> callbacks.Policy:
@@ -147,7 +178,7 @@ def build_services(settings: Settings) -> Services:
         return result.text, result.engine
 
     db = Database(settings.database_url)
-    vault = Vault(keyring_for(settings), Database(settings.keystore_url))
+    vault = vault_for(settings)
     telephony = telephony_for(settings)
 
     def after(case_id: int) -> None:
@@ -191,7 +222,8 @@ def purge_expired() -> int:
     Enqueued about hourly by the `Housekeeper` of whichever worker holds its lock.
     """
     s = services()
-    return voicemail.purge(s.db, s.vault, timedelta(days=s.settings.retention_days))
+    return voicemail.purge(s.db, s.vault, timedelta(days=s.settings.retention_days),
+                           call_deleter(s.settings), call_deleter(s.settings, "recording"))
 
 
 def reconcile_recordings(settle: timedelta | None = None) -> int:

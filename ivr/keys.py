@@ -1,10 +1,18 @@
 """Envelope encryption for what must never lie in clear: callers' numbers, voices and words.
 
-Each case's data is sealed with its own data key (AES-256-GCM, from `cryptography`); a data
-key is stored only wrapped by a master key from IVR_DATA_KEYS. The first master key wraps,
-every listed key unwraps, so master keys rotate without downtime: put a new key first,
-run `ivr keys rotate`, then drop the old one. Destroying a case's data key makes its data
-unreadable everywhere, database backups included ("crypto-shredding").
+Three layers, so that erased means erased on disk too:
+- Each case's data is sealed with its own data key (AES-256-GCM, from `cryptography`).
+- A data key is stored (in the key store, KEYSTORE_URL) only wrapped by the current *key
+  epoch*: a key-encryption key that lives in a small file outside any database
+  (KEY_EPOCH_DIR), never in a table.
+- An epoch file holds its key sealed under a master key from IVR_DATA_KEYS, so the folder
+  alone opens nothing. The first master key seals, every listed key opens, so master keys
+  rotate without downtime: put a new key first, run `ivr keys rotate`, then drop the old one.
+
+Destroying data keys (a purge) deletes them, then retires the epoch: every live data key is
+re-wrapped under a new epoch and the old epoch file is overwritten and unlinked. Whatever a
+database still holds of the destroyed keys (a WAL, dead tuples, free pages, statistics, a
+backup) was wrapped under an epoch that no longer exists, so not even the master keys open it.
 
 Every sealed value is bound to where it belongs (`case:17:transcript`) as associated data,
 so a ciphertext copied into another row or column does not decrypt.
@@ -15,10 +23,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import logging
 import os
 import re
 import secrets
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,6 +48,10 @@ NONCE = 12
 
 class CryptoError(IvrError):
     """A value cannot be decrypted: its key was destroyed, or its master key is not configured."""
+
+
+class EpochRetired(CryptoError):
+    """A key epoch's file is gone: the epoch was retired (re-read the key; it has a new one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +133,7 @@ class Keyring:
         return self.masters[0].id
 
     def wrap(self, data_key: bytes) -> tuple[bytes, str]:
+        """Seal a key under the first master key (key epochs; data keys of old installs)."""
         master = self.masters[0]
         return seal(master.key, data_key, f"data-key:{master.id}"), master.id
 
@@ -139,6 +154,162 @@ class Keyring:
         plain = AESGCM.generate_key(bit_length=256)
         wrapped, master_id = self.wrap(plain)
         return plain, wrapped, master_id
+
+
+EPOCH_ID = re.compile(r"^e[0-9]{8}-[0-9a-f]{16}\Z")
+
+
+def new_epoch_id() -> str:
+    return "e" + datetime.now(UTC).strftime("%Y%m%d") + "-" + secrets.token_hex(8)
+
+
+class KeyEpochs:
+    """Key epochs: key-encryption keys in files of their own (`DIR/<id>.key`), each sealed
+    under a master key, outside any database so that database history cannot hold them.
+
+    Files are written to a temporary name, fsynced, renamed and the folder fsynced, so an
+    epoch that a committed data key names is on disk. Retiring one overwrites it with random
+    bytes, fsyncs, unlinks it and fsyncs the folder. Opened epochs are kept in memory by id,
+    but every use checks that the file is still there: a missing file means retired.
+    """
+
+    def __init__(self, folder: Path, keyring: Keyring) -> None:
+        self.folder = folder
+        self.keyring = keyring
+        self._keys: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    def path(self, epoch_id: str) -> Path:
+        if not EPOCH_ID.match(epoch_id):
+            raise CryptoError("not a key epoch id")
+        return self.folder / f"{epoch_id}.key"
+
+    def ids(self) -> list[str]:
+        """The epochs whose files are present."""
+        if not self.folder.is_dir():
+            return []
+        return sorted(p.stem for p in self.folder.glob("*.key") if EPOCH_ID.match(p.stem))
+
+    def create(self, epoch_id: str) -> str:
+        """A new epoch, durably on disk before any data key is wrapped under it."""
+        key = AESGCM.generate_key(bit_length=256)
+        self._write(epoch_id, key)
+        with self._lock:
+            self._keys[epoch_id] = key
+        return epoch_id
+
+    def key(self, epoch_id: str) -> bytes:
+        path = self.path(epoch_id)
+        if not path.exists():
+            with self._lock:
+                self._keys.pop(epoch_id, None)
+            raise EpochRetired(f"key epoch {epoch_id} was retired: its data keys are gone")
+        with self._lock:
+            found = self._keys.get(epoch_id)
+        if found is None:
+            try:
+                found = self._read(path, epoch_id)[0]
+            except (FileNotFoundError, CryptoError):
+                if path.exists():
+                    raise
+                # retired while we read it (its bytes were being overwritten)
+                raise EpochRetired(f"key epoch {epoch_id} was retired: its data keys are gone") from None
+            with self._lock:
+                self._keys[epoch_id] = found
+        return found
+
+    def wrap(self, epoch_id: str, data_key: bytes) -> bytes:
+        return seal(self.key(epoch_id), data_key, f"data-key:epoch:{epoch_id}")
+
+    def unwrap(self, epoch_id: str, wrapped: bytes) -> bytes:
+        return unseal(self.key(epoch_id), wrapped, f"data-key:epoch:{epoch_id}")
+
+    def reseal(self) -> int:
+        """Seal every epoch file not sealed under the first master key again under it."""
+        count = 0
+        for epoch_id in self.ids():
+            path = self.path(epoch_id)
+            try:
+                key, master_id = self._read(path, epoch_id)
+            except FileNotFoundError:
+                continue  # retired meanwhile
+            if master_id != self.keyring.current:
+                self._write(epoch_id, key)
+                count += 1
+        return count
+
+    def retire(self, epoch_id: str) -> None:
+        """Destroy an epoch file: random bytes over it, fsync, unlink, fsync the folder."""
+        with self._lock:
+            self._keys.pop(epoch_id, None)
+        path = self.path(epoch_id)
+        # Renamed away first, so no process reads it half overwritten: the name is gone at once.
+        doomed = self.folder / f".{epoch_id}.{secrets.token_hex(4)}.retired"
+        try:
+            os.rename(path, doomed)
+        except FileNotFoundError:
+            return
+        fd = os.open(doomed, os.O_WRONLY)
+        try:
+            size = os.fstat(fd).st_size
+            os.pwrite(fd, os.urandom(max(size, 1)), 0)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        doomed.unlink()
+        self._sync_folder()
+
+    def sweep(self) -> None:
+        """Destroy what a crash left: epoch files being retired, temporary ones being written.
+        (Only while no other rotation runs: Vault.shred calls it holding the lock.)"""
+        if not self.folder.is_dir():
+            return
+        for stray in self.folder.glob(".*"):
+            if stray.suffix in (".retired", ".tmp") and stray.is_file():
+                with open(stray, "r+b") as f:
+                    f.write(os.urandom(max(stray.stat().st_size, 1)))
+                    f.flush()
+                    os.fsync(f.fileno())
+                stray.unlink(missing_ok=True)
+
+    def _read(self, path: Path, epoch_id: str) -> tuple[bytes, str]:
+        try:
+            doc = json.loads(path.read_text(encoding="ascii"))
+            master_id, sealed = str(doc["master"]), base64.b64decode(doc["key"])
+            if doc["epoch"] != epoch_id:
+                raise ValueError
+        except FileNotFoundError:
+            raise
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            raise CryptoError(f"key epoch file {path.name} is damaged") from exc
+        master = next((k for k in self.keyring.masters if k.id == master_id), None)
+        if master is None:
+            raise CryptoError(f"key epoch {epoch_id} is sealed under master key {master_id!r}, "
+                              "which is not in IVR_DATA_KEYS")
+        return unseal(master.key, sealed, f"key-epoch:{epoch_id}:{master_id}"), master_id
+
+    def _write(self, epoch_id: str, key: bytes) -> None:
+        master = self.keyring.masters[0]
+        doc = {"epoch": epoch_id, "master": master.id,
+               "key": base64.b64encode(seal(master.key, key, f"key-epoch:{epoch_id}:{master.id}")).decode()}
+        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = self.path(epoch_id)
+        tmp = self.folder / f".{epoch_id}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, json.dumps(doc).encode("ascii"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        self._sync_folder()
+
+    def _sync_folder(self) -> None:
+        fd = os.open(self.folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def seal(key: bytes, plaintext: bytes, context: str) -> bytes:

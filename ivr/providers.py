@@ -1,4 +1,4 @@
-"""Our only door to Twilio's REST API: download and delete recordings, place calls, send SMS.
+"""Our only door to Twilio's REST API: download and delete recordings, place and delete calls, send SMS.
 
 Why one seam:
 - Everything that talks to Twilio's REST side goes through `TwilioProvider`, built from the
@@ -252,6 +252,13 @@ class TwilioProvider:
         return str(call._from or "")
 
     # --- calls and messages -----------------------------------------------------------------
+    def delete_call(self, call_sid: str) -> None:
+        """Delete a call from Twilio's call log (which keeps its numbers); gone (404) is deleted."""
+        op = "delete_call"
+        if not isinstance(call_sid, str) or not CALL_SID.match(call_sid):
+            raise ProviderError(op, retryable=False, reason="not a call sid (CA + 32 hex digits)")
+        self._rest(op, call_sid, lambda: self.client.calls(call_sid).delete(), gone_ok=True)
+
     def create_call(
         self, to: str, from_: str, url: str, status_callback: str, timeout: int = 30,
         *, status_callback_event: Sequence[str] = ("initiated", "ringing", "answered", "completed"),

@@ -32,7 +32,7 @@ def on_starting(server: Any) -> None:
         print(f"ivr: cannot start: {exc}", file=sys.stderr)
         sys.exit(1)
     settings.instance_dir.mkdir(parents=True, exist_ok=True)
-    from ivr.storage import upgrade
+    from ivr.jobs import prepare_stores
 
     # once, in the master, before any worker answers a call
-    upgrade(settings.database_url, settings.keystore_url)
+    prepare_stores(settings)

@@ -6,20 +6,23 @@ SQLite under `instance/` is the embedded default for a first run; PostgreSQL in 
 
 What could identify a caller (the number, the voice, the words) is stored only sealed under
 the case's own data key (see ivr/keys.py). The data keys live in a key store of their own
-(KEYSTORE_URL), so a backup of the data carries no key. A case keeps its region, language
-and dates in clear, so anonymous counts survive when its data is destroyed.
+(KEYSTORE_URL), so a backup of the data carries no key, wrapped by a key epoch kept in a file
+(KEY_EPOCH_DIR) that a purge destroys, so no copy of the key store opens a purged case. A
+case keeps its region, language and day in clear, so anonymous counts survive its data.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import (
     Boolean,
     DateTime,
@@ -29,17 +32,23 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    bindparam,
     create_engine,
     event,
+    func,
+    or_,
     select,
     text,
+    update,
 )
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
-from ivr.keys import CryptoError, Keyring, number_hash, seal, unseal
+from ivr.keys import CryptoError, EpochRetired, KeyEpochs, Keyring, new_epoch_id, number_hash, seal, unseal
+
+log = logging.getLogger(__name__)
 
 
 def utcnow() -> datetime:
@@ -71,21 +80,42 @@ class KeyBase(DeclarativeBase):
 
 
 class DataKey(KeyBase):
-    """A case's data key, wrapped by a master key. Deleting `wrapped` shreds the case's data."""
+    """A data key (a case's, an operator's, the number-hash key), wrapped by the key epoch it
+    names (ivr/keys.py). Destroying it empties `wrapped` and retires that epoch (Vault.shred).
+
+    `master_id` is set only on keys of installs from before key epochs, wrapped directly by
+    a master key, until the first start re-wraps them (Vault.prepare)."""
 
     __tablename__ = "data_keys"
     id: Mapped[int] = mapped_column(primary_key=True)
-    purpose: Mapped[str] = mapped_column(String(20), default="case")  # case | number-hash
+    # case | operator | number-hash (indexed: each new case reads the newest number-hash key)
+    purpose: Mapped[str] = mapped_column(String(20), default="case", index=True)
     wrapped: Mapped[bytes | None] = mapped_column(LargeBinary)
-    master_id: Mapped[str] = mapped_column(String(40))
+    master_id: Mapped[str | None] = mapped_column(String(40))
+    epoch_id: Mapped[str | None] = mapped_column(String(40), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     destroyed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class KeyEpoch(KeyBase):
+    """A key epoch that wrapped data keys; its key is in a file (KEY_EPOCH_DIR), never here.
+
+    `current` is True on exactly one row and NULL on the others (unique: two rotators cannot
+    both install one). Writers lock the current row FOR SHARE in the transaction that adds a
+    data key, a rotator locks it by updating it: a key wrapped under an epoch being retired
+    cannot commit."""
+
+    __tablename__ = "key_epochs"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    current: Mapped[bool | None] = mapped_column(Boolean, unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Call(Base):
     __tablename__ = "calls"
     id: Mapped[int] = mapped_column(primary_key=True)
-    call_sid: Mapped[str] = mapped_column(String(64), unique=True)
+    call_sid: Mapped[str | None] = mapped_column(String(64), unique=True)  # None once purged
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     flow: Mapped[str | None] = mapped_column(String(64))
     flow_version: Mapped[str | None] = mapped_column(String(16))
@@ -101,7 +131,7 @@ class Call(Base):
 class Recording(Base):
     __tablename__ = "recordings"
     id: Mapped[int] = mapped_column(primary_key=True)
-    recording_sid: Mapped[str] = mapped_column(String(64), unique=True)
+    recording_sid: Mapped[str | None] = mapped_column(String(64), unique=True)  # None once purged
     call_id: Mapped[int] = mapped_column(ForeignKey("calls.id"))
     # reported -> stored -> done; or failed (with error)
     status: Mapped[str] = mapped_column(String(20), default="reported")
@@ -265,6 +295,7 @@ class OutboxJob(Base):
 def _sqlite_pragmas(busy_ms: int) -> Callable[[Any, Any], None]:
     def pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA secure_delete=ON")  # freed cells and pages are zeroed, not left
         cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute(f"PRAGMA busy_timeout={busy_ms}")  # web and worker processes share the file
@@ -334,8 +365,35 @@ class Database:
     def backend(self) -> str:
         return make_url(self.url).get_backend_name()
 
+    def compact(self, vacuum: bool = False) -> bool:
+        """SQLite: copy the WAL into the file and truncate it (and with `vacuum`, rebuild
+        the file first), so deleted bytes do not linger in the WAL. True when the WAL is
+        empty now (False: a reader held it, or not SQLite). Best effort: never raises."""
+        if self.backend != "sqlite":
+            return False
+        try:
+            with self.engine.connect() as conn:
+                driver = conn.connection.dbapi_connection
+                assert driver is not None
+                if vacuum:
+                    driver.execute("VACUUM")
+                busy, _log, _done = driver.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except SQLAlchemyError as exc:
+            log.warning("could not checkpoint %s (%s)", make_url(self.url).database,
+                        type(getattr(exc, "orig", None) or exc).__name__)
+            return False
+        return bool(busy == 0)
+
 
 # --- the vault: data keys and sealed fields -----------------------------------------------
+
+
+class _StaleEpoch(Exception):
+    """The epoch a new data key was wrapped under stopped being current before it committed."""
+
+
+# One rotator at a time on PostgreSQL, even before the first epoch row exists to lock.
+ROTATION_LOCK = 0x1E7_0C45
 
 
 class Vault:
@@ -343,27 +401,202 @@ class Vault:
 
     Knows nothing of HTTP or jobs. Key store writes commit on their own, before the data
     they protect: a crash in between leaves an unused key, never data without its key.
+    Data keys are wrapped by the current key epoch (files in `epoch_dir`, ivr/keys.py);
+    `shred` destroys keys and retires that epoch, so no copy of the old wrapped keys opens.
     """
 
-    def __init__(self, keyring: Keyring, keys: Database) -> None:
+    def __init__(self, keyring: Keyring, keys: Database, epoch_dir: Path) -> None:
         self.keyring = keyring
         self.keys = keys
-        self._hash_key: bytes | None = None
+        self.epochs = KeyEpochs(epoch_dir, keyring)
+        self._hash_key: tuple[int, bytes] | None = None
+        self._current: str | None = None
+
+    # --- epochs ------------------------------------------------------------------------------
+
+    def current_epoch(self) -> str:
+        """The epoch new keys are wrapped under (made on first use)."""
+        for _ in range(3):
+            if self._current is not None and self.epochs.path(self._current).exists():
+                return self._current
+            with self.keys.session() as k:
+                found = k.scalars(select(KeyEpoch.id).where(KeyEpoch.current.is_(True))).first()
+            if found is None:
+                self.shred()  # an install's first key: its first epoch
+                continue
+            if self.epochs.path(found).exists():
+                self._current = found
+                return found
+            self._current = None  # retired between our read and now: read again
+        raise CryptoError(f"the current key epoch has no file in {self.epochs.folder}: "
+                          "KEY_EPOCH_DIR must be the folder every process of the hotline shares")
+
+    def _unwrap(self, wrapped: bytes, epoch_id: str | None, master_id: str | None) -> bytes:
+        if epoch_id is not None:
+            return self.epochs.unwrap(epoch_id, wrapped)
+        if master_id is not None:  # an install from before key epochs, until Vault.prepare
+            return self.keyring.unwrap(wrapped, master_id)
+        raise CryptoError("a data key names neither a key epoch nor a master key")
+
+    @contextmanager
+    def _rotation(self) -> Iterator[None]:
+        """One rotation at a time, across processes: PostgreSQL's advisory lock on a
+        connection of its own (also taken by `ivr backup`), or a lock file beside the epochs
+        (SQLite: the web and the worker share one machine)."""
+        if self.keys.backend == "postgresql":
+            with self.keys.engine.connect() as conn:
+                conn.execute(text("SELECT pg_advisory_lock(:n)"), {"n": ROTATION_LOCK})
+                conn.commit()
+                try:
+                    yield
+                finally:
+                    conn.execute(text("SELECT pg_advisory_unlock(:n)"), {"n": ROTATION_LOCK})
+                    conn.commit()
+            return
+        import fcntl
+
+        self.epochs.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with open(self.epochs.folder / ".rotation.lock", "a+b") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+    def shred(self, key_ids: Iterable[int] = ()) -> int:
+        """Destroy these data keys and retire the epoch that wrapped them; return how many
+        live keys were re-wrapped under the new epoch.
+
+        1. The new epoch's row is committed (not current), then its file written, so that
+           whatever a crash leaves of it is known to be ours; epoch files the key store does
+           not know are never touched (another install's, say).
+        2. One short transaction destroys the keys and makes the new epoch current. It
+           updates the current epoch's row, so it waits for a writer holding it FOR SHARE
+           (that writer's key then gets re-wrapped below), and a writer that wrapped under
+           the old epoch and commits later finds it no longer current and tries again.
+        3. Every live key not under the new epoch is re-wrapped, in batches of short
+           transactions (new voicemails do not wait for 100,000 keys), each row only if
+           unchanged (a key destroyed meanwhile stays destroyed).
+        4. Then, and only then, the old epoch files are overwritten and unlinked.
+        A failure leaves both epochs readable; the next rotation finishes the work.
+        """
+        ids = sorted(set(key_ids))
+        with self._rotation():
+            new = new_epoch_id()
+            with self.keys.session() as k:
+                k.add(KeyEpoch(id=new, current=None))
+            self.epochs.sweep()
+            try:
+                self.epochs.create(new)
+                with self.keys.session() as k:
+                    now = utcnow()
+                    k.execute(update(KeyEpoch).where(KeyEpoch.current.is_(True))
+                              .values(current=None, retired_at=now),
+                              execution_options={"synchronize_session": False})
+                    for chunk in range(0, len(ids), 500):
+                        k.execute(update(DataKey).where(DataKey.id.in_(ids[chunk:chunk + 500]),
+                                                        DataKey.wrapped.is_not(None))
+                                  .values(wrapped=None, destroyed_at=now),
+                                  execution_options={"synchronize_session": False})
+                    k.execute(update(KeyEpoch).where(KeyEpoch.id == new).values(current=True, created_at=now),
+                              execution_options={"synchronize_session": False})
+            except BaseException:
+                self.epochs.retire(new)
+                raise
+            self._current = new
+            count = self._rewrap_all(new)
+            with self.keys.session() as k:
+                left = k.scalar(select(func.count(DataKey.id)).where(
+                    DataKey.wrapped.is_not(None), or_(DataKey.epoch_id.is_(None), DataKey.epoch_id != new)))
+                if left:
+                    raise CryptoError(f"{left} data key(s) were not re-wrapped: no epoch retired")
+                ours = set(k.scalars(select(KeyEpoch.id).where(KeyEpoch.id != new)))
+            for epoch_id in set(self.epochs.ids()) & ours:
+                self.epochs.retire(epoch_id)
+        self.keys.compact()
+        if ids:
+            log.info("destroyed %d data key(s); key epoch retired, %d live key(s) re-wrapped",
+                     len(ids), count)
+        return count
+
+    def _rewrap_all(self, new: str, batch: int = 2000) -> int:
+        count, seen = 0, set[int]()
+        table = KeyBase.metadata.tables["data_keys"]
+        while True:
+            with self.keys.session() as k:
+                live = k.execute(
+                    select(DataKey.id, DataKey.wrapped, DataKey.epoch_id, DataKey.master_id)
+                    .where(DataKey.wrapped.is_not(None),
+                           or_(DataKey.epoch_id.is_(None), DataKey.epoch_id != new))
+                    .order_by(DataKey.id).limit(batch)).all()
+            if not live:
+                return count
+            if seen.intersection(r.id for r in live):
+                raise CryptoError("a data key changed while it was re-wrapped: try again")
+            seen.update(r.id for r in live)
+            rows = [{"b_id": r.id, "b_old": r.wrapped, "b_new":
+                     self.epochs.wrap(new, self._unwrap(r.wrapped, r.epoch_id, r.master_id))}
+                    for r in live]
+            with self.keys.session() as k:
+                k.connection().execute(
+                    update(table)
+                    .where(table.c.id == bindparam("b_id"), table.c.wrapped == bindparam("b_old"))
+                    .values(wrapped=bindparam("b_new"), epoch_id=new, master_id=None), rows)
+            count += len(rows)
+
+    def prepare(self) -> int:
+        """At start-up: make the first epoch, re-wrap the master-wrapped keys of an install
+        from before key epochs, and destroy epoch files a crash left. Returns keys re-wrapped."""
+        with self.keys.session() as k:
+            current = k.scalars(select(KeyEpoch.id).where(KeyEpoch.current.is_(True))).first()
+            legacy = k.scalars(select(DataKey.id).where(DataKey.wrapped.is_not(None),
+                                                        DataKey.epoch_id.is_(None)).limit(1)).first()
+        if current is not None and legacy is None and self.epochs.ids() == [current]:
+            return 0
+        count = self.shred()
+        if legacy is not None:
+            # Their master-wrapped bytes must not stay in SQLite's free pages or WAL.
+            self.keys.compact(vacuum=True)
+            log.warning("re-wrapped %d data key(s) under a key epoch (KEY_EPOCH_DIR); rotate the "
+                        "master key (`ivr keys new`, `ivr keys rotate`) so that copies of the old "
+                        "key store cannot be opened with it", count)
+        return count
+
+    # --- data keys ----------------------------------------------------------------------------
 
     def new_key(self, purpose: str = "case") -> int:
-        _plain, wrapped, master_id = self.keyring.new_data_key()
-        with self.keys.session() as k:
-            key = DataKey(purpose=purpose, wrapped=wrapped, master_id=master_id)
-            k.add(key)
-            k.flush()
-            return key.id
+        plain = AESGCM.generate_key(bit_length=256)
+        for _attempt in range(5):
+            epoch = self.current_epoch()
+            try:
+                wrapped = self.epochs.wrap(epoch, plain)
+                with self.keys.session() as k:
+                    key = DataKey(purpose=purpose, wrapped=wrapped, epoch_id=epoch)
+                    k.add(key)
+                    k.flush()
+                    # After the insert, in its transaction: the epoch must still be current
+                    # (a rotator that committed meanwhile did not re-wrap this key).
+                    current = k.scalars(select(KeyEpoch.id).where(KeyEpoch.current.is_(True))
+                                        .with_for_update(read=True)).first()
+                    if current != epoch:
+                        raise _StaleEpoch
+                    return key.id
+            except (_StaleEpoch, EpochRetired):
+                self._current = None
+        raise CryptoError("the key epoch kept changing while a data key was added")
 
     def key_of(self, key_id: int) -> bytes:
-        with self.keys.session() as k:
-            key = k.get(DataKey, key_id)
-            if key is None or key.wrapped is None:
-                raise CryptoError("the data key was destroyed: this data is gone")
-            return self.keyring.unwrap(key.wrapped, key.master_id)
+        for _attempt in range(3):
+            with self.keys.session() as k:
+                key = k.get(DataKey, key_id)
+                if key is None or key.wrapped is None:
+                    raise CryptoError("the data key was destroyed: this data is gone")
+                wrapped, epoch_id, master_id = key.wrapped, key.epoch_id, key.master_id
+            try:
+                return self._unwrap(wrapped, epoch_id, master_id)
+            except EpochRetired:
+                continue  # retired since we read the key: it has been re-wrapped, read it again
+        raise CryptoError(f"the key epoch of data key {key_id} is missing from {self.epochs.folder}")
 
     def seal(self, case: Case, field: str, value: bytes) -> bytes:
         return seal(self.key_of(case.data_key_id), value, f"case:{case.id}:{field}")
@@ -406,33 +639,49 @@ class Vault:
             return None
         return unseal(self.key_of(case.data_key_id), recording.audio, f"case:{case.id}:audio")
 
-    def number_hash(self, number: str) -> str:
-        """The keyed hash that recognises a repeat caller; its key lives sealed in the store."""
-        if self._hash_key is None:
-            with self.keys.session() as k:
-                row = k.scalars(select(DataKey.id).where(DataKey.purpose == "number-hash")
-                                .order_by(DataKey.id)).first()
-            self._hash_key = self.key_of(row if row is not None else self.new_key("number-hash"))
-        return number_hash(self._hash_key, number)
+    def hash_key(self) -> tuple[int, bytes]:
+        """The current number-hash key: the newest live one (made on first use). Read at each
+        use, so that every process moves to a new one as soon as a purge makes it."""
+        with self.keys.session() as k:
+            row = k.scalars(select(DataKey.id).where(DataKey.purpose == "number-hash",
+                                                     DataKey.wrapped.is_not(None))
+                            .order_by(DataKey.id.desc())).first()
+        if row is None:
+            row = self.new_key("number-hash")
+        if self._hash_key is None or self._hash_key[0] != row:
+            self._hash_key = (row, self.key_of(row))
+        return self._hash_key
+
+    def number_hash(self, number: str, key: tuple[int, bytes] | None = None) -> str:
+        """The keyed hash that recognises a repeat caller, `<key id>:<HMAC>`: it says which
+        number-hash key made it, so a purge can re-hash the live cases under a new key and
+        destroy the old one (ivr/voicemail.py)."""
+        key_id, hash_key = key or self.hash_key()
+        return f"{key_id}:{number_hash(hash_key, number)[:48]}"
+
+    def keys_of(self, key_ids: Iterable[int]) -> dict[int, bytes]:
+        """Many data keys at once (those destroyed are left out)."""
+        ids = sorted(set(key_ids))
+        found: dict[int, bytes] = {}
+        with self.keys.session() as k:
+            rows = k.execute(select(DataKey.id, DataKey.wrapped, DataKey.epoch_id, DataKey.master_id)
+                             .where(DataKey.id.in_(ids), DataKey.wrapped.is_not(None))).all()
+        for r in rows:
+            try:
+                found[r.id] = self._unwrap(r.wrapped, r.epoch_id, r.master_id)
+            except EpochRetired:
+                found[r.id] = self.key_of(r.id)
+        return found
 
     def destroy(self, key_id: int) -> None:
-        with self.keys.session() as k:
-            key = k.get(DataKey, key_id)
-            if key is not None and key.wrapped is not None:
-                key.wrapped = None
-                key.destroyed_at = utcnow()
+        """Destroy one data key (and retire its epoch): prefer `shred` for many at once."""
+        self.shred([key_id])
 
     def rotate(self) -> int:
-        """Re-wrap every data key not wrapped by the first master key; returns how many."""
-        count = 0
-        current = self.keyring.current
-        with self.keys.session() as k:
-            for key in k.scalars(select(DataKey).where(DataKey.wrapped.is_not(None),
-                                                       DataKey.master_id != current)):
-                assert key.wrapped is not None
-                plain = self.keyring.unwrap(key.wrapped, key.master_id)
-                key.wrapped, key.master_id = self.keyring.wrap(plain)
-                count += 1
+        """After a new master key went first: a new epoch sealed under it, every data key
+        re-wrapped, the old epoch destroyed, any other epoch file re-sealed; returns the keys."""
+        count = self.shred()
+        self.epochs.reseal()
         return count
 
 

@@ -16,13 +16,26 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from ivr.engine import Caller
-from ivr.storage import AuditEntry, Call, Case, Database, Note, OutboxJob, Recording, Vault, utcnow
+from ivr.keys import unseal
+from ivr.storage import (
+    AuditEntry,
+    Call,
+    CallbackAttempt,
+    Case,
+    Database,
+    DataKey,
+    Note,
+    OutboxJob,
+    Recording,
+    Vault,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +246,7 @@ def process_recording(db: Database, vault: Vault, tools: Tools, recording_id: in
             return "missing"
         case_id = s.scalars(select(Case.id).where(Case.recording_id == recording_id)).one()
         sid, stored, status = rec.recording_sid, rec.audio is not None, rec.status
-    if status in ("done", "failed"):
+    if status in ("done", "failed") or sid is None:  # sid None: purged already
         tools.after(case_id)
         return status
     if not stored:
@@ -377,28 +390,186 @@ def _transcribe(db: Database, vault: Vault, tools: Tools, recording_id: int) -> 
 # --- retention -------------------------------------------------------------------------
 
 
-def purge(db: Database, vault: Vault, older_than: timedelta) -> int:
+# What a purged call or recording keeps of its length: <30 s, 30-60 s, 1-3 min, 3+ min.
+LENGTHS = (0, 30, 60, 180)
+
+
+def length_bucket(seconds: int | None) -> int | None:
+    """The lower bound of the length's bucket: a count survives, an exact length does not."""
+    if seconds is None:
+        return None
+    return max(b for b in LENGTHS if seconds >= b) if seconds >= 0 else 0
+
+
+def _day(when: datetime | None) -> datetime | None:
+    return when.replace(hour=0, minute=0, second=0, microsecond=0) if when is not None else None
+
+
+CASE_TIMES = ("created_at", "transcribed_at", "routed_at", "closed_at", "assigned_at", "notified_at",
+              "acted_at", "next_callback_at")
+
+
+def purge(db: Database, vault: Vault, older_than: timedelta,
+          delete_call: Callable[[str], None] | None = None,
+          delete_recording: Callable[[str], None] | None = None) -> int:
     """Destroy the data of cases closed longer ago than `older_than`: keys first.
 
-    The case row stays with its region, language, status and dates (anonymous counts); the
-    number, audio and transcript become unreadable with the key, then are removed.
+    The keys are destroyed and their key epoch retired in one step (Vault.shred), so no copy
+    of them anywhere opens again. The case row stays with its region, language, status and
+    outcome (anonymous counts); the number, audio, transcript and notes are removed, provider
+    ids dropped, times kept to the day and lengths to a bucket, so nothing leads back to the
+    call. Calls whose cases are all purged are then deleted at Twilio (`forget_calls`), and so
+    is a recording that was never deleted there (a download that failed for good keeps it at
+    Twilio for a person to fetch): until then its sid stays, so the listing at Twilio does not
+    file it again as a new case (`forget_recordings`).
     """
     cutoff = utcnow() - older_than
-    count = 0
     with db.session() as s:
-        cases = s.scalars(select(Case).where(Case.closed_at.is_not(None), Case.closed_at < cutoff,
-                                             Case.purged_at.is_(None))).all()
-        for case in cases:
-            vault.destroy(case.data_key_id)
+        due = s.execute(select(Case.id, Case.data_key_id).where(
+            Case.closed_at.is_not(None), Case.closed_at < cutoff, Case.purged_at.is_(None))).all()
+    if due:
+        # The purged callers' hashes may survive in the database's history: the key that
+        # made them goes too, after the live cases are hashed again under a new one.
+        old_hash_keys = rehash_callers(db, vault, due_before=cutoff, new_key=True)
+        # A crash after this and before the rows below are emptied is repaired by the next
+        # run: the cases are still due, their keys already gone.
+        vault.shred([row.data_key_id for row in due] + old_hash_keys)
+    else:
+        rehash_callers(db, vault)  # hashes a racing web process made under the old key
+    with db.session() as s:
+        for case in s.scalars(select(Case).where(Case.id.in_([row.id for row in due]))):
             rec = s.get(Recording, case.recording_id)
             if rec is not None:
-                rec.audio = None
-            case.number = case.transcript = None
+                rec.audio = rec.audio_bytes = rec.error = None
+                if rec.deleted_at_provider is not None:
+                    rec.recording_sid = None  # else forget_recordings deletes it at Twilio first
+                rec.duration = length_bucket(rec.duration)
+                rec.reported_at = _day(rec.reported_at) or rec.reported_at
+                rec.stored_at, rec.deleted_at_provider = _day(rec.stored_at), _day(rec.deleted_at_provider)
+            case.number = case.transcript = case.caller_hash = case.caller_tz = None
+            case.status_reason = case.route_reason = case.offered_to = None
+            for name in CASE_TIMES:
+                setattr(case, name, _day(getattr(case, name)))
+            case.purged_at = _day(utcnow())
             s.execute(update(Note).where(Note.case_id == case.id).values(text=None))
-            case.caller_hash = None
-            case.purged_at = utcnow()
-            s.add(AuditEntry(actor="system", action="purged", case_id=case.id))
-            count += 1
-    if count:
-        log.info("purged the data of %d closed case(s)", count)
-    return count
+            for note in s.scalars(select(Note).where(Note.case_id == case.id)):
+                note.at = _day(note.at) or note.at
+            for attempt in s.scalars(select(CallbackAttempt).where(CallbackAttempt.case_id == case.id)):
+                attempt.seconds = length_bucket(attempt.seconds)
+                attempt.started_at = _day(attempt.started_at) or attempt.started_at
+                attempt.confirmed_at, attempt.ended_at = _day(attempt.confirmed_at), _day(attempt.ended_at)
+            for entry in s.scalars(select(AuditEntry).where(AuditEntry.case_id == case.id)):
+                entry.at = _day(entry.at) or entry.at
+            s.add(AuditEntry(actor="system", action="purged", case_id=case.id, at=case.purged_at))
+    forget_calls(db, cutoff, delete_call)
+    forget_recordings(db, delete_recording)
+    if due:
+        db.compact()
+        log.info("purged the data of %d closed case(s)", len(due))
+    return len(due)
+
+
+def rehash_callers(db: Database, vault: Vault, due_before: datetime | None = None,
+                   new_key: bool = False) -> list[int]:
+    """Hash the number of every live case again under the current number-hash key (a new
+    one with `new_key`) where it was made under another, leaving out the cases closed before
+    `due_before` (being purged: their number must not be hashed under a key that lives on).
+    Returns the other number-hash keys, for the caller to destroy. In batches; each row only
+    if its hash did not change meanwhile."""
+    if new_key:
+        vault.new_key("number-hash")
+    key_id, key = vault.hash_key()
+    prefix, last = f"{key_id}:", 0
+    table = Case.metadata.tables["cases"]
+    while True:
+        query = select(Case.id, Case.data_key_id, Case.number, Case.caller_hash).where(
+            Case.id > last, Case.caller_hash.is_not(None), Case.number.is_not(None),
+            Case.purged_at.is_(None), ~Case.caller_hash.startswith(prefix))
+        if due_before is not None:
+            query = query.where(or_(Case.closed_at.is_(None), Case.closed_at >= due_before))
+        with db.session() as s:
+            rows = s.execute(query.order_by(Case.id).limit(1000)).all()
+        if not rows:
+            break
+        last = rows[-1].id
+        data_keys = vault.keys_of(r.data_key_id for r in rows)
+        changes = []
+        for r in rows:
+            plain = data_keys.get(r.data_key_id)
+            number = unseal(plain, r.number, f"case:{r.id}:number").decode() if plain else None
+            changes.append({"b_id": r.id, "b_old": r.caller_hash,
+                            "b_new": vault.number_hash(number, (key_id, key)) if number else None})
+        with db.session() as s:
+            s.connection().execute(
+                update(table)
+                .where(table.c.id == bindparam("b_id"), table.c.caller_hash == bindparam("b_old"))
+                .values(caller_hash=bindparam("b_new")), changes)
+    with vault.keys.session() as k:
+        return list(k.scalars(select(DataKey.id).where(DataKey.purpose == "number-hash",
+                                                       DataKey.wrapped.is_not(None), DataKey.id != key_id)))
+
+
+def forget_recordings(db: Database, delete_recording: Callable[[str], None] | None) -> int:
+    """Recordings of purged cases still at Twilio: deleted there, then their sid dropped. A
+    deletion that fails stays for the next run; without `delete_recording` nothing is done.
+    Returns how many were forgotten."""
+    if delete_recording is None:
+        return 0
+    purged = select(Case.id).where(Case.recording_id == Recording.id, Case.purged_at.is_not(None)).exists()
+    with db.session() as s:
+        due = s.execute(select(Recording.id, Recording.recording_sid)
+                        .where(Recording.recording_sid.is_not(None), purged)).all()
+    forgotten = failed = 0
+    for row_id, sid in due:
+        try:
+            delete_recording(str(sid))  # one already gone at Twilio counts as deleted
+        except Retryable:
+            failed += 1
+            continue
+        with db.session() as s:
+            s.execute(update(Recording).where(Recording.id == row_id)
+                      .values(recording_sid=None, deleted_at_provider=_day(utcnow())))
+        forgotten += 1
+    if failed:
+        log.warning("%d recording(s) of purged cases could not be deleted at Twilio yet; trying again "
+                    "at the next purge", failed)
+    return forgotten
+
+
+def forget_calls(db: Database, cutoff: datetime, delete_call: Callable[[str], None] | None) -> int:
+    """Calls older than `cutoff` whose cases are all purged (or that made none), and the
+    operator's legs of purged cases' callbacks: deleted at Twilio (whose call log keeps the
+    numbers), then their sid dropped and a call's time and length coarsened. A deletion that
+    fails stays for the next run (hourly); without `delete_call` nothing is forgotten.
+    Returns how many calls were forgotten."""
+    if delete_call is None:
+        return 0
+    open_case = select(Case.id).where(Case.call_id == Call.id, Case.purged_at.is_(None)).exists()
+    with db.session() as s:
+        calls = s.execute(select(Call.id, Call.call_sid).where(
+            Call.call_sid.is_not(None), Call.started_at < cutoff, ~open_case)).all()
+        # The operator's legs of callbacks (the legs to the caller are not ours to know)
+        legs = s.execute(select(CallbackAttempt.id, CallbackAttempt.call_sid)
+                         .join(Case, Case.id == CallbackAttempt.case_id)
+                         .where(CallbackAttempt.call_sid.is_not(None), Case.purged_at.is_not(None))).all()
+    forgotten = failed = 0
+    due = [(Call, i, sid) for i, sid in calls] + [(CallbackAttempt, i, sid) for i, sid in legs]
+    for kind, row_id, sid in due:
+        try:
+            delete_call(str(sid))  # one already gone at Twilio counts as deleted
+        except Retryable:
+            failed += 1
+            continue
+        with db.session() as s:
+            if kind is Call:
+                call = s.get(Call, row_id)
+                assert call is not None
+                call.call_sid, call.seconds = None, length_bucket(call.seconds)
+                call.started_at = _day(call.started_at) or call.started_at
+                call.note = None
+            else:
+                s.execute(update(CallbackAttempt).where(CallbackAttempt.id == row_id).values(call_sid=None))
+        forgotten += 1
+    if failed:
+        log.warning("%d call(s) could not be deleted at Twilio yet; trying again at the next purge", failed)
+    return forgotten

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -66,35 +66,57 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
 class PostgresCluster:
-    """A PostgreSQL cluster of the test's own (initdb, on a spare port), which a fault test
-    may stop and start; the machine's shared server is never touched."""
+    """A PostgreSQL cluster of the test's own (initdb, pg_ctl) on a spare port, in a folder
+    `remove` deletes; a fault test may stop and start it again. The machine's shared server is
+    never touched. Tests run as root and PostgreSQL refuses to, so its programs run as
+    `postgres` (runuser)."""
 
     def __init__(self) -> None:
         import tempfile
 
-        self.folder = Path(tempfile.mkdtemp(prefix="ivr-pg-"))  # postgres must reach it
-        shutil.chown(self.folder, "postgres", "postgres")
-        self.data = self.folder / "data"
+        self.root = Path(tempfile.mkdtemp(prefix="ivr-pg-"))  # not under pytest's 0700 tmp
+        self.data = self.root / "data"
         self.port = free_port()
-        self._run(str(PG_BIN / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres",
-                  "--no-sync", "-E", "UTF8")
+        self.started = False
 
     def _run(self, *args: str) -> None:
-        subprocess.run(["runuser", "-u", "postgres", "--", *args], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-
-    def url(self, database: str) -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+        as_postgres = ["runuser", "-u", "postgres", "--"] if _is_root() else []
+        done = subprocess.run([*as_postgres, *args], capture_output=True, text=True, timeout=120,
+                              stdin=subprocess.DEVNULL)
+        if done.returncode != 0:
+            raise RuntimeError(f"{Path(args[0]).name} failed: {done.stderr.strip()[-500:]}")
 
     def start(self) -> None:
-        self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-w", "-l", str(self.folder / "log"),
-                  "-o", f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off",
+        """Start it (made with initdb the first time)."""
+        if not self.data.exists():
+            for tool in ("initdb", "pg_ctl"):
+                if not (PG_BIN / tool).exists():
+                    raise RuntimeError(f"{PG_BIN / tool} is needed (apt-get install postgresql-15)")
+            if _is_root():
+                shutil.chown(self.root, "postgres", "postgres")
+            self._run(str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust",
+                      "-E", "UTF8", "--no-sync")
+        self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"), "-w",
+                  "-o", f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off",
                   "start")
+        self.started = True
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
 
     def stop(self) -> None:
-        self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-w", "-m", "fast", "stop")
+        """Stop it, keeping its data (a database outage)."""
+        if self.started:
+            self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+            self.started = False
 
     def remove(self) -> None:
-        with contextlib.suppress(subprocess.CalledProcessError):  # not running
+        """Stop it and delete its folder."""
+        try:
             self.stop()
-        shutil.rmtree(self.folder, ignore_errors=True)
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _is_root() -> bool:
+    return os.geteuid() == 0

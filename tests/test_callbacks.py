@@ -22,13 +22,14 @@ from twilio.request_validator import RequestValidator
 
 from ivr import callbacks, create_app, jobs
 from ivr.callbacks import Policy, finish, in_window, next_in_window, reoffer_due
-from ivr.casebook import show_case
+from ivr.casebook import close_case, show_case
 from ivr.cli import main as cli
 from ivr.config import Settings
 from ivr.operators import add_operator, edit_operator, recount
 from ivr.standin import Created, FlaskTransport, Phone, ScriptedCaller, TwilioApi
 from ivr.storage import CallbackAttempt, Case, Database, Operator, OutboxJob, Vault, upgrade
 from ivr.twiml import EMPTY
+from ivr.voicemail import purge
 from tests.conftest import BASE, ROOT, SUNDAY, TEST_KEYS, TOKEN, signed
 
 CALLER = "+79781234567"  # a Crimean mobile
@@ -186,6 +187,13 @@ def test_case_sms_callback_whisper_press_1_bridge_outcome(
     everything = "\n".join([heard, sms.params["Body"], result.output, *logged])
     assert CALLER not in everything and CALLER[1:] not in everything
     assert OLENA not in heard and OLENA not in result.output
+
+    # Purged: the operator's leg goes from Twilio's call log too, and its sid from ours.
+    close_case(desk.db, case_id, "test:operator")
+    assert purge(desk.db, desk.vault, timedelta(0), jobs.call_deleter(desk.settings)) == 1
+    assert not desk.api.has_call(call.sid) and desk.api.was_deleted(call.sid)
+    [attempt] = desk.attempts(case_id)
+    assert attempt.call_sid is None and attempt.seconds == 30  # 42 s: the 30-60 s bucket
 
 
 def test_the_bridge_shows_the_regions_caller_id_and_answers_on_bridge(desk: Desk) -> None:
@@ -584,7 +592,7 @@ def test_call_counts_are_written_in_batches_and_kept_when_the_database_fails(des
     desk.db._engine, desk.db._sessions, desk.db.url = None, None, good
     assert tally.flush() == 3
     with desk.db.session() as s:
-        rows = sorted((c.call_sid[:3], c.region, c.seconds) for c in s.scalars(
+        rows = sorted(((c.call_sid or "")[:3], c.region, c.seconds) for c in s.scalars(
             select(Call).where(Call.call_sid.in_(["CA" + "1" * 32, "CA" + "2" * 32]))))
     assert rows == [("CA1", "crimea", 31), ("CA2", "russia", 20)]
     assert tally.flush() == 0

@@ -37,7 +37,7 @@ from ivr.standin.phone import HttpReply
 from ivr.storage import AuditEntry, Case, Database, Recording, upgrade
 from tests.conftest import ROOT, SUNDAY, TOKEN, RedisServer, healthz_details
 from tests.servers import PostgresCluster
-from tests.test_voicemail import ENGLISH_VOICEMAIL, NUMBER, Hotline, hotline, message, with_consent
+from tests.test_voicemail import ENGLISH_VOICEMAIL, NUMBER, Hotline, hotline, message, sid_of, with_consent
 
 __all__ = ["hotline", "message"]  # the fixtures, used here
 
@@ -311,7 +311,8 @@ def test_every_voicemail_becomes_one_case_whatever_fails(
     # Every voicemail: exactly one case, its recording deleted at Twilio, the number kept.
     with h.db.session() as s:
         cases = list(s.scalars(select(Case).order_by(Case.id)))
-        by_sid = {sid: status for sid, status in s.execute(select(Recording.recording_sid, Recording.status))}
+        by_sid = {str(sid): status
+                  for sid, status in s.execute(select(Recording.recording_sid, Recording.status))}
         found = s.scalars(select(AuditEntry.case_id).where(
             AuditEntry.action == "found-at-provider")).all()
     assert sorted(by_sid) == sorted(faulty.created) and len(cases) == len(faulty.created)
@@ -380,7 +381,7 @@ def test_a_recording_twilio_never_has_fails_its_case_after_the_retries_and_says_
     hotline.call(ENGLISH_VOICEMAIL, message)
     [rec] = hotline.recordings()
     with hotline.api._lock:  # gone from Twilio's media store for good
-        del hotline.api._recordings[rec.recording_sid]
+        del hotline.api._recordings[sid_of(rec)]
     hotline.work()
     [case] = hotline.cases()
     [rec] = hotline.recordings()
@@ -401,7 +402,7 @@ def test_the_listing_files_only_what_nobody_reported(hotline: Hotline, message: 
     lost = AtTwilio("RE" + "1" * 32, "CA" + "1" * 32, "completed", 7, old)
     hotline.api.add_call(lost.call_sid, "anonymous", hotline.settings.hotline_number)
     listed = [
-        AtTwilio(known.recording_sid, "CA" + "0" * 32, "completed", 7, old),
+        AtTwilio(sid_of(known), "CA" + "0" * 32, "completed", 7, old),
         lost,
         AtTwilio("RE" + "2" * 32, "CA" + "2" * 32, "completed", 7, now),  # its webhook may come
         AtTwilio("RE" + "3" * 32, "CA" + "3" * 32, "in-progress", -1, old),

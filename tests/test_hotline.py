@@ -220,12 +220,14 @@ def test_flows_check_warns_of_regions_no_operator_covers(tmp_path: Path) -> None
     from ivr.storage import Database, Vault, upgrade
 
     db_url, keys_url = f"sqlite:///{tmp_path / 'ivr.db'}", f"sqlite:///{tmp_path / 'keys.db'}"
-    env = {"IVR_DOTENV": "/nonexistent", "DATABASE_URL": db_url, "KEYSTORE_URL": keys_url}
+    env = {"IVR_DOTENV": "/nonexistent", "DATABASE_URL": db_url, "KEYSTORE_URL": keys_url,
+           "INSTANCE_DIR": str(tmp_path / "instance")}
     quiet = CliRunner().invoke(main, ["flows", "check", str(FLOWS)], env=env)
     assert quiet.exit_code == 0 and "warning" not in quiet.output  # no database yet: nothing said
     assert not (tmp_path / "ivr.db").exists()  # and none made
     upgrade(db_url, keys_url)
-    vault = Vault(Keyring(parse_master_keys(TEST_KEYS)), Database(keys_url))
+    vault = Vault(Keyring(parse_master_keys(TEST_KEYS)), Database(keys_url),
+                  tmp_path / "instance" / "key-epochs")
     add_operator(Database(db_url), vault, name="Olena", number="+380501110001", languages="ru",
                  regions="crimea,occupied,russia,elsewhere", timezone="Europe/Kyiv", hours="always")
     result = CliRunner().invoke(main, ["flows", "check", str(FLOWS)], env=env)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import tempfile
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -92,7 +94,7 @@ def test_bad_working_hours_are_named(hours: str, timezone: str, message: str) ->
 
 def env_for(database_url: str, keystore_url: str) -> dict[str, str]:
     return {"DATABASE_URL": database_url, "KEYSTORE_URL": keystore_url, "IVR_DATA_KEYS": TEST_KEYS,
-            "IVR_DOTENV": "/nonexistent", "USER": "supervisor"}
+            "IVR_DOTENV": "/nonexistent", "USER": "supervisor", "INSTANCE_DIR": tempfile.mkdtemp()}
 
 
 def new_case(db: Database, vault: Vault, n: int, number: str = "+79781234567", language: str = "ru") -> int:
@@ -160,7 +162,8 @@ def test_cases_are_assigned_fairly_within_capacity_and_say_why(database_url: str
                                    "--languages", "ru", "--regions", "crimea", "--capacity", "1"],
                              env=env).exit_code == 0
     db = Database(database_url)
-    vault = Vault(Keyring(parse_master_keys(TEST_KEYS)), Database(keystore_url))
+    vault = Vault(Keyring(parse_master_keys(TEST_KEYS)), Database(keystore_url),
+                  Path(env["INSTANCE_DIR"]) / "key-epochs")
     cases = [new_case(db, vault, n) for n in range(1, 4)]
     now = WEDNESDAY_MORNING
     first = assign_case(db, cases[0], now)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import sqlite3
 from pathlib import Path
@@ -66,8 +67,9 @@ def test_the_migrations_build_exactly_the_models_and_can_run_again(
         engine.dispose()
 
 
-def test_the_cli_upgrades_the_database(database_url: str, keystore_url: str) -> None:
-    env = {"DATABASE_URL": database_url, "KEYSTORE_URL": keystore_url, "IVR_DOTENV": "/nonexistent"}
+def test_the_cli_upgrades_the_database(database_url: str, keystore_url: str, tmp_path: Path) -> None:
+    env = {"DATABASE_URL": database_url, "KEYSTORE_URL": keystore_url, "IVR_DOTENV": "/nonexistent",
+           "INSTANCE_DIR": str(tmp_path / "instance")}
     result = CliRunner().invoke(cli, ["db", "upgrade"], env=env)
     assert result.exit_code == 0 and "database is up to date" in result.output
     for url, table in ((database_url, "cases"), (keystore_url, "data_keys")):
@@ -76,10 +78,12 @@ def test_the_cli_upgrades_the_database(database_url: str, keystore_url: str) -> 
         engine.dispose()
 
 
-def test_a_case_is_sealed_and_its_key_rotates_and_shreds(database_url: str, keystore_url: str) -> None:
+def test_a_case_is_sealed_and_its_key_rotates_and_shreds(
+    database_url: str, keystore_url: str, tmp_path: Path
+) -> None:
     upgrade(database_url, keystore_url)
     db, keys = Database(database_url), Database(keystore_url)
-    old = Vault(keyring(K1), keys)
+    old = Vault(keyring(K1), keys, tmp_path / "epochs")
     assert note_recording(db, old, report()) is not None
     with db.session() as s:
         case = s.scalars(select(Case)).one()
@@ -87,13 +91,18 @@ def test_a_case_is_sealed_and_its_key_rotates_and_shreds(database_url: str, keys
         assert old.open(case, "number") == NUMBER.encode()
         key_id = case.data_key_id
 
-    # A new master key goes first; rotation re-wraps every data key, then the old one can go.
-    assert Vault(keyring(K2, K1), keys).rotate() == 2  # the case's key and the number-hash key
-    new_only = Vault(keyring(K2), keys)
+    # A new master key goes first; rotation makes a new key epoch sealed under it, re-wraps
+    # every data key under that epoch and destroys the old epoch; then the old master can go.
+    epochs = tmp_path / "epochs"
+    assert Vault(keyring(K2, K1), keys, epochs).rotate() == 2  # the case's key and the number-hash key
+    new_only = Vault(keyring(K2), keys, epochs)
     assert new_only.open(case, "number") == NUMBER.encode()
+    (epoch_file,) = epochs.glob("*.key")
+    assert json.loads(epoch_file.read_text())["master"] == K2.split(":")[0]
     with keys.session() as k:
-        assert {key.master_id for key in k.scalars(select(DataKey))} == {K2.split(":")[0]}
-    with pytest.raises(CryptoError, match="is not in IVR_DATA_KEYS"):
+        wrapped_by = {(key.epoch_id, key.master_id) for key in k.scalars(select(DataKey))}
+    assert wrapped_by == {(epoch_file.stem, None)}
+    with pytest.raises(CryptoError, match="not in IVR_DATA_KEYS"):
         old.open(case, "number")
 
     # A sealed value copied into another case does not open there (bound to its place).
@@ -117,7 +126,7 @@ def test_a_backup_of_the_data_is_unreadable_once_a_case_key_is_destroyed(tmp_pat
     data, store = tmp_path / "ivr.db", tmp_path / "keys.db"
     upgrade(f"sqlite:///{data}", f"sqlite:///{store}")
     db, keys = Database(f"sqlite:///{data}"), Database(f"sqlite:///{store}")
-    vault = Vault(keyring(K1), keys)
+    vault = Vault(keyring(K1), keys, tmp_path / "epochs")
     note_recording(db, vault, report())
     note_recording(db, vault, report("b"))
     with db.session() as s:
@@ -138,10 +147,12 @@ def test_a_backup_of_the_data_is_unreadable_once_a_case_key_is_destroyed(tmp_pat
     keys.engine.dispose()
 
 
-def test_reports_are_idempotent_and_empty_ones_make_no_case(database_url: str, keystore_url: str) -> None:
+def test_reports_are_idempotent_and_empty_ones_make_no_case(
+    database_url: str, keystore_url: str, tmp_path: Path
+) -> None:
     upgrade(database_url, keystore_url)
     db = Database(database_url)
-    vault = Vault(keyring(K1), Database(keystore_url))
+    vault = Vault(keyring(K1), Database(keystore_url), tmp_path / "epochs")
     assert note_recording(db, vault, report()) is not None
     assert note_recording(db, vault, report()) is None  # Twilio delivered it twice
     assert note_recording(db, vault, report("c", status="absent", duration=0)) is None
@@ -174,12 +185,12 @@ def test_master_keys_are_checked_and_never_printed(tmp_path: Path, caplog: pytes
 
 
 def test_a_status_callback_before_the_action_still_gets_the_callers_region(
-    database_url: str, keystore_url: str
+    database_url: str, keystore_url: str, tmp_path: Path
 ) -> None:
     """recordingStatusCallback carries no From; if it arrives first, the action fills in."""
     upgrade(database_url, keystore_url)
     db = Database(database_url)
-    vault = Vault(keyring(K1), Database(keystore_url))
+    vault = Vault(keyring(K1), Database(keystore_url), tmp_path / "epochs")
     early = Reported(call_sid="CA" + "a" * 32, recording_sid="RE" + "a" * 32, status="completed",
                      duration=5, number="", caller=Caller(True, None, "elsewhere"), language="ru")
     assert note_recording(db, vault, early) is not None

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from datetime import time as dt_time
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +34,19 @@ from ivr.cli import main as cli
 from ivr.config import Settings
 from ivr.standin import FlaskTransport, Phone, ScriptedCaller, TwilioApi
 from ivr.storage import AuditEntry, Call, Case, Database, DataKey, OutboxJob, Recording, Vault, upgrade
-from ivr.voicemail import process_recording, purge
+from ivr.voicemail import LENGTHS, process_recording, purge
 from tests.audio import speak
 from tests.conftest import ROOT, SUNDAY, TEST_KEYS, TOKEN, RedisServer, healthz_details
 
 NUMBER = "+79161234567"
 WORDS = "I want to surrender. Please call me back tomorrow."
 
+
+
+def sid_of(rec: Recording) -> str:
+    """A recording's sid (None only once purged)."""
+    assert rec.recording_sid is not None
+    return rec.recording_sid
 
 @pytest.fixture(scope="module")
 def message() -> bytes:
@@ -139,7 +146,7 @@ def test_a_voicemail_becomes_a_transcribed_case_and_leaves_twilio(
     assert (case.status, case.language, case.region, case.flow, case.step) == (
         "new", "en", "russia", "hotline", "voicemail")
     [rec] = hotline.recordings()
-    assert hotline.api.recording(rec.recording_sid) is not None  # still at Twilio until stored
+    assert hotline.api.recording(sid_of(rec)) is not None  # still at Twilio until stored
 
     # The job in Redis carries the recording's row id and nothing else.
     conn = redis.Redis.from_url(hotline.redis.url)
@@ -150,7 +157,7 @@ def test_a_voicemail_becomes_a_transcribed_case_and_leaves_twilio(
     [case] = hotline.cases()
     assert case.status == "routed", case.status_reason
     assert case.transcript_engine == "whisper-tiny-en"
-    assert hotline.api.was_deleted(rec.recording_sid)
+    assert hotline.api.was_deleted(sid_of(rec))
     found = show_case(hotline.db, hotline.vault, case.id, actor="test:admin")
     assert found is not None
     assert "surrender" in found["transcript"].lower()
@@ -182,11 +189,11 @@ def test_twilio_delivering_a_recording_twice_makes_one_case(hotline: Hotline, me
         from tests.conftest import call_params, signed
 
         for _ in range(2):  # the status callback again, as a retry would bring it
-            params = call_params(RecordingSid=rec.recording_sid, RecordingStatus="completed",
+            params = call_params(RecordingSid=sid_of(rec), RecordingStatus="completed",
                                  RecordingDuration="4",
-                                 RecordingUrl=hotline.api.recording_url(rec.recording_sid))
+                                 RecordingUrl=hotline.api.recording_url(sid_of(rec)))
             with hotline.db.session() as s:
-                params["CallSid"] = s.get(Call, rec.call_id).call_sid  # type: ignore[union-attr]
+                params["CallSid"] = str(s.get(Call, rec.call_id).call_sid)  # type: ignore[union-attr]
             assert signed(client, "/twilio/recording?l=en", params).status_code == 200
     assert len(hotline.cases()) == 1 and len(hotline.recordings()) == 1
     with hotline.db.session() as s:
@@ -211,7 +218,7 @@ def test_no_model_for_the_callers_language_says_so_on_the_case(hotline: Hotline)
     assert (case.language, case.status, case.transcript_engine) == ("uk", "routed", None)
     assert case.status_reason == "not transcribed: no model for uk"
     [rec] = hotline.recordings()
-    assert rec.audio is not None and hotline.api.was_deleted(rec.recording_sid)  # kept, sealed
+    assert rec.audio is not None and hotline.api.was_deleted(sid_of(rec))  # kept, sealed
 
 
 @pytest.mark.parametrize(("spoil", "reason"), [
@@ -224,14 +231,14 @@ def test_an_unreadable_recording_gives_a_clear_status_not_a_crash_loop(
 ) -> None:
     hotline.call(ENGLISH_VOICEMAIL, message)
     [rec] = hotline.recordings()
-    spoil(hotline.api, rec.recording_sid)
+    spoil(hotline.api, sid_of(rec))
     hotline.work()
     [case] = hotline.cases()
     assert case.status == "routed" and case.routed_at is not None
     assert case.status_reason is not None and case.status_reason.startswith(reason)
     conn = redis.Redis.from_url(hotline.redis.url)
     assert Queue(jobs.QUEUE, connection=conn).failed_job_registry.count == 0  # handled, not crashed
-    assert not hotline.api.was_deleted(rec.recording_sid)  # we have no good copy: it stays there
+    assert not hotline.api.was_deleted(sid_of(rec))  # we have no good copy: it stays there
 
 
 def test_network_failures_are_retried_until_the_recording_is_stored(hotline: Hotline, message: bytes) -> None:
@@ -269,7 +276,7 @@ def test_twilio_refusing_to_delete_does_not_hold_up_the_transcript(hotline: Hotl
     assert jobs.requeue_unfinished(hotline.db, queue, timedelta(0), timedelta(0)) == 1
     hotline.work()
     [rec] = hotline.recordings()
-    assert rec.status == "done" and hotline.api.was_deleted(rec.recording_sid)
+    assert rec.status == "done" and hotline.api.was_deleted(sid_of(rec))
 
 
 def test_no_voicemail_is_lost_while_redis_is_down(
@@ -397,6 +404,42 @@ def test_retention_destroys_the_data_and_keeps_anonymous_counts(hotline: Hotline
     assert purge(hotline.db, hotline.vault, timedelta(days=30)) == 0
 
 
+def test_a_purge_leaves_nothing_that_leads_back_to_the_call(hotline: Hotline, message: bytes) -> None:
+    hotline.call(ENGLISH_VOICEMAIL, message)
+    hotline.work()
+    [case] = hotline.cases()
+    with hotline.db.session() as s:
+        call_sid = s.get(Call, case.call_id).call_sid  # type: ignore[union-attr]
+    assert call_sid is not None and hotline.api.has_call(call_sid)  # Twilio's log: with the number
+    close_case(hotline.db, case.id, "test:operator")
+    deleter = jobs.call_deleter(hotline.settings)
+
+    hotline.api.fail_next(1, status=503)  # Twilio fails to delete the call this time
+    assert purge(hotline.db, hotline.vault, timedelta(0), deleter) == 1
+    gone = show_case(hotline.db, hotline.vault, case.id, "test:admin")
+    assert gone is not None and gone["transcript"] is None  # the keys went all the same
+    with hotline.db.session() as s:
+        assert s.get(Call, case.call_id).call_sid == call_sid  # type: ignore[union-attr]  # kept to retry
+    assert hotline.api.has_call(call_sid)
+
+    assert purge(hotline.db, hotline.vault, timedelta(0), deleter) == 0  # the next hourly run
+    assert not hotline.api.has_call(call_sid) and hotline.api.was_deleted(call_sid)
+    with hotline.db.session() as s:
+        call = s.get(Call, case.call_id)
+        rec = s.get(Recording, case.recording_id)
+        purged = s.get(Case, case.id)
+        assert call is not None and rec is not None and purged is not None
+        assert (call.call_sid, rec.recording_sid, rec.audio_bytes, rec.audio) == (None, None, None, None)
+        assert rec.duration in LENGTHS and (call.seconds is None or call.seconds in LENGTHS)
+        times = [call.started_at, rec.reported_at, rec.stored_at, purged.created_at, purged.closed_at,
+                 purged.transcribed_at, purged.purged_at]
+        times += list(s.scalars(select(AuditEntry.at).where(AuditEntry.case_id == case.id)))
+        assert [t for t in times if t is not None and t.time() != dt_time(0)] == [], times
+        assert (purged.region, purged.language, purged.status) == ("russia", "en", "closed")
+    rows = list_cases(hotline.db)  # what `ivr cases list` and the counts read still works
+    assert [(r["status"], r["region"]) for r in rows] == [("closed", "russia")]
+
+
 def test_the_admin_reads_cases_from_the_terminal(hotline: Hotline, message: bytes) -> None:
     hotline.call(ENGLISH_VOICEMAIL, message)
     hotline.call(["2", "#", "1"], message)
@@ -404,7 +447,8 @@ def test_the_admin_reads_cases_from_the_terminal(hotline: Hotline, message: byte
     env = {"DATABASE_URL": hotline.settings.database_url,
            "KEYSTORE_URL": hotline.settings.keystore_url, "IVR_DATA_KEYS": TEST_KEYS,
            "INSTANCE_DIR": str(hotline.settings.instance_dir), "IVR_DOTENV": "/nonexistent",
-           "USER": "olena"}
+           "USER": "olena", "TWILIO_API_BASE": hotline.api.base_url, "TWILIO_AUTH_TOKEN": TOKEN,
+           "TWILIO_ACCOUNT_SID": hotline.settings.twilio_account_sid}
     runner = CliRunner()
     listed = runner.invoke(cli, ["cases", "list", "--json"], env=env)
     assert listed.exit_code == 0, listed.output
@@ -464,7 +508,36 @@ def test_a_recording_that_cannot_be_fetched_is_given_up_visibly(hotline: Hotline
     assert case.status_reason == (
         f"could not fetch the recording after 6 tries: twilio fetch_recording {rec.recording_sid}: "
         "HTTP 503 (Twilio error 20503); kept at Twilio, not deleted")
-    assert hotline.api.recording(rec.recording_sid) is not None  # nothing lost: it is still there
+    assert hotline.api.recording(sid_of(rec)) is not None  # nothing lost: it is still there
+
+
+def test_a_purge_deletes_at_twilio_a_recording_that_stayed_there(hotline: Hotline, message: bytes) -> None:
+    """A message that could not be fetched stays at Twilio for a person; when its case is
+    purged, the voice goes there too, and the listing does not file it again as a new case."""
+    hotline.call(ENGLISH_VOICEMAIL, message)
+    hotline.api.fail_next(50, status=503)
+    hotline.work()
+    [case] = hotline.cases()
+    [rec] = hotline.recordings()
+    sid = sid_of(rec)
+    assert hotline.api.recording(sid) is not None and rec.deleted_at_provider is None
+    close_case(hotline.db, case.id, "test:operator")
+    calls, recordings = jobs.call_deleter(hotline.settings), jobs.call_deleter(hotline.settings, "recording")
+
+    hotline.api.reset_faults()
+    hotline.api.fail_next(2, status=503)  # Twilio refuses both deletions this time
+    assert purge(hotline.db, hotline.vault, timedelta(0), calls, recordings) == 1
+    hotline.api.reset_faults()
+    [rec] = hotline.recordings()
+    assert rec.recording_sid == sid and hotline.api.recording(sid) is not None  # kept to retry
+    jobs.reconcile_recordings(timedelta(0))  # the listing at Twilio sees it: a known sid
+    assert len(hotline.cases()) == 1
+
+    assert purge(hotline.db, hotline.vault, timedelta(0), calls, recordings) == 0  # the next hourly run
+    [rec] = hotline.recordings()
+    assert rec.recording_sid is None and rec.deleted_at_provider is not None
+    assert hotline.api.recording(sid) is None and sid in hotline.api.deleted
+    assert len(hotline.cases()) == 1
 
 
 def test_ivr_call_in_process_leaves_a_voicemail_from_a_wav_file(tmp_path: Path, message: bytes) -> None:

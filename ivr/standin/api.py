@@ -12,6 +12,7 @@ error bodies of Twilio's 2010-04-01 API, as the `twilio` library and `requests` 
     GET    /2010-04-01/Accounts/{AC}/Calls/{CA}.json, Messages/{SM}.json
     GET    /2010-04-01/Accounts/{AC}/Recordings.json                the account's recordings,
            newest first, in Twilio's pages (PageSize, Page, PageToken; next_page_uri…)
+    DELETE /2010-04-01/Accounts/{AC}/Calls/{CA}.json              204; then 404, as on Twilio
 
 Errors have Twilio's legacy shape, `{"code", "message", "more_info", "status"}`: 401 with
 20003 for missing or wrong credentials, 404 with 20404 for an unknown or deleted resource,
@@ -230,6 +231,7 @@ class TwilioApi:
         self._messages: list[Created] = []
         self._deleted: list[str] = []
         self._inbound: dict[str, dict[str, Any]] = {}  # calls to the hotline, as the API shows them
+        self._call_log: set[str] = set()  # inbound calls Twilio's log holds (add_recording, add_call)
         self._seen: list[Seen] = []
         self._fail: list[int] = []  # statuses for the next requests, in order
         self._delay = 0.0
@@ -293,6 +295,7 @@ class TwilioApi:
         rec = Recording(sid, call_sid or new_sid("CA"), wav, duration, status, mp3)
         with self._lock:
             self._recordings[sid] = rec
+            self._call_log.add(rec.call_sid)
         return sid
 
     def add_call(self, sid: str, from_: str, to: str, *, direction: str = "inbound") -> None:
@@ -309,6 +312,12 @@ class TwilioApi:
         }
         with self._lock:
             self._inbound[sid] = body
+            self._call_log.add(sid)
+
+    def has_call(self, sid: str) -> bool:
+        """Whether the account's call log still holds this call (until it is deleted)."""
+        with self._lock:
+            return sid in self._call_log or any(c.sid == sid for c in self._calls)
 
     def recording(self, sid: str) -> Recording | None:
         """A copy of the recording as the API holds it (deleted ones are gone)."""
@@ -455,6 +464,8 @@ class TwilioApi:
                 return self._create_call(form) if c["kind"] == "Calls" else self._create_message(form)
             if c["sid"] is not None and method in ("GET", "HEAD"):
                 return self._fetch_created(path, c["kind"], c["sid"])
+            if c["sid"] is not None and method == "DELETE" and c["kind"] == "Calls":
+                return self._delete_call(path, c["sid"])
             return self._error(405, 20004, "Method not allowed")
         return self._not_found(path)
 
@@ -616,6 +627,17 @@ class TwilioApi:
         with self._lock:
             self._messages.append(Created(sid, p, form, body))
         return self._json(201, body)
+
+    def _delete_call(self, path: str, sid: str) -> _Answer:
+        with self._lock:
+            created = [c for c in self._calls if c.sid != sid]
+            if sid not in self._call_log and len(created) == len(self._calls):
+                return self._not_found(path)
+            self._call_log.discard(sid)
+            self._inbound.pop(sid, None)
+            self._calls = created
+            self._deleted.append(sid)
+        return _Answer(204)
 
     def _fetch_created(self, path: str, kind: str, sid: str) -> _Answer:
         with self._lock:

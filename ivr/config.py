@@ -51,6 +51,7 @@ class Settings:
     transfer_ring_max: int = 3
     console_secret_key: str = ""  # CONSOLE_SECRET_KEY; never logged
     console_idle_minutes: int = 30
+    trusted_proxies: int = 0  # proxy hops in front of the app whose X-Forwarded-* are believed
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -98,6 +99,8 @@ SETTINGS: dict[str, tuple[str, bool]] = {
                            "(make one: python -c 'import secrets; print(secrets.token_urlsafe(48))')",
                            True),
     "CONSOLE_IDLE_MINUTES": ("minutes without a request after which a console session ends", False),
+    "TRUSTED_PROXIES": ("how many proxies (TLS terminator, load balancer) stand in front of the app; "
+                        "their X-Forwarded-For/-Proto/-Host name the real client (default 0)", False),
 }
 
 
@@ -178,6 +181,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ("REOFFER_MINUTES", "reoffer_minutes", base.reoffer_minutes, 1, 10080),
         ("TRANSFER_RING_MAX", "transfer_ring_max", base.transfer_ring_max, 1, 10),
         ("CONSOLE_IDLE_MINUTES", "console_idle_minutes", base.console_idle_minutes, 1, 720),
+        ("TRUSTED_PROXIES", "trusted_proxies", base.trusted_proxies, 0, 5),
     ):
         raw = get(name)
         if raw and not (raw.isdigit() and low <= int(raw) <= high):

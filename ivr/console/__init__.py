@@ -1,6 +1,6 @@
 """The operator console: server-rendered pages under /console/ where operators work cases.
 
-    auth.py     passwords, TOTP, lock-out, who a session belongs to
+    auth.py     passwords, TOTP, throttling, sessions on the server
     views.py    the pages, the audio, the JSON endpoints and the actions (one blueprint)
     queries.py  what the pages read (the queue, a case, the dashboard's figures)
     i18n.py     Ukrainian and English
@@ -60,7 +60,7 @@ def init_console(app: Flask, settings: Settings, db: Database, vault: Vault,
         WTF_CSRF_TIME_LIMIT=int(timedelta(hours=2).total_seconds()),
         WTF_CSRF_SSL_STRICT=secure,
     )
-    app.extensions["ivr.console"] = Console(settings, db, vault, Guard(db, settings.redis_url),
+    app.extensions["ivr.console"] = Console(settings, db, vault, Guard(db, settings.redis_url, key),
                                             registry, policy, None)
     csrf = CSRFProtect()
     csrf.init_app(app)

@@ -81,8 +81,9 @@ class Crew:
     def client(self, address: str = "127.0.0.1", forwarded: str | None = None) -> FlaskClient:
         c = self.app.test_client()
         c.environ_base["REMOTE_ADDR"] = address
-        if forwarded is not None:
+        if forwarded is not None:  # as the TLS proxy says it: the browser spoke https to it
             c.environ_base["HTTP_X_FORWARDED_FOR"] = forwarded
+            c.environ_base["HTTP_X_FORWARDED_PROTO"] = "https"
         return c
 
     def password(self, c: FlaskClient, name: str, password: str = PASSWORD) -> tuple[int, str]:
@@ -175,6 +176,18 @@ def test_an_attack_on_a_name_behind_the_proxy_does_not_keep_its_operator_out(pro
     assert olena.get("/console/").status_code == 200
     # The other operators behind the same proxy were never slowed either.
     assert proxied.sign_in("sofia", proxy, "198.51.100.5").get("/console/").status_code == 200
+
+
+def test_twilios_signatures_still_hold_behind_the_trusted_proxy(proxied: Crew) -> None:
+    """They are checked against PUBLIC_BASE_URL, whatever the proxy says of host and scheme."""
+    from tests.conftest import call_params, signed
+
+    client = proxied.client("10.0.0.2", "54.172.60.1")
+    headers = {"X-Forwarded-Host": "internal.example:8080", "X-Forwarded-Proto": "http"}
+    r = signed(client, "/twilio/voice", call_params(), headers=headers)
+    assert r.status_code == 200 and "<Response>" in r.get_data(as_text=True)
+    forged = client.post("/twilio/voice", data=call_params(), headers={"X-Twilio-Signature": "x", **headers})
+    assert forged.status_code == 403
 
 
 def test_without_trusted_proxies_a_forged_forwarded_for_changes_nothing(crew: Crew) -> None:

@@ -58,7 +58,10 @@ def init_console(app: Flask, settings: Settings, db: Database, vault: Vault,
         SESSION_COOKIE_SAMESITE="Strict",
         PERMANENT_SESSION_LIFETIME=MAX_SESSION,
         WTF_CSRF_TIME_LIMIT=int(timedelta(hours=2).total_seconds()),
-        WTF_CSRF_SSL_STRICT=secure,
+        # No Referer check on https: every page says `Referrer-Policy: no-referrer`, so browsers
+        # send none and behind a TLS proxy (TRUSTED_PROXIES) every form would be refused. The
+        # token and the SameSite=Strict __Host- cookie carry the protection.
+        WTF_CSRF_SSL_STRICT=False,
     )
     app.extensions["ivr.console"] = Console(settings, db, vault, Guard(db, settings.redis_url, key),
                                             registry, policy, None)

@@ -364,6 +364,10 @@ def start_session(db: Database, op_id: int, stage: str, now: datetime) -> str:
             raise AuthError("wrong name or password")
         s.add(ConsoleSession(id=_row_id(token), operator_id=op_id, stage=stage, epoch=op.session_epoch,
                              created_at=now, seen_at=now))
+        # Sessions past their longest life are of no use any more: they go (the audit log keeps
+        # who signed in and out).
+        s.execute(delete(ConsoleSession).where(ConsoleSession.operator_id == op_id,
+                                               ConsoleSession.created_at < now - MAX_SESSION))
         if stage == "in":
             s.add(AuditEntry(actor=f"operator:{op_id}", action="signed-in"))
     return token

@@ -166,6 +166,15 @@ def _allowed(by: str, by_id: int | None, target: Operator | None, changes: Mappi
         raise NotAllowed("only an admin changes a phone number")
 
 
+def may_change(by: str, by_id: int | None, target: Operator) -> bool:
+    """Whether `by` (a role) may change `target` at all (the console shows its forms only then)."""
+    try:
+        _allowed(by, by_id, target, {})
+    except NotAllowed:
+        return False
+    return True
+
+
 def _text(value: str, what: str, longest: int) -> str:
     if len(value) > longest or any(ord(ch) < 32 for ch in value):
         raise OperatorError(f"{what} must be one line of at most {longest} characters")

@@ -409,6 +409,9 @@ def test_the_code_step_is_taken_by_one_update_under_a_race(crew_on_both: Crew) -
 # --- roles ------------------------------------------------------------------------------------------
 
 
+EDIT_NUMBER = '<input name="number" inputmode="tel" autocomplete="off">'  # in an operator's edit form
+
+
 def _edit(c: FlaskClient, op_id: int, **form: str) -> int:
     page = c.get("/console/operators").get_data(as_text=True)
     data = {"csrf_token": token(page), "regions": "crimea", "languages": "ru,uk", "hours": "always",
@@ -419,6 +422,10 @@ def _edit(c: FlaskClient, op_id: int, **form: str) -> int:
 def test_a_supervisor_cannot_change_an_admin_or_another_supervisor_or_a_number(crew: Crew) -> None:
     sofia = crew.sign_in("sofia")
     page = sofia.get("/console/operators").get_data(as_text=True)
+    assert f'action="/console/operators/{crew.ids["adam"]}"' not in page  # no form she cannot use
+    assert f'action="/console/operators/{crew.ids["sam"]}"' not in page
+    assert f'action="/console/operators/{crew.ids["olena"]}"' in page
+    assert EDIT_NUMBER not in page
     assert _edit(sofia, crew.ids["adam"], role="operator") == 403  # demote the admin
     assert _edit(sofia, crew.ids["adam"], active="") == 403  # disable the admin
     assert _edit(sofia, crew.ids["sam"], role="operator") == 403  # another supervisor
@@ -441,6 +448,7 @@ def test_a_supervisor_cannot_change_an_admin_or_another_supervisor_or_a_number(c
 
 def test_a_number_change_is_an_admins_audited_and_told_to_the_old_number(crew: Crew) -> None:
     adam = crew.sign_in("adam")
+    assert EDIT_NUMBER in adam.get("/console/operators").get_data(as_text=True)
     assert _edit(adam, crew.ids["olena"], role="operator", number="+380509999999") == 302
     with crew.db.session() as s:
         olena = s.get(Operator, crew.ids["olena"])

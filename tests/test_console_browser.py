@@ -410,6 +410,10 @@ def test_a_supervisor_sees_the_operators_and_an_admin_the_flows(tab: Tab) -> Non
     page.click("header nav a[href='/console/operators']")
     page.wait_for_url("**/console/operators")
     assert page.locator("main tbody tr[id^=operator-]").count() == len(PEOPLE)
+    # Her own row and the operators' can be changed; the admin's cannot, nor any phone number.
+    assert page.locator(f"form[action='/console/operators/{tab.site.ids['adam']}']").count() == 0
+    assert page.locator(f"form[action='/console/operators/{tab.site.ids['olena']}']").count() == 1
+    assert page.locator("tr.edit input[name=number]").count() == 0
     tab.shot("operators")
     page.goto("/console/audit")
     assert page.locator("main tbody tr").count() > 0

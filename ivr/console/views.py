@@ -59,6 +59,7 @@ from ivr.operators import (
     add_operator,
     assign_case,
     edit_operator,
+    may_change,
     move_case,
 )
 from ivr.storage import AuditEntry, Call, Case, Note, Operator, OutboxJob, Recording
@@ -548,8 +549,13 @@ def api_case(case_id: int) -> Response:
 @bp.route("/operators")
 @role("supervisor")
 def operators_page() -> str:
-    return render_template("operators.html", operators=queries.operators(console().db), error=None,
-                           roles=_roles())
+    return _operators_page(None)
+
+
+def _operators_page(error: str | None) -> str:
+    """Every operator; the forms only for those the user may change, the number for admins."""
+    return render_template("operators.html", operators=queries.operators(console().db), error=error,
+                           roles=_roles(), may=lambda op: may_change(user().role, user().id, op))
 
 
 @bp.route("/operators/<int:operator_id>/duty", methods=["POST"])
@@ -581,8 +587,7 @@ def operator_add() -> WerkzeugResponse | tuple[str, int]:
     except NotAllowed as exc:
         abort(403, _(str(exc)))
     except OperatorError as exc:
-        return render_template("operators.html", operators=queries.operators(c.db), error=str(exc),
-                               roles=_roles()), 400
+        return _operators_page(str(exc)), 400
     flash(_("Saved."))
     return redirect(url_for("console.operators_page"))
 
@@ -606,8 +611,7 @@ def operator_edit(operator_id: int) -> WerkzeugResponse | tuple[str, int]:
     except OperatorError as exc:
         if "no operator" in str(exc):
             abort(404)
-        return render_template("operators.html", operators=queries.operators(c.db), error=str(exc),
-                               roles=_roles()), 400
+        return _operators_page(str(exc)), 400
     flash(_("Saved."))
     return redirect(url_for("console.operators_page"))
 

@@ -273,9 +273,11 @@ def check_password(db: Database, guard: Guard, name: str, password: str, client:
     seconds = guard.wait(name, client, now)
     if seconds:
         raise Throttled(seconds)
-    with db.session() as s:
-        found = s.execute(select(Operator.id, Operator.password_hash, Operator.active)
-                          .where(Operator.name == name)).first()
+    found = None
+    if len(name) <= 80 and all(ch >= " " for ch in name):  # else no such name (PostgreSQL refuses NUL)
+        with db.session() as s:
+            found = s.execute(select(Operator.id, Operator.password_hash, Operator.active)
+                              .where(Operator.name == name)).first()
     real = found is not None and found.password_hash is not None and found.active
     hashed = found.password_hash if real and found is not None else _DUMMY
     try:

@@ -272,7 +272,9 @@ def test_wrong_unknown_disabled_and_throttled_answers_are_alike_in_words_and_tim
             texts.add((status, said))
     assert texts == {(429, "забагато невдалих спроб: зачекайте 1 с і спробуйте знову")}
     real, unknown = (statistics.median(v) for v in throttled.values())
-    assert max(real, unknown) / min(real, unknown) < 2, throttled  # the issue's: 0.01 s against 0.25 s
+    # A few milliseconds each, so a ratio alone would be noise on a busy machine; the issue's
+    # difference was 0.01 s against 0.25 s (one argon2 verification more for one of them).
+    assert abs(real - unknown) < 0.02 + 0.5 * min(real, unknown), throttled
 
 
 # --- sessions on the server ------------------------------------------------------------------------

@@ -318,6 +318,9 @@ ROUTES = [
     ("POST", "/console/operators/{olena_id}/duty", 404, 404, 302, 302),
     ("GET", "/console/audit", 404, 404, 200, 200),
     ("GET", "/console/flows", 404, 404, 404, 200),
+    # Last: a supervisor cannot touch the admin (the admin demotes himself here, to operator).
+    ("POST", "/console/operators/{adam_id}/duty", 404, 404, 403, 302),
+    ("POST", "/console/operators/{adam_id}", 404, 404, 403, 302),
 ]
 
 
@@ -329,7 +332,7 @@ def test_permissions_of_every_route(team: Team, who: str) -> None:
     column = ["olena", "petro", "sofia", "adam"].index(who)
     for method, template, *expected in ROUTES:
         path = template.format(crimea=team.cases["crimea"], occupied=team.cases["occupied"],
-                               olena_id=team.ids["olena"])
+                               olena_id=team.ids["olena"], adam_id=team.ids["adam"])
         data = {"csrf_token": csrf, "text": "n", "outcome": "helped", "reason": "r", "on_duty": "1",
                 "regions": "crimea", "languages": "ru,uk", "hours": "always", "timezone": "Europe/Kyiv",
                 "capacity": "5", "role": "operator", "active": "1"}
@@ -341,7 +344,7 @@ def test_nobody_signed_in_is_sent_to_sign_in(team: Team) -> None:
     client = team.app.test_client()
     for method, template, *_ in ROUTES:
         path = template.format(crimea=team.cases["crimea"], occupied=team.cases["occupied"],
-                               olena_id=team.ids["olena"])
+                               olena_id=team.ids["olena"], adam_id=team.ids["adam"])
         if method == "POST":  # no session, so no token: refused before anything is done
             assert client.post(path, data={"text": "n"}).status_code == 400, path
             continue

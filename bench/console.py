@@ -523,7 +523,7 @@ def settings_for(url: str, tmp: Path, base: str, log_level: str) -> Settings:
     return Settings(
         twilio_account_sid="AC" + "b" * 32, twilio_auth_token="bench-" + secrets.token_hex(16),
         public_base_url=base, database_url=url, keystore_url=f"sqlite:///{tmp / 'keys.db'}",
-        redis_url="redis://127.0.0.1:1/0",  # none: sign-in lock-out falls back to the database
+        redis_url="redis://127.0.0.1:1/0",  # none: sign-in throttling falls back to the database
         flows_dir=ROOT / "flows", instance_dir=tmp / "instance", hotline_number="+15005550006",
         data_keys=TEST_KEYS, outbox_flush_seconds=0, log_level=log_level,
         console_secret_key=secrets.token_urlsafe(48))

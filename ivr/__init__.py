@@ -70,6 +70,13 @@ def create_app(
     configure_logging(settings.log_level)
     app = Flask(__name__, instance_path=str(settings.instance_dir.resolve()))
     app.config["MAX_CONTENT_LENGTH"] = 256 * 1024
+    if settings.trusted_proxies:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        # The client's address (the console's throttling), scheme and host as the proxies say;
+        # Twilio's signatures are checked against PUBLIC_BASE_URL, never the request's URL.
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
     registry = FlowRegistry(settings.flows_dir, settings.instance_dir / "flow-versions",
                             keep=(settings.entry_flow,))
     if settings.entry_flow not in {s.id for s in registry.status()}:

@@ -640,12 +640,18 @@ def operators_list(numbers: bool, as_json: bool) -> None:
 def operators_edit(operator_id: int, name: str | None, number: str | None, languages: str | None,
                    region_names: str | None, timezone: str | None, hours: str | None,
                    capacity: int | None, on_duty: bool | None, role: str | None) -> None:
-    """Change an operator; only the options given change."""
+    """Change an operator; only the options given change. A new number is told by SMS to the
+    old one (it takes the operator's SMS and calls)."""
+    from ivr.jobs import telephony_for
     from ivr.operators import edit_operator
 
     db, vault = _stores()
+
+    def sms(to: str, body: str) -> str:
+        return telephony_for(settings()).send_sms(to, body)
+
     _operator_call(lambda: edit_operator(
-        db, vault, operator_id, _actor(), name=name, number=number, languages=languages,
+        db, vault, operator_id, _actor(), sms=sms, name=name, number=number, languages=languages,
         regions=region_names, timezone=timezone, hours=hours, capacity=capacity, on_duty=on_duty,
         role=role))
     click.echo(f"operator #{operator_id} changed")

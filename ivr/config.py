@@ -58,6 +58,7 @@ class Settings:
     webhook_shared_keys: tuple[tuple[str, str], ...] = ()
     healthz_token: str = ""  # HEALTHZ_TOKEN; never logged
     redis_namespace: str = "ivr"  # REDIS_NAMESPACE, or derived from the install (load_settings)
+    trusted_proxies: int = 0  # proxy hops in front of the app whose X-Forwarded-* are believed
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -123,6 +124,8 @@ SETTINGS: dict[str, tuple[str, bool]] = {
                       False),
     "REDIS_NAMESPACE": ("a prefix for this install's Redis queues, job ids and locks (default: "
                         "derived from DATABASE_URL)", False),
+    "TRUSTED_PROXIES": ("how many proxies (TLS terminator, load balancer) stand in front of the app; "
+                        "their X-Forwarded-For/-Proto/-Host name the real client (default 0)", False),
 }
 
 
@@ -240,6 +243,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ("TRANSFER_RING_MAX", "transfer_ring_max", base.transfer_ring_max, 1, 10),
         ("CONSOLE_IDLE_MINUTES", "console_idle_minutes", base.console_idle_minutes, 1, 720),
         ("RECONCILE_MINUTES", "reconcile_minutes", base.reconcile_minutes, 1, 1440),
+        ("TRUSTED_PROXIES", "trusted_proxies", base.trusted_proxies, 0, 5),
     ):
         raw = get(name)
         if raw and not (raw.isdigit() and low <= int(raw) <= high):

@@ -12,7 +12,9 @@ shown only to the admin who asks (`ivr operators list --numbers`).
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -24,13 +26,16 @@ from sqlalchemy import func, literal, select, update
 from sqlalchemy.orm import Session
 
 from ivr.flow import Hours
-from ivr.storage import AuditEntry, Case, Database, Operator, Vault, utcnow
+from ivr.storage import AuditEntry, Case, ConsoleSession, Database, Operator, Vault, utcnow
 from ivr.voicemail import callback_status
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}\Z")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 OPEN_STATUSES = ("new", "transcribed", "transcription_failed", "routed")
 ROLES = ("operator", "supervisor", "admin")  # admin: a supervisor who also sees the flows
+MAX_CAPACITY = 1000
+MAX_ID = 2**31 - 1  # ids are INTEGER columns: a larger one is no row (and no 500 on PostgreSQL)
+log = logging.getLogger(__name__)
 
 
 class OperatorError(ValueError):
@@ -122,28 +127,80 @@ def choose(candidates: list[Candidate], region: str, language: str, now: datetim
 # --- the database side ---------------------------------------------------------------------
 
 
-def _names(text: str, what: str) -> str:
+def _names(text: str, what: str, longest: int) -> str:
     items = sorted({x.strip() for x in text.split(",") if x.strip()})
-    if not items or not all(re.fullmatch(r"[a-z][a-z0-9_-]*", x) for x in items):
+    joined = ",".join(items)
+    if not items or len(joined) > longest or not all(re.fullmatch(r"[a-z][a-z0-9_-]*", x) for x in items):
         raise OperatorError(f"{what} must be a comma-separated list like ru,uk")
-    return ",".join(items)
+    return joined
+
+
+class NotAllowed(OperatorError):
+    """The change is not the actor's to make (a supervisor and an admin, say)."""
+
+
+# Who may change whom, for `ivr operators` (run on the server: an admin) and the console alike.
+NUMBER_CHANGED = {
+    "uk": "Гаряча лінія: номер телефону вашого облікового запису змінено. Якщо це зробили не ви "
+          "або без вашого відома, негайно скажіть адміністраторові.",
+    "en": "Hotline: the phone number of your account was changed. If you did not expect this, "
+          "tell your admin at once.",
+}
+
+
+def _allowed(by: str, by_id: int | None, target: Operator | None, changes: Mapping[str, object]) -> None:
+    """The roles' rules: only an admin makes or changes admins and changes a phone number (it
+    takes the operator's SMS and calls); a supervisor changes operators and themselves, not
+    another supervisor; an operator changes nobody."""
+    if by == "admin":
+        return
+    if by != "supervisor":
+        raise NotAllowed("only supervisors and admins change operators")
+    if changes.get("role") == "admin":
+        raise NotAllowed("only an admin makes admins")
+    if target is None:
+        return
+    if target.role == "admin" or (target.role == "supervisor" and target.id != by_id):
+        raise NotAllowed("a supervisor changes operators, not admins or other supervisors")
+    if changes.get("number") is not None:
+        raise NotAllowed("only an admin changes a phone number")
+
+
+def may_change(by: str, by_id: int | None, target: Operator) -> bool:
+    """Whether `by` (a role) may change `target` at all (the console shows its forms only then)."""
+    try:
+        _allowed(by, by_id, target, {})
+    except NotAllowed:
+        return False
+    return True
+
+
+def _text(value: str, what: str, longest: int) -> str:
+    if len(value) > longest or any(ord(ch) < 32 for ch in value):
+        raise OperatorError(f"{what} must be one line of at most {longest} characters")
+    return value
 
 
 def add_operator(db: Database, vault: Vault, *, name: str, number: str, languages: str, regions: str,
                  timezone: str, hours: str, capacity: int = 5, role: str = "operator",
-                 actor: str = "admin") -> int:
+                 actor: str = "admin", by: str = "admin") -> int:
+    """Add an operator; `by` is the role of whoever adds (`ivr operators` is an admin's)."""
     if role not in ROLES:
         raise OperatorError(f"role must be one of {', '.join(ROLES)}")
+    _allowed(by, None, None, {"role": role})
     if not E164.match(number):
         raise OperatorError("the operator's number must be in E.164 form, like +380441234567")
-    if capacity < 1:
-        raise OperatorError("capacity must be at least 1 open case")
-    parse_hours(hours, timezone)
+    if not 1 <= capacity <= MAX_CAPACITY:
+        raise OperatorError(f"capacity must be from 1 to {MAX_CAPACITY} open cases")
+    name = _text(name.strip(), "the name", 80)
+    if not name:
+        raise OperatorError("the operator needs a name")
+    parse_hours(_text(hours, "hours", 200), _text(timezone, "the time zone", 64))
     with db.session() as s:
         if s.scalars(select(Operator.id).where(Operator.name == name)).first() is not None:
             raise OperatorError(f"there is already an operator named {name!r}")
         op = Operator(name=name, data_key_id=vault.new_key("operator"), number=b"",
-                      languages=_names(languages, "languages"), regions=_names(regions, "regions"),
+                      languages=_names(languages, "languages", 40), regions=_names(regions, "regions", 200),
                       timezone=timezone, hours=hours, capacity=capacity, on_duty=True, active=True,
                       role=role)
         s.add(op)
@@ -153,36 +210,83 @@ def add_operator(db: Database, vault: Vault, *, name: str, number: str, language
         return op.id
 
 
-def edit_operator(db: Database, vault: Vault, operator_id: int, actor: str = "admin",
+def edit_operator(db: Database, vault: Vault, operator_id: int, actor: str = "admin", *,
+                  by: str = "admin", by_id: int | None = None,
+                  sms: Callable[[str, str], object] | None = None,
                   **changes: str | int | bool | None) -> None:
+    """Change an operator (None: unchanged), by the roles' rules (`_allowed`); `by` and `by_id`
+    say who changes. A new phone number is audited and told by SMS (`sms(to, body)`) to the
+    old one, without naming the new; disabling ends every console session of the operator."""
+    told: tuple[str, str] | None = None
     with db.session() as s:
-        op = s.get(Operator, operator_id)
+        op = s.get(Operator, operator_id) if 0 < operator_id <= MAX_ID else None
         if op is None:
             raise OperatorError(f"no operator #{operator_id} (see `ivr operators list`)")
+        _allowed(by, by_id, op, changes)
         for key, value in changes.items():
             if value is None:
                 continue
             if key == "number":
                 if not isinstance(value, str) or not E164.match(value):
                     raise OperatorError("the operator's number must be in E.164 form, like +380441234567")
-                op.number = vault.seal_operator_number(op, value)
+                old = vault.open_operator_number(op)
+                if old != value:
+                    op.number = vault.seal_operator_number(op, value)
+                    told = (old, NUMBER_CHANGED.get(op.locale, NUMBER_CHANGED["en"]))
+                    s.add(AuditEntry(actor=actor, action="operator-number-changed",
+                                     detail=f"operator {op.id}"))
             elif key in ("languages", "regions"):
-                setattr(op, key, _names(str(value), key))
+                setattr(op, key, _names(str(value), key, 40 if key == "languages" else 200))
             elif key == "capacity":
-                if not isinstance(value, int) or value < 1:
-                    raise OperatorError("capacity must be at least 1 open case")
+                if not isinstance(value, int) or not 1 <= value <= MAX_CAPACITY:
+                    raise OperatorError(f"capacity must be from 1 to {MAX_CAPACITY} open cases")
                 op.capacity = value
             elif key == "role":
                 if value not in ROLES:
                     raise OperatorError(f"role must be one of {', '.join(ROLES)}")
                 op.role = str(value)
-            elif key in ("on_duty", "active", "name", "timezone", "hours"):
-                setattr(op, key, value)
+            elif key in ("name", "timezone", "hours"):
+                if key == "name" and s.scalars(select(Operator.id).where(
+                        Operator.name == value, Operator.id != op.id)).first() is not None:
+                    raise OperatorError(f"there is already an operator named {value!r}")
+                setattr(op, key, _text(str(value), key, {"name": 80, "timezone": 64, "hours": 200}[key]))
+            elif key in ("on_duty", "active"):
+                setattr(op, key, bool(value))
             else:
                 raise OperatorError(f"unknown operator setting {key!r}")
         parse_hours(op.hours, op.timezone)
+        if changes.get("active") is False:
+            op.session_epoch += 1
+            end_sessions(s, op.id)
         changed = ", ".join(k for k, v in changes.items() if v is not None)
         s.add(AuditEntry(actor=actor, action="operator-edited", detail=f"operator {op.id}: {changed}"))
+    if told is not None:
+        _tell_old_number(db, sms, operator_id, *told)
+
+
+def _tell_old_number(db: Database, sms: Callable[[str, str], object] | None, operator_id: int,
+                     old: str, body: str) -> None:
+    """The old number hears of the change: if it was not its owner's doing, they know at once."""
+    try:
+        if sms is None:
+            raise OperatorError("no SMS sender")
+        sms(old, body)
+        action = "sms-sent"
+    except Exception as exc:  # the change stands; the admin sees the failure in the audit log
+        action = "sms-failed"
+        log.warning("could not tell operator %s's old number of the change: %s", operator_id,
+                    type(exc).__name__)
+    with db.session() as s:
+        s.add(AuditEntry(actor="system", action=action,
+                         detail=f"operator {operator_id}: number change told to the old number"))
+
+
+def end_sessions(s: Session, operator_id: int, now: datetime | None = None) -> None:
+    """End every console session of an operator, signed in or half-way, in `s`'s transaction
+    (a password set, the second factor reset, the account disabled)."""
+    s.execute(update(ConsoleSession).where(ConsoleSession.operator_id == operator_id,
+                                           ConsoleSession.ended_at.is_(None))
+              .values(ended_at=now or utcnow()), execution_options={"synchronize_session": False})
 
 
 def _listed(column: Any, value: str) -> Any:

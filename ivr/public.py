@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from importlib import metadata
 
@@ -94,24 +94,24 @@ def _version() -> str:
 
 def _may_see_details(token: str) -> bool:
     """`Authorization: Bearer <HEALTHZ_TOKEN>` (compared in constant time), or the console
-    session of a signed-in admin (the same checks as the console: active, enrolled, same
-    session epoch, not idle)."""
+    session of a signed-in admin (the same checks as the console: a live session on the
+    server, not idle, the operator active and enrolled)."""
     given = request.headers.get("Authorization", "")
     if token and given.startswith("Bearer ") and hmac.compare_digest(
             given[len("Bearer "):].strip().encode(), token.encode()):
         return True
     console = current_app.extensions.get("ivr.console")
-    uid, epoch, seen = session.get("uid"), session.get("epoch"), session.get("seen", 0)
-    if console is None or not isinstance(uid, int) or not isinstance(epoch, int):
+    token_of_session = session.get("sid")
+    if console is None or not isinstance(token_of_session, str):
         return False
-    idle = console.settings.console_idle_minutes * 60
     clock = current_app.config.get("IVR_CLOCK")
-    now = (clock() if clock else datetime.now(UTC)).timestamp()
-    if not isinstance(seen, int | float) or now - float(seen) > idle:
-        return False
+    now = clock() if clock else datetime.now(UTC)
     from ivr.console.auth import load_user
 
-    found = load_user(console.db, uid, epoch)
+    # The console's own check: the session's row on the server, live, not idle, its operator
+    # active and enrolled.
+    found = load_user(console.db, token_of_session, now,
+                      timedelta(minutes=console.settings.console_idle_minutes))
     return found is not None and found.admin
 
 

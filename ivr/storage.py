@@ -222,15 +222,38 @@ class Operator(Base):
     open_cases: Mapped[int] = mapped_column(Integer, default=0)
     role: Mapped[str] = mapped_column(String(12), default="operator")  # operator|supervisor|admin
     # The console (ivr/console): an argon2 hash, a TOTP secret sealed under the operator's key,
-    # lock-out counters for when Redis is down, and a session epoch that ends every session.
+    # and a session epoch that ends every session (with the rows of `console_sessions`).
     password_hash: Mapped[str | None] = mapped_column(String(200))
     totp_secret: Mapped[bytes | None] = mapped_column(LargeBinary)
     totp_enrolled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     totp_last_step: Mapped[int | None] = mapped_column(Integer)  # a code is good once
-    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
-    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     session_epoch: Mapped[int] = mapped_column(Integer, default=0)
     locale: Mapped[str] = mapped_column(String(5), default="uk")  # the console's language
+
+
+class ConsoleSession(Base):
+    """A console session, on the server so that it can be ended: the cookie carries only a
+    random token whose hash is `id`. `stage` is `pending` between the password and the code
+    (with, while enrolling, the new TOTP secret sealed under the operator's key), then `in`."""
+
+    __tablename__ = "console_sessions"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the cookie's token
+    operator_id: Mapped[int] = mapped_column(ForeignKey("operators.id"), index=True)
+    stage: Mapped[str] = mapped_column(String(8))  # pending | in
+    epoch: Mapped[int] = mapped_column(Integer)  # the operator's session_epoch when it began
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    enroll_secret: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+class SignInFailures(Base):
+    """Failed sign-ins per key (hashed account, client or both) when Redis is down."""
+
+    __tablename__ = "console_failures"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    last_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
 class CallbackAttempt(Base):

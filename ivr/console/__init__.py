@@ -1,6 +1,6 @@
 """The operator console: server-rendered pages under /console/ where operators work cases.
 
-    auth.py     passwords, TOTP, lock-out, who a session belongs to
+    auth.py     passwords, TOTP, throttling, sessions on the server
     views.py    the pages, the audio, the JSON endpoints and the actions (one blueprint)
     queries.py  what the pages read (the queue, a case, the dashboard's figures)
     i18n.py     Ukrainian and English
@@ -58,9 +58,12 @@ def init_console(app: Flask, settings: Settings, db: Database, vault: Vault,
         SESSION_COOKIE_SAMESITE="Strict",
         PERMANENT_SESSION_LIFETIME=MAX_SESSION,
         WTF_CSRF_TIME_LIMIT=int(timedelta(hours=2).total_seconds()),
-        WTF_CSRF_SSL_STRICT=secure,
+        # No Referer check on https: every page says `Referrer-Policy: no-referrer`, so browsers
+        # send none and behind a TLS proxy (TRUSTED_PROXIES) every form would be refused. The
+        # token and the SameSite=Strict __Host- cookie carry the protection.
+        WTF_CSRF_SSL_STRICT=False,
     )
-    guard = Guard(db, settings.redis_url, settings.redis_namespace)
+    guard = Guard(db, settings.redis_url, key, settings.redis_namespace)
     app.extensions["ivr.console"] = Console(settings, db, vault, guard, registry, policy, None)
     csrf = CSRFProtect()
     csrf.init_app(app)

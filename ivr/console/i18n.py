@@ -26,9 +26,14 @@ UK: dict[str, str] = {
     "Or type this key:": "Або введіть цей ключ:",
     "wrong name or password": "неправильне ім'я або пароль",
     "wrong code": "неправильний код",
-    "too many attempts from here: wait a few minutes": "забагато спроб звідси: зачекайте кілька хвилин",
-    "this account is locked for 15 minutes after failed attempts":
-        "обліковий запис заблоковано на 15 хвилин після невдалих спроб",
+    "too many failed attempts: wait %(seconds)s s and try again":
+        "забагато невдалих спроб: зачекайте %(seconds)s с і спробуйте знову",
+    "only supervisors and admins change operators":
+        "змінювати операторів можуть лише супервізори й адміністратори",
+    "only an admin makes admins": "призначати адміністраторів може лише адміністратор",
+    "a supervisor changes operators, not admins or other supervisors":
+        "супервізор змінює операторів, але не адміністраторів чи інших супервізорів",
+    "only an admin changes a phone number": "змінювати номер телефону може лише адміністратор",
     "Your session has ended. Please sign in again.": "Сеанс завершено. Увійдіть знову.",
     "Sign out": "Вийти",
     "Queue": "Черга",

@@ -8,6 +8,7 @@ the audio and every action is written to the audit log with who; pages are never
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import wraps
@@ -37,24 +38,39 @@ from ivr.casebook import CaseError, close_case, show_case
 from ivr.console import Console, queries
 from ivr.console.auth import (
     AuthError,
+    Throttled,
     User,
     check_code,
     check_password,
+    end_session,
+    enrolling_secret,
     enrollment_uri,
     load_user,
-    new_secret,
+    pending,
     qr_svg,
+    start_session,
 )
 from ivr.console.i18n import LOCALES, translate
 from ivr.keys import CryptoError
-from ivr.operators import OperatorError, add_operator, assign_case, edit_operator, move_case
+from ivr.operators import (
+    MAX_ID,
+    NotAllowed,
+    OperatorError,
+    add_operator,
+    assign_case,
+    edit_operator,
+    may_change,
+    move_case,
+)
 from ivr.storage import AuditEntry, Call, Case, Note, Operator, OutboxJob, Recording
 
 log = logging.getLogger(__name__)
 bp = Blueprint("console", __name__, url_prefix="/console", template_folder="templates",
                static_folder="static")
 OUTCOMES = ("helped", "information given", "surrender arranged", "no contact", "not relevant")
-PENDING_MINUTES = 5  # between the password and the code
+# Where the language switch may send the user back to: a console path and its query, nothing
+# that a browser could read as another host or a header (no //, no \\, no control character).
+SAFE_NEXT = re.compile(r"/console/(?![/\\])[A-Za-z0-9/_.~%?=&+-]{0,500}")
 Handler = TypeVar("Handler", bound=Callable[..., Any])
 PUBLIC = {"console.login", "console.code", "console.enroll", "console.static"}
 
@@ -83,20 +99,20 @@ def _(message: str) -> str:
 
 @bp.before_request
 def who() -> WerkzeugResponse | None:
-    g.user, g.locale = None, session.get("locale", "uk")
+    locale = session.get("locale")
+    g.user, g.locale = None, locale if locale in LOCALES else "uk"
     if request.endpoint in PUBLIC:
         return None
-    uid, epoch, seen = session.get("uid"), session.get("epoch"), session.get("seen", 0)
-    idle = timedelta(minutes=console().settings.console_idle_minutes).total_seconds()
-    found = load_user(console().db, uid, epoch) if isinstance(uid, int) and isinstance(epoch, int) else None
-    if found is None or now().timestamp() - float(seen) > idle:
-        if uid is not None:
+    token = session.get("sid")
+    idle = timedelta(minutes=console().settings.console_idle_minutes)
+    found = load_user(console().db, token, now(), idle)  # the session's row on the server
+    if found is None:
+        if token is not None and pending(console().db, token, now()) is None:  # not half-way in
             session.clear()
             flash("Your session has ended. Please sign in again.")
         if request.path.startswith("/console/api/"):
             abort(401)
         return redirect(url_for("console.login"))
-    session["seen"] = int(now().timestamp())
     g.user, g.locale = found, found.locale
     return None
 
@@ -150,6 +166,11 @@ def bad_form(_exc: CSRFError) -> tuple[str, int]:
     return render_template("error.html", title=_("Forbidden"), text=text), 400
 
 
+@bp.errorhandler(403)
+def forbidden(exc: HTTPException) -> tuple[str, int]:
+    return render_template("error.html", title=_("Forbidden"), text=exc.description or ""), 403
+
+
 @bp.errorhandler(404)
 def not_found(_exc: HTTPException) -> tuple[str | Response, int]:
     if request.path.startswith("/console/api/"):
@@ -186,6 +207,8 @@ def _case(case_id: int) -> Case:
 
 
 def _case_or_none(case_id: int) -> Case | None:
+    if not 0 < case_id <= MAX_ID:  # no such row (and PostgreSQL would refuse the number)
+        return None
     with console().db.session() as s:
         case = s.get(Case, case_id)
     if case is None or not (user().sees(case.region) or case.operator_id == user().id):
@@ -196,18 +219,34 @@ def _case_or_none(case_id: int) -> Case | None:
 # --- signing in --------------------------------------------------------------------------------
 
 
+def _client() -> str:
+    """The client's address: the peer, or with TRUSTED_PROXIES the one the proxies name."""
+    return request.remote_addr or "?"
+
+
+def _refused(template: str, exc: AuthError, **context: Any) -> tuple[str, int, dict[str, str]]:
+    """A sign-in step that did not work: 429 and Retry-After when the client must wait."""
+    if isinstance(exc, Throttled):
+        text = _("too many failed attempts: wait %(seconds)s s and try again") % {
+            "seconds": exc.seconds}
+        return (render_template(template, error=text, **context), 429,
+                {"Retry-After": str(exc.seconds)})
+    return render_template(template, error=_(str(exc)), **context), 401, {}
+
+
 @bp.route("/login", methods=["GET", "POST"])
-def login() -> str | WerkzeugResponse | tuple[str, int]:
+def login() -> str | WerkzeugResponse | tuple[str, int, dict[str, str]]:
     if request.method == "POST":
         c = console()
         name = request.form.get("name", "").strip()[:80]
         try:
-            op_id = check_password(c.db, c.guard, name, request.form.get("password", ""),
-                                   request.remote_addr or "?", now())
+            op_id = check_password(c.db, c.guard, name, request.form.get("password", ""), _client(),
+                                   now())
         except AuthError as exc:
-            return render_template("login.html", error=_(str(exc)), name=name), 401
-        session.clear()
-        session["pending"], session["pending_at"] = op_id, int(now().timestamp())
+            return _refused("login.html", exc, name=name)
+        end_session(c.db, session.get("sid"), now())
+        session.clear()  # a new token: nothing of an earlier session carries over
+        session["sid"] = start_session(c.db, op_id, "pending", now())
         with c.db.session() as s:
             op = s.get(Operator, op_id)
             assert op is not None
@@ -217,43 +256,36 @@ def login() -> str | WerkzeugResponse | tuple[str, int]:
 
 
 def _pending() -> int | None:
-    op_id, at = session.get("pending"), session.get("pending_at", 0)
-    if not isinstance(op_id, int) or now().timestamp() - float(at) > PENDING_MINUTES * 60:
-        return None
-    return op_id
+    return pending(console().db, session.get("sid"), now())
 
 
 def _signed_in(op_id: int) -> WerkzeugResponse:
     c = console()
-    with c.db.session() as s:
-        op = s.get(Operator, op_id)
-        assert op is not None
-        epoch, locale = op.session_epoch, op.locale
-        s.add(AuditEntry(actor=f"operator:{op_id}", action="signed-in"))
+    end_session(c.db, session.get("sid"), now())  # the pending stage is over
+    locale = session.get("locale", "uk")
     session.clear()
     session.permanent = True
-    session.update(uid=op_id, epoch=epoch, since=int(now().timestamp()), seen=int(now().timestamp()),
-                   locale=locale)
+    session.update(sid=start_session(c.db, op_id, "in", now()), locale=locale)
     return redirect(url_for("console.queue_page"))
 
 
 @bp.route("/login/code", methods=["GET", "POST"])
-def code() -> str | WerkzeugResponse | tuple[str, int]:
+def code() -> str | WerkzeugResponse | tuple[str, int, dict[str, str]]:
     op_id = _pending()
     if op_id is None:
         return redirect(url_for("console.login"))
     if request.method == "POST":
         c = console()
         try:
-            check_code(c.db, c.vault, c.guard, op_id, request.form.get("code", ""), now())
+            check_code(c.db, c.vault, c.guard, op_id, request.form.get("code", ""), _client(), now())
         except AuthError as exc:
-            return render_template("code.html", error=_(str(exc))), 401
+            return _refused("code.html", exc)
         return _signed_in(op_id)
     return render_template("code.html", error=None)
 
 
 @bp.route("/enroll", methods=["GET", "POST"])
-def enroll() -> str | WerkzeugResponse | tuple[str, int]:
+def enroll() -> str | WerkzeugResponse | tuple[str, int, dict[str, str]]:
     op_id = _pending()
     c = console()
     if op_id is None:
@@ -264,25 +296,25 @@ def enroll() -> str | WerkzeugResponse | tuple[str, int]:
         if op.totp_enrolled_at is not None:
             return redirect(url_for("console.code"))
         name = op.name
-    secret = session.get("enroll_secret") or new_secret()
-    session["enroll_secret"] = secret
-    error = None
+    # Kept sealed in the pending session's row on the server, never in the cookie.
+    secret = enrolling_secret(c.db, c.vault, session["sid"], now())
+    if secret is None:
+        return redirect(url_for("console.login"))
+    uri = enrollment_uri(secret, name)
     if request.method == "POST":
         try:
-            check_code(c.db, c.vault, c.guard, op_id, request.form.get("code", ""), now(),
+            check_code(c.db, c.vault, c.guard, op_id, request.form.get("code", ""), _client(), now(),
                        enrolling_secret=secret)
         except AuthError as exc:
-            error = _(str(exc))
-        else:
-            return _signed_in(op_id)
-    uri = enrollment_uri(secret, name)
-    page = render_template("enroll.html", qr=qr_svg(uri), secret=secret, error=error)
-    return (page, 401) if error else page
+            return _refused("enroll.html", exc, qr=qr_svg(uri), secret=secret)
+        return _signed_in(op_id)
+    return render_template("enroll.html", qr=qr_svg(uri), secret=secret, error=None)
 
 
 @bp.route("/logout", methods=["POST"])
 def logout() -> WerkzeugResponse:
     _audit("signed-out")
+    end_session(console().db, session.get("sid"), now())  # every copy of the cookie is void
     session.clear()
     return redirect(url_for("console.login"))
 
@@ -298,20 +330,29 @@ def language() -> WerkzeugResponse:
         session["locale"] = chosen
     # Back to the page the form was on (`next`: browsers send no Referer, see base.html).
     back = request.form.get("next", "")
-    return redirect(back if back.startswith("/console/") and "//" not in back and "\\" not in back
-                    else url_for("console.queue_page"))
+    return redirect(back if SAFE_NEXT.fullmatch(back) else url_for("console.queue_page"))
 
 
 # --- the queue and a case ------------------------------------------------------------------------
+
+
+def _word(text: str | None) -> str | None:
+    """A region or language name from a query, or None: nothing a database could refuse."""
+    return text if text and re.fullmatch(r"[a-z][a-z0-9_-]{0,63}", text) else None
 
 
 def _filters() -> dict[str, Any]:
     show = request.args.get("show", "open")
     raw = request.args.get("q", "").strip().lstrip("#")
     return {"show": show if show in ("open", "closed", "mine", "all") else "open",
-            "region": request.args.get("region") or None,
-            "language": request.args.get("language") or None,
-            "case_id": int(raw) if raw.isdigit() and len(raw) < 10 else None}
+            "region": _word(request.args.get("region")),
+            "language": _word(request.args.get("language")),
+            "case_id": int(raw) if re.fullmatch(r"[0-9]{1,9}", raw) else None}
+
+
+def _line(field: str, longest: int) -> str:
+    """A one-line form field, without control characters (PostgreSQL refuses NUL)."""
+    return "".join(ch for ch in request.form.get(field, "") if ch >= " ").strip()[:longest]
 
 
 @bp.route("/")
@@ -402,7 +443,7 @@ def callback(case_id: int) -> WerkzeugResponse:
 def note(case_id: int) -> WerkzeugResponse:
     c = console()
     case = _case(case_id)
-    text = request.form.get("text", "").strip()[:4000]
+    text = request.form.get("text", "").replace("\x00", "").strip()[:4000]
     if text:
         with c.db.session() as s:
             row = Note(case_id=case_id, operator_id=user().id, at=now())
@@ -455,7 +496,7 @@ def reassign(case_id: int) -> WerkzeugResponse:
     c = console()
     case = _case(case_id)
     target = request.form.get("operator_id", "")
-    if user().supervisor and target.isdigit():
+    if user().supervisor and re.fullmatch(r"[0-9]{1,9}", target):
         _reassign(case_id, int(target), "reassigned by a supervisor")
     else:
         offered = frozenset(int(x) for x in (case.offered_to or "").split(",") if x) | {user().id}
@@ -474,7 +515,7 @@ def reassign(case_id: int) -> WerkzeugResponse:
 def close(case_id: int) -> WerkzeugResponse:
     _case(case_id)
     try:
-        close_case(console().db, case_id, user().actor, request.form.get("reason", "").strip()[:200])
+        close_case(console().db, case_id, user().actor, _line("reason", 200))
     except CaseError as exc:
         flash(str(exc))
     return redirect(url_for("console.case_page", case_id=case_id))
@@ -508,8 +549,13 @@ def api_case(case_id: int) -> Response:
 @bp.route("/operators")
 @role("supervisor")
 def operators_page() -> str:
-    return render_template("operators.html", operators=queries.operators(console().db), error=None,
-                           roles=_roles())
+    return _operators_page(None)
+
+
+def _operators_page(error: str | None) -> str:
+    """Every operator; the forms only for those the user may change, the number for admins."""
+    return render_template("operators.html", operators=queries.operators(console().db), error=error,
+                           roles=_roles(), may=lambda op: may_change(user().role, user().id, op))
 
 
 @bp.route("/operators/<int:operator_id>/duty", methods=["POST"])
@@ -517,8 +563,10 @@ def operators_page() -> str:
 def duty(operator_id: int) -> WerkzeugResponse:
     c = console()
     try:
-        edit_operator(c.db, c.vault, operator_id, user().actor,
+        edit_operator(c.db, c.vault, operator_id, user().actor, by=user().role, by_id=user().id,
                       on_duty=request.form.get("on_duty") == "1")
+    except NotAllowed as exc:
+        abort(403, _(str(exc)))
     except OperatorError:
         abort(404)
     flash(_("Saved."))
@@ -531,14 +579,15 @@ def operator_add() -> WerkzeugResponse | tuple[str, int]:
     c = console()
     f = request.form
     try:
-        add_operator(c.db, c.vault, name=f.get("name", "").strip()[:80], number=f.get("number", "").strip(),
+        add_operator(c.db, c.vault, name=_line("name", 80), number=f.get("number", "").strip(),
                      languages=f.get("languages", ""), regions=f.get("regions", ""),
                      timezone=f.get("timezone", "Europe/Kyiv").strip(), hours=f.get("hours", "always"),
                      capacity=_int(f.get("capacity", "5")), role=_role(f.get("role", "operator")),
-                     actor=user().actor)
+                     actor=user().actor, by=user().role)
+    except NotAllowed as exc:
+        abort(403, _(str(exc)))
     except OperatorError as exc:
-        return render_template("operators.html", operators=queries.operators(c.db), error=str(exc),
-                               roles=_roles()), 400
+        return _operators_page(str(exc)), 400
     flash(_("Saved."))
     return redirect(url_for("console.operators_page"))
 
@@ -546,27 +595,38 @@ def operator_add() -> WerkzeugResponse | tuple[str, int]:
 @bp.route("/operators/<int:operator_id>", methods=["POST"])
 @role("supervisor")
 def operator_edit(operator_id: int) -> WerkzeugResponse | tuple[str, int]:
-    """The same changes as `ivr operators edit`; the number only when a new one is given."""
+    """The same changes as `ivr operators edit`, by the same rules (ivr/operators.py); the
+    number (an admin's act) only when a new one is given."""
     c = console()
     f = request.form
     try:
-        edit_operator(c.db, c.vault, operator_id, user().actor,
-                      number=f.get("number", "").strip() or None, languages=f.get("languages"),
+        edit_operator(c.db, c.vault, operator_id, user().actor, by=user().role, by_id=user().id,
+                      sms=_sms, number=f.get("number", "").strip() or None, languages=f.get("languages"),
                       regions=f.get("regions"), timezone=(f.get("timezone") or "").strip() or None,
                       hours=f.get("hours") or None, capacity=_int(f.get("capacity", "")) or None,
                       role=_role(f.get("role", "")) if f.get("role") else None,
                       active=f.get("active") == "1")
+    except NotAllowed as exc:
+        abort(403, _(str(exc)))
     except OperatorError as exc:
         if "no operator" in str(exc):
             abort(404)
-        return render_template("operators.html", operators=queries.operators(c.db), error=str(exc),
-                               roles=_roles()), 400
+        return _operators_page(str(exc)), 400
     flash(_("Saved."))
     return redirect(url_for("console.operators_page"))
 
 
+def _sms(to: str, body: str) -> str:
+    from ivr.jobs import telephony_for
+
+    c = console()
+    if c.telephony is None:
+        c.telephony = telephony_for(c.settings)
+    return c.telephony.send_sms(to, body)
+
+
 def _int(text: str) -> int:
-    return int(text) if text.strip().isdigit() else 0
+    return int(text.strip()) if re.fullmatch(r"[0-9]{1,9}", text.strip()) else 0
 
 
 def _roles() -> tuple[str, ...]:

@@ -675,7 +675,7 @@ def operators_password(operator_id: int, from_stdin: bool) -> None:
     """Set an operator's console password (12 characters at least); signs them out everywhere."""
     from ivr.console.auth import AuthError, set_password
 
-    db, _vault = _stores()
+    db, vault = _stores()
     if from_stdin:
         password = sys.stdin.readline().rstrip("\n")
     else:
@@ -684,8 +684,9 @@ def operators_password(operator_id: int, from_stdin: bool) -> None:
         set_password(db, operator_id, password, actor=_actor())
     except AuthError as exc:
         raise click.ClickException(str(exc)) from None
+    told = _tell_sign_in_changed(db, vault, operator_id, "password")
     click.echo(f"operator #{operator_id}: password set; at the next sign-in they set up their "
-               "authenticator app from a QR code")
+               "authenticator app from a QR code" + told)
 
 
 @operators.command("reset-2fa")
@@ -694,12 +695,26 @@ def operators_reset_2fa(operator_id: int) -> None:
     """A lost phone: sign the operator out; they enroll a new authenticator at the next sign-in."""
     from ivr.console.auth import AuthError, reset_second_factor
 
-    db, _vault = _stores()
+    db, vault = _stores()
     try:
         reset_second_factor(db, operator_id, actor=_actor())
     except AuthError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"operator #{operator_id}: second factor reset")
+    told = _tell_sign_in_changed(db, vault, operator_id, "second-factor")
+    click.echo(f"operator #{operator_id}: second factor reset" + told)
+
+
+def _tell_sign_in_changed(db: Database, vault: Vault, operator_id: int, what: str) -> str:
+    """SMS the operator that their sign-in changed (OWASP ASVS 2.2.3); what to print of it."""
+    from ivr.jobs import telephony_for
+    from ivr.operators import tell_sign_in_changed
+
+    def sms(to: str, body: str) -> str:
+        return telephony_for(settings()).send_sms(to, body)
+
+    if tell_sign_in_changed(db, vault, sms, operator_id, what):
+        return "; they were told by SMS"
+    return "; the SMS telling them could not be sent (see the audit log)"
 
 
 @cases.command("assign")

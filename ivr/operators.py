@@ -140,6 +140,23 @@ class NotAllowed(OperatorError):
 
 
 # Who may change whom, for `ivr operators` (run on the server: an admin) and the console alike.
+# What an operator is told when their sign-in changed (OWASP ASVS 2.2.3): a change they did
+# not ask for is known at once.
+SIGN_IN_CHANGED = {
+    "password": {
+        "uk": "Гаряча лінія: пароль вашого облікового запису змінено. Якщо ви про це не просили, "
+              "негайно скажіть адміністраторові.",
+        "en": "Hotline: the password of your account was changed. If you did not ask for this, "
+              "tell your admin at once.",
+    },
+    "second-factor": {
+        "uk": "Гаряча лінія: другий фактор вашого облікового запису скинуто; під час наступного входу "
+              "ви налаштуєте застосунок-автентифікатор заново. Якщо ви про це не просили, негайно "
+              "скажіть адміністраторові.",
+        "en": "Hotline: the second factor of your account was reset; at your next sign-in you set "
+              "up your authenticator app again. If you did not ask for this, tell your admin at once.",
+    },
+}
 NUMBER_CHANGED = {
     "uk": "Гаряча лінія: номер телефону вашого облікового запису змінено. Якщо це зробили не ви "
           "або без вашого відома, негайно скажіть адміністраторові.",
@@ -279,6 +296,30 @@ def _tell_old_number(db: Database, sms: Callable[[str, str], object] | None, ope
     with db.session() as s:
         s.add(AuditEntry(actor="system", action=action,
                          detail=f"operator {operator_id}: number change told to the old number"))
+
+
+def tell_sign_in_changed(db: Database, vault: Vault, sms: Callable[[str, str], object] | None,
+                         operator_id: int, what: str) -> bool:
+    """Tell an operator, on their own number, that their password was set or their second
+    factor reset (`what`: password, second-factor). Audited either way; True when sent."""
+    with db.session() as s:
+        op = s.get(Operator, operator_id)
+        if op is None:
+            return False
+        number, body = vault.open_operator_number(op), SIGN_IN_CHANGED[what].get(op.locale, "")
+        body = body or SIGN_IN_CHANGED[what]["en"]
+    try:
+        if sms is None:
+            raise OperatorError("no SMS sender")
+        sms(number, body)
+        action = "sms-sent"
+    except Exception as exc:  # the change stands; the admin sees the failure in the audit log
+        action = "sms-failed"
+        log.warning("could not tell operator %s of the %s change: %s", operator_id, what, type(exc).__name__)
+    with db.session() as s:
+        s.add(AuditEntry(actor="system", action=action,
+                         detail=f"operator {operator_id}: {what} change told to the operator"))
+    return action == "sms-sent"
 
 
 def end_sessions(s: Session, operator_id: int, now: datetime | None = None) -> None:

@@ -490,6 +490,32 @@ def test_the_command_line_follows_the_same_rules_and_tells_the_old_number(crew: 
     assert olena.get("/console/").status_code == 302  # disabled: signed out at once
 
 
+def test_an_operator_is_told_when_their_password_or_second_factor_changes(crew: Crew) -> None:
+    """OWASP ASVS 2.2.3: a password set or a second factor reset is told by SMS to the
+    operator's own number, in their language; if it was not their doing, they know at once."""
+    env = {"DATABASE_URL": crew.settings.database_url, "KEYSTORE_URL": crew.settings.keystore_url,
+           "IVR_DATA_KEYS": TEST_KEYS, "TWILIO_API_BASE": crew.api.base_url,
+           "TWILIO_ACCOUNT_SID": crew.settings.twilio_account_sid, "TWILIO_AUTH_TOKEN": TOKEN,
+           "PUBLIC_BASE_URL": BASE, "HOTLINE_NUMBER": HOTLINE, "FLOWS_DIR": str(crew.settings.flows_dir),
+           "INSTANCE_DIR": str(crew.settings.instance_dir), "IVR_DOTENV": "/nonexistent"}
+    olena = crew.ids["olena"]
+    r = CliRunner().invoke(cli, ["operators", "password", str(olena), "--password-stdin"],
+                           env=env, input="a long new password here\n")
+    assert r.exit_code == 0 and "they were told by SMS" in r.output, r.output
+    r = CliRunner().invoke(cli, ["operators", "reset-2fa", str(olena)], env=env)
+    assert r.exit_code == 0 and "they were told by SMS" in r.output, r.output
+    password, factor = crew.api.messages
+    assert password.params["To"] == factor.params["To"] == NUMBERS["olena"]
+    assert "пароль" in password.params["Body"] and "другий фактор" in factor.params["Body"]  # her uk
+    crew.api.fail_next(3, status=500)  # Twilio down: the change stands, and the admin is told
+    r = CliRunner().invoke(cli, ["operators", "reset-2fa", str(olena)], env=env)
+    assert r.exit_code == 0 and "could not be sent" in r.output, r.output
+    with crew.db.session() as s:
+        told = list(s.scalars(select(AuditEntry.action).where(
+            AuditEntry.detail.like(f"operator {olena}: % change told to the operator"))))
+    assert told == ["sms-sent", "sms-sent", "sms-failed"]
+
+
 # --- no 5xx from any console input ------------------------------------------------------------------
 
 ODD = ["\n", "\r\nSet-Cookie: x=1", "//evil.example/", "/console//evil.example", "/console/\\evil",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -506,12 +507,35 @@ def _remote_api(s: Settings, url: str) -> RemoteApi | None:
     return api if api.reachable() else None
 
 
+UKRAINIAN_DEMO = Path("examples/speech/uk-d1.wav")
+
+
 def _voicemail_audio(spec: str) -> bytes:
+    """A WAV file, or say:TEXT spoken: Russian by festival (festvox-ru) when installed, which
+    Whisper understands, else by espeak-ng, whose Russian and Ukrainian it does not."""
     from ivr.standin import synthesize
+    from ivr.standin.phone import festival_russian
 
     if spec.startswith("say:"):
+        text = spec[4:]
+        lower = text.lower()
+        if any(c in lower for c in "іїєґ"):
+            click.echo("note: no offline voice speaks Ukrainian so that Whisper understands it "
+                       "(espeak-ng's it does not): for a Ukrainian transcript give a recording, e.g. "
+                       f"--voicemail {UKRAINIAN_DEMO} (synthetic speech, see examples/speech/README.md)",
+                       err=True)
+        elif any("а" <= c <= "я" or c == "ё" for c in lower):
+            try:
+                spoken = festival_russian(text)
+            except (OSError, subprocess.SubprocessError) as exc:
+                raise click.ClickException(f"--voicemail say:…: festival failed ({exc})") from None
+            if spoken is not None:
+                return spoken
+            click.echo("note: festival and festvox-ru are not installed (apt-get install festival "
+                       "festvox-ru): espeak-ng speaks instead, and Whisper cannot understand its Russian",
+                       err=True)
         try:
-            return synthesize(spec[4:])
+            return synthesize(text)
         except RuntimeError as exc:
             raise click.ClickException(f"--voicemail say:…: {exc}") from None
     path = Path(spec)

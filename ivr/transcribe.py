@@ -379,10 +379,10 @@ def guard(segments: Iterable[tuple[str, Sequence[Word]]]) -> tuple[str, tuple[Wo
     for text, words in segments:
         if not text.strip():
             continue
-        if _stock(text):
-            flags.append("stock-phrase")
-        elif _caption(text):
+        if _caption(text):
             flags.append("sound-caption")
+        elif _stock(text):
+            flags.append("stock-phrase")
         elif kept and _normal(kept[-1][0]) == _normal(text):
             flags.append("repeated")
         else:

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -175,9 +176,9 @@ def worker(burst: bool) -> None:
     s = settings()
     configure_logging(s.log_level)  # the same format and phone-number filter as the web
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # speech models never come from a hub
-    _prepare_models(s)  # before the first voicemail waits for a model to be joined and loaded
     services = jobs.services()
     if burst:  # work what is queued now, then stop (tests, one-off runs)
+        _prepare_models(s)
         conn = redis.Redis.from_url(s.redis_url)
         try:
             conn.ping()
@@ -187,6 +188,9 @@ def worker(burst: bool) -> None:
         SimpleWorker([Queue(jobs.QUEUE, connection=conn)], connection=conn).work(burst=True)
         return
     jobs.Housekeeper(services.db, s.redis_url, policy=services.policy).start()
+    # The models are joined and loaded beside the main loop, so the worker waits for Redis (and
+    # says so) at once; a voicemail that comes first waits for its model, not for the others.
+    threading.Thread(target=_prepare_models, args=(s,), name="prepare-models", daemon=True).start()
     jobs.work(s.redis_url)
 
 

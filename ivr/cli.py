@@ -188,10 +188,18 @@ def worker(burst: bool) -> None:
         SimpleWorker([Queue(jobs.QUEUE, connection=conn)], connection=conn).work(burst=True)
         return
     jobs.Housekeeper(services.db, s.redis_url, policy=services.policy).start()
-    # The models are joined and loaded beside the main loop, so the worker waits for Redis (and
-    # says so) at once; a voicemail that comes first waits for its model, not for the others.
-    threading.Thread(target=_prepare_models, args=(s,), name="prepare-models", daemon=True).start()
+    # The models are joined and loaded beside the main loop, a moment after it starts (their
+    # imports take a second of CPU), so the worker reaches Redis (or says it waits for it) at
+    # once; a voicemail that comes first waits for its model, not for the others.
+    def prepare_soon() -> None:
+        time.sleep(PREPARE_AFTER)
+        _prepare_models(s)
+
+    threading.Thread(target=prepare_soon, name="prepare-models", daemon=True).start()
     jobs.work(s.redis_url)
+
+
+PREPARE_AFTER = 3.0  # seconds after a worker starts, its speech models are prepared
 
 
 def _prepare_models(s: Settings) -> bool:

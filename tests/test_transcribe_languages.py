@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from ivr import transcribe as asr
-from ivr.casebook import show_case
+from ivr.casebook import close_case, show_case
 from ivr.cli import main as cli
 from ivr.config import Settings
 from ivr.engine import Caller
@@ -51,8 +52,8 @@ from ivr.transcribe import (
     speech_of,
     transcriber_for,
 )
-from ivr.voicemail import Reported, Tools, note_recording, process_recording
-from tests.audio import PHONE_RATE, pcm16, speak_russian, tone, wav
+from ivr.voicemail import Reported, Tools, note_recording, process_recording, purge
+from tests.audio import PHONE_RATE, ensure_russian_voice, pcm16, speak_russian, tone, wav
 from tests.conftest import ROOT, TEST_KEYS
 from tests.test_console import Team, sign_in, team, token
 from tests.test_transcribe import no_network
@@ -325,6 +326,28 @@ def test_a_tampered_part_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 # --- 4. the worker's path: the case, the CLI, the console -------------------------------------
 
 
+def test_the_readmes_russian_example_ends_in_a_russian_transcript(
+    tmp_path: Path, model_cache: Path
+) -> None:
+    """`ivr call --voicemail say:…` in Russian on a fresh checkout: festival speaks, the worker's
+    steps run in-process, the default engines transcribe."""
+    ensure_russian_voice()
+    env = {"INSTANCE_DIR": str(tmp_path / "instance"), "FLOWS_DIR": str(ROOT / "flows"),
+           "TRANSCRIBE_CACHE": str(model_cache), "IVR_DOTENV": "/nonexistent"}
+    runner = CliRunner()
+    called = runner.invoke(cli, ["call", "--press", "1,3,#,2", "--voicemail",
+                                 "say:Я хочу сдаться. Перезвоните мне после шести."], env=env)
+    assert called.exit_code == 0, called.output
+    assert "Voicemail filed as case #1: transcription done" in called.output
+    shown = runner.invoke(cli, ["cases", "show", "1", "--json"], env=env)
+    assert shown.exit_code == 0, shown.output
+    case = json.loads(shown.output)
+    assert (case["language"], case["transcript_language"]) == ("ru", "ru")
+    assert case["transcript_engine"] == "whisper-base"
+    assert has_stems(case["transcript"], "сда", "перезвон", "шест|6")
+    assert 0 < case["transcript_confidence"] <= 1
+
+
 def test_ivr_transcribe_prints_what_the_worker_would_file(tmp_path: Path, model_cache: Path) -> None:
     env = {"TRANSCRIBE_CACHE": str(model_cache), "INSTANCE_DIR": str(tmp_path / "instance"),
            "FLOWS_DIR": str(ROOT / "flows"), "IVR_DOTENV": "/nonexistent"}
@@ -378,6 +401,12 @@ def test_a_voicemail_in_the_other_language_is_filed_saying_so(
     assert has_stems(found["transcript"], "телефон", "мобіліз")
     transcribed = [e for e in found["timeline"] if e["action"] == "transcribed"]
     assert transcribed[0]["detail"] == "whisper-base; spoken: uk; chose ru"
+    close_case(db, case.id, "test")  # retention: the confidences go with the words
+    assert purge(db, vault, timedelta(0)) == 1
+    with db.session() as session:
+        gone = session.scalars(select(Case)).one()
+        assert (gone.transcript, gone.transcript_words) == (None, None)
+        assert gone.transcript_language == "uk"  # a language, kept for the counts
     db.engine.dispose()
     vault.keys.engine.dispose()
 

@@ -420,6 +420,7 @@ def cases_show(case_id: int, as_json: bool) -> None:
         click.echo(json.dumps(found, ensure_ascii=False, indent=2))
         return
     timeline = found.pop("timeline")
+    found.pop("transcript_words", None)  # each word's confidence: in --json and the console
     for key, value in found.items():
         click.echo(f"{key:>30}: {value if value is not None else '-'}")
     click.echo(f"{'timeline':>30}:")

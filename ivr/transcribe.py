@@ -420,9 +420,13 @@ def _cached(kind: str, folder: Path, threads: int, load: Any) -> Any:
 
 # Decoding. Beam 5 and temperature fallback are faster-whisper's defaults (a decode that
 # repeats itself or is unsure is tried again hotter). A prompt in the caller's language with the
-# hotline's own words, measured on ../shared/speech (bench/transcribe.py --no-prompt): Whisper
-# base's Ukrainian word errors 43 % -> 30 %, Russian 11 % -> 9 %; beam 8 changed nothing.
+# hotline's own words, measured on examples/speech (bench/transcribe.py --no-prompt): on the
+# short messages Whisper base's word errors went 43 % -> 30 % (uk) and 11 % -> 9 % (ru); on
+# the 60 s messages they went the other way (28 % -> 43 %, 10 % -> 14 %: the prompt steers
+# only the first 30 s window, and the windows after it were cut differently). So the prompt is
+# given when the speech fits in one window. Beam 8 changed nothing.
 BEAM_SIZE = 5
+PROMPT_MAX_SECONDS = 30.0
 TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 PROMPTS: dict[str, str] = {
     "uk": "Добрий день. Я хочу здатися в полон. Мене мобілізували, я не хочу воювати. "
@@ -508,7 +512,8 @@ class WhisperEngine:
             segments, _ = self.model.transcribe(
                 speech, language=self.language, beam_size=BEAM_SIZE, temperature=list(TEMPERATURES),
                 condition_on_previous_text=False, vad_filter=False, word_timestamps=False,
-                initial_prompt=PROMPTS.get(self.language))
+                initial_prompt=(PROMPTS.get(self.language)
+                                if len(speech) <= PROMPT_MAX_SECONDS * WHISPER_RATE else None))
             segments = list(segments)
         except Exception as exc:
             raise TranscriptionError(f"{self.name} failed on {audio.seconds:.1f} s of audio") from exc

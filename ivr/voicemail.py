@@ -345,9 +345,6 @@ def _transcribe(db: Database, vault: Vault, tools: Tools, recording_id: int) -> 
                          detail=engine or reason))
 
 
-# --- retention -------------------------------------------------------------------------
-
-
 def _file_transcript(vault: Vault, case: Case, heard: Transcript) -> None:
     """The words sealed, each word's confidence sealed with them; language, mean confidence
     and the guard's flags in clear (numbers and codes, nothing the caller said)."""
@@ -359,6 +356,9 @@ def _file_transcript(vault: Vault, case: Case, heard: Transcript) -> None:
     case.transcript_language = heard.language
     case.transcript_confidence = heard.confidence
     case.transcript_flags = ",".join(heard.flags) or None
+
+
+# --- retention -------------------------------------------------------------------------
 
 
 def purge(db: Database, vault: Vault, older_than: timedelta) -> int:

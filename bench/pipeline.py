@@ -151,7 +151,7 @@ def place_call(phone: Phone, transport: TimedTransport, index: int, phase: str,
     placed.webhooks = transport.seen[first:]
     sorry = {t["sorry"] for t in APOLOGY.values()}
     placed.apology = any(h.text in sorry for h in log.heard)
-    placed.goodbye = "Goodbye" in log.text()
+    placed.goodbye = any(bye in log.text() for bye in ("Goodbye", "До свидания", "До побачення"))
     placed.errors += log.errors
     return placed
 

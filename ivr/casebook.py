@@ -8,6 +8,7 @@ transcript for the reader and writes who read it into the audit log in the same 
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -57,6 +58,13 @@ def _summary(case: Case, rec: Recording | None, repeat: int) -> dict[str, Any]:
         "recording_stored_at": _iso(rec.stored_at) if rec else None,
         "recording_deleted_at_provider": _iso(rec.deleted_at_provider) if rec else None,
         "transcript_engine": case.transcript_engine,
+        # The language the words are in (the caller's `language` unless another was spoken),
+        # the mean of the model's word confidences (0-1; null when the engine gives none), and
+        # what the guard noticed (no-speech, stock-phrase, sound-caption, repeated).
+        "transcript_language": case.transcript_language,
+        "transcript_confidence": (round(case.transcript_confidence, 3)
+                                  if case.transcript_confidence is not None else None),
+        "transcript_flags": case.transcript_flags.split(",") if case.transcript_flags else [],
         "operator_id": case.operator_id,
         "assigned_at": _iso(case.assigned_at),
         "route_reason": case.route_reason,
@@ -113,8 +121,13 @@ def show_case(db: Database, vault: Vault, case_id: int, actor: str) -> dict[str,
         try:
             sealed = vault.open(case, "transcript")
             found["transcript"] = sealed.decode() if sealed is not None else None
+            words = vault.open(case, "transcript_words")
+            # [[word, confidence], …] as the model wrote them (spaces included): the console
+            # marks the unsure ones. Digits stay digits: nothing is normalised.
+            found["transcript_words"] = json.loads(words) if words is not None else None
         except CryptoError as exc:
             found["transcript"], found["transcript_error"] = None, str(exc)
+            found["transcript_words"] = None
         if found["transcript"] is not None:
             s.add(AuditEntry(actor=actor, action="transcript-read", case_id=case.id))
         if actor == f"operator:{case.operator_id}" and case.acted_at is None:

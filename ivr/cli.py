@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -176,6 +178,7 @@ def worker(burst: bool) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # speech models never come from a hub
     services = jobs.services()
     if burst:  # work what is queued now, then stop (tests, one-off runs)
+        _prepare_models(s)
         conn = redis.Redis.from_url(s.redis_url)
         try:
             conn.ping()
@@ -189,7 +192,117 @@ def worker(burst: bool) -> None:
                      namespace=s.redis_namespace, drain=jobs.drain_spool,
                      reconcile=jobs.reconcile_recordings,
                      reconcile_every=s.reconcile_minutes * 60).start()
+    # The models are joined and loaded beside the main loop, a moment after it starts (their
+    # imports take a second of CPU), so the worker reaches Redis (or says it waits for it) at
+    # once; a voicemail that comes first waits for its model, not for the others.
+    def prepare_soon() -> None:
+        time.sleep(PREPARE_AFTER)
+        _prepare_models(s)
+
+    threading.Thread(target=prepare_soon, name="prepare-models", daemon=True).start()
     jobs.work(s.redis_url, s.redis_namespace)
+
+
+PREPARE_AFTER = 3.0  # seconds after a worker starts, its speech models are prepared
+
+
+def _prepare_models(s: Settings) -> bool:
+    """Join, check and load every speech engine of TRANSCRIBE_ENGINES, saying so line by line.
+    True when all are ready; a language that is not ready gets "no model for …" on its cases."""
+    from ivr import transcribe as asr
+
+    def say(line: str) -> None:
+        click.echo(f"speech models: {line}", err=True)
+
+    engines = asr.parse_engines(s.transcribe_engines)
+    if not engines:
+        say("none configured (TRANSCRIBE_ENGINES=none): voicemails are filed untranscribed")
+        return True
+    say(f"preparing {', '.join(f'{lang}={spec}' for lang, spec in engines.items())}")
+    states = asr.prepare(engines, s.transcribe_threads, s.model_cache, say)
+    for language, state in states.items():
+        say(f"{language}: {state}")
+    return all(state.startswith("ready") for state in states.values())
+
+
+@main.group()
+def models() -> None:
+    """The offline speech models (TRANSCRIBE_ENGINES)."""
+
+
+@models.command("prepare")
+def models_prepare() -> None:
+    """Join and check the bundled Whisper base model and load every engine, ahead of a deploy
+    (`ivr worker` does it too at start). Exit 1 if a language has no usable model."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    s = settings()
+    if not _prepare_models(s):
+        sys.exit(1)
+
+
+@main.command("transcribe")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--language", type=click.Choice(["ru", "uk", "en"]), default=None,
+              help="The language the caller chose in the menu (default: the entry flow's default).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output: a list, one object per file.")
+def transcribe_files(files: tuple[Path, ...], language: str | None, as_json: bool) -> None:
+    """Transcribe WAV files exactly as the worker would (engines of TRANSCRIBE_ENGINES, language
+    identification among the entry flow's languages, the guard), to try a model before deploying it.
+
+    The words are printed here and nowhere else: nothing is logged or stored.
+    """
+    from ivr import jobs, voicemail
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    s = settings()
+    flow, chosen = s.entry_flow, language or _default_language(s)
+    tool = jobs.transcriber_tool(s)
+    rows: list[dict[str, object]] = []
+    failed = False
+    for path in files:
+        row: dict[str, object] = {"file": str(path), "chosen_language": chosen}
+        try:
+            heard = tool(chosen, path.read_bytes(), flow)
+        except (OSError, voicemail.NoModel, ValueError) as exc:
+            row["error"] = str(exc) if not isinstance(exc, OSError) else f"cannot read it: {exc.strerror}"
+            failed = True
+        else:
+            confidence = heard.confidence
+            row.update(text=heard.text, language=heard.language, engine=heard.engine,
+                       confidence=round(confidence, 3) if confidence is not None else None,
+                       seconds=round(heard.audio_seconds, 2), rtf=round(heard.rtf, 3),
+                       flags=list(heard.flags),
+                       detected=({"language": heard.detected[0], "probability": round(heard.detected[1], 3)}
+                                 if heard.detected else None))
+        rows.append(row)
+        if not as_json:
+            _print_transcript(row)
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+    if failed:
+        sys.exit(1)
+
+
+def _default_language(s: Settings) -> str:
+    from ivr.loader import flow_files, load_set
+
+    flows = load_set(flow_files([s.flows_dir])).flows
+    entry = flows.get(s.entry_flow)
+    return entry.default_language if entry is not None else "en"
+
+
+def _print_transcript(row: dict[str, object]) -> None:
+    if "error" in row:
+        click.echo(f"{row['file']}: not transcribed: {row['error']}")
+        return
+    spoken = str(row["language"])
+    if row["language"] != row["chosen_language"]:
+        spoken += f" (chose {row['chosen_language']})"
+    confidence = f"{row['confidence']:.2f}" if row["confidence"] is not None else "-"
+    flags = row["flags"]
+    click.echo(f"{row['file']}: {row['seconds']} s, {spoken}, {row['engine']}, confidence {confidence}, "
+               f"RTF {row['rtf']}" + (f", {', '.join(flags)}" if isinstance(flags, list) and flags else ""))
+    click.echo(f"  {row['text']}" if row["text"] else "  (no words)")
 
 
 # --- data ---------------------------------------------------------------------------------
@@ -348,6 +461,7 @@ def cases_show(case_id: int, as_json: bool) -> None:
         click.echo(json.dumps(found, ensure_ascii=False, indent=2))
         return
     timeline = found.pop("timeline")
+    found.pop("transcript_words", None)  # each word's confidence: in --json and the console
     for key, value in found.items():
         click.echo(f"{key:>30}: {value if value is not None else '-'}")
     click.echo(f"{'timeline':>30}:")
@@ -447,12 +561,35 @@ def _remote_api(s: Settings, url: str) -> RemoteApi | None:
     return api if api.reachable() else None
 
 
+UKRAINIAN_DEMO = Path("examples/speech/uk-d1.wav")
+
+
 def _voicemail_audio(spec: str) -> bytes:
+    """A WAV file, or say:TEXT spoken: Russian by festival (festvox-ru) when installed, which
+    Whisper understands, else by espeak-ng, whose Russian and Ukrainian it does not."""
     from ivr.standin import synthesize
+    from ivr.standin.phone import festival_russian
 
     if spec.startswith("say:"):
+        text = spec[4:]
+        lower = text.lower()
+        if any(c in lower for c in "іїєґ"):
+            click.echo("note: no offline voice speaks Ukrainian so that Whisper understands it "
+                       "(espeak-ng's it does not): for a Ukrainian transcript give a recording, e.g. "
+                       f"--voicemail {UKRAINIAN_DEMO} (synthetic speech, see examples/speech/README.md)",
+                       err=True)
+        elif any("а" <= c <= "я" or c == "ё" for c in lower):
+            try:
+                spoken = festival_russian(text)
+            except (OSError, subprocess.SubprocessError) as exc:
+                raise click.ClickException(f"--voicemail say:…: festival failed ({exc})") from None
+            if spoken is not None:
+                return spoken
+            click.echo("note: festival and festvox-ru are not installed (apt-get install festival "
+                       "festvox-ru): espeak-ng speaks instead, and Whisper cannot understand its Russian",
+                       err=True)
         try:
-            return synthesize(spec[4:])
+            return synthesize(text)
         except RuntimeError as exc:
             raise click.ClickException(f"--voicemail say:…: {exc}") from None
     path = Path(spec)

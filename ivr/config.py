@@ -43,8 +43,9 @@ class Settings:
     keystore_url: str = "sqlite:///instance/keys.db"
     key_epoch_dir: Path | None = None  # KEY_EPOCH_DIR; None: INSTANCE_DIR/key-epochs
     retention_days: int = 30
-    transcribe_engines: str = "en=whisper-tiny-en"
+    transcribe_engines: str = "en=whisper-tiny-en,ru=whisper-base,uk=whisper-base"
     transcribe_threads: int = 1
+    transcribe_cache: Path | None = None  # TRANSCRIBE_CACHE; None: INSTANCE_DIR/models
     outbox_flush_seconds: float = 5.0
     webhook_db_wait: float = 1.5  # seconds a webhook waits for the database before spooling
     reconcile_minutes: int = 5  # how often the housekeeper lists the recordings at Twilio
@@ -69,6 +70,11 @@ class Settings:
     def epoch_dir(self) -> Path:
         """Where the key epochs (the keys that wrap the data keys) live, outside any database."""
         return self.key_epoch_dir or self.instance_dir / "key-epochs"
+
+    @property
+    def model_cache(self) -> Path:
+        """Where bundled speech models are joined once (TRANSCRIBE_CACHE, else INSTANCE_DIR/models)."""
+        return self.transcribe_cache if self.transcribe_cache is not None else self.instance_dir / "models"
 
     def replace(self, **changes: Any) -> Settings:
         return replace(self, **changes)
@@ -98,7 +104,9 @@ SETTINGS: dict[str, tuple[str, bool]] = {
                       True),
     "RETENTION_DAYS": ("days a closed case's number, audio and transcript are kept", False),
     "TRANSCRIBE_ENGINES": ("speech engine per language, e.g. en=whisper-tiny-en,"
-                           "ru=vosk:/srv/asr/vosk-model-small-ru", False),
+                           "ru=whisper-base,uk=vosk:/srv/asr/vosk-model-small-uk", False),
+    "TRANSCRIBE_CACHE": ("the folder where the bundled Whisper base model is joined once "
+                         "(default: INSTANCE_DIR/models)", False),
     "TRANSCRIBE_THREADS": ("CPU threads per transcription in a worker (default 1)", False),
     "OUTBOX_FLUSH_SECONDS": ("how often a web process re-tries enqueueing jobs Redis missed",
                              False),
@@ -212,6 +220,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "console_secret_key": get("CONSOLE_SECRET_KEY"),
         "healthz_token": get("HEALTHZ_TOKEN"),
         "transcribe_engines": get("TRANSCRIBE_ENGINES") or base.transcribe_engines,
+        "transcribe_cache": Path(get("TRANSCRIBE_CACHE")) if get("TRANSCRIBE_CACHE") else None,
     }
     for name, key, default, low in (("RETENTION_DAYS", "retention_days", base.retention_days, 1),
                                     ("OUTBOX_FLUSH_SECONDS", "outbox_flush_seconds",

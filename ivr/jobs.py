@@ -33,6 +33,7 @@ from ivr.operators import recount
 from ivr.spool import SUFFIX as SPOOL_SUFFIX
 from ivr.spool import Spool
 from ivr.storage import Database, OutboxJob, Vault, upgrade, utcnow
+from ivr.transcribe import Transcript
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +139,49 @@ def telephony_for(settings: Settings) -> callbacks.Telephony:
     return callbacks.Telephony(send_sms, place_call)
 
 
+def transcriber_tool(settings: Settings) -> Callable[[str, bytes, str | None], Transcript]:
+    """How the worker turns a voicemail into text: the engines of TRANSCRIBE_ENGINES, language
+    identification among the caller's flow's languages, the guard. `ivr transcribe` runs
+    exactly this. Raises voicemail.NoModel, or ValueError for audio it cannot use."""
+    from ivr import transcribe as asr
+
+    engines = asr.parse_engines(settings.transcribe_engines)
+    threads, cache = settings.transcribe_threads, settings.model_cache
+    flow_languages = _flow_languages(settings)
+
+    def transcribe(language: str, wav: bytes, flow: str | None) -> Transcript:
+        try:
+            return asr.listen(wav, language, engines, flow_languages(flow), threads, cache)
+        except asr.NoModel as exc:
+            raise voicemail.NoModel(str(exc)) from None
+        except asr.TranscriptionError as exc:  # bad audio, or the engine failed on it
+            raise ValueError(str(exc)) from None
+
+    return transcribe
+
+
+def _flow_languages(settings: Settings) -> Callable[[str | None], tuple[str, ...]]:
+    """A flow's languages (read once per worker; a flow that cannot be read offers none, and
+    then only the caller's choice is transcribed)."""
+    known: dict[str, tuple[str, ...]] = {}
+
+    def languages(flow: str | None) -> tuple[str, ...]:
+        if not flow:
+            return ()
+        if flow not in known:
+            from ivr.loader import flow_files, load_set
+
+            try:
+                found = load_set(flow_files([settings.flows_dir])).flows
+                known.update({f.id: tuple(f.languages) for f in found.values()})
+            except Exception:
+                log.warning("could not read the flows for their languages", exc_info=True)
+            known.setdefault(flow, ())
+        return known[flow]
+
+    return languages
+
+
 def build_services(settings: Settings) -> Services:
     """The real parts: the database, the vault, Twilio's REST API and the transcribers."""
     from ivr import transcribe as asr
@@ -145,8 +189,6 @@ def build_services(settings: Settings) -> Services:
 
     provider = TwilioProvider(settings.twilio_account_sid, settings.twilio_auth_token,
                               settings.twilio_api_base)
-    engines = asr.parse_engines(settings.transcribe_engines)
-    threads = settings.transcribe_threads
 
     def fetch(sid: str) -> bytes:
         try:
@@ -168,15 +210,6 @@ def build_services(settings: Settings) -> Services:
         except asr.BadAudio as exc:
             raise ValueError(str(exc)) from None
 
-    def transcribe(language: str, wav: bytes) -> tuple[str, str]:
-        try:
-            result = asr.transcriber_for(engines, language, threads).transcribe(wav)
-        except asr.NoModel as exc:
-            raise voicemail.NoModel(str(exc)) from None
-        except asr.TranscriptionError as exc:  # bad audio, or the engine failed on it
-            raise ValueError(str(exc)) from None
-        return result.text, result.engine
-
     db = Database(settings.database_url)
     vault = vault_for(settings)
     telephony = telephony_for(settings)
@@ -187,7 +220,7 @@ def build_services(settings: Settings) -> Services:
         callbacks.notify(db, vault, telephony, settings.public_base_url, case_id)
 
     return Services(settings, db, vault,
-                    voicemail.Tools(fetch, delete, check_audio, transcribe, after),
+                    voicemail.Tools(fetch, delete, check_audio, transcriber_tool(settings), after),
                     telephony, policy_for(settings))
 
 

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import (
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -168,6 +169,15 @@ class Case(Base):
     number: Mapped[bytes | None] = mapped_column(LargeBinary)  # sealed E.164 number
     transcript: Mapped[bytes | None] = mapped_column(LargeBinary)  # sealed text
     transcript_engine: Mapped[str | None] = mapped_column(String(80))
+    # The language the words were transcribed in: `language` (the caller's menu choice) unless
+    # language identification was sure another was spoken. The mean of the model's per-word
+    # confidence (0-1; None when the engine gives none), the words with their confidences
+    # (sealed JSON, like the text), and what the guard against the model's failures noticed
+    # ("no-speech,repeated": ivr/transcribe.py FLAGS).
+    transcript_language: Mapped[str | None] = mapped_column(String(8))
+    transcript_confidence: Mapped[float | None] = mapped_column(Float)
+    transcript_words: Mapped[bytes | None] = mapped_column(LargeBinary)
+    transcript_flags: Mapped[str | None] = mapped_column(String(80))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     transcribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     routed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

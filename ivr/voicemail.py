@@ -10,6 +10,7 @@ recording row and one case, whatever Twilio delivers twice.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable
@@ -36,6 +37,7 @@ from ivr.storage import (
     Vault,
     utcnow,
 )
+from ivr.transcribe import Transcript
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +221,8 @@ class Tools:
     fetch: Callable[[str], bytes]  # recording sid -> WAV bytes (raises Retryable or ValueError)
     delete: Callable[[str], None]  # recording sid -> deleted at the provider
     check_audio: Callable[[bytes], None]  # raises ValueError with a reason for bad audio
-    transcribe: Callable[[str, bytes], tuple[str, str]]  # (language, wav) -> (text, engine)
+    # (chosen language, wav, flow id) -> what was heard (ivr.transcribe.listen)
+    transcribe: Callable[[str, bytes, str | None], Transcript]
     # Called with the case id once its text is in (or could not be had): routing, by default
     # nothing. It is called again when a job is run again, so it must be idempotent.
     after: Callable[[int], None] = lambda _case_id: None
@@ -363,28 +366,43 @@ def _transcribe(db: Database, vault: Vault, tools: Tools, recording_id: int) -> 
         if case.status != "new":  # transcribed in an earlier run
             return
         wav = vault.open_audio(case, rec)
-        language = case.language or ""
+        language, flow = case.language or "", case.flow
     assert wav is not None
+    heard: Transcript | None = None
     try:
-        text, engine = tools.transcribe(language, wav)
-        reason = None
+        heard = tools.transcribe(language, wav, flow)
+        engine, reason = heard.engine, None
     except NoModel as exc:
-        text, engine, reason = "", "", f"not transcribed: {exc}"[:200]
+        engine, reason = "", f"not transcribed: {exc}"[:200]
     except ValueError as exc:
-        text, engine, reason = "", "", f"not transcribed: {exc}"[:200]
+        engine, reason = "", f"not transcribed: {exc}"[:200]
     with db.session() as s:
         rec = s.get(Recording, recording_id)
         case = s.scalars(select(Case).where(Case.recording_id == recording_id)).one()
         assert rec is not None
-        if reason is None:
-            case.transcript = vault.seal(case, "transcript", text.encode())
-            case.transcript_engine = engine
+        if heard is not None:
+            _file_transcript(vault, case, heard)
             case.status, case.status_reason = "transcribed", None
+            if heard.language != heard.chosen_language:
+                engine += f"; spoken: {heard.language}; chose {heard.chosen_language}"
         else:
             case.status, case.status_reason = "transcription_failed", reason
         case.transcribed_at = utcnow()
         s.add(AuditEntry(actor="system", action=case.status, case_id=case.id,
                          detail=engine or reason))
+
+
+def _file_transcript(vault: Vault, case: Case, heard: Transcript) -> None:
+    """The words sealed, each word's confidence sealed with them; language, mean confidence
+    and the guard's flags in clear (numbers and codes, nothing the caller said)."""
+    case.transcript = vault.seal(case, "transcript", heard.text.encode())
+    words = [[w.text, round(w.probability, 3)] for w in heard.words]
+    case.transcript_words = vault.seal(case, "transcript_words",
+                                       json.dumps(words, ensure_ascii=False).encode())
+    case.transcript_engine = heard.engine
+    case.transcript_language = heard.language
+    case.transcript_confidence = heard.confidence
+    case.transcript_flags = ",".join(heard.flags) or None
 
 
 # --- retention -------------------------------------------------------------------------
@@ -446,7 +464,7 @@ def purge(db: Database, vault: Vault, older_than: timedelta,
                 rec.duration = length_bucket(rec.duration)
                 rec.reported_at = _day(rec.reported_at) or rec.reported_at
                 rec.stored_at, rec.deleted_at_provider = _day(rec.stored_at), _day(rec.deleted_at_provider)
-            case.number = case.transcript = case.caller_hash = case.caller_tz = None
+            case.number = case.transcript = case.transcript_words = case.caller_hash = case.caller_tz = None
             case.status_reason = case.route_reason = case.offered_to = None
             for name in CASE_TIMES:
                 setattr(case, name, _day(getattr(case, name)))

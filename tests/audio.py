@@ -1,4 +1,5 @@
-"""Real test audio: speech from espeak-ng at telephone quality (sox), and WAV files built by hand.
+"""Real test audio: speech from espeak-ng (English) and festival (Russian) at telephone quality
+(sox), and WAV files built by hand.
 
 espeak-ng and sox come from Debian. `ensure_tools()` installs them with apt-get when they are
 missing (CI runs as root with no stdin) and fails with a clear message when it cannot: a test
@@ -49,6 +50,39 @@ def ensure_tools() -> None:
         result = _apt("install", "-y", "-q", *TOOLS)
     if result.returncode != 0 or _missing():
         raise RuntimeError(f"`{how}` failed (exit {result.returncode}): {result.stderr.strip()[-400:]}")
+
+
+RUSSIAN_VOICE = ("festival", "festvox-ru")  # Debian: a Russian voice Whisper understands
+
+
+def ensure_russian_voice() -> None:
+    """Install festival and festvox-ru with apt-get when missing; raise if that fails."""
+    from ivr.standin.phone import FESTIVAL_RU
+
+    ensure_tools()
+    if shutil.which("text2wave") is not None and FESTIVAL_RU.is_dir():
+        return
+    how = "apt-get install -y festival festvox-ru"
+    if shutil.which("apt-get") is None or os.geteuid() != 0:
+        raise RuntimeError(f"festival with festvox-ru not found and cannot be installed here: run `{how}` "
+                           "as root (Debian), then run the tests again")
+    result = _apt("install", "-y", "-q", *RUSSIAN_VOICE)
+    if result.returncode != 0:
+        _apt("update", "-q")
+        result = _apt("install", "-y", "-q", *RUSSIAN_VOICE)
+    if result.returncode != 0 or shutil.which("text2wave") is None or not FESTIVAL_RU.is_dir():
+        raise RuntimeError(f"`{how}` failed (exit {result.returncode}): {result.stderr.strip()[-400:]}")
+
+
+def speak_russian(text: str) -> bytes:
+    """Russian `text` spoken by festival (festvox-ru) at 8 kHz: espeak-ng's Russian is
+    unintelligible to Whisper, this voice is not."""
+    from ivr.standin.phone import festival_russian
+
+    ensure_russian_voice()
+    spoken = festival_russian(text)
+    assert spoken is not None
+    return spoken
 
 
 def speak(text: str, voice: str = "en-us", rate: int = PHONE_RATE, speed: int = 150) -> bytes:

@@ -44,8 +44,14 @@ def flows_dir(tmp_path: Path) -> Path:
     return target
 
 
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """TRANSCRIBE_CACHE for the whole run: the bundled Whisper base is joined once, not per test."""
+    return tmp_path_factory.mktemp("models")
+
+
 @pytest.fixture
-def settings(tmp_path: Path, flows_dir: Path) -> Settings:
+def settings(tmp_path: Path, flows_dir: Path, model_cache: Path) -> Settings:
     return Settings(
         twilio_account_sid="AC" + "1" * 32,
         twilio_auth_token=TOKEN,
@@ -60,6 +66,7 @@ def settings(tmp_path: Path, flows_dir: Path) -> Settings:
         keystore_url=f"sqlite:///{tmp_path / 'keys.db'}",
         outbox_flush_seconds=0,
         healthz_token=HEALTHZ_TOKEN,
+        transcribe_cache=model_cache,
     )
 
 

@@ -110,7 +110,8 @@ def desk(settings: Settings, database_url: str, keystore_url: str, tmp_path: Pat
         f"    timezone: Europe/Simferopol\n    caller_id: \"{CRIMEA_CALLER_ID}\"\n"), encoding="utf-8")
     with TwilioApi(settings.twilio_account_sid, TOKEN, numbers=(HOTLINE, CRIMEA_CALLER_ID)) as api:
         s = settings.replace(twilio_api_base=api.base_url, database_url=database_url,
-                             keystore_url=keystore_url, transfer_numbers=("+380441112233",))
+                             keystore_url=keystore_url, transfer_numbers=("+380441112233",),
+                             transcribe_engines="en=whisper-tiny-en")  # no model for ru: routed all the same
         upgrade(database_url, keystore_url)
         jobs.use(lambda _settings: jobs.build_services(s))
         # The hotline's operators answer daily 08:00-22:00 Kyiv time: Sunday 14:00 is open.

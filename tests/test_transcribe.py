@@ -182,7 +182,7 @@ def test_a_language_without_an_engine_has_no_model(language: str) -> None:
 def test_russian_speech_never_reaches_the_english_model() -> None:
     """tiny.en would write fluent invented English here; the setting's language decides."""
     with pytest.raises(NoModel, match=r"^no model for ru$"):
-        transcribe(speak(RUSSIAN, voice="ru"), "ru", parse_engines(DEFAULT_ENGINES))
+        transcribe(speak(RUSSIAN, voice="ru"), "ru", parse_engines("en=whisper-tiny-en"))
 
 
 def test_no_engines_means_no_model() -> None:
@@ -194,7 +194,8 @@ def test_no_engines_means_no_model() -> None:
     ("spec", "item", "says"),
     [
         ("ru=whisper-tiny-en", "ru=whisper-tiny-en",
-         "whisper-tiny-en is English-only; give ru a whisper:FOLDER or vosk:FOLDER model, or no engine"),
+         "whisper-tiny-en is English-only; give ru whisper-base, a whisper:FOLDER or vosk:FOLDER model, "
+         "or no engine"),
         ("en=whisper-tiny-en,uk=whisper-tiny-en", "uk=whisper-tiny-en", "English-only"),
         ("whisper-tiny-en", "whisper-tiny-en", "write LANGUAGE=ENGINE"),
         ("english=whisper-tiny-en", "english=whisper-tiny-en", "write LANGUAGE=ENGINE"),
@@ -203,8 +204,10 @@ def test_no_engines_means_no_model() -> None:
         ("ru=vosk", "ru=vosk", "vosk needs the absolute path of a model folder"),
         ("uk=whisper:~/whisper", "uk=whisper:~/whisper", "whisper needs the absolute path"),
         ("en=whisper-tiny-en,en=vosk:/srv/en", "en=vosk:/srv/en", "en is given twice"),
-        ("ru=kaldi:/srv/ru", "ru=kaldi:/srv/ru", "the engine must be one of whisper-tiny-en, whisper, vosk"),
+        ("ru=kaldi:/srv/ru", "ru=kaldi:/srv/ru",
+         "the engine must be one of whisper-tiny-en, whisper-base, whisper, vosk"),
         ("en=whisper-tiny-en:/srv/x", "en=whisper-tiny-en:/srv/x", "bundled and takes no folder"),
+        ("ru=whisper-base:/srv/x", "ru=whisper-base:/srv/x", "whisper-base is bundled and takes no folder"),
     ],
 )
 def test_bad_engine_settings_are_one_line_naming_the_item(spec: str, item: str, says: str) -> None:

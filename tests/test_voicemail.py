@@ -79,7 +79,8 @@ class Hotline:
                 "TWILIO_ACCOUNT_SID": s.twilio_account_sid, "TWILIO_AUTH_TOKEN": TOKEN,
                 "IVR_DATA_KEYS": TEST_KEYS, "INSTANCE_DIR": str(tmp_path / "instance"),
                 "FLOWS_DIR": str(s.flows_dir), "IVR_DOTENV": "/nonexistent",
-                "REDIS_NAMESPACE": s.redis_namespace}  # the app's (its settings are made by hand)
+                "REDIS_NAMESPACE": s.redis_namespace,  # the app's (its settings are made by hand)
+                "TRANSCRIBE_CACHE": str(s.model_cache)}
 
     def work(self) -> None:
         """A real rq worker, in this process, until the queue is empty."""
@@ -211,6 +212,8 @@ def test_an_empty_message_is_noted_on_the_call_not_made_a_case(hotline: Hotline)
 
 
 def test_no_model_for_the_callers_language_says_so_on_the_case(hotline: Hotline) -> None:
+    english_only = hotline.settings.replace(transcribe_engines="en=whisper-tiny-en")
+    jobs.use(lambda _settings: jobs.build_services(english_only))
     hotline.call(["2", "#", "1"], speak("Я хочу здатися в полон", voice="uk"))
     hotline.work()
     [case] = hotline.cases()
@@ -441,6 +444,8 @@ def test_a_purge_leaves_nothing_that_leads_back_to_the_call(hotline: Hotline, me
 
 
 def test_the_admin_reads_cases_from_the_terminal(hotline: Hotline, message: bytes) -> None:
+    english_only = hotline.settings.replace(transcribe_engines="en=whisper-tiny-en")
+    jobs.use(lambda _settings: jobs.build_services(english_only))
     hotline.call(ENGLISH_VOICEMAIL, message)
     hotline.call(["2", "#", "1"], message)
     hotline.work()

@@ -67,6 +67,21 @@ UK: dict[str, str] = {
     "unassigned": "без оператора",
     "Transcript": "Розшифровка",
     "No transcript": "Розшифровки немає",
+    "Machine transcription: it can be wrong; the recording is what counts.":
+        "Машинна розшифровка: вона може помилятися; зважає запис.",
+    "Engine": "Модель",
+    "confidence": "упевненість",
+    "spoken": "мова розмови",
+    "chose": "обрано в меню",
+    "marked": "позначено",
+    "words the model was unsure of": "слова, в яких модель не впевнена",
+    "No speech was heard: listen to the recording.": "Мовлення не почуто: прослухайте запис.",
+    "Phrases the model invents (subtitle credits and the like) were removed.":
+        "Фрази, які модель вигадує (титри субтитрів тощо), прибрано.",
+    "Sound captions the model invents (such as 'music') were removed.":
+        "Підписи звуків, які модель вигадує (на кшталт «музика»), прибрано.",
+    "A phrase the model repeated over and over is kept once.":
+        "Фразу, яку модель повторювала знову й знову, залишено один раз.",
     "Recording": "Запис",
     "Your browser cannot play this recording.": "Ваш браузер не може відтворити цей запис.",
     "Routed because": "Чому сюди",

@@ -67,6 +67,14 @@ from ivr.storage import AuditEntry, Call, Case, Note, Operator, OutboxJob, Recor
 log = logging.getLogger(__name__)
 bp = Blueprint("console", __name__, url_prefix="/console", template_folder="templates",
                static_folder="static")
+LOW_CONFIDENCE = 0.5  # a word the model gave less than this is marked as unsure
+# What the guard against the speech model's failures noticed (ivr/transcribe.py FLAGS).
+TRANSCRIPT_FLAGS = {
+    "no-speech": "No speech was heard: listen to the recording.",
+    "stock-phrase": "Phrases the model invents (subtitle credits and the like) were removed.",
+    "sound-caption": "Sound captions the model invents (such as 'music') were removed.",
+    "repeated": "A phrase the model repeated over and over is kept once.",
+}
 OUTCOMES = ("helped", "information given", "surrender arranged", "no contact", "not relevant")
 # Where the language switch may send the user back to: a console path and its query, nothing
 # that a browser could read as another host or a header (no //, no \\, no control character).
@@ -392,7 +400,10 @@ def case_page(case_id: int) -> str:
                                          "detail": f"{call.seconds} s" if call.seconds else None})
         has_audio = bool(s.scalar(select(Recording.audio.is_not(None))  # not the audio itself
                                   .where(Recording.id == case.recording_id)))
-    return render_template("case.html", case=found, notes=notes, outcomes=OUTCOMES,
+    # Each word of the transcript, marked when the model was less sure of it than LOW_CONFIDENCE.
+    words = [(w, p < LOW_CONFIDENCE) for w, p in found.get("transcript_words") or []]
+    return render_template("case.html", case=found, notes=notes, outcomes=OUTCOMES, words=words,
+                           flag_texts=TRANSCRIPT_FLAGS,
                            operator=operator.name if operator else None, has_audio=has_audio,
                            caller_tz=case.caller_tz, outcome=case.outcome,
                            eligible=queries.eligible(c.db) if user().supervisor else [])

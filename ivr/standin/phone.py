@@ -29,6 +29,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlencode, urlsplit
 
@@ -146,6 +147,29 @@ def synthesize(text: str, voice: str | None = None, rate: int = 8000, speed: int
         raw, phone = Path(tmp) / "raw.wav", Path(tmp) / "phone.wav"
         subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(raw), text],
                        check=True, capture_output=True, stdin=subprocess.DEVNULL)
+        subprocess.run(["sox", "-R", str(raw), "-r", str(rate), "-c", "1", "-b", "16", str(phone)],
+                       check=True, capture_output=True, stdin=subprocess.DEVNULL)
+        return phone.read_bytes()
+
+
+FESTIVAL_RU = Path("/usr/share/festival/voices/russian/msu_ru_nsh_clunits")
+
+
+def festival_russian(text: str, rate: int = 8000) -> bytes | None:
+    """Russian `text` spoken by Debian's festival with festvox-ru, at telephone quality; None
+    when they are not installed. Whisper understands this voice (espeak-ng's Russian it does
+    not). The same bytes every run (`sox -R`)."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    if shutil.which("text2wave") is None or shutil.which("sox") is None or not FESTIVAL_RU.is_dir():
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        words, raw, phone = Path(tmp) / "words.txt", Path(tmp) / "raw.wav", Path(tmp) / "phone.wav"
+        words.write_text(text, encoding="utf-8")
+        subprocess.run(["text2wave", "-eval", "(voice_msu_ru_nsh_clunits)", "-o", str(raw), str(words)],
+                       check=True, capture_output=True, stdin=subprocess.DEVNULL, timeout=120)
         subprocess.run(["sox", "-R", str(raw), "-r", str(rate), "-c", "1", "-b", "16", str(phone)],
                        check=True, capture_output=True, stdin=subprocess.DEVNULL)
         return phone.read_bytes()

@@ -590,25 +590,30 @@ def test_cases_purged_before_the_upgrade_are_coarsened_by_it(database_url: str) 
     from datetime import UTC, datetime
 
     from alembic import command
+    from sqlalchemy import TextClause, bindparam
 
-    from ivr.storage import AuditEntry, Call, alembic_config
+    from ivr.storage import AuditEntry, UTCDateTime, alembic_config
 
     command.upgrade(alembic_config(database_url), "0004")
     exact = datetime(2026, 10, 3, 14, 27, 51, 123456, tzinfo=UTC)
     db = Database(database_url)
-    with db.session() as s:
-        call = Call(call_sid="CA" + "e" * 32, started_at=exact)
-        s.add(call)
-        s.flush()
-        rec = Recording(recording_sid="RE" + "e" * 32, call_id=call.id, duration=47, audio_bytes=24000,
-                        reported_at=exact, stored_at=exact)
-        s.add(rec)
-        s.flush()
-        case = Case(call_id=call.id, recording_id=rec.id, data_key_id=1, created_at=exact, closed_at=exact,
-                    purged_at=exact)
-        s.add(case)
-        s.flush()
-        s.add(AuditEntry(actor="system", action="purged", case_id=case.id, at=exact))
+    at = bindparam("at", type_=UTCDateTime())
+
+    def sql(statement: str) -> TextClause:
+        return text(statement).bindparams(at) if ":at" in statement else text(statement)
+
+    with db.session() as s:  # plain SQL: the models are the newest schema, the tables are 0004's
+        s.execute(sql("INSERT INTO calls (id, call_sid, started_at) VALUES (1, :sid, :at)"),
+                  {"sid": "CA" + "e" * 32, "at": exact})
+        s.execute(sql("INSERT INTO recordings (id, recording_sid, call_id, status, duration, "
+                      "audio_bytes, reported_at, stored_at, attempts) "
+                      "VALUES (1, :sid, 1, 'done', 47, 24000, :at, :at, 0)"),
+                  {"sid": "RE" + "e" * 32, "at": exact})
+        s.execute(sql("INSERT INTO cases (id, call_id, recording_id, data_key_id, status, created_at, "
+                       "closed_at, purged_at, reoffers, callback_attempts) "
+                       "VALUES (1, 1, 1, 1, 'closed', :at, :at, :at, 0, 0)"), {"at": exact})
+        s.execute(sql("INSERT INTO audit (actor, action, case_id, at) VALUES ('system', 'purged', 1, :at)"),
+                  {"at": exact})
     upgrade(database_url)
     with db.session() as s:
         rec = s.scalars(select(Recording)).one()

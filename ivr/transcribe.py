@@ -426,6 +426,12 @@ def _cached(kind: str, folder: Path, threads: int, load: Any) -> Any:
 # only the first 30 s window, and the windows after it were cut differently). So the prompt is
 # given when the speech fits in one window. Beam 8 changed nothing.
 BEAM_SIZE = 5
+# Whisper decodes a window again, hotter, when its text compresses better than this (a loop
+# repeating itself). Its default, 2.4, also caught a caller who says the same thing twice in
+# a window: a 64 s English message of repeated sentences took 17.8 s of CPU instead of 3.8 s,
+# with the same words (bench/transcribe.py). A real loop compresses far better than 4; what is
+# left of one, the guard below collapses and marks.
+COMPRESSION_RATIO = 4.0
 PROMPT_MAX_SECONDS = 30.0
 TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 PROMPTS: dict[str, str] = {
@@ -511,7 +517,8 @@ class WhisperEngine:
         try:
             segments, _ = self.model.transcribe(
                 speech, language=self.language, beam_size=BEAM_SIZE, temperature=list(TEMPERATURES),
-                condition_on_previous_text=False, vad_filter=False, word_timestamps=False,
+                compression_ratio_threshold=COMPRESSION_RATIO, condition_on_previous_text=False,
+                vad_filter=False, word_timestamps=False,
                 initial_prompt=(PROMPTS.get(self.language)
                                 if len(speech) <= PROMPT_MAX_SECONDS * WHISPER_RATE else None))
             segments = list(segments)
@@ -550,8 +557,11 @@ class WhisperEngine:
             for seek, members in windows.items():
                 window = features[:, seek : seek + model.feature_extractor.nb_max_frames]
                 tokens = [[t for t in segments[i].tokens if t < tokenizer.eot] for i in members]
-                aligned = model.model.align(model.encode(pad_or_trim(window)), tokenizer.sot_sequence,
-                                            tokens, window.shape[-1])
+                encoded = model.encode(pad_or_trim(window))
+                # One segment per call: the encoder's batch is this one window, and ctranslate2
+                # wants as many token lists as it has (a window of several segments failed).
+                aligned = [model.model.align(encoded, tokenizer.sot_sequence, [one], window.shape[-1])[0]
+                           for one in tokens]
                 for i, result, text_tokens in zip(members, aligned, tokens, strict=True):
                     pieces, piece_tokens = tokenizer.split_to_word_tokens([*text_tokens, tokenizer.eot])
                     probs = result.text_token_probs

@@ -192,6 +192,18 @@ def test_a_three_minute_message_of_speech_then_hiss(model_cache: Path) -> None:
     assert time.perf_counter() - started < 60.0
 
 
+def test_a_message_of_several_sentences_keeps_a_confidence_for_every_word(model_cache: Path) -> None:
+    """Whisper cuts a window of speech into several segments; every word keeps its confidence
+    (aligning them all against one window at once failed, and the operator got none)."""
+    pause = np.zeros(PHONE_RATE // 2, dtype=np.int16)
+    parts = [decode(clip(name)).samples for name in ("ru-d1", "ru-d2", "ru-d3", "ru-d4")]
+    data = wav(np.concatenate([x for part in parts + parts[::-1] for x in (part, pause)]))
+    result = hear(data, "ru", model_cache)
+    assert has_stems(result.text, "сдат", "арми", "сын", "лес")
+    assert result.confidence is not None and 0 < result.confidence <= 1
+    assert "".join(w.text for w in result.words).split() == result.text.split()
+
+
 @pytest.mark.parametrize(("segments", "text", "flags"), [
     ([" Я хочу сдаться.", " СПОКОЙНАЯ МУЗЫКА"], "Я хочу сдаться.", ("sound-caption",)),
     ([" ТРЕВОЖНАЯ МУЗЫКА"], "", ("sound-caption",)),

@@ -292,24 +292,37 @@ class KeyEpochs:
         master = self.keyring.masters[0]
         doc = {"epoch": epoch_id, "master": master.id,
                "key": base64.b64encode(seal(master.key, key, f"key-epoch:{epoch_id}:{master.id}")).decode()}
-        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path = self.path(epoch_id)
-        tmp = self.folder / f".{epoch_id}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, json.dumps(doc).encode("ascii"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        self._sync_folder()
+        write_durably(self.path(epoch_id), json.dumps(doc).encode("ascii"))
 
     def _sync_folder(self) -> None:
-        fd = os.open(self.folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        sync_folder(self.folder)
+
+
+def write_durably(path: Path, data: bytes) -> None:
+    """A file that, once it exists, is whole and survives a crash: written to a temporary name
+    in the same folder (made 0700), fsync'd, renamed, the folder fsync'd (key epochs, the
+    spool)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    sync_folder(path.parent)
+
+
+def sync_folder(folder: Path) -> None:
+    """fsync a folder, so that a rename or unlink in it is on disk."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def seal(key: bytes, plaintext: bytes, context: str) -> bytes:

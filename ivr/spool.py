@@ -27,7 +27,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ivr.engine import Caller
-from ivr.keys import CryptoError, seal, unseal
+from ivr.keys import CryptoError, seal, sync_folder, unseal, write_durably
 from ivr.voicemail import Reported
 
 log = logging.getLogger(__name__)
@@ -46,21 +46,10 @@ class Spool:
 
     def put(self, r: Reported) -> None:
         """Keep a report durably; raises OSError when the disk does not take it."""
-        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         name = f"{time.time_ns():020d}-{os.getpid()}-{r.recording_sid}{SUFFIX}"
         master_id, key = self.keys[0]
         data = master_id.encode() + b"\n" + seal(key, json.dumps(asdict(r)).encode(), f"spool:{name}")
-        tmp = self.folder / f".{name}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, self.folder / name)
-        self._sync_folder()
+        write_durably(self.folder / name, data)
 
     def count(self) -> int:
         """How many reports wait here (for /healthz)."""
@@ -129,11 +118,7 @@ class Spool:
             os.close(fd)  # releases the lock
 
     def _sync_folder(self) -> None:
-        fd = os.open(self.folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        sync_folder(self.folder)
 
     def _set_aside(self, path: Path, exc: Exception) -> None:
         """A file we cannot open (its master key dropped, altered): kept apart for a person."""

@@ -221,27 +221,34 @@ def reoffer_due(db: Database, policy: Policy, now: datetime | None = None) -> li
 
     A case offered to an operator who did not act goes to the next one (never back to anyone
     it was offered to); with nobody left it is unassigned and escalated. An unassigned case
-    is taken up as soon as someone can take it, without telling supervisors again meanwhile.
+    has nobody to wait for: it is taken up at the first tick someone can take it (however
+    recently it was filed), oldest first, each taking a place of the operators' capacity, and
+    without telling supervisors again meanwhile. REOFFER_MINUTES is only for assigned cases.
     """
     now = now or utcnow()
     cutoff = now - policy.reoffer_after
     with db.session() as s:
         rows = s.execute(select(Case.id, Case.operator_id, Case.offered_to, Case.region,
                                 Case.language).where(
-            Case.status == "routed", Case.acted_at.is_(None), Case.assigned_at <= cutoff)).all()
+            Case.status == "routed", Case.acted_at.is_(None),
+            Case.operator_id.is_(None) | (Case.assigned_at <= cutoff))
+            .order_by(Case.created_at, Case.id)).all()
     again: list[int] = []
     for row in rows:
         offered = frozenset(int(x) for x in (row.offered_to or "").split(",") if x)
         region, language = row.region or "", row.language or ""
-        if row.operator_id is None:
+        if row.operator_id is None:  # read afresh: the cases before it took their places
             found = choose(candidates(db, region, language), region, language, now, offered)
             if found.operator_id is None:
                 continue
         choice = assign_case(db, row.id, now, exclude=offered)
+        if row.operator_id is None and choice.operator_id is None:
+            continue  # taken meanwhile by someone else's case: stays for the next tick
         with db.session() as s:
             case = s.get(Case, row.id)
             assert case is not None
-            case.reoffers += 1
+            if row.operator_id is not None:  # a take-up is not a re-offer
+                case.reoffers += 1
             if choice.operator_id is not None:
                 _offered(s, row.id, choice.operator_id)
             s.add(OutboxJob(job=NOTIFY, target_id=row.id))

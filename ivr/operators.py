@@ -442,7 +442,7 @@ def assign_case(db: Database, case_id: int, now: datetime | None = None, actor: 
             _count(s, found.operator_id if is_open else None,
                    choice.operator_id if is_open else None, now)
             s.add(AuditEntry(actor=actor, action="assigned" if choice.operator_id else "unassigned",
-                             case_id=case_id, detail=choice.reason[:300], at=now))  # = assigned_at
+                             case_id=case_id, detail=choice.reason[:300]))
         return choice
     raise OperatorError(f"case #{case_id} keeps changing hands: try again")
 

@@ -676,7 +676,6 @@ def test_a_cases_times_say_what_happened_as_its_timeline_does(
         assert found["transcribed_at"] == _at(t, "transcribed")
         assert found["transcription_failed_at"] == _at(t, "transcription_failed", "recording-failed")
         assert found["notified_at"] == (_at(t, "sms-sent") or _at(t, "escalated", nobody=False))
-        assert found["assigned_at"] == _at(t, "assigned", "unassigned")
         return found
 
     def voicemail(presses: list[str], audio: bytes) -> int:

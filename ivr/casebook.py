@@ -31,7 +31,8 @@ def _iso(when: datetime | None) -> str | None:
 
 
 # The audit entries that say a case's words could not be had: their time is the failure's
-# (`transcribed_at` is set only when a transcript exists), their detail the reason.
+# (`transcribed_at` is set only when a transcript exists); the reason is `status_reason` (and
+# the `transcription_failed` entry's detail).
 FAILED_ACTIONS = ("transcription_failed", "recording-failed")
 
 

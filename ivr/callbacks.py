@@ -205,12 +205,19 @@ def notify(db: Database, vault: Vault, tel: Telephony, base_url: str, case_id: i
     with db.session() as s:
         case = s.get(Case, case_id)
         assert case is not None
-        case.notified_at = now
-        detail = "; ".join(sent) or "no supervisor to tell"
-        s.add(AuditEntry(actor="system", action=action, case_id=case_id, detail=detail[:500]))
+        # `notified_at` says someone was told: with no supervisor, or every message refused,
+        # it stays empty and the timeline says why (once per assignment: `unnotified` does
+        # not try again what Twilio refused for good).
+        if sent:
+            case.notified_at = now
+            s.add(AuditEntry(actor="system", action=action, case_id=case_id,
+                             detail="; ".join(sent)[:500], at=now))
+        elif not targets:
+            s.add(AuditEntry(actor="system", action=action, case_id=case_id,
+                             detail="no supervisor to tell: nobody was told", at=now))
         if failed:
             s.add(AuditEntry(actor="system", action="sms-failed", case_id=case_id,
-                             detail="; ".join(failed)[:500]))
+                             detail="; ".join(failed)[:500], at=now))
     if action == "escalated":
         log.warning("case %s has no operator: escalated to %d supervisor(s)", case_id, len(sent))
     return len(sent)
@@ -221,27 +228,34 @@ def reoffer_due(db: Database, policy: Policy, now: datetime | None = None) -> li
 
     A case offered to an operator who did not act goes to the next one (never back to anyone
     it was offered to); with nobody left it is unassigned and escalated. An unassigned case
-    is taken up as soon as someone can take it, without telling supervisors again meanwhile.
+    has nobody to wait for: it is taken up at the first tick someone can take it (however
+    recently it was filed), oldest first, each taking a place of the operators' capacity, and
+    without telling supervisors again meanwhile. REOFFER_MINUTES is only for assigned cases.
     """
     now = now or utcnow()
     cutoff = now - policy.reoffer_after
     with db.session() as s:
         rows = s.execute(select(Case.id, Case.operator_id, Case.offered_to, Case.region,
                                 Case.language).where(
-            Case.status == "routed", Case.acted_at.is_(None), Case.assigned_at <= cutoff)).all()
+            Case.status == "routed", Case.acted_at.is_(None),
+            Case.operator_id.is_(None) | (Case.assigned_at <= cutoff))
+            .order_by(Case.created_at, Case.id)).all()
     again: list[int] = []
     for row in rows:
         offered = frozenset(int(x) for x in (row.offered_to or "").split(",") if x)
         region, language = row.region or "", row.language or ""
-        if row.operator_id is None:
+        if row.operator_id is None:  # read afresh: the cases before it took their places
             found = choose(candidates(db, region, language), region, language, now, offered)
             if found.operator_id is None:
                 continue
         choice = assign_case(db, row.id, now, exclude=offered)
+        if row.operator_id is None and choice.operator_id is None:
+            continue  # taken meanwhile by someone else's case: stays for the next tick
         with db.session() as s:
             case = s.get(Case, row.id)
             assert case is not None
-            case.reoffers += 1
+            if row.operator_id is not None:  # a take-up is not a re-offer
+                case.reoffers += 1
             if choice.operator_id is not None:
                 _offered(s, row.id, choice.operator_id)
             s.add(OutboxJob(job=NOTIFY, target_id=row.id))
@@ -354,14 +368,23 @@ QUEUED_LEASE = timedelta(minutes=10)
 NOTIFY_LEASE = timedelta(minutes=5)
 
 
+# What `notify` writes when it ran to the end for an assignment with nobody told (no supervisor
+# to tell, or a refusal Twilio will repeat): the backstop does not try it again. (An
+# escalation that told someone set `notified_at` as well.)
+TRIED = ("escalated", "sms-failed")
+
+
 def unnotified(db: Database, now: datetime | None = None) -> list[int]:
     """Cases whose SMS never went (its job lost with Redis, or retried out while Twilio was
-    down): queued again (housekeeper), at most once per NOTIFY_LEASE."""
+    down): queued again (housekeeper), at most once per NOTIFY_LEASE. Not a case `notify`
+    already finished for this assignment with nobody told (see TRIED)."""
     now = now or utcnow()
     cutoff = now - NOTIFY_LEASE
+    tried = select(AuditEntry.id).where(AuditEntry.case_id == Case.id, AuditEntry.action.in_(TRIED),
+                                        AuditEntry.at >= Case.assigned_at).exists()
     with db.session() as s:
         ids = list(s.scalars(select(Case.id).where(Case.status == "routed", Case.notified_at.is_(None),
-                                                   Case.assigned_at <= cutoff)))
+                                                   Case.assigned_at <= cutoff, ~tried)))
         waiting = set(s.scalars(select(OutboxJob.target_id).where(
             OutboxJob.job == NOTIFY, OutboxJob.target_id.in_(ids),
             (OutboxJob.enqueued_at.is_(None)) | (OutboxJob.enqueued_at > cutoff)))) if ids else set()

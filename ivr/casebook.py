@@ -30,15 +30,34 @@ def _iso(when: datetime | None) -> str | None:
     return when.isoformat(timespec="seconds") if when is not None else None
 
 
-def _transcription(case: Case, rec: Recording | None) -> str:
+# The audit entries that say a case's words could not be had: their time is the failure's
+# (`transcribed_at` is set only when a transcript exists); the reason is `status_reason` (and
+# the `transcription_failed` entry's detail).
+FAILED_ACTIONS = ("transcription_failed", "recording-failed")
+
+
+def _transcription(case: Case, rec: Recording | None, failed_at: datetime | None) -> str:
     if case.transcript_engine:
         return "done"
-    if case.transcribed_at is not None or (rec is not None and rec.status == "failed"):
+    # transcribed_at without words: a row written before transcribed_at meant "words in".
+    if failed_at is not None or case.transcribed_at is not None \
+            or (rec is not None and rec.status == "failed"):
         return "failed"
     return "pending"
 
 
-def _summary(case: Case, rec: Recording | None, repeat: int) -> dict[str, Any]:
+def _failures(s: Any, ids: list[int]) -> dict[int, datetime]:
+    """When each of these cases' transcription failed (the latest such audit entry)."""
+    if not ids:
+        return {}
+    rows = s.execute(select(AuditEntry.case_id, func.max(AuditEntry.at))
+                     .where(AuditEntry.case_id.in_(ids), AuditEntry.action.in_(FAILED_ACTIONS))
+                     .group_by(AuditEntry.case_id)).all()
+    return {case_id: at for case_id, at in rows}
+
+
+def _summary(case: Case, rec: Recording | None, repeat: int,
+             failed_at: datetime | None = None) -> dict[str, Any]:
     return {
         "id": case.id,
         "status": case.status,
@@ -49,7 +68,8 @@ def _summary(case: Case, rec: Recording | None, repeat: int) -> dict[str, Any]:
         "flow": case.flow,
         "step": case.step,
         "created_at": _iso(case.created_at),
-        "transcribed_at": _iso(case.transcribed_at),
+        "transcribed_at": _iso(case.transcribed_at),  # only when there is a transcript
+        "transcription_failed_at": _iso(failed_at),  # when its words could not be had
         "routed_at": _iso(case.routed_at),
         "closed_at": _iso(case.closed_at),
         "purged_at": _iso(case.purged_at),
@@ -70,7 +90,7 @@ def _summary(case: Case, rec: Recording | None, repeat: int) -> dict[str, Any]:
         "route_reason": case.route_reason,
         # Whether the words are in: pending, done, or failed (status_reason says why). A case
         # keeps this when it moves on to routed, so a failed transcription stays findable.
-        "transcription": _transcription(case, rec),
+        "transcription": _transcription(case, rec, failed_at),
         "consent": case.consent or "none",
         "callback_status": case.callback_status,
         "callback_attempts": case.callback_attempts,
@@ -102,12 +122,15 @@ def list_cases(db: Database, status: str | None = None, region: str | None = Non
         if status:
             query = query.where(Case.status == status)
         if transcription == "failed":
+            failed = select(AuditEntry.id).where(AuditEntry.case_id == Case.id,
+                                                 AuditEntry.action.in_(FAILED_ACTIONS)).exists()
             query = query.where(Case.transcript_engine.is_(None),
-                                (Case.transcribed_at.is_not(None)) | (Recording.status == "failed"))
+                                Case.transcribed_at.is_not(None) | (Recording.status == "failed") | failed)
         if region:
             query = query.where(Case.region == region)
         rows = s.execute(query.order_by(Case.created_at.desc(), Case.id.desc()).limit(limit)).all()
-        return [_summary(case, rec, _repeats(s, case)) for case, rec in rows]
+        failures = _failures(s, [case.id for case, _rec in rows])
+        return [_summary(case, rec, _repeats(s, case), failures.get(case.id)) for case, rec in rows]
 
 
 def show_case(db: Database, vault: Vault, case_id: int, actor: str) -> dict[str, Any] | None:
@@ -117,7 +140,7 @@ def show_case(db: Database, vault: Vault, case_id: int, actor: str) -> dict[str,
         if case is None:
             return None
         rec = s.get(Recording, case.recording_id, options=[defer(Recording.audio)])  # not the audio
-        found = _summary(case, rec, _repeats(s, case))
+        found = _summary(case, rec, _repeats(s, case), _failures(s, [case.id]).get(case.id))
         try:
             sealed = vault.open(case, "transcript")
             found["transcript"] = sealed.decode() if sealed is not None else None

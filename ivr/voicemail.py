@@ -380,16 +380,19 @@ def _transcribe(db: Database, vault: Vault, tools: Tools, recording_id: int) -> 
         rec = s.get(Recording, recording_id)
         case = s.scalars(select(Case).where(Case.recording_id == recording_id)).one()
         assert rec is not None
+        done = utcnow()
         if heard is not None:
             _file_transcript(vault, case, heard)
             case.status, case.status_reason = "transcribed", None
+            case.transcribed_at = done  # only when there are words
             if heard.language != heard.chosen_language:
                 engine += f"; spoken: {heard.language}; chose {heard.chosen_language}"
         else:
+            # No words: `transcribed_at` stays empty. The failure's time and reason are its
+            # audit entry (`transcription_failed`, the reason as detail) and `status_reason`.
             case.status, case.status_reason = "transcription_failed", reason
-        case.transcribed_at = utcnow()
         s.add(AuditEntry(actor="system", action=case.status, case_id=case.id,
-                         detail=engine or reason))
+                         detail=engine or reason, at=done))
 
 
 def _file_transcript(vault: Vault, case: Case, heard: Transcript) -> None:

@@ -27,10 +27,11 @@ from ivr.cli import main as cli
 from ivr.config import Settings
 from ivr.operators import add_operator, edit_operator, recount
 from ivr.standin import Created, FlaskTransport, Phone, ScriptedCaller, TwilioApi
-from ivr.storage import CallbackAttempt, Case, Database, Operator, OutboxJob, Vault, upgrade
+from ivr.storage import CallbackAttempt, Case, Database, Operator, OutboxJob, Vault, upgrade, utcnow
 from ivr.twiml import EMPTY
 from ivr.voicemail import purge
 from tests.conftest import BASE, ROOT, SUNDAY, TEST_KEYS, TOKEN, signed
+from tests.servers import RedisServer
 
 CALLER = "+79781234567"  # a Crimean mobile
 HOTLINE = "+15005550006"
@@ -465,6 +466,53 @@ def test_a_case_nobody_acts_on_goes_to_the_next_operator_then_to_supervisors(des
     with desk.db.session() as s:
         s.execute(update(Operator).where(Operator.id == olena).values(open_cases=7))  # a skew
     assert recount(desk.db) == 1 and recount(desk.db) == 0
+
+
+def test_unassigned_cases_are_taken_up_at_the_next_tick_oldest_first(
+        desk: Desk, redis_server: RedisServer) -> None:
+    """Issue 12: cases filed while nobody was on duty waited REOFFER_MINUTES (30) after the
+    operator came on duty; they go to the first operator who can take them at the next tick."""
+    import redis
+
+    olena = desk.add("Olena", OLENA, capacity=2)
+    edit_operator(desk.db, desk.vault, olena, on_duty=False)
+    filed = [desk.voicemail("1") for _ in range(3)]  # nobody on duty: escalated, unassigned
+    assert [desk.case(i).operator_id for i in filed] == [None, None, None]
+    result = CliRunner().invoke(cli, ["operators", "edit", str(olena), "--on-duty"], env=desk.env())
+    assert result.exit_code == 0, result.output
+    keeper = jobs.Housekeeper(desk.db, redis_server.url, policy=Policy(reoffer_after=timedelta(minutes=30)),
+                              namespace=desk.settings.redis_namespace)
+
+    def tick() -> None:
+        redis.Redis.from_url(redis_server.url).delete(keeper.LOCK)
+        assert keeper.tick()
+
+    tick()  # seconds after the cases were filed, not 30 minutes
+    cases = [desk.case(i) for i in filed]
+    # Oldest first, up to Olena's capacity; the third stays for the next operator.
+    assert [c.operator_id for c in cases] == [olena, olena, None]
+    assert [c.reoffers for c in cases] == [0, 0, 0]  # taken up, not re-offered
+    with desk.db.session() as s:
+        told = set(s.scalars(select(OutboxJob.target_id).where(OutboxJob.job == callbacks.NOTIFY)))
+        assert {filed[0], filed[1]} <= told
+        assert s.get(Operator, olena).open_cases == 2  # type: ignore[union-attr]
+
+    taras = desk.add("Taras", TARAS)
+    tick()
+    cases = [desk.case(i) for i in filed]
+    # The third to Taras at once; Olena's two, not acted on for seconds, stay hers (the
+    # re-offer clock is for assigned cases, and it has not run out).
+    assert [c.operator_id for c in cases] == [olena, olena, taras]
+    assert [c.reoffers for c in cases] == [0, 0, 0]
+    # ... and when it has run out, the assigned case not acted on moves on as before.
+    later = utcnow() + timedelta(minutes=31)
+    show_case(desk.db, desk.vault, filed[0], actor=f"operator:{olena}")  # acted on: stays
+    assert reoffer_due(desk.db, Policy(), later) == [filed[1], filed[2]]
+    cases = [desk.case(i) for i in filed]
+    # Never back to whom it was offered: Olena's second to Taras, Taras's to Olena (room again).
+    assert [c.operator_id for c in cases] == [olena, taras, olena]
+    assert [c.reoffers for c in cases] == [0, 1, 1]
+    assert recount(desk.db) == 0
 
 
 def test_an_operator_who_opens_the_case_keeps_it(desk: Desk) -> None:

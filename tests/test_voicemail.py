@@ -641,3 +641,113 @@ def test_retries_that_wait_still_run_when_rqs_scheduler_is_gone(hotline: Hotline
     assert job.id in queue.job_ids and queue.scheduled_job_registry.count == 0
     hotline.work()
     assert [c.status for c in hotline.cases()] == ["routed"]
+
+
+# --- the case's times against its timeline (issue 12) ---------------------------------------------
+
+
+def _at(timeline: list[dict[str, Any]], *actions: str, nobody: bool | None = None) -> str | None:
+    """When the last entry of `actions` was written (None: there is none); `nobody`: only the
+    escalations that told nobody (True) or somebody (False)."""
+    found = [e for e in timeline if e["action"] in actions and (
+        nobody is None or ("nobody was told" in (e["detail"] or "")) == nobody)]
+    return found[-1]["at"] if found else None
+
+
+def test_a_cases_times_say_what_happened_as_its_timeline_does(
+        hotline: Hotline, message: bytes, tmp_path: Path) -> None:
+    """`notified_at` only when someone was told, `transcribed_at` only when there are words, a
+    failed transcription its own time; `ivr cases show --json` agrees with the audit timeline."""
+    import json
+
+    from ivr import callbacks
+    from ivr.operators import add_operator, edit_operator
+
+    olena = add_operator(hotline.db, hotline.vault, name="Olena", number="+380501110001",
+                         languages="en,uk", regions="russia", timezone="Europe/Kyiv", hours="always")
+    env = hotline.worker_env(tmp_path)
+
+    def shown(case_id: int) -> dict[str, Any]:
+        out = CliRunner().invoke(cli, ["cases", "show", str(case_id), "--json"], env=env)
+        assert out.exit_code == 0, out.output
+        found: dict[str, Any] = json.loads(out.output)
+        # Whatever the case: the times on it are the times of its timeline's entries.
+        t = found["timeline"]
+        assert found["transcribed_at"] == _at(t, "transcribed")
+        assert found["transcription_failed_at"] == _at(t, "transcription_failed", "recording-failed")
+        assert found["notified_at"] == (_at(t, "sms-sent") or _at(t, "escalated", nobody=False))
+        return found
+
+    def voicemail(presses: list[str], audio: bytes) -> int:
+        hotline.call(presses, audio)
+        hotline.work()
+        return hotline.cases()[-1].id
+
+    # 1. Told by SMS.
+    told = shown(voicemail(ENGLISH_VOICEMAIL, message))
+    assert (told["operator_id"], told["transcription"]) == (olena, "done")
+    assert told["notified_at"] is not None and told["transcribed_at"] is not None
+    assert told["transcription_failed_at"] is None
+    assert [m.params["To"] for m in hotline.api.messages] == ["+380501110001"]
+
+    # 2. Nobody on duty and no supervisor: escalated to nobody, so nobody was told.
+    edit_operator(hotline.db, hotline.vault, olena, on_duty=False)
+    alone = shown(voicemail(ENGLISH_VOICEMAIL, message))
+    assert alone["operator_id"] is None and alone["notified_at"] is None
+    assert _at(alone["timeline"], "escalated", nobody=True) is not None
+    assert len(hotline.api.messages) == 1
+
+    # 3. An SMS Twilio refuses for good (an invalid number): not told, and the timeline says so.
+    edit_operator(hotline.db, hotline.vault, olena, on_duty=True)
+    original = hotline.api._route
+
+    def refuse_sms(method: str, path: str, body: bytes) -> Any:
+        if method == "POST" and path.endswith("/Messages.json"):
+            return hotline.api._error(400, 21211, "Invalid 'To' Phone Number")
+        return original(method, path, body)
+
+    hotline.api._route = refuse_sms  # type: ignore[method-assign]
+    refused = shown(voicemail(ENGLISH_VOICEMAIL, message))
+    hotline.api._route = original  # type: ignore[method-assign]
+    assert refused["operator_id"] == olena and refused["notified_at"] is None
+    failed = [e for e in refused["timeline"] if e["action"] == "sms-failed"]
+    assert len(failed) == 1 and "21211" in failed[0]["detail"] and "+380" not in failed[0]["detail"]
+    assert _at(refused["timeline"], "sms-sent") is None
+
+    # 4. No model for the caller's language: no words, so no transcribed_at; the failure's own time.
+    english_only = hotline.settings.replace(transcribe_engines="en=whisper-tiny-en")
+    jobs.use(lambda _settings: jobs.build_services(english_only))
+    no_model = shown(voicemail(["2", "#", "1"], speak("Я хочу здатися в полон", voice="uk")))
+    assert (no_model["transcription"], no_model["transcribed_at"]) == ("failed", None)
+    assert no_model["transcription_failed_at"] is not None
+    assert no_model["status_reason"] == "not transcribed: no model for uk"
+    assert [e["detail"] for e in no_model["timeline"] if e["action"] == "transcription_failed"] == [
+        "not transcribed: no model for uk"]
+    assert no_model["notified_at"] is not None  # told all the same: an operator can listen
+
+    # 5. Unreadable audio: the same, from the recording's failure.
+    hotline.call(ENGLISH_VOICEMAIL, message)
+    [*_, rec] = hotline.recordings()
+    hotline.api.truncate_recording(sid_of(rec), 2000)
+    hotline.work()
+    unreadable = shown(hotline.cases()[-1].id)
+    assert (unreadable["transcription"], unreadable["transcribed_at"]) == ("failed", None)
+    assert unreadable["transcription_failed_at"] is not None
+    assert unreadable["status_reason"].startswith("unreadable recording: truncated WAV")
+
+    # The untranscribed list finds exactly the two failures.
+    listed = CliRunner().invoke(cli, ["cases", "list", "--untranscribed", "--json"], env=env)
+    assert listed.exit_code == 0, listed.output
+    assert sorted(r["id"] for r in json.loads(listed.output)) == sorted([no_model["id"], unreadable["id"]])
+
+    # The backstop does not send again what was tried for this assignment and told nobody; a
+    # case whose job was lost (nothing tried since it was assigned) is notified again.
+    later = utcnow_plus(minutes=6)
+    assert callbacks.unnotified(hotline.db, later) == []
+    with hotline.db.session() as s:
+        s.execute(update(Case).where(Case.id == refused["id"]).values(assigned_at=utcnow_plus(minutes=0)))
+    assert callbacks.unnotified(hotline.db, utcnow_plus(minutes=6)) == [refused["id"]]
+
+
+def utcnow_plus(minutes: int) -> datetime:
+    return datetime.now(UTC) + timedelta(minutes=minutes)

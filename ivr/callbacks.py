@@ -241,12 +241,19 @@ def reoffer_due(db: Database, policy: Policy, now: datetime | None = None) -> li
             Case.operator_id.is_(None) | (Case.assigned_at <= cutoff))
             .order_by(Case.created_at, Case.id)).all()
     again: list[int] = []
+    # Within one tick places only fill up: once nobody can take a region's cases in a language,
+    # the older case's answer stands for the younger ones (a backlog of thousands in a region
+    # nobody covers costs one look, not thousands).
+    nobody: set[tuple[str, str, frozenset[int]]] = set()
     for row in rows:
         offered = frozenset(int(x) for x in (row.offered_to or "").split(",") if x)
         region, language = row.region or "", row.language or ""
         if row.operator_id is None:  # read afresh: the cases before it took their places
+            if (region, language, offered) in nobody:
+                continue
             found = choose(candidates(db, region, language), region, language, now, offered)
             if found.operator_id is None:
+                nobody.add((region, language, offered))
                 continue
         choice = assign_case(db, row.id, now, exclude=offered)
         if row.operator_id is None and choice.operator_id is None:

@@ -16,6 +16,7 @@ from ivr.standin.api import (
     Seen,
     TwilioApi,
     new_sid,
+    silence_wav,
     tone_wav,
     wav_seconds,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "TwimlError",
     "new_sid",
     "synthesize",
+    "silence_wav",
     "tone_wav",
     "wav_seconds",
 ]

@@ -602,11 +602,10 @@ def _voicemail_audio(spec: str) -> bytes:
 
 def _file_voicemails(s: Settings, phone: Phone) -> None:
     """Run the voicemail jobs this call left, here, as `ivr worker` would; show the cases."""
-    from ivr import jobs
-    from ivr.casebook import list_cases
-
     from sqlalchemy import func, select
 
+    from ivr import jobs
+    from ivr.casebook import list_cases
     from ivr.storage import Case
 
     app = phone.transport.app  # type: ignore[attr-defined]  # in-process: a FlaskTransport

@@ -61,8 +61,8 @@ __all__ = [
     "TwilioApi",
     "TwimlError",
     "new_sid",
-    "synthesize",
     "silence_wav",
+    "synthesize",
     "tone_wav",
     "wav_seconds",
 ]

@@ -602,7 +602,7 @@ def _voicemail_audio(spec: str) -> bytes:
 
 def _file_voicemails(s: Settings, phone: Phone) -> None:
     """Run the voicemail jobs this call left, here, as `ivr worker` would; show the cases."""
-    from sqlalchemy import func, select
+    from sqlalchemy import select
 
     from ivr import jobs
     from ivr.casebook import list_cases
@@ -611,8 +611,8 @@ def _file_voicemails(s: Settings, phone: Phone) -> None:
     app = phone.transport.app  # type: ignore[attr-defined]  # in-process: a FlaskTransport
     outbox: jobs.Outbox = app.extensions["ivr.outbox"]
     db = app.extensions["ivr.db"]
-    with db.session() as session:
-        before = session.scalar(select(func.count()).select_from(Case)) or 0
+    with db.session() as session:  # the cases this call made, before the worker listens
+        waiting = set(session.scalars(select(Case.id).where(Case.status == "new")))
     jobs.use(lambda _settings: jobs.build_services(s))
     try:
         ran = outbox.run_here()
@@ -620,11 +620,11 @@ def _file_voicemails(s: Settings, phone: Phone) -> None:
         raise click.ClickException(f"the voicemail is kept but could not be processed here: {exc}") \
             from None
     with db.session() as session:
-        made = (session.scalar(select(func.count()).select_from(Case)) or 0) - before
-    if ran and made <= 0:
+        kept = set(session.scalars(select(Case.id).where(Case.id.in_(waiting))))
+    if ran and not kept:
         click.echo("Nothing was said at the tone: no case filed, the recording deleted at Twilio.")
-    if made > 0:
-        for row in list_cases(db, limit=made):
+    if kept:
+        for row in list_cases(db, limit=len(kept)):
             reason = f" ({row['status_reason']})" if row["status_reason"] else ""
             whom = (f"operator #{row['operator_id']}" if row["operator_id"] else
                     "unassigned, escalated to supervisors")

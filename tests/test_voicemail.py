@@ -685,6 +685,24 @@ def test_nothing_said_at_the_tone_makes_no_case_and_nothing_stays_at_twilio(hotl
     assert hotline.cases() == [] and len(hotline.recordings()) == 1
 
 
+def test_a_recording_of_0_s_goes_to_on_empty_and_is_deleted_at_twilio(hotline: Hotline) -> None:
+    """# pressed at once: Twilio reports RecordingDuration 0 to the action. The caller hears
+    the flow's words for an empty message (not "we have your message"); no case is made and
+    the recording is deleted at Twilio."""
+    caller = ScriptedCaller(["3", "3", "#"], recording=faint_hiss(0.3))
+    phone = Phone(FlaskTransport(hotline.app), hotline.settings.public_base_url, TOKEN,
+                  hotline.settings.twilio_account_sid, hotline.settings.hotline_number, api=hotline.api)
+    log = phone.call(NUMBER, caller)
+    assert not log.errors, log.errors
+    assert "We did not hear a message" in log.text()
+    assert "we have your message" not in log.text() and "May we call you back" not in log.text()
+    assert hotline.cases() == []
+    [rec] = hotline.recordings()
+    assert (rec.status, rec.duration) == ("empty", 0)
+    hotline.work()
+    assert hotline.api.was_deleted(sid_of(rec)) and hotline.cases() == []
+
+
 def test_an_empty_recording_twilio_reports_is_deleted_there(hotline: Hotline) -> None:
     """Twilio calls no action for an empty recording, but its status callback may report one
     of 0 s that it keeps: no case, and a job deletes it at Twilio."""

@@ -575,7 +575,8 @@ class Phone:
             return None
         wav = _clip(wav if wav is not None else tone_wav(3.0), info.get("maxLength", "3600"))
         seconds = wav_seconds(wav)
-        duration = max(1, round(seconds if seconds is not None else len(wav) / 16000))
+        # whole seconds, as Twilio counts them: 0 for a recording under half a second
+        duration = round(seconds) if seconds is not None else max(1, round(len(wav) / 16000))
         api.add_recording(sid, wav, call_sid=self.call_sid, duration=duration)
         extra = {"RecordingSid": sid, "RecordingUrl": api.recording_url(sid),
                  "RecordingDuration": str(duration), "Digits": answer}

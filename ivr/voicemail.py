@@ -309,11 +309,14 @@ def process_recording(db: Database, vault: Vault, tools: Tools, recording_id: in
 
 
 def unfinished(db: Database, older_than: timedelta) -> list[tuple[int, datetime]]:
-    """(id, reported at) of recordings reported before `older_than` ago and still not done."""
+    """(id, reported at) of recordings reported before `older_than` ago and still not done
+    (an empty one not yet deleted at Twilio included)."""
     cutoff = utcnow() - older_than
     with db.session() as s:
         rows = s.execute(select(Recording.id, Recording.reported_at).where(
-            Recording.status.in_(("reported", "stored")), Recording.reported_at <= cutoff))
+            or_(Recording.status.in_(("reported", "stored")),
+                (Recording.status == EMPTY) & Recording.deleted_at_provider.is_(None)),
+            Recording.reported_at <= cutoff))
         return [(row.id, row.reported_at) for row in rows]
 
 

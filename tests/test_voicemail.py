@@ -755,3 +755,29 @@ def test_ivr_call_without_a_voicemail_says_nothing_and_files_nothing(tmp_path: P
     assert "May we call you back" not in result.output and "filed as case" not in result.output
     listed = CliRunner().invoke(cli, ["cases", "list", "--json"], env=env)
     assert listed.exit_code == 0 and json.loads(listed.output) == []
+
+
+def test_an_empty_recording_twilio_will_not_delete_is_tried_again(hotline: Hotline) -> None:
+    """Nothing said, and Twilio refuses the delete for longer than the job's retries: the
+    case is still never made, and the housekeeper's re-run deletes it later."""
+    hotline.call(["3", "3", "#", "1"], faint_hiss(1.0))
+    [rec] = hotline.recordings()
+    original = hotline.api._route
+
+    def no_deletes(method: str, path: str, body: bytes) -> Any:
+        if method == "DELETE":
+            return hotline.api._error(503, 20503, "Service Unavailable")
+        return original(method, path, body)
+
+    hotline.api._route = no_deletes  # type: ignore[method-assign]
+    hotline.work()
+    assert not hotline.api.was_deleted(sid_of(rec))
+    assert len(hotline.cases()) == 1  # not dropped before Twilio's copy is gone...
+    [rec] = hotline.recordings()
+    assert rec.status == "empty" and rec.audio is None  # ...but never sealed nor transcribed
+    hotline.api._route = original  # type: ignore[method-assign]
+    conn = redis.Redis.from_url(hotline.redis.url)
+    queue = Queue(jobs.QUEUE, connection=conn)
+    assert jobs.requeue_unfinished(hotline.db, queue, timedelta(0), timedelta(0)) == 1
+    hotline.work()
+    assert hotline.api.was_deleted(sid_of(rec)) and hotline.cases() == []

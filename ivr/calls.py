@@ -130,6 +130,11 @@ class CallHandler:
                 return self._reply(turn)
             state = decode_state(query.get("s", ""))
             given = self._input(event, params)
+            if given.event == engine.RECORDED and params.get("RecordingDuration", "").strip() == "0":
+                # Under a second: nothing said. Noted (so it is deleted at Twilio), and the
+                # flow goes on as for an empty message (`on_empty`).
+                self._report(params, state, "completed")
+                given = CallInput(engine.NO_RECORDING)
             if given.event == engine.RECORDED and not self._report(params, state, "completed"):
                 # Neither the database nor the spool took it: no "thank you", the truth.
                 return Reply(self.renderer.not_kept(state.language))

@@ -496,7 +496,7 @@ def cases_close(case_id: int, reason: str) -> None:
                    "`say:words` to speak, `answer`/`busy` at a transfer. Without it: ask.")
 @click.option("--voicemail", default=None, metavar="FILE.wav|say:TEXT",
               help="What you say at the tone: a WAV file, or say:TEXT spoken by espeak-ng "
-                   "(default: a tone).")
+                   "(default: silence, which makes no case).")
 @click.option("--url", default=None, help="A running hotline (else the app runs in-process).")
 @click.option("--at", "at", default=None, help="In-process only: the time of the call (ISO 8601).")
 @click.option("--steps", is_flag=True, help="Show the flow steps each answer walked.")
@@ -517,7 +517,9 @@ def call(from_: str, press: str | None, voicemail: str | None, url: str | None, 
     if url and voicemail and remote is None:
         raise click.ClickException("--voicemail needs the Twilio stand-in that `ivr serve` runs on "
                                    "PORT+1 in development; it does not answer")
-    audio = _voicemail_audio(voicemail) if voicemail else None
+    from ivr.standin import silence_wav
+
+    audio = _voicemail_audio(voicemail) if voicemail else silence_wav()
     caller: Caller
     if press is not None:
         caller = ScriptedCaller([p.strip() for p in press.split(",") if p.strip()], _print_heard,
@@ -600,19 +602,29 @@ def _voicemail_audio(spec: str) -> bytes:
 
 def _file_voicemails(s: Settings, phone: Phone) -> None:
     """Run the voicemail jobs this call left, here, as `ivr worker` would; show the cases."""
+    from sqlalchemy import select
+
     from ivr import jobs
     from ivr.casebook import list_cases
+    from ivr.storage import Case
 
     app = phone.transport.app  # type: ignore[attr-defined]  # in-process: a FlaskTransport
     outbox: jobs.Outbox = app.extensions["ivr.outbox"]
+    db = app.extensions["ivr.db"]
+    with db.session() as session:  # the cases this call made, before the worker listens
+        waiting = set(session.scalars(select(Case.id).where(Case.status == "new")))
     jobs.use(lambda _settings: jobs.build_services(s))
     try:
         ran = outbox.run_here()
     except Exception as exc:  # the case is kept; a worker will take it up again
         raise click.ClickException(f"the voicemail is kept but could not be processed here: {exc}") \
             from None
-    if ran:
-        for row in list_cases(app.extensions["ivr.db"], limit=ran):
+    with db.session() as session:
+        kept = set(session.scalars(select(Case.id).where(Case.id.in_(waiting))))
+    if ran and not kept:
+        click.echo("Nothing was said at the tone: no case filed, the recording deleted at Twilio.")
+    if kept:
+        for row in list_cases(db, limit=len(kept)):
             reason = f" ({row['status_reason']})" if row["status_reason"] else ""
             whom = (f"operator #{row['operator_id']}" if row["operator_id"] else
                     "unassigned, escalated to supervisors")

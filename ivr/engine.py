@@ -307,7 +307,9 @@ def _run(
                     continue
                 numbers = ctx.transfer_targets(state)
                 if not numbers:
-                    state = _at(state, step.no_answer)
+                    # Nobody on duty to ring: that is "closed", not "busy" (no_answer is
+                    # for an operator who was rung and did not answer).
+                    state = _at(state, step.out_of_hours or step.no_answer)
                     continue
                 if step.prompt:
                     out += _speak(flow, state.language, step.prompt)

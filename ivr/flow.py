@@ -195,7 +195,8 @@ class Record:
 
 @dataclass(frozen=True, slots=True)
 class Transfer:
-    """Ring a live operator; `next` after a finished conversation."""
+    """Ring a live operator; `next` after a finished conversation, `no_answer` when those rung
+    did not answer, `out_of_hours` when closed or nobody is on duty to ring."""
 
     name: str
     prompt: Prompt | None

@@ -220,7 +220,8 @@ def build_services(settings: Settings) -> Services:
         callbacks.notify(db, vault, telephony, settings.public_base_url, case_id)
 
     return Services(settings, db, vault,
-                    voicemail.Tools(fetch, delete, check_audio, transcriber_tool(settings), after),
+                    voicemail.Tools(fetch, delete, check_audio, transcriber_tool(settings), after,
+                                    asr.has_speech),
                     telephony, policy_for(settings))
 
 

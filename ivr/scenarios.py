@@ -25,7 +25,9 @@ from ivr.yamldoc import Doc, compose, did_you_mean, read_file
 # Flow tests always have an operator phone to ring, whatever TRANSFER_NUMBERS says here;
 # whether it answers is up to the scenario (`answer`, `busy`, `no-answer` in `press`).
 TEST_OPERATOR = "+15005550001"
-SCENARIO_KEYS = {"name", "from", "at", "press", "hears", "not_hears", "ends_at", "ended", "visits"}
+# `operators: none` runs a scenario with nobody on duty (no operator phone to ring).
+SCENARIO_KEYS = {"name", "from", "at", "press", "hears", "not_hears", "ends_at", "ended", "visits",
+                 "operators"}
 
 
 @dataclass
@@ -105,7 +107,8 @@ def run(settings: Settings, sc: Scenario, apps: dict[tuple[str, str], Flask]) ->
     result = Result(sc.where, sc.name)
     spec = sc.spec
     at = str(spec.get("at", ""))
-    key = (sc.flow, at)
+    nobody = str(spec.get("operators", "")) == "none"
+    key = (sc.flow, at + ("/nobody" if nobody else ""))
     if key not in apps:
         clock = None
         if at:
@@ -117,7 +120,7 @@ def run(settings: Settings, sc: Scenario, apps: dict[tuple[str, str], Flask]) ->
             when = when if when.tzinfo else when.replace(tzinfo=UTC)
             clock = lambda: when  # noqa: E731
         apps[key] = create_app(
-            settings.replace(entry_flow=sc.flow, transfer_numbers=(TEST_OPERATOR,),
+            settings.replace(entry_flow=sc.flow, transfer_numbers=() if nobody else (TEST_OPERATOR,),
                              log_level="WARNING"),
             clock=clock, voicemail=False,  # a scenario's message is not a case
         )

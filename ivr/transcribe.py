@@ -461,6 +461,12 @@ def speech_of(audio: Audio) -> npt.NDArray[np.float32]:
     return np.concatenate(collect_chunks(floats, chunks)[0]).astype(np.float32)
 
 
+def has_speech(data: AudioInput) -> bool:
+    """Whether Silero VAD hears any speech in `data` (the worker's test for an empty message:
+    a caller who pressed # or hung up at the tone). Raises BadAudio for what is not a WAV."""
+    return len(speech_of(decode(data))) > 0
+
+
 class WhisperEngine:
     """faster-whisper on a CTranslate2 Whisper folder (int8 on the CPU), behind a voice-activity
     filter: hiss given to Whisper comes back as invented words ("ТРЕВОЖНАЯ МУЗЫКА") after 20 s

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy import bindparam, delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -43,6 +43,11 @@ log = logging.getLogger(__name__)
 
 PROCESS_RECORDING = "process_recording"
 MAX_FETCH_ATTEMPTS = 6
+# A recording this short (RecordingDuration, whole seconds) is a caller who pressed # or hung
+# up at the tone: the worker's voice-activity detector decides whether anything was said.
+# Longer ones are always kept: a whisper the detector misses must not lose a message.
+SHORT_RECORDING = 2
+EMPTY = "empty"  # a recording's status when nothing was said: no case, deleted at Twilio
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,9 +102,18 @@ def note_recording(db: Database, vault: Vault, r: Reported) -> int | None:
             call.consent = r.consent
         if r.status == "absent" or (r.status == "completed" and r.duration <= 0):
             call.note = f"recording {r.recording_sid} was empty or absent"
-            return None
-        if r.status != "completed":
-            return None
+            if r.status == "absent" or _known(s, r.recording_sid):
+                return None
+            # Twilio holds an empty recording: no case, but a job that deletes it there.
+            rec = Recording(recording_sid=r.recording_sid, call_id=call.id, duration=0, status=EMPTY)
+            s.add(rec)
+            s.flush()
+            empty = OutboxJob(job=PROCESS_RECORDING, target_id=rec.id)
+            s.add(empty)
+            s.flush()
+            return empty.id
+        if r.status != "completed" or _known(s, r.recording_sid):
+            return None  # (known: an empty one, whose case was dropped or never made)
         rec = Recording(recording_sid=r.recording_sid, call_id=call.id, duration=r.duration)
         s.add(rec)
         s.flush()
@@ -117,6 +131,10 @@ def note_recording(db: Database, vault: Vault, r: Reported) -> int | None:
         s.flush()
         log.info("case %s created for recording %s", case.id, r.recording_sid)
         return job.id
+
+
+def _known(s: Session, sid: str) -> bool:
+    return s.scalars(select(Recording.id).where(Recording.recording_sid == sid)).first() is not None
 
 
 def note_consent(db: Database, call_sid: str, consent: str) -> None:
@@ -226,6 +244,9 @@ class Tools:
     # Called with the case id once its text is in (or could not be had): routing, by default
     # nothing. It is called again when a job is run again, so it must be idempotent.
     after: Callable[[int], None] = lambda _case_id: None
+    # wav -> whether anyone speaks in it (ivr.transcribe.has_speech); None: every short
+    # recording is taken as a message
+    speech: Callable[[bytes], bool] | None = None
 
 
 class NoModel(Exception):
@@ -247,13 +268,15 @@ def process_recording(db: Database, vault: Vault, tools: Tools, recording_id: in
             log.warning("job for recording %s: no such recording in this database (another "
                         "install's job, or a restored database?); nothing done", recording_id)
             return "missing"
-        case_id = s.scalars(select(Case.id).where(Case.recording_id == recording_id)).one()
+        case_id = s.scalars(select(Case.id).where(Case.recording_id == recording_id)).first()
         sid, stored, status = rec.recording_sid, rec.audio is not None, rec.status
+    if case_id is None or status == EMPTY:
+        return _forget_empty(db, vault, tools, recording_id)
     if status in ("done", "failed") or sid is None:  # sid None: purged already
         tools.after(case_id)
         return status
-    if not stored:
-        _fetch_and_seal(db, vault, tools, recording_id, sid)
+    if not stored and _fetch_and_seal(db, vault, tools, recording_id, sid) == EMPTY:
+        return _forget_empty(db, vault, tools, recording_id)
     with db.session() as s:
         rec = s.get(Recording, recording_id)
         assert rec is not None
@@ -286,15 +309,49 @@ def process_recording(db: Database, vault: Vault, tools: Tools, recording_id: in
 
 
 def unfinished(db: Database, older_than: timedelta) -> list[tuple[int, datetime]]:
-    """(id, reported at) of recordings reported before `older_than` ago and still not done."""
+    """(id, reported at) of recordings reported before `older_than` ago and still not done
+    (an empty one not yet deleted at Twilio included)."""
     cutoff = utcnow() - older_than
     with db.session() as s:
         rows = s.execute(select(Recording.id, Recording.reported_at).where(
-            Recording.status.in_(("reported", "stored")), Recording.reported_at <= cutoff))
+            or_(Recording.status.in_(("reported", "stored")),
+                (Recording.status == EMPTY) & Recording.deleted_at_provider.is_(None)),
+            Recording.reported_at <= cutoff))
         return [(row.id, row.reported_at) for row in rows]
 
 
-def _fetch_and_seal(db: Database, vault: Vault, tools: Tools, recording_id: int, sid: str) -> None:
+def _forget_empty(db: Database, vault: Vault, tools: Tools, recording_id: int) -> str:
+    """Nothing was said: delete the recording at Twilio, then drop its case (with the key that
+    sealed its number) so no operator ever sees an empty message. Run again, it finishes."""
+    with db.session() as s:
+        rec = s.get(Recording, recording_id)
+        assert rec is not None
+        rec.status, rec.audio, rec.audio_bytes = EMPTY, None, None
+        sid, deleted = rec.recording_sid, rec.deleted_at_provider is not None
+    if sid is not None and not deleted:
+        tools.delete(sid)  # Retryable: the job runs again
+    with db.session() as s:
+        rec = s.get(Recording, recording_id)
+        assert rec is not None
+        rec.deleted_at_provider = rec.deleted_at_provider or utcnow()
+        rec.error = None
+        case = s.scalars(select(Case).where(Case.recording_id == recording_id)).first()
+        call = s.get(Call, rec.call_id)
+        if call is not None:
+            call.note = f"recording {sid} held no speech: no case, deleted at the provider"
+        key = None
+        if case is not None:
+            key = case.data_key_id
+            s.execute(delete(AuditEntry).where(AuditEntry.case_id == case.id))
+            s.delete(case)
+    if key is not None:
+        vault.shred([key])
+    log.info("recording %s held no speech: no case", sid)
+    return EMPTY
+
+
+def _fetch_and_seal(db: Database, vault: Vault, tools: Tools, recording_id: int, sid: str) -> str:
+    """Fetch, check and seal the audio; EMPTY when a short recording holds no speech."""
     try:
         wav = tools.fetch(sid)
         tools.check_audio(wav)
@@ -317,13 +374,19 @@ def _fetch_and_seal(db: Database, vault: Vault, tools: Tools, recording_id: int,
                 _fail(s, rec, f"{reason}; Twilio does not have it")
             else:
                 _fail(s, rec, f"{reason}; {KEPT_AT_TWILIO}")
-        return
+        return "failed"
     except ValueError as exc:
         with db.session() as s:
             rec = s.get(Recording, recording_id)
             assert rec is not None
             _fail(s, rec, f"unreadable recording: {exc}; {KEPT_AT_TWILIO}")
-        return
+        return "failed"
+    with db.session() as s:
+        rec = s.get(Recording, recording_id)
+        assert rec is not None
+        short = (rec.duration or 0) <= SHORT_RECORDING
+    if short and tools.speech is not None and not _speaks(tools.speech, wav):
+        return EMPTY
     with db.session() as s:
         rec = s.get(Recording, recording_id)
         case = s.scalars(select(Case).where(Case.recording_id == recording_id)).one()
@@ -333,6 +396,16 @@ def _fetch_and_seal(db: Database, vault: Vault, tools: Tools, recording_id: int,
         rec.stored_at = utcnow()
         rec.status = "stored"
         rec.error = None
+    return "stored"
+
+
+def _speaks(speech: Callable[[bytes], bool], wav: bytes) -> bool:
+    """Whether anyone speaks in `wav`; a detector that fails keeps the message (the safe side)."""
+    try:
+        return speech(wav)
+    except Exception:
+        log.exception("speech detection failed; the recording is kept as a message")
+        return True
 
 
 # Said on a failed case whose recording we have no good copy of: deleting it at Twilio would

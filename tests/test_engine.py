@@ -240,7 +240,7 @@ def test_withheld_caller_gets_the_variable_set() -> None:
     ("now", "targets", "step", "wait"),
     [
         (MONDAY_NOON, 2, "op", Connect),
-        (MONDAY_NOON, 0, "vm", AskRecording),  # nobody to ring: straight to no_answer
+        (MONDAY_NOON, 0, "vm", AskRecording),  # nobody to ring: out_of_hours (here also vm)
         (SUNDAY, 2, "vm", AskRecording),  # out of hours
     ],
 )
@@ -251,6 +251,44 @@ def test_transfer(now: datetime, targets: int, step: str, wait: type) -> None:
     assert isinstance(turn.wait, wait)
     if isinstance(turn.wait, Connect):
         assert len(turn.wait.numbers) == 2
+
+
+RINGS = """
+id: rings
+languages: {en: {voice: Polly.Joanna}}
+hours:
+  office: {timezone: Europe/Kyiv, open: {mon-fri: "09:00-18:00"}}
+steps:
+  op:
+    type: transfer
+    hours: office
+    out_of_hours: closed
+    no_answer: busy
+    next: bye
+  closed: {type: hangup, prompt: {en: we are closed}}
+  busy: {type: hangup, prompt: {en: all operators are busy}}
+  bye: {type: hangup}
+"""
+
+
+@pytest.mark.parametrize(
+    ("now", "targets", "dial", "heard"),
+    [
+        (MONDAY_NOON, 0, None, "we are closed"),  # open, but nobody on duty: not "busy"
+        (SUNDAY, 2, None, "we are closed"),
+        (MONDAY_NOON, 2, "busy", "all operators are busy"),  # rung, and nobody answered
+        (MONDAY_NOON, 2, "no-answer", "all operators are busy"),
+    ],
+)
+def test_busy_is_said_only_when_someone_was_rung(now: datetime, targets: int, dial: str | None,
+                                                  heard: str) -> None:
+    flow = _flow(RINGS)
+    turn = engine.start(lambda _i, _v: flow, "rings", ctx(now=now, targets=targets))
+    if dial is not None:
+        assert isinstance(turn.wait, Connect)
+        turn = engine.resume(lambda _i, _v: flow, turn.state, CallInput("dialed", dial_status=dial),
+                             ctx(now=now, targets=targets))
+    assert words(turn) == [heard]
 
 
 @pytest.mark.parametrize(

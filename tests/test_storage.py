@@ -18,7 +18,7 @@ from ivr.cli import main as cli
 from ivr.engine import Caller
 from ivr.errors import ConfigError
 from ivr.keys import CryptoError, Keyring, development_keys, new_master_key, parse_master_keys
-from ivr.storage import Base, Case, Database, DataKey, KeyBase, OutboxJob, Vault, upgrade
+from ivr.storage import Base, Case, Database, DataKey, KeyBase, OutboxJob, Recording, Vault, upgrade
 from ivr.voicemail import Reported, note_recording
 
 NUMBER = "+79781234567"
@@ -156,6 +156,8 @@ def test_reports_are_idempotent_and_empty_ones_make_no_case(
     assert note_recording(db, vault, report()) is not None
     assert note_recording(db, vault, report()) is None  # Twilio delivered it twice
     assert note_recording(db, vault, report("c", status="absent", duration=0)) is None
+    # A 0 s recording Twilio holds: no case, but a job that deletes it there (once).
+    assert note_recording(db, vault, report("d", duration=0)) is not None
     assert note_recording(db, vault, report("d", duration=0)) is None
     withheld = Reported(call_sid="CA" + "e" * 32, recording_sid="RE" + "e" * 32, status="completed",
                         duration=3, number="anonymous", caller=Caller(True, None, "elsewhere"),
@@ -165,7 +167,8 @@ def test_reports_are_idempotent_and_empty_ones_make_no_case(
         cases = s.scalars(select(Case).order_by(Case.id)).all()
         assert [(c.region, c.language) for c in cases] == [("crimea", "ru"), ("elsewhere", "en")]
         assert cases[1].number is None and cases[1].caller_hash is None
-        assert len(s.scalars(select(OutboxJob)).all()) == 2
+        assert len(s.scalars(select(OutboxJob)).all()) == 3
+        assert [r.status for r in s.scalars(select(Recording).where(Recording.duration == 0))] == ["empty"]
     db.engine.dispose()
 
 

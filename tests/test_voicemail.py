@@ -5,6 +5,7 @@ it with the bundled offline model. Run on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pwd
@@ -751,3 +752,142 @@ def test_a_cases_times_say_what_happened_as_its_timeline_does(
 
 def utcnow_plus(minutes: int) -> datetime:
     return datetime.now(UTC) + timedelta(minutes=minutes)
+
+
+# --- empty messages (issue 12): nothing said at the tone makes no case ------------------------
+
+
+def faint_hiss(seconds: float = 1.0) -> bytes:
+    """What a line carries when the caller says nothing: not digital silence, no speech."""
+    import numpy as np
+
+    from tests.audio import wav
+
+    rng = np.random.default_rng(12)
+    return wav((rng.normal(0, 12, int(seconds * 8000))).astype(np.int16))
+
+
+def test_nothing_said_at_the_tone_makes_no_case_and_nothing_stays_at_twilio(hotline: Hotline) -> None:
+    """The caller presses # at the tone: Twilio reports a 1 s recording of line hiss. The worker
+    hears no speech in it: deleted at Twilio, its case dropped before anyone could see it."""
+    hotline.call(["3", "3", "#", "1"], faint_hiss(1.0))
+    [rec] = hotline.recordings()
+    assert rec.duration == 1 and len(hotline.cases()) == 1  # a case until the worker listens
+    sid = sid_of(rec)
+    assert hotline.api.recording(sid) is not None
+    hotline.work()
+    assert hotline.cases() == []
+    assert hotline.api.was_deleted(sid)
+    [rec] = hotline.recordings()
+    assert (rec.status, rec.audio, rec.deleted_at_provider is not None) == ("empty", None, True)
+    with hotline.db.session() as s:
+        [call] = s.scalars(select(Call)).all()
+        assert call.note is not None and "held no speech" in call.note
+        assert s.scalars(select(AuditEntry)).all() == []
+    # Twilio's status callback delivered again: still no case, no second job.
+    with hotline.app.test_client() as client:
+        from tests.conftest import call_params, signed
+
+        params = call_params(RecordingSid=sid, RecordingStatus="completed", RecordingDuration="1",
+                             RecordingUrl=hotline.api.recording_url(sid), CallSid=str(call.call_sid))
+        assert signed(client, "/twilio/recording?l=en", params).status_code == 200
+    hotline.work()
+    assert hotline.cases() == [] and len(hotline.recordings()) == 1
+
+
+def test_a_recording_of_0_s_goes_to_on_empty_and_is_deleted_at_twilio(hotline: Hotline) -> None:
+    """# pressed at once: Twilio reports RecordingDuration 0 to the action. The caller hears
+    the flow's words for an empty message (not "we have your message"); no case is made and
+    the recording is deleted at Twilio."""
+    app = create_app(hotline.settings.replace(flows_dir=ROOT / "flows"), clock=lambda: SUNDAY)
+    caller = ScriptedCaller(["3", "3", "#"], recording=faint_hiss(0.3))  # the shipped hotline
+    phone = Phone(FlaskTransport(app), hotline.settings.public_base_url, TOKEN,
+                  hotline.settings.twilio_account_sid, hotline.settings.hotline_number, api=hotline.api)
+    log = phone.call(NUMBER, caller)
+    app.extensions["ivr.db"].engine.dispose()
+    assert not log.errors, log.errors
+    assert "We did not hear a message" in log.text()
+    assert "we have your message" not in log.text() and "May we call you back" not in log.text()
+    assert hotline.cases() == []
+    [rec] = hotline.recordings()
+    assert (rec.status, rec.duration) == ("empty", 0)
+    hotline.work()
+    assert hotline.api.was_deleted(sid_of(rec)) and hotline.cases() == []
+
+
+def test_an_empty_recording_twilio_reports_is_deleted_there(hotline: Hotline) -> None:
+    """Twilio calls no action for an empty recording, but its status callback may report one
+    of 0 s that it keeps: no case, and a job deletes it at Twilio."""
+    from ivr.standin import silence_wav
+    from ivr.standin.api import new_sid
+    from tests.conftest import call_params, signed
+
+    call_sid = new_sid("CA")
+    sid = hotline.api.add_recording(new_sid("RE"), silence_wav(0.4), call_sid=call_sid, duration=0)
+    with hotline.app.test_client() as client:
+        params = call_params(RecordingSid=sid, RecordingStatus="completed", RecordingDuration="0",
+                             RecordingUrl=hotline.api.recording_url(sid), CallSid=call_sid)
+        for _ in range(2):  # and again, as Twilio retries
+            assert signed(client, "/twilio/recording?l=ru", params).status_code == 200
+    assert hotline.cases() == []
+    [rec] = hotline.recordings()
+    assert rec.status == "empty"
+    hotline.work()
+    assert hotline.api.was_deleted(sid)
+    assert hotline.cases() == []
+    [rec] = hotline.recordings()
+    assert rec.deleted_at_provider is not None
+
+
+def test_a_short_real_message_is_a_case(hotline: Hotline) -> None:
+    """A caller who can only say "Help." (about a second) has left a message."""
+    help_ = speak("Help.")
+    hotline.call(["3", "3", "#", "1"], help_)
+    [rec] = hotline.recordings()
+    assert rec.duration is not None and rec.duration <= 2  # the short kind the worker checks
+    hotline.work()
+    [case] = hotline.cases()
+    assert case.status == "routed", case.status_reason
+    assert hotline.api.was_deleted(sid_of(rec))
+    found = show_case(hotline.db, hotline.vault, case.id, actor="test:admin")
+    assert found is not None and found["transcript"].lower().startswith("hel")  # (tiny: "Hell.")
+
+
+def test_ivr_call_without_a_voicemail_says_nothing_and_files_nothing(tmp_path: Path) -> None:
+    """`ivr call` with no --voicemail is silent at the tone, as Twilio trims silence: the
+    caller hears the flow's words for an empty message, and no case is filed."""
+    env = {"FLOWS_DIR": str(ROOT / "flows"), "INSTANCE_DIR": str(tmp_path / "instance"),
+           "DATABASE_URL": f"sqlite:///{tmp_path / 'call.db'}", "REDIS_URL": "redis://127.0.0.1:1/0",
+           "IVR_DOTENV": "/nonexistent", "TWILIO_API_BASE": ""}
+    result = CliRunner().invoke(cli, ["call", "--press", "3,3,#"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "We did not hear a message" in result.output
+    assert "May we call you back" not in result.output and "filed as case" not in result.output
+    listed = CliRunner().invoke(cli, ["cases", "list", "--json"], env=env)
+    assert listed.exit_code == 0 and json.loads(listed.output) == []
+
+
+def test_an_empty_recording_twilio_will_not_delete_is_tried_again(hotline: Hotline) -> None:
+    """Nothing said, and Twilio refuses the delete for longer than the job's retries: the
+    case is still never made, and the housekeeper's re-run deletes it later."""
+    hotline.call(["3", "3", "#", "1"], faint_hiss(1.0))
+    [rec] = hotline.recordings()
+    original = hotline.api._route
+
+    def no_deletes(method: str, path: str, body: bytes) -> Any:
+        if method == "DELETE":
+            return hotline.api._error(503, 20503, "Service Unavailable")
+        return original(method, path, body)
+
+    hotline.api._route = no_deletes  # type: ignore[method-assign]
+    hotline.work()
+    assert not hotline.api.was_deleted(sid_of(rec))
+    assert len(hotline.cases()) == 1  # not dropped before Twilio's copy is gone...
+    [rec] = hotline.recordings()
+    assert rec.status == "empty" and rec.audio is None  # ...but never sealed nor transcribed
+    hotline.api._route = original  # type: ignore[method-assign]
+    conn = redis.Redis.from_url(hotline.redis.url)
+    queue = Queue(jobs.QUEUE, connection=conn)
+    assert jobs.requeue_unfinished(hotline.db, queue, timedelta(0), timedelta(0)) == 1
+    hotline.work()
+    assert hotline.api.was_deleted(sid_of(rec)) and hotline.cases() == []

@@ -16,6 +16,7 @@ from ivr.standin.api import (
     Seen,
     TwilioApi,
     new_sid,
+    silence_wav,
     tone_wav,
     wav_seconds,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "TwilioApi",
     "TwimlError",
     "new_sid",
+    "silence_wav",
     "synthesize",
     "tone_wav",
     "wav_seconds",

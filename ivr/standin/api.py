@@ -125,6 +125,27 @@ def tone_wav(seconds: float = 3.0, hz: float = 440.0, rate: int = 8000) -> bytes
     return out.getvalue()
 
 
+def silence_wav(seconds: float = 2.0, rate: int = 8000) -> bytes:
+    """A phone-quality recording of silence: what `ivr call` says at the tone by default."""
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(bytes(2 * int(seconds * rate)))
+    return out.getvalue()
+
+
+def all_silent(data: bytes) -> bool:
+    """Whether a WAV holds nothing but digital silence (what trim-silence leaves empty)."""
+    try:
+        with wave.open(io.BytesIO(data), "rb") as w:
+            frames = w.readframes(w.getnframes())
+    except (wave.Error, EOFError, struct.error):
+        return False
+    return not frames.strip(b"\x00")
+
+
 def wav_seconds(data: bytes) -> float | None:
     """The length of a WAV recording, or None when the bytes are not a WAV file."""
     try:

@@ -36,7 +36,7 @@ from urllib.parse import urlencode, urlsplit
 from twilio.request_validator import RequestValidator
 
 from ivr.flow import VOICES
-from ivr.standin.api import new_sid, rfc2822, tone_wav, wav_seconds
+from ivr.standin.api import all_silent, new_sid, rfc2822, tone_wav, wav_seconds
 
 MAX_TWIML = 64_000
 MAX_WEBHOOKS = 300
@@ -562,15 +562,21 @@ class Phone:
                 log.errors.append(f"recording callback ({status}) answered {reply.status}")
 
         notify("in-progress", None)
-        if answer == SILENCE:  # an empty message: no action, the call goes on with the next verb
+        audio = getattr(caller, "audio", None)
+        wav = audio(info) if callable(audio) and answer != SILENCE else None
+        # trim-silence leaves nothing of a recording that is all silence: empty, like `wait`
+        trimmed = wav is not None and info.get("trim") == "trim-silence" and all_silent(wav)
+        if answer == SILENCE or trimmed:  # an empty message: no action, the call goes on
             api.add_recording(sid, None, call_sid=self.call_sid, duration=0, status="absent")
             notify("absent", "0")
+            if answer == HANG_UP:
+                log.ended = "caller-hangup"
+                return url, {}, None
             return None
-        audio = getattr(caller, "audio", None)
-        wav = audio(info) if callable(audio) else None
         wav = _clip(wav if wav is not None else tone_wav(3.0), info.get("maxLength", "3600"))
         seconds = wav_seconds(wav)
-        duration = max(1, round(seconds if seconds is not None else len(wav) / 16000))
+        # whole seconds, as Twilio counts them: 0 for a recording under half a second
+        duration = round(seconds) if seconds is not None else max(1, round(len(wav) / 16000))
         api.add_recording(sid, wav, call_sid=self.call_sid, duration=duration)
         extra = {"RecordingSid": sid, "RecordingUrl": api.recording_url(sid),
                  "RecordingDuration": str(duration), "Digits": answer}

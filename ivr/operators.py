@@ -284,18 +284,7 @@ def edit_operator(db: Database, vault: Vault, operator_id: int, actor: str = "ad
 def _tell_old_number(db: Database, sms: Callable[[str, str], object] | None, operator_id: int,
                      old: str, body: str) -> None:
     """The old number hears of the change: if it was not its owner's doing, they know at once."""
-    try:
-        if sms is None:
-            raise OperatorError("no SMS sender")
-        sms(old, body)
-        action = "sms-sent"
-    except Exception as exc:  # the change stands; the admin sees the failure in the audit log
-        action = "sms-failed"
-        log.warning("could not tell operator %s's old number of the change: %s", operator_id,
-                    type(exc).__name__)
-    with db.session() as s:
-        s.add(AuditEntry(actor="system", action=action,
-                         detail=f"operator {operator_id}: number change told to the old number"))
+    _tell(db, sms, operator_id, old, body, "number change told to the old number")
 
 
 def tell_sign_in_changed(db: Database, vault: Vault, sms: Callable[[str, str], object] | None,
@@ -307,18 +296,24 @@ def tell_sign_in_changed(db: Database, vault: Vault, sms: Callable[[str, str], o
         if op is None:
             return False
         number, body = vault.open_operator_number(op), SIGN_IN_CHANGED[what].get(op.locale, "")
-        body = body or SIGN_IN_CHANGED[what]["en"]
+    body = body or SIGN_IN_CHANGED[what]["en"]
+    return _tell(db, sms, operator_id, number, body, f"{what} change told to the operator")
+
+
+def _tell(db: Database, sms: Callable[[str, str], object] | None, operator_id: int, to: str,
+          body: str, what: str) -> bool:
+    """An SMS about an operator's account; the change stands either way, and the audit log says
+    whether it went (`what` is its detail, never the number). True when sent."""
     try:
         if sms is None:
             raise OperatorError("no SMS sender")
-        sms(number, body)
+        sms(to, body)
         action = "sms-sent"
-    except Exception as exc:  # the change stands; the admin sees the failure in the audit log
+    except Exception as exc:  # the admin sees the failure in the audit log
         action = "sms-failed"
-        log.warning("could not tell operator %s of the %s change: %s", operator_id, what, type(exc).__name__)
+        log.warning("could not send operator %s the SMS (%s): %s", operator_id, what, type(exc).__name__)
     with db.session() as s:
-        s.add(AuditEntry(actor="system", action=action,
-                         detail=f"operator {operator_id}: {what} change told to the operator"))
+        s.add(AuditEntry(actor="system", action=action, detail=f"operator {operator_id}: {what}"))
     return action == "sms-sent"
 
 

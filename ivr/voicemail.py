@@ -613,21 +613,14 @@ def forget_recordings(db: Database, delete_recording: Callable[[str], None] | No
     with db.session() as s:
         due = s.execute(select(Recording.id, Recording.recording_sid)
                         .where(Recording.recording_sid.is_not(None), purged)).all()
-    forgotten = failed = 0
-    for row_id, sid in due:
-        try:
-            delete_recording(str(sid))  # one already gone at Twilio counts as deleted
-        except Retryable:
-            failed += 1
-            continue
+
+    def forget(row_id: int) -> None:
         with db.session() as s:
             s.execute(update(Recording).where(Recording.id == row_id)
                       .values(recording_sid=None, deleted_at_provider=_day(utcnow())))
-        forgotten += 1
-    if failed:
-        log.warning("%d recording(s) of purged cases could not be deleted at Twilio yet; trying again "
-                    "at the next purge", failed)
-    return forgotten
+
+    return _delete_at_twilio([(row_id, str(sid), forget) for row_id, sid in due], delete_recording,
+                             "recording(s) of purged cases")
 
 
 def forget_calls(db: Database, cutoff: datetime, delete_call: Callable[[str], None] | None) -> int:
@@ -646,24 +639,37 @@ def forget_calls(db: Database, cutoff: datetime, delete_call: Callable[[str], No
         legs = s.execute(select(CallbackAttempt.id, CallbackAttempt.call_sid)
                          .join(Case, Case.id == CallbackAttempt.case_id)
                          .where(CallbackAttempt.call_sid.is_not(None), Case.purged_at.is_not(None))).all()
+
+    def forget_call(row_id: int) -> None:
+        with db.session() as s:
+            call = s.get(Call, row_id)
+            assert call is not None
+            call.call_sid, call.seconds = None, length_bucket(call.seconds)
+            call.started_at = _day(call.started_at) or call.started_at
+            call.note = None
+
+    def forget_leg(row_id: int) -> None:
+        with db.session() as s:
+            s.execute(update(CallbackAttempt).where(CallbackAttempt.id == row_id).values(call_sid=None))
+
+    due: list[tuple[int, str, Callable[[int], None]]] = [(i, str(sid), forget_call) for i, sid in calls]
+    due += [(i, str(sid), forget_leg) for i, sid in legs]
+    return _delete_at_twilio(due, delete_call, "call(s)")
+
+
+def _delete_at_twilio(due: list[tuple[int, str, Callable[[int], None]]], delete: Callable[[str], None],
+                      what: str) -> int:
+    """Delete each sid at Twilio (one already gone counts as deleted), then forget it here; a
+    deletion that fails stays for the next purge. Returns how many were forgotten."""
     forgotten = failed = 0
-    due = [(Call, i, sid) for i, sid in calls] + [(CallbackAttempt, i, sid) for i, sid in legs]
-    for kind, row_id, sid in due:
+    for row_id, sid, forget in due:
         try:
-            delete_call(str(sid))  # one already gone at Twilio counts as deleted
+            delete(sid)
         except Retryable:
             failed += 1
             continue
-        with db.session() as s:
-            if kind is Call:
-                call = s.get(Call, row_id)
-                assert call is not None
-                call.call_sid, call.seconds = None, length_bucket(call.seconds)
-                call.started_at = _day(call.started_at) or call.started_at
-                call.note = None
-            else:
-                s.execute(update(CallbackAttempt).where(CallbackAttempt.id == row_id).values(call_sid=None))
+        forget(row_id)
         forgotten += 1
     if failed:
-        log.warning("%d call(s) could not be deleted at Twilio yet; trying again at the next purge", failed)
+        log.warning("%d %s could not be deleted at Twilio yet; trying again at the next purge", failed, what)
     return forgotten

@@ -30,7 +30,8 @@ from tests.test_console_browser import Site, Tab, give_password, press, submit
 site, tab = browser_tests.site, browser_tests.tab
 
 PHONES = (360, 390, 400)
-WIDTHS = (*PHONES, 1280)
+import os
+WIDTHS = (*PHONES, *(int(w) for w in os.environ.get('EXTRA_WIDTHS', '').split(',') if w), 1280)
 
 # What the page measures: its width, the top bar, the outermost elements that stick out to the
 # right (an element inside one that already sticks out is not named again), and the controls a

@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 
 CHROMIUM = Path("/usr/bin/chromium")
+SHOTS = Path(__file__).resolve().parent.parent / "test-output" / "console"  # screenshots (gitignored)
 PACKAGES = ("chromium", "graphviz")
 
 

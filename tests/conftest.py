@@ -30,6 +30,32 @@ HEALTHZ_TOKEN = "healthz-token-for-the-tests-0123456789"
 TEST_KEYS = "test-key-2:" + "A" * 43 + ",test-key-1:" + "B" * 43
 
 
+@pytest.fixture(scope="session")
+def browser(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """One headless Chromium (Debian's, tests/browser.py) for the whole run, shared by the
+    console's browser tests; a browser that is missing and cannot be installed fails. The
+    screenshots of an earlier run are cleared first, and their folder named at the end."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser import SHOTS, ensure_browser
+
+    try:
+        chromium = ensure_browser()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    shutil.rmtree(SHOTS, ignore_errors=True)
+    with sync_playwright() as p:
+        found = p.chromium.launch(executable_path=chromium, headless=True,
+                                  args=["--no-sandbox", "--disable-dev-shm-usage",
+                                        "--autoplay-policy=no-user-gesture-required"])
+        yield found
+        found.close()
+    if SHOTS.is_dir():
+        capture = request.config.pluginmanager.getplugin("capturemanager")
+        with capture.global_and_fixture_disabled():
+            print(f"\nconsole screenshots: {SHOTS}")
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """A run that collected nothing is a failure, never a green build."""
     if session.testscollected == 0:

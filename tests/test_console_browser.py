@@ -4,8 +4,9 @@ callbacks, SQLite. Signing in with a password and a TOTP code (and enrolling one
 the queue, a case and its recording, the callback, region isolation, CSRF, lock-out and
 signing out, with no Content Security Policy violation on any page.
 
-Chromium comes from Debian (tests/browser.py installs it when missing; never a download).
-Screenshots of the main pages go to test-output/console/ (gitignored).
+Chromium comes from Debian (tests/browser.py installs it when missing; never a download), one
+for the whole run (the `browser` fixture in tests/conftest.py). Screenshots of the main pages go
+to test-output/console/ (gitignored); tests/test_console_phone.py adds each page at phone widths.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 
 import pyotp
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, Response, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, Response
 from sqlalchemy import select
 from werkzeug.serving import WSGIRequestHandler, make_server
 
@@ -29,12 +30,11 @@ from ivr.console.auth import FREE_TRIES, hash_password, reset_second_factor
 from ivr.operators import add_operator
 from ivr.standin import TwilioApi
 from ivr.storage import Database, Note, Operator, Vault
-from tests.browser import ensure_browser
+from tests.browser import SHOTS
 from tests.conftest import ROOT, TOKEN, create_schema
 from tests.servers import free_port
 from tests.test_console import PASSWORD, enroll, new_case
 
-SHOTS = ROOT / "test-output" / "console"
 HOTLINE = "+15005550006"  # settings.hotline_number in conftest
 PEOPLE = {"olena": ("crimea", "operator"), "petro": ("occupied", "operator"),
           "sofia": ("elsewhere", "supervisor"), "adam": ("elsewhere", "admin")}
@@ -92,26 +92,6 @@ class Tab:
     def shot(self, name: str) -> None:
         SHOTS.mkdir(parents=True, exist_ok=True)
         self.page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
-
-
-@pytest.fixture(scope="module")
-def browser(request: pytest.FixtureRequest) -> Iterator[Browser]:
-    """One Chromium for the module. A browser that is missing and cannot be installed fails."""
-    try:
-        chromium = ensure_browser()
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
-    shutil.rmtree(SHOTS, ignore_errors=True)
-    with sync_playwright() as p:
-        found = p.chromium.launch(executable_path=chromium, headless=True,
-                                  args=["--no-sandbox", "--disable-dev-shm-usage",
-                                        "--autoplay-policy=no-user-gesture-required"])
-        yield found
-        found.close()
-    if SHOTS.is_dir():
-        capture = request.config.pluginmanager.getplugin("capturemanager")
-        with capture.global_and_fixture_disabled():
-            print(f"\nconsole screenshots: {SHOTS}")
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ import click
 from dotenv import load_dotenv
 
 from ivr.casebook import STATUSES
-from ivr.config import Settings, load_settings
+from ivr.config import EXIT_CONFIG, Settings, explain, load_settings
 from ivr.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -33,11 +33,20 @@ if TYPE_CHECKING:
 DEFAULT_CALLER = "+79161234567"  # a Moscow mobile number, for trying the hotline out
 
 
+class SettingsError(click.ClickException):
+    """Wrong settings: `explain`'s lines as they are (no "Error:"), exit EXIT_CONFIG."""
+
+    exit_code = EXIT_CONFIG
+
+    def show(self, file: object = None) -> None:
+        click.echo(self.message, err=True)
+
+
 def settings() -> Settings:
     try:
         return load_settings()
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise SettingsError(explain(exc)) from None
 
 
 @click.group()

@@ -322,7 +322,10 @@ def unfinished(db: Database, older_than: timedelta) -> list[tuple[int, datetime]
 
 def _forget_empty(db: Database, vault: Vault, tools: Tools, recording_id: int) -> str:
     """Nothing was said: delete the recording at Twilio, then drop its case (with the key that
-    sealed its number) so no operator ever sees an empty message. Run again, it finishes."""
+    sealed its number) so no operator ever sees an empty message. Run again, it finishes.
+
+    The key is destroyed at once, its epoch retired by the next hourly purge (Vault.discard):
+    a rotation per silent call would be one a caller could force."""
     with db.session() as s:
         rec = s.get(Recording, recording_id)
         assert rec is not None
@@ -345,7 +348,7 @@ def _forget_empty(db: Database, vault: Vault, tools: Tools, recording_id: int) -
             s.execute(delete(AuditEntry).where(AuditEntry.case_id == case.id))
             s.delete(case)
     if key is not None:
-        vault.shred([key])
+        vault.discard([key])  # its epoch is retired by the next purge, once for all of them
     log.info("recording %s held no speech: no case", sid)
     return EMPTY
 
@@ -509,19 +512,23 @@ def purge(db: Database, vault: Vault, older_than: timedelta,
     """Destroy the data of cases closed longer ago than `older_than`: keys first.
 
     The keys are destroyed and their key epoch retired in one step (Vault.shred), so no copy
-    of them anywhere opens again. The case row stays with its region, language, status and
-    outcome (anonymous counts); the number, audio, transcript and notes are removed, provider
-    ids dropped, times kept to the day and lengths to a bucket, so nothing leads back to the
-    call. Calls whose cases are all purged are then deleted at Twilio (`forget_calls`), and so
-    is a recording that was never deleted there (a download that failed for good keeps it at
-    Twilio for a person to fetch): until then its sid stays, so the listing at Twilio does not
-    file it again as a new case (`forget_recordings`).
+    of them anywhere opens again; so are the copies of the keys of empty messages dropped
+    since the last run (Vault.discard), and their callers' hashes (a new number-hash key).
+    The case row stays with its region, language, status and outcome (anonymous counts);
+    the number, audio, transcript and notes are removed, provider ids dropped, times kept to
+    the day and lengths to a bucket, so nothing leads back to the call. Calls whose cases
+    are all purged are then deleted at Twilio (`forget_calls`), and so is a recording that
+    was never deleted there (a download that failed for good keeps it at Twilio for a person
+    to fetch): until then its sid stays, so the listing at Twilio does not file it again as
+    a new case (`forget_recordings`).
     """
     cutoff = utcnow() - older_than
     with db.session() as s:
         due = s.execute(select(Case.id, Case.data_key_id).where(
             Case.closed_at.is_not(None), Case.closed_at < cutoff, Case.purged_at.is_(None))).all()
-    if due:
+    # Keys of dropped empty messages, destroyed since the last rotation: their epoch goes now.
+    dropped = vault.discarded()
+    if due or dropped:
         # The purged callers' hashes may survive in the database's history: the key that
         # made them goes too, after the live cases are hashed again under a new one.
         old_hash_keys = rehash_callers(db, vault, due_before=cutoff, new_key=True)
@@ -560,6 +567,8 @@ def purge(db: Database, vault: Vault, older_than: timedelta,
     if due:
         db.compact()
         log.info("purged the data of %d closed case(s)", len(due))
+    if dropped:
+        log.info("retired the key epoch of %d dropped empty message(s)", dropped)
     return len(due)
 
 

@@ -84,6 +84,8 @@ def serve(host: str, port: int, workers: int) -> None:
     gunicorn = shutil.which("gunicorn") or str(Path(sys.executable).parent / "gunicorn")
     argv = [gunicorn, "--config", "python:ivr.serving", "--bind", f"{host}:{port}",
             "--workers", str(workers), "ivr:create_app()"]
+    if not s.production:  # gunicorn's start-up and worker lines: LOG_LEVEL=DEBUG shows them
+        argv[1:1] = ["--log-level", "info" if s.log_level == "DEBUG" else "warning"]
     click.echo(f"Hotline answering on http://127.0.0.1:{port}  (flows: {', '.join(result.flows)})")
     if s.env == "production":
         os.execv(gunicorn, argv)

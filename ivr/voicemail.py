@@ -129,7 +129,8 @@ def note_recording(db: Database, vault: Vault, r: Reported) -> int | None:
         job = OutboxJob(job=PROCESS_RECORDING, target_id=rec.id)
         s.add(job)
         s.flush()
-        log.info("case %s created for recording %s", case.id, r.recording_sid)
+        log.info("voicemail received: case %s filed", case.id)  # a stage line (ivr serve shows these)
+        log.debug("case %s: recording %s", case.id, r.recording_sid)
         return job.id
 
 
@@ -297,6 +298,8 @@ def process_recording(db: Database, vault: Vault, tools: Tools, recording_id: in
                 rec.deleted_at_provider, rec.error = utcnow(), None
             else:
                 rec.error = f"not yet deleted at the provider: {delete_error}"[:300]
+        log.info("case %s: audio stored, %s", case_id, "deleted at Twilio" if delete_error is None
+                 else "not yet deleted at Twilio (tried again)")
     _transcribe(db, vault, tools, recording_id)
     with db.session() as s:
         rec = s.get(Recording, recording_id)
@@ -342,14 +345,18 @@ def _forget_empty(db: Database, vault: Vault, tools: Tools, recording_id: int) -
         call = s.get(Call, rec.call_id)
         if call is not None:
             call.note = f"recording {sid} held no speech: no case, deleted at the provider"
-        key = None
+        key = dropped = None
         if case is not None:
-            key = case.data_key_id
+            key, dropped = case.data_key_id, case.id
             s.execute(delete(AuditEntry).where(AuditEntry.case_id == case.id))
             s.delete(case)
     if key is not None:
         vault.discard([key])  # its epoch is retired by the next purge, once for all of them
-    log.info("recording %s held no speech: no case", sid)
+    if dropped is not None:
+        log.info("case %s: nothing said, dropped (deleted at Twilio)", dropped)
+    else:
+        log.info("voicemail received: nothing said, no case (deleted at Twilio)")
+    log.debug("recording %s held no speech", sid)
     return EMPTY
 
 
@@ -469,6 +476,13 @@ def _transcribe(db: Database, vault: Vault, tools: Tools, recording_id: int) -> 
             case.status, case.status_reason = "transcription_failed", reason
         s.add(AuditEntry(actor="system", action=case.status, case_id=case.id,
                          detail=engine or reason, at=done))
+        case_id = case.id
+    if heard is not None:
+        log.info("case %s: transcribed (%s, %.0f s of audio in %.1f s%s)", case_id, heard.language,
+                 heard.audio_seconds, heard.processing_seconds,
+                 f"; {', '.join(heard.flags)}" if heard.flags else "")
+    else:
+        log.info("case %s: %s", case_id, reason)
 
 
 def _file_transcript(vault: Vault, case: Case, heard: Transcript) -> None:

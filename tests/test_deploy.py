@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -383,3 +384,91 @@ def test_a_newcomer_serves_the_hotline_and_sees_a_voicemail_become_a_case(
     assert "+79161234567" not in output.split("the operator's phone:")[1].split("\n")[0]
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", port)) != 0, "gunicorn outlived ivr serve"
+
+
+# --- what `ivr serve` says while it works ---------------------------------------------------
+
+STAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ [\w.]+: ")
+
+
+def serve_two_calls(tmp_path: Path, redis_url: str, log_level: str) -> list[str]:
+    """`ivr serve` (web, worker, stand-in) as a newcomer runs it: an operator, a caller who
+    says nothing at the tone (a second of hiss: a case, dropped once the worker listens),
+    then a voicemail that is transcribed, routed and told. Returns what `ivr serve` printed
+    after "Call it from another terminal", less the worker's start-up lines."""
+    import numpy as np
+
+    from tests.audio import speak, wav
+
+    port = free_port()
+    while True:  # the stand-in goes on PORT+1
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port + 1)) != 0:
+                break
+        port = free_port()
+    env = base_env(tmp_path, REDIS_URL=redis_url, FLOWS_DIR=str(ROOT / "flows"), LOG_LEVEL=log_level,
+                   TRANSCRIBE_ENGINES="en=whisper-tiny-en", INSTANCE_DIR=str(tmp_path / log_level))
+    hiss, words = tmp_path / "hiss.wav", tmp_path / "words.wav"
+    hiss.write_bytes(wav(np.random.default_rng(12).normal(0, 12, 8000).astype(np.int16)))
+    words.write_bytes(speak("I want to surrender. Please call me back."))
+    ivr = str(Path(BIN) / "ivr")
+
+    def run(*args: str) -> str:
+        done = subprocess.run([ivr, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    def cases() -> list[dict[str, object]]:
+        return list(json.loads(run("cases", "list", "--json")))
+
+    serve = subprocess.Popen([ivr, "serve", "--port", str(port)], cwd=tmp_path, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(url, serve)
+        run("operators", "add", "--name", "Olena", "--number", "+380501112233", "--languages", "en",
+            "--regions", "russia")
+        run("call", "--url", url, "--press", "3,3,#", "--voicemail", str(hiss))
+        for _ in range(120):
+            if not cases():  # filed by the webhook, dropped by the worker
+                break
+            time.sleep(0.5)
+        run("call", "--url", url, "--press", "3,3,#,1", "--voicemail", str(words))
+        for _ in range(120):
+            rows = cases()
+            if rows and rows[0]["notified_at"]:
+                break
+            time.sleep(0.5)
+        assert rows and rows[0]["status"] == "routed" and rows[0]["notified_at"], rows
+        time.sleep(1)  # the worker's last lines
+    finally:
+        serve.terminate()
+        output = serve.communicate(timeout=30)[0]
+    assert "Traceback" not in output, output
+    assert "+79161234567" not in output and "+380501112233" not in output  # no number...
+    assert "surrender" not in output.lower()  # ...and no transcript, at any level
+    lines = output.split("Call it from another terminal", 1)[1].splitlines()[1:]
+    return [line for line in lines if not line.startswith("speech models:")]
+
+
+def test_ivr_serve_says_one_line_per_voicemail_stage_and_debug_says_the_rest(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    ensure_tools()
+    quiet = serve_two_calls(tmp_path, redis_server.url, "INFO")
+    said = [STAMP.sub("", line) for line in quiet if "made console-secret-key" not in line]
+    said = [re.sub(r"\(en, .*\)$", "(en, …)", line) for line in said]
+    assert said == [
+        "voicemail received: case 1 filed",
+        "case 1: nothing said, dropped (deleted at Twilio)",
+        "voicemail received: case 1 filed",  # (SQLite gives the dropped case's id again)
+        "case 1: audio stored, deleted at Twilio",
+        "case 1: transcribed (en, …)",
+        "case 1: routed to Olena",
+        "case 1: operator told by SMS",
+    ], "\n".join(quiet)
+    loud = serve_two_calls(tmp_path, redis_server.url, "DEBUG")
+    assert len(loud) > 3 * len(quiet)
+    assert any(" rq.worker: " in line for line in loud)  # rq's own lines, per job
+    assert any("Booting worker" in line for line in loud)  # gunicorn's
+    assert any("transcribed 5." in line or "s of en audio" in line for line in loud)

@@ -36,11 +36,23 @@ class RedactPhoneNumbers(logging.Filter):
         return True
 
 
+class LibraryChatter(logging.Filter):
+    """Below LOG_LEVEL=DEBUG, what libraries say under WARNING is left out: rq's lines for
+    every job it takes and finishes and for its scheduler, faster-whisper's line per file.
+    Our own INFO lines are one per stage of a voicemail (filed, stored, transcribed, routed,
+    told) and what an admin must know; DEBUG shows everything."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return (record.levelno >= logging.WARNING or record.name == "ivr"
+                or record.name.startswith("ivr.") or logging.getLogger().level <= logging.DEBUG)
+
+
 def configure_logging(level: str) -> None:
     root = logging.getLogger()
     if not any(isinstance(f, RedactPhoneNumbers) for h in root.handlers for f in h.filters):
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.addFilter(LibraryChatter())
         handler.addFilter(RedactPhoneNumbers())
         root.addHandler(handler)
     root.setLevel(level)

@@ -149,6 +149,10 @@ def route(db: Database, case_id: int, now: datetime | None = None) -> Choice | N
     if choice.operator_id is not None:
         with db.session() as s:
             _offered(s, case_id, choice.operator_id)
+            op = s.get(Operator, choice.operator_id)
+            log.info("case %s: routed to %s", case_id, op.name if op else f"operator {choice.operator_id}")
+    else:
+        log.info("case %s: no operator to route it to (%s)", case_id, choice.reason)
     return choice
 
 
@@ -220,6 +224,8 @@ def notify(db: Database, vault: Vault, tel: Telephony, base_url: str, case_id: i
                              detail="; ".join(failed)[:500], at=now))
     if action == "escalated":
         log.warning("case %s has no operator: escalated to %d supervisor(s)", case_id, len(sent))
+    elif sent:
+        log.info("case %s: operator told by SMS", case_id)
     return len(sent)
 
 

@@ -22,7 +22,7 @@ import click
 from dotenv import load_dotenv
 
 from ivr.casebook import STATUSES
-from ivr.config import Settings, load_settings
+from ivr.config import EXIT_CONFIG, Settings, explain, load_settings
 from ivr.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -33,11 +33,20 @@ if TYPE_CHECKING:
 DEFAULT_CALLER = "+79161234567"  # a Moscow mobile number, for trying the hotline out
 
 
+class SettingsError(click.ClickException):
+    """Wrong settings: `explain`'s lines as they are (no "Error:"), exit EXIT_CONFIG."""
+
+    exit_code = EXIT_CONFIG
+
+    def show(self, file: object = None) -> None:
+        click.echo(self.message, err=True)
+
+
 def settings() -> Settings:
     try:
         return load_settings()
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise SettingsError(explain(exc)) from None
 
 
 @click.group()
@@ -75,6 +84,8 @@ def serve(host: str, port: int, workers: int) -> None:
     gunicorn = shutil.which("gunicorn") or str(Path(sys.executable).parent / "gunicorn")
     argv = [gunicorn, "--config", "python:ivr.serving", "--bind", f"{host}:{port}",
             "--workers", str(workers), "ivr:create_app()"]
+    if not s.production:  # gunicorn's start-up and worker lines: LOG_LEVEL=DEBUG shows them
+        argv[1:1] = ["--log-level", "info" if s.log_level == "DEBUG" else "warning"]
     click.echo(f"Hotline answering on http://127.0.0.1:{port}  (flows: {', '.join(result.flows)})")
     if s.env == "production":
         os.execv(gunicorn, argv)

@@ -8,7 +8,6 @@ database) must be given; a missing one stops start-up with one line saying which
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 from collections.abc import Mapping
@@ -183,21 +182,31 @@ def parse_daytime(text: str) -> tuple[int, int] | None:
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Read and check every setting; raise ConfigError naming all that are wrong."""
+    """Read and check every setting; raise ConfigError with one line per wrong setting.
+
+    Each setting gets at most one line, the first thing wrong with it (a missing one is not
+    also "not https"), saying what to set. Secrets and database URLs (they may hold a
+    password) are never repeated in a message.
+    """
     env = dict(os.environ if environ is None else environ)
 
     def get(name: str) -> str:
         return (env.get(name) or "").strip()
 
-    problems: list[str] = []
+    problems: dict[str, str] = {}
+
+    def problem(name: str, text: str) -> None:
+        problems.setdefault(name, text)
+
     mode = get("IVR_ENV") or "development"
     if mode not in ("development", "production"):
-        problems.append(f"IVR_ENV is {mode!r}: set it to development or production")
+        problem("IVR_ENV", f"IVR_ENV is {mode!r}: set it to production, or to development "
+                           "(the default)")
     production = mode == "production"
     if production:
         for name, (what, needed) in SETTINGS.items():
             if needed and not get(name):
-                problems.append(f"{name} is not set: set it to {what} (see .env.example)")
+                problem(name, f"{name} is not set: set it to {MISSING.get(name, what)}")
     base = Settings()
     instance = Path(get("INSTANCE_DIR") or base.instance_dir)
     values: dict[str, Any] = {
@@ -222,21 +231,25 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "transcribe_engines": get("TRANSCRIBE_ENGINES") or base.transcribe_engines,
         "transcribe_cache": Path(get("TRANSCRIBE_CACHE")) if get("TRANSCRIBE_CACHE") else None,
     }
-    for name, key, default, low in (("RETENTION_DAYS", "retention_days", base.retention_days, 1),
-                                    ("OUTBOX_FLUSH_SECONDS", "outbox_flush_seconds",
-                                     base.outbox_flush_seconds, 0),
-                                    ("WEBHOOK_DB_WAIT", "webhook_db_wait", base.webhook_db_wait, 0.1)):
+    for name, key, default, low, unit, example in (
+        ("RETENTION_DAYS", "retention_days", base.retention_days, 1, "a number of days", "30"),
+        ("OUTBOX_FLUSH_SECONDS", "outbox_flush_seconds", base.outbox_flush_seconds, 0,
+         "a number of seconds", "5"),
+        ("WEBHOOK_DB_WAIT", "webhook_db_wait", base.webhook_db_wait, 0.1, "a number of seconds", "1.5"),
+    ):
         raw = get(name)
         try:
             number = float(raw) if raw else default
         except ValueError:
             number = -1
-        if number < low:
-            problems.append(f"{name} must be a number, at least {low}")
+        if number < low or number != number or number == float("inf"):
+            problem(name, f"{name} is {raw!r}: set it to {unit}, at least {low:g} (e.g. {example})")
+            number = default
         values[key] = int(number) if key == "retention_days" else number
     daytime = get("CALLBACK_DAYTIME") or base.callback_daytime
     if parse_daytime(daytime) is None:
-        problems.append("CALLBACK_DAYTIME must be hours like 09:00-21:00 (start before end)")
+        problem("CALLBACK_DAYTIME", f"CALLBACK_DAYTIME is {daytime!r}: set it to the hours a "
+                                    "daytime callback may ring, start before end, e.g. 09:00-21:00")
     values["callback_daytime"] = daytime
     retries = get("CALLBACK_RETRY_MINUTES")
     try:
@@ -245,8 +258,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         if any(m < 1 for m in values["callback_retry_minutes"]):
             raise ValueError
     except ValueError:
-        problems.append("CALLBACK_RETRY_MINUTES must be whole minutes separated by commas, "
-                        "like 15,60,240 (empty: one attempt only)")
+        problem("CALLBACK_RETRY_MINUTES", f"CALLBACK_RETRY_MINUTES is {retries!r}: set it to whole "
+                                          "minutes separated by commas, e.g. 15,60,240")
     for name, key, default, low, high in (
         ("REOFFER_MINUTES", "reoffer_minutes", base.reoffer_minutes, 1, 10080),
         ("TRANSFER_RING_MAX", "transfer_ring_max", base.transfer_ring_max, 1, 10),
@@ -256,7 +269,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     ):
         raw = get(name)
         if raw and not (raw.isdigit() and low <= int(raw) <= high):
-            problems.append(f"{name} must be a whole number from {low} to {high}")
+            problem(name, f"{name} is {raw!r}: set it to a whole number from {low} to {high} "
+                          f"(default {default})")
         else:
             values[key] = int(raw) if raw else default
     from ivr.transcribe import parse_engines, parse_threads
@@ -264,53 +278,144 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     try:
         parse_engines(values["transcribe_engines"])
     except ValueError as exc:
-        problems.append(str(exc))
+        problem("TRANSCRIBE_ENGINES", str(exc))
     try:
         values["transcribe_threads"] = parse_threads(get("TRANSCRIBE_THREADS"))
     except ValueError as exc:
-        problems.append(str(exc))
+        problem("TRANSCRIBE_THREADS", str(exc))
     if values["data_keys"]:
         from ivr.keys import parse_master_keys
 
         try:
             parse_master_keys(values["data_keys"])
         except ConfigError as exc:
-            problems.append(str(exc))
+            problem("IVR_DATA_KEYS", str(exc))
+    for name in ("DATABASE_URL", "KEYSTORE_URL"):
+        if get(name) and not _database_url(get(name)):
+            problem(name, f"{name} is not a database URL: set it like "
+                          f"postgresql+psycopg://USER:PASSWORD@HOST/{'ivr_keys' if 'KEY' in name else 'ivr'}")
     same = values["keystore_url"] == values["database_url"]
     if same and values["database_url"].startswith("sqlite"):
-        problems.append("KEYSTORE_URL must be another SQLite file than DATABASE_URL")
+        problem("KEYSTORE_URL", "KEYSTORE_URL names the same SQLite file as DATABASE_URL: set it "
+                                "to another file, e.g. sqlite:///instance/keys.db")
     elif production and same:
-        problems.append("KEYSTORE_URL must name a database of its own, not DATABASE_URL: a backup "
-                        "of the data must not hold the keys that open it")
+        problem("KEYSTORE_URL", "KEYSTORE_URL names the same database as DATABASE_URL: set it to "
+                                "a database of its own (a backup of the data must not hold the "
+                                "keys that open it), e.g. …/ivr_keys")
     url = values["public_base_url"]
-    if not re.match(r"^https?://[^/\s?#]+(/[^\s?#]*)?$", url):
-        problems.append(f"PUBLIC_BASE_URL {url!r} is not a URL like https://hotline.example.org")
-    elif production and not url.startswith("https://"):
-        problems.append("PUBLIC_BASE_URL must start with https:// in production")
+    if get("PUBLIC_BASE_URL"):
+        if not re.match(r"^https?://[^/\s?#@]+(/[^\s?#]*)?$", url):
+            problem("PUBLIC_BASE_URL", f"PUBLIC_BASE_URL {url!r} is not a web address: set it to the "
+                                       "address Twilio calls, e.g. https://hotline.example.org")
+        elif production and not url.startswith("https://"):
+            problem("PUBLIC_BASE_URL", f"PUBLIC_BASE_URL {url!r} is not https: set it to the https "
+                                       "address Twilio calls, e.g. https://hotline.example.org")
+    sid = get("TWILIO_ACCOUNT_SID")
+    if sid and not ACCOUNT_SID.match(sid):
+        problem("TWILIO_ACCOUNT_SID", "TWILIO_ACCOUNT_SID is not an account SID: set it to AC and 32 "
+                                      "hex digits, as the Twilio console shows it")
+    api_problem = _api_base_problem(values["twilio_api_base"])
+    if get("TWILIO_API_BASE") and api_problem:
+        problem("TWILIO_API_BASE", api_problem)
     if get("HOTLINE_NUMBER") and not E164.match(values["hotline_number"]):
-        problems.append("HOTLINE_NUMBER must be in E.164 form, like +380441234567")
+        problem("HOTLINE_NUMBER", f"HOTLINE_NUMBER {values['hotline_number']!r} is not in E.164 form: "
+                                  "set it to + and the country code and number, e.g. +380441234567")
     for number in values["transfer_numbers"]:
         if not E164.match(number):
-            problems.append("TRANSFER_NUMBERS must be E.164 numbers separated by commas")
+            problem("TRANSFER_NUMBERS", f"TRANSFER_NUMBERS has {number!r}, not in E.164 form: set it to "
+                                        "numbers separated by commas, e.g. +380441112233,+380441112234")
             break
     if values["console_secret_key"] and len(values["console_secret_key"]) < 32:
-        problems.append("CONSOLE_SECRET_KEY is too short: use 32 characters or more of randomness")
-    if production and values["twilio_auth_token"] == DEV_AUTH_TOKEN:
-        problems.append("TWILIO_AUTH_TOKEN is the development token: set the real one")
+        problem("CONSOLE_SECRET_KEY", "CONSOLE_SECRET_KEY is too short: set it to 32 or more random "
+                                      "characters, e.g. the output of "
+                                      "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'")
+    if production and get("TWILIO_AUTH_TOKEN") == DEV_AUTH_TOKEN:
+        problem("TWILIO_AUTH_TOKEN", "TWILIO_AUTH_TOKEN is the development placeholder: set it to "
+                                     "your account's auth token, from the Twilio console")
     try:
         values["webhook_shared_keys"] = parse_shared_keys(get("TWILIO_WEBHOOK_SHARED_KEYS"))
     except ValueError as exc:
-        problems.append(str(exc))
+        problem("TWILIO_WEBHOOK_SHARED_KEYS", str(exc))
     if values["healthz_token"] and len(values["healthz_token"]) < 24:
-        problems.append("HEALTHZ_TOKEN is too short: use 24 characters or more of randomness")
+        problem("HEALTHZ_TOKEN", "HEALTHZ_TOKEN is too short: set it to 24 or more random characters")
     namespace = get("REDIS_NAMESPACE")
     if namespace and not NAMESPACE.match(namespace):
-        problems.append("REDIS_NAMESPACE must be 1-40 letters, digits, `_`, `.` or `-`")
+        problem("REDIS_NAMESPACE", f"REDIS_NAMESPACE {namespace!r} has other characters: set it to "
+                                   "1-40 letters, digits, `_`, `.` or `-`, e.g. ivr-kyiv")
     values["redis_namespace"] = namespace or default_namespace(values["database_url"])
-    if values["log_level"] not in logging.getLevelNamesMapping():
-        problems.append(f"LOG_LEVEL {values['log_level']!r} is not DEBUG, INFO, WARNING or ERROR")
+    if values["log_level"] not in LOG_LEVELS:
+        problem("LOG_LEVEL", f"LOG_LEVEL is {values['log_level']!r}: set it to DEBUG, INFO, WARNING "
+                             "or ERROR")
     if not values["flows_dir"].is_dir():
-        problems.append(f"FLOWS_DIR {str(values['flows_dir'])!r} is not a folder of flows")
+        problem("FLOWS_DIR", f"FLOWS_DIR {str(values['flows_dir'])!r} is not a folder: set it to the "
+                             "folder of the YAML flows, e.g. flows")
     if problems:
-        raise ConfigError("; ".join(problems))
+        order = list(SETTINGS)  # the order of .env.example
+        raise ConfigError(*(text for _name, text in sorted(
+            problems.items(), key=lambda item: order.index(item[0]) if item[0] in order else len(order))))
     return Settings(**values)
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+ACCOUNT_SID = re.compile(r"^AC[0-9a-f]{32}$")
+
+# What a missing production setting is to be set to, where SETTINGS' description is not enough.
+MISSING = {
+    "TWILIO_ACCOUNT_SID": "your Twilio account SID, AC and 32 hex digits, from the Twilio console",
+    "TWILIO_AUTH_TOKEN": "your Twilio account's auth token, from the Twilio console",
+    "PUBLIC_BASE_URL": "the https address Twilio calls, e.g. https://hotline.example.org",
+    "DATABASE_URL": "the PostgreSQL database, e.g. postgresql+psycopg://USER:PASSWORD@HOST/ivr",
+    "KEYSTORE_URL": "a PostgreSQL database of its own for the data keys, "
+                    "e.g. postgresql+psycopg://USER:PASSWORD@HOST/ivr_keys",
+    "HOTLINE_NUMBER": "the hotline's Twilio number in E.164 form, e.g. +380441234567",
+    "IVR_DATA_KEYS": "a master key, `id:base64key` (make one with `ivr keys new`)",
+    "CONSOLE_SECRET_KEY": "32 or more random characters, e.g. the output of "
+                          "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'",
+}
+
+
+def _database_url(text: str) -> bool:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return bool(make_url(text).drivername)
+    except (ArgumentError, ValueError):
+        return False
+
+
+def _api_base_problem(base: str) -> str | None:
+    """What is wrong with TWILIO_API_BASE (the checks TwilioProvider makes), or None."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(base)
+    if (parts.scheme not in ("https", "http") or not parts.hostname or parts.query
+            or parts.fragment or parts.username):
+        return (f"TWILIO_API_BASE {base!r} is not a web address: set it to https://api.twilio.com "
+                "(the default)")
+    if parts.scheme == "http" and not _loopback(parts.hostname):
+        return (f"TWILIO_API_BASE {base!r} is plain http: set it to an https address, e.g. "
+                "https://api.twilio.com (http only on 127.0.0.1)")
+    return None
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+EXIT_CONFIG = 78  # sysexits' EX_CONFIG: a supervisor should not restart the process as is
+
+
+def explain(exc: ConfigError) -> str:
+    """What a process prints when its settings stop it (the web, the worker, every `ivr`
+    command): a heading, then one line per setting; exit with EXIT_CONFIG."""
+    lines = exc.problems
+    if len(lines) == 1:
+        return f"ivr: cannot start: {lines[0]}"
+    return (f"ivr: cannot start: {len(lines)} settings need fixing (environment or .env):\n"
+            + "\n".join(f"  {line}" for line in lines))

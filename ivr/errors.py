@@ -1,7 +1,7 @@
 """The project's exceptions.
 
     IvrError                  anything this project raises on purpose
-    ├── ConfigError           a setting is missing or wrong; one line says which and what to do
+    ├── ConfigError           settings are missing or wrong; one line each says which and what to set
     ├── FlowError             flows on disk have problems (`.problems` lists every one)
     ├── EngineError           a flow reached a state the engine cannot go on from (our bug, or
     │                         a flow the validator let through); the caller hears an apology
@@ -27,7 +27,11 @@ class IvrError(Exception):
 
 
 class ConfigError(IvrError):
-    pass
+    """`.problems`: one line per wrong setting, each saying what to set (ivr.config.explain)."""
+
+    def __init__(self, *problems: str) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
 
 
 class FlowError(IvrError):

@@ -1,7 +1,7 @@
 """gunicorn settings for the `web` process (`gunicorn -c python:ivr.serving 'ivr:create_app()'`).
 
-Settings are checked in the master before any worker starts, so a missing production
-setting stops start-up with one line instead of a traceback per worker.
+Settings are checked in the master before any worker starts, so wrong settings stop
+start-up with one line each (exit 78) instead of a traceback per worker.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 from dotenv import load_dotenv
 
-from ivr.config import load_settings
+from ivr.config import EXIT_CONFIG, explain, load_settings
 from ivr.errors import ConfigError
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
@@ -29,8 +29,8 @@ def on_starting(server: Any) -> None:
     try:
         settings = load_settings()
     except ConfigError as exc:
-        print(f"ivr: cannot start: {exc}", file=sys.stderr)
-        sys.exit(1)
+        print(explain(exc), file=sys.stderr, flush=True)
+        sys.exit(EXIT_CONFIG)
     settings.instance_dir.mkdir(parents=True, exist_ok=True)
     from ivr.jobs import prepare_stores
 

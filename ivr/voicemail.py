@@ -129,7 +129,8 @@ def note_recording(db: Database, vault: Vault, r: Reported) -> int | None:
         job = OutboxJob(job=PROCESS_RECORDING, target_id=rec.id)
         s.add(job)
         s.flush()
-        log.info("case %s created for recording %s", case.id, r.recording_sid)
+        log.info("voicemail received: case %s filed", case.id)  # a stage line (ivr serve shows these)
+        log.debug("case %s: recording %s", case.id, r.recording_sid)
         return job.id
 
 
@@ -297,6 +298,8 @@ def process_recording(db: Database, vault: Vault, tools: Tools, recording_id: in
                 rec.deleted_at_provider, rec.error = utcnow(), None
             else:
                 rec.error = f"not yet deleted at the provider: {delete_error}"[:300]
+        log.info("case %s: audio stored, %s", case_id, "deleted at Twilio" if delete_error is None
+                 else "not yet deleted at Twilio (tried again)")
     _transcribe(db, vault, tools, recording_id)
     with db.session() as s:
         rec = s.get(Recording, recording_id)
@@ -322,7 +325,10 @@ def unfinished(db: Database, older_than: timedelta) -> list[tuple[int, datetime]
 
 def _forget_empty(db: Database, vault: Vault, tools: Tools, recording_id: int) -> str:
     """Nothing was said: delete the recording at Twilio, then drop its case (with the key that
-    sealed its number) so no operator ever sees an empty message. Run again, it finishes."""
+    sealed its number) so no operator ever sees an empty message. Run again, it finishes.
+
+    The key is destroyed at once, its epoch retired by the next hourly purge (Vault.discard):
+    a rotation per silent call would be one a caller could force."""
     with db.session() as s:
         rec = s.get(Recording, recording_id)
         assert rec is not None
@@ -339,14 +345,18 @@ def _forget_empty(db: Database, vault: Vault, tools: Tools, recording_id: int) -
         call = s.get(Call, rec.call_id)
         if call is not None:
             call.note = f"recording {sid} held no speech: no case, deleted at the provider"
-        key = None
+        key = dropped = None
         if case is not None:
-            key = case.data_key_id
+            key, dropped = case.data_key_id, case.id
             s.execute(delete(AuditEntry).where(AuditEntry.case_id == case.id))
             s.delete(case)
     if key is not None:
-        vault.shred([key])
-    log.info("recording %s held no speech: no case", sid)
+        vault.discard([key])  # its epoch is retired by the next purge, once for all of them
+    if dropped is not None:
+        log.info("case %s: nothing said, dropped (deleted at Twilio)", dropped)
+    else:
+        log.info("voicemail received: nothing said, no case (deleted at Twilio)")
+    log.debug("recording %s held no speech", sid)
     return EMPTY
 
 
@@ -466,6 +476,13 @@ def _transcribe(db: Database, vault: Vault, tools: Tools, recording_id: int) -> 
             case.status, case.status_reason = "transcription_failed", reason
         s.add(AuditEntry(actor="system", action=case.status, case_id=case.id,
                          detail=engine or reason, at=done))
+        case_id = case.id
+    if heard is not None:
+        log.info("case %s: transcribed (%s, %.0f s of audio in %.1f s%s)", case_id, heard.language,
+                 heard.audio_seconds, heard.processing_seconds,
+                 f"; {', '.join(heard.flags)}" if heard.flags else "")
+    else:
+        log.info("case %s: %s", case_id, reason)
 
 
 def _file_transcript(vault: Vault, case: Case, heard: Transcript) -> None:
@@ -509,19 +526,23 @@ def purge(db: Database, vault: Vault, older_than: timedelta,
     """Destroy the data of cases closed longer ago than `older_than`: keys first.
 
     The keys are destroyed and their key epoch retired in one step (Vault.shred), so no copy
-    of them anywhere opens again. The case row stays with its region, language, status and
-    outcome (anonymous counts); the number, audio, transcript and notes are removed, provider
-    ids dropped, times kept to the day and lengths to a bucket, so nothing leads back to the
-    call. Calls whose cases are all purged are then deleted at Twilio (`forget_calls`), and so
-    is a recording that was never deleted there (a download that failed for good keeps it at
-    Twilio for a person to fetch): until then its sid stays, so the listing at Twilio does not
-    file it again as a new case (`forget_recordings`).
+    of them anywhere opens again; so are the copies of the keys of empty messages dropped
+    since the last run (Vault.discard), and their callers' hashes (a new number-hash key).
+    The case row stays with its region, language, status and outcome (anonymous counts);
+    the number, audio, transcript and notes are removed, provider ids dropped, times kept to
+    the day and lengths to a bucket, so nothing leads back to the call. Calls whose cases
+    are all purged are then deleted at Twilio (`forget_calls`), and so is a recording that
+    was never deleted there (a download that failed for good keeps it at Twilio for a person
+    to fetch): until then its sid stays, so the listing at Twilio does not file it again as
+    a new case (`forget_recordings`).
     """
     cutoff = utcnow() - older_than
     with db.session() as s:
         due = s.execute(select(Case.id, Case.data_key_id).where(
             Case.closed_at.is_not(None), Case.closed_at < cutoff, Case.purged_at.is_(None))).all()
-    if due:
+    # Keys of dropped empty messages, destroyed since the last rotation: their epoch goes now.
+    dropped = vault.discarded()
+    if due or dropped:
         # The purged callers' hashes may survive in the database's history: the key that
         # made them goes too, after the live cases are hashed again under a new one.
         old_hash_keys = rehash_callers(db, vault, due_before=cutoff, new_key=True)
@@ -560,6 +581,8 @@ def purge(db: Database, vault: Vault, older_than: timedelta,
     if due:
         db.compact()
         log.info("purged the data of %d closed case(s)", len(due))
+    if dropped:
+        log.info("retired the key epoch of %d dropped empty message(s)", dropped)
     return len(due)
 
 

@@ -239,6 +239,97 @@ def test_sqlite_a_purged_case_is_found_in_no_file_that_opens_it(
         assert case is not None and vault.open(case, "number") == NUMBER.encode()
 
 
+# --- empty messages: keys destroyed at once, their epoch retired by the next purge ----------
+
+
+def copy_sqlite(source: Path, target: Path) -> None:
+    """What a backup (or anyone who copies the file) holds: SQLite's online backup."""
+    import sqlite3
+
+    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
+        src.backup(dst)
+    dst.close()
+    src.close()
+
+
+def test_silent_calls_retire_no_epoch_until_the_purge_and_then_one(
+    sqlite_stores: tuple[Database, Vault, Path], tmp_path: Path
+) -> None:
+    """Each silent call's case is dropped with its key, but retiring the key epoch (which
+    re-wraps every live key) waits for the hourly purge, once for all of them: callers cannot
+    force a rotation per call. Until then the live key store opens nothing of them, though a
+    copy of it taken before still does (the window the README states); after the purge no
+    file opens the number, and no number-hash key links its hash."""
+    import numpy as np
+
+    from ivr.transcribe import has_speech
+    from ivr.voicemail import Tools, process_recording
+    from tests.audio import wav
+
+    db, vault, folder = sqlite_stores
+    kept = make_case(db, vault, "b")
+    hiss = wav(np.random.default_rng(12).normal(0, 12, 8000).astype(np.int16))
+    tools = Tools(fetch=lambda _sid: hiss, delete=lambda _sid: None, check_audio=lambda _wav: None,
+                  transcribe=lambda *_: pytest.fail("an empty message was transcribed"),
+                  speech=has_speech)  # the worker's real voice-activity detector
+    evidence: list[Evidence] = []
+    recordings: list[int] = []
+    for n in range(5):
+        sid = f"{n:032x}"
+        note_recording(db, vault, Reported(
+            call_sid="CA" + sid, recording_sid="RE" + sid, status="completed", duration=1,
+            number=NUMBER, caller=Caller(False, "UA", "crimea"), flow="hotline", step="voicemail",
+            language="uk"))
+        with db.session() as s:
+            case = s.scalars(select(Case).order_by(Case.id.desc())).first()
+            assert case is not None and case.number is not None and case.caller_hash is not None
+            found = Evidence(case.id, case.data_key_id, sealed={f"case:{case.id}:number": case.number},
+                             hashes={case.caller_hash.partition(":")[2]})
+            recordings.append(case.recording_id)
+        with vault.keys.session() as k:
+            key = k.get(DataKey, found.key_id)
+            assert key is not None and key.wrapped is not None
+            found.wrapped.add(key.wrapped)
+            found.hash_keys.update(k.scalars(select(DataKey.wrapped).where(
+                DataKey.purpose == "number-hash", DataKey.wrapped.is_not(None))))
+        evidence.append(found)
+    copy = tmp_path / "copy"  # a backup of both stores, taken while the cases lived
+    copy.mkdir()
+    copy_sqlite(folder / "keys.db", copy / "keys.db")
+    copy_sqlite(folder / "ivr.db", copy / "ivr.db")
+
+    def retired() -> int:
+        with vault.keys.session() as k:
+            return len(k.scalars(select(KeyEpoch.id).where(KeyEpoch.retired_at.is_not(None))).all())
+
+    before = retired()
+    for recording_id in recordings:
+        assert process_recording(db, vault, tools, recording_id) == "empty"
+    with db.session() as s:
+        assert s.scalars(select(Case.id)).all() == [kept]
+    assert retired() == before  # no rotation per call
+    assert vault.discarded() == 5
+    for found in evidence:
+        with pytest.raises(CryptoError, match="destroyed"):
+            vault.key_of(found.key_id)  # the live store opens nothing at once
+        assert attack(found, vault.keys, folder).opened == []
+        # ...but the copy, with the epoch that is still current, opens the number.
+        assert attack(found, vault.keys, copy, folder / "key-epochs").opened == [
+            f"case:{found.case_id}:number"]
+
+    assert purge(db, vault, timedelta(days=30)) == 0  # no closed case is due: the drops are
+    assert retired() == before + 1 and vault.discarded() == 0
+    for found in evidence:
+        after = attack(found, vault.keys, copy, folder)
+        assert after.epoch_keys and after.hashes_found  # it did look, and the hashes lie there
+        assert (after.data_keys, after.opened, after.linked) == ([], [], []), after
+    assert purge(db, vault, timedelta(days=30)) == 0
+    assert retired() == before + 1  # nothing dropped since: no rotation
+    with db.session() as s:
+        case = s.get(Case, kept)
+        assert case is not None and vault.open(case, "number") == NUMBER.encode()
+
+
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[PostgresCluster]:
     """A PostgreSQL of this test's own: its data directory is what the attacker reads."""

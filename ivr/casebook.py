@@ -17,12 +17,13 @@ from sqlalchemy.orm import defer
 
 from ivr.keys import CryptoError
 from ivr.operators import move_case
+from ivr.reasons import Told
 from ivr.storage import AuditEntry, CallbackAttempt, Case, Database, Recording, Vault, utcnow
 
 STATUSES = ("new", "transcribed", "transcription_failed", "routed", "closed")
 
 
-class CaseError(Exception):
+class CaseError(Told):
     """An action that does not fit the case (closing a closed case, an unknown id)."""
 
 
@@ -176,11 +177,12 @@ def close_case(db: Database, case_id: int, actor: str, reason: str = "") -> None
     with db.session() as s:
         case = s.get(Case, case_id)
         if case is None:
-            raise CaseError(f"no case #{case_id}")
+            raise CaseError("no-case", case=case_id)
         if case.status == "closed":
-            raise CaseError(f"case #{case_id} is already closed")
+            raise CaseError("case-already-closed", case=case_id)
         move_case(s, case, None, closing=True)
         case.status_reason, case.closed_at = reason or None, utcnow()
+        case.status_reason_data = None  # the closer's own words: shown as they are
         case.acted_at = case.acted_at or case.closed_at
         if case.callback_status in ("waiting", "scheduled", "queued"):
             case.callback_status, case.next_callback_at = "none", None

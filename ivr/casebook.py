@@ -17,7 +17,7 @@ from sqlalchemy.orm import defer
 
 from ivr.keys import CryptoError
 from ivr.operators import move_case
-from ivr.reasons import Told
+from ivr.reasons import Told, loads
 from ivr.storage import AuditEntry, CallbackAttempt, Case, Database, Recording, Vault, utcnow
 
 STATUSES = ("new", "transcribed", "transcription_failed", "routed", "closed")
@@ -63,6 +63,7 @@ def _summary(case: Case, rec: Recording | None, repeat: int,
         "id": case.id,
         "status": case.status,
         "status_reason": case.status_reason,
+        **_coded("status_reason", case.status_reason_data),
         "region": case.region,
         "country": case.country,
         "language": case.language,
@@ -88,7 +89,8 @@ def _summary(case: Case, rec: Recording | None, repeat: int,
         "transcript_flags": case.transcript_flags.split(",") if case.transcript_flags else [],
         "operator_id": case.operator_id,
         "assigned_at": _iso(case.assigned_at),
-        "route_reason": case.route_reason,
+        "route_reason": case.route_reason,  # in English words; the same as a code and values:
+        **_coded("route_reason", case.route_reason_data),
         # Whether the words are in: pending, done, or failed (status_reason says why). A case
         # keeps this when it moves on to routed, so a failed transcription stays findable.
         "transcription": _transcription(case, rec, failed_at),
@@ -102,6 +104,13 @@ def _summary(case: Case, rec: Recording | None, repeat: int,
         "number_withheld": case.number is None and case.purged_at is None,
         "earlier_cases_from_same_number": repeat,
     }
+
+
+def _coded(name: str, data: str | None) -> dict[str, Any]:
+    """`route_reason_code` and `route_reason_values` (ivr/reasons.py), null for older rows."""
+    found = loads(data)
+    return {f"{name}_code": found.outcome if found else None,
+            f"{name}_values": dict(found.values) if found else None}
 
 
 def _repeats(db_session: Any, case: Case) -> int:
@@ -165,7 +174,8 @@ def show_case(db: Database, vault: Vault, case_id: int, actor: str) -> dict[str,
                                .order_by(CallbackAttempt.id))
         ]
         found["timeline"] = [
-            {"at": _iso(e.at), "actor": e.actor, "action": e.action, "detail": e.detail}
+            {"at": _iso(e.at), "actor": e.actor, "action": e.action, "detail": e.detail,
+             "data": json.loads(e.data) if e.data else None}
             for e in s.scalars(select(AuditEntry).where(AuditEntry.case_id == case.id)
                                .order_by(AuditEntry.at, AuditEntry.id))
         ]

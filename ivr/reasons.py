@@ -29,7 +29,7 @@ ENGLISH: dict[str, str] = {
     # why a case went to whom (ivr/operators.py choose); `route` builds it from parts
     "route-region": "region %(region)s, language %(language)s",
     "route-candidates": "%(candidates)s candidate(s)",
-    "route-excluded": "not %(excluded)s offered before",
+    "route-excluded": "(not %(excluded)s offered before)",
     "route-on-duty": "%(on_duty)s on duty",
     "route-with-room": "%(with_room)s with room",
     "route-chose": "chose %(name)s (%(open)s open case(s), least loaded)",
@@ -37,7 +37,7 @@ ENGLISH: dict[str, str] = {
     "route-unassigned": "unassigned, escalated to supervisors",
     "took-to-call-back": "took the case to call back (%(name)s)",
     "reassigned-by-supervisor": "reassigned by a supervisor (%(name)s)",
-    "reassigned-to": "to operator %(operator)s: %(why)s",
+    "reassigned-to": "to operator %(operator)s",  # then why (a code of its own)
     # why a case's words are missing, or its callbacks stopped
     "no-model": "not transcribed: no model for %(language)s",
     "not-transcribed": "not transcribed: %(detail)s",
@@ -101,6 +101,11 @@ class Said:
     values: Mapping[str, Value] = field(default_factory=dict)
     parts: tuple[tuple[str, str], ...] = ()  # (separator, code) said after this one
 
+    @property
+    def outcome(self) -> str:
+        """The code that says what came of it: the last part's (route-chose, route-unassigned)."""
+        return self.parts[-1][1] if self.parts else self.code
+
     def english(self) -> str:
         return self.render(lambda text: text, lambda _key, value: str(value))
 
@@ -137,12 +142,13 @@ def said(code: str, **values: Value) -> Said:
     return Said(code, values)
 
 
-def loads(text: str | None) -> Said | None:
-    """The sentence stored as JSON, or None (no data: a row written before it was kept)."""
+def loads(text: str | Mapping[str, Any] | None) -> Said | None:
+    """The sentence stored as JSON (or read from it), or None (no data: a row written before
+    it was kept)."""
     if not text:
         return None
     try:
-        found = json.loads(text)
+        found = json.loads(text) if isinstance(text, str) else text
         return Said(str(found["code"]), dict(found.get("values") or {}),
                     tuple((str(sep), str(code)) for sep, code in found.get("parts") or ()))
     except (ValueError, KeyError, TypeError):

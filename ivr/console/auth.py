@@ -85,6 +85,7 @@ class User:
     role: str
     regions: frozenset[str]
     locale: str
+    timezone: str = ""  # theirs (`ivr operators`); empty: the hotline's (HOTLINE_TIMEZONE)
 
     @property
     def supervisor(self) -> bool:
@@ -440,4 +441,4 @@ def load_user(db: Database, token: object, now: datetime, idle: timedelta) -> Us
         row, op = found
         if now - row.seen_at > timedelta(seconds=10):  # not a write for every request
             row.seen_at = now
-        return User(op.id, op.name, op.role, frozenset(op.regions.split(",")), op.locale)
+        return User(op.id, op.name, op.role, frozenset(op.regions.split(",")), op.locale, op.timezone)

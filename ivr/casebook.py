@@ -143,8 +143,10 @@ def list_cases(db: Database, status: str | None = None, region: str | None = Non
         return [_summary(case, rec, _repeats(s, case), failures.get(case.id)) for case, rec in rows]
 
 
-def show_case(db: Database, vault: Vault, case_id: int, actor: str) -> dict[str, Any] | None:
-    """One case with its transcript decrypted; the reading is audited. None if no such case."""
+def show_case(db: Database, vault: Vault, case_id: int, actor: str,
+              now: datetime | None = None) -> dict[str, Any] | None:
+    """One case with its transcript decrypted; the reading is audited (at `now`). None if no
+    such case."""
     with db.session() as s:
         case = s.get(Case, case_id)
         if case is None:
@@ -162,9 +164,9 @@ def show_case(db: Database, vault: Vault, case_id: int, actor: str) -> dict[str,
             found["transcript"], found["transcript_error"] = None, str(exc)
             found["transcript_words"] = None
         if found["transcript"] is not None:
-            s.add(AuditEntry(actor=actor, action="transcript-read", case_id=case.id))
+            s.add(AuditEntry(actor=actor, action="transcript-read", case_id=case.id, at=now or utcnow()))
         if actor == f"operator:{case.operator_id}" and case.acted_at is None:
-            case.acted_at = utcnow()  # its operator opened it: no re-offer
+            case.acted_at = now or utcnow()  # its operator opened it: no re-offer
         found["callbacks"] = [
             {"attempt": a.id, "operator_id": a.operator_id, "started_at": _iso(a.started_at),
              "confirmed_at": _iso(a.confirmed_at),

@@ -148,8 +148,7 @@ UK: dict[str, str] = {
     "Forbidden": "Заборонено",
     "The form has expired or was not sent from this console. Please try again.":
         "Форма застаріла або надіслана не з цієї консолі. Спробуйте ще раз.",
-    "English": "English",
-    "Українська": "Українська",
+    "English": "Англійська",  # the language; the switch names each language in itself (base.html)
     "helped": "допомогли",
     "information given": "надали інформацію",
     "surrender arranged": "організовано здачу в полон",

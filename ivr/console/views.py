@@ -77,6 +77,7 @@ TRANSCRIPT_FLAGS = {
     "sound-caption": "Sound captions the model invents (such as 'music') were removed.",
     "repeated": "A phrase the model repeated over and over is kept once.",
 }
+LANGUAGE_CODES = ("ru", "uk", "en")  # the callers' languages
 OUTCOMES = ("helped", "information given", "surrender arranged", "no contact", "not relevant")
 # Where the language switch may send the user back to: a console path and its query, nothing
 # that a browser could read as another host or a header (no //, no \\, no control character).
@@ -101,7 +102,13 @@ def user() -> User:
 
 
 def _(message: str) -> str:
-    return translate(getattr(g, "locale", "uk"), message)
+    return translate(locale(), message)
+
+
+def locale() -> str:
+    """The signed-in user's language; before that, the one last chosen in this browser."""
+    found = getattr(g, "locale", None) or session.get("locale")
+    return found if found in LOCALES else "uk"
 
 
 def reader() -> Reader:
@@ -111,7 +118,7 @@ def reader() -> Reader:
         c, who_ = console(), getattr(g, "user", None)
         tz = zone(who_.timezone if who_ else None, c.settings.hotline_timezone)
         names = Names(lambda: dict(queries.eligible(c.db, everyone=True)))
-        found = g.reader = Reader(getattr(g, "locale", "uk"), tz, now(), c.registry.regions, names,
+        found = g.reader = Reader(locale(), tz, now(), c.registry.regions, names,
                                   c.policy.daytime)
     return found
 
@@ -177,6 +184,14 @@ def bad_form(_exc: CSRFError) -> tuple[str, int]:
 @bp.errorhandler(403)
 def forbidden(exc: HTTPException) -> tuple[str, int]:
     return render_template("error.html", title=_("Forbidden"), text=exc.description or ""), 403
+
+
+@bp.app_errorhandler(404)
+def no_such_page(exc: HTTPException) -> HTTPException | tuple[str | Response, int]:
+    """A console address that matches no page gets the console's page, in the reader's words."""
+    if request.path.startswith("/console/"):
+        return not_found(exc)
+    return exc
 
 
 @bp.errorhandler(404)
@@ -372,14 +387,14 @@ def queue_page() -> str:
     regions = sorted(r.name for r in c.registry.regions.regions)
     return render_template("queue.html", rows=rows, figures=figures, filters=filters,
                            regions=regions if user().supervisor else sorted(user().regions),
-                           languages=("ru", "uk", "en"))
+                           languages=LANGUAGE_CODES)
 
 
 @bp.route("/cases/<int:case_id>")
 def case_page(case_id: int) -> str:
     c = console()
     _case(case_id)
-    found = show_case(c.db, c.vault, case_id, actor=user().actor)
+    found = show_case(c.db, c.vault, case_id, actor=user().actor, now=now())
     assert found is not None
     with c.db.session() as s:
         case = s.get(Case, case_id)
@@ -403,7 +418,8 @@ def case_page(case_id: int) -> str:
     # Each word of the transcript, marked when the model was less sure of it than LOW_CONFIDENCE.
     words = [(w, p < LOW_CONFIDENCE) for w, p in found.get("transcript_words") or []]
     return render_template("case.html", case=found, notes=notes, outcomes=OUTCOMES, words=words,
-                           timeline=reader().timeline(timeline),
+                           timeline=reader().timeline(timeline), route_reason=case.route_reason_data,
+                           status_reason=case.status_reason_data,
                            state=reader().state(case.status, operator.name if operator else None),
                            flag_texts=TRANSCRIPT_FLAGS,
                            operator=operator.name if operator else None, has_audio=has_audio,
@@ -553,7 +569,7 @@ def api_cases() -> Response:
 def api_case(case_id: int) -> Response:
     c = console()
     _case(case_id)
-    found = show_case(c.db, c.vault, case_id, actor=user().actor)
+    found = show_case(c.db, c.vault, case_id, actor=user().actor, now=now())
     return jsonify(found)
 
 
@@ -568,8 +584,10 @@ def operators_page() -> str:
 
 def _operators_page(error: str | None) -> str:
     """Every operator; the forms only for those the user may change, the number for admins."""
-    return render_template("operators.html", operators=queries.operators(console().db), error=error,
-                           roles=_roles(), may=lambda op: may_change(user().role, user().id, op))
+    c = console()
+    return render_template("operators.html", operators=queries.operators(c.db), error=error,
+                           roles=_roles(), may=lambda op: may_change(user().role, user().id, op),
+                           regions=sorted(c.registry.regions.names()), languages=LANGUAGE_CODES)
 
 
 @bp.route("/operators/<int:operator_id>/duty", methods=["POST"])
@@ -594,7 +612,7 @@ def operator_add() -> WerkzeugResponse | tuple[str, int]:
     f = request.form
     try:
         add_operator(c.db, c.vault, name=_line("name", 80), number=f.get("number", "").strip(),
-                     languages=f.get("languages", ""), regions=f.get("regions", ""),
+                     languages=",".join(f.getlist("languages")), regions=",".join(f.getlist("regions")),
                      timezone=f.get("timezone", "Europe/Kyiv").strip(), hours=f.get("hours", "always"),
                      capacity=_int(f.get("capacity", "5")), role=_role(f.get("role", "operator")),
                      actor=user().actor, by=user().role)
@@ -615,8 +633,10 @@ def operator_edit(operator_id: int) -> WerkzeugResponse | tuple[str, int]:
     f = request.form
     try:
         edit_operator(c.db, c.vault, operator_id, user().actor, by=user().role, by_id=user().id,
-                      sms=_sms, number=f.get("number", "").strip() or None, languages=f.get("languages"),
-                      regions=f.get("regions"), timezone=(f.get("timezone") or "").strip() or None,
+                      sms=_sms, number=f.get("number", "").strip() or None,
+                      languages=",".join(f.getlist("languages")) or None,
+                      regions=",".join(f.getlist("regions")) or None,
+                      timezone=(f.get("timezone") or "").strip() or None,
                       hours=f.get("hours") or None, capacity=_int(f.get("capacity", "")) or None,
                       role=_role(f.get("role", "")) if f.get("role") else None,
                       active=f.get("active") == "1")

@@ -303,6 +303,16 @@ def test_every_message_has_its_ukrainian() -> None:
         found |= set(re.findall(r"_\('((?:[^'\\]|\\.)+)'", text))
     found |= {"any time", "daytime only", "no callback", "helped", "information given",
               "surrender arranged", "no contact", "not relevant"}
+    # what the Reader says (ivr/console/wording.py) and the reasons kept as data (ivr/reasons.py)
+    from ivr.console import wording
+    from ivr.reasons import ENGLISH
+
+    found |= set(ENGLISH.values()) | set(wording.ACTIONS.values()) | set(wording.OUTCOMES.values())
+    found |= set(wording.LANGUAGES.values()) | set(wording.ROLES.values()) | set(wording.DAYS.values())
+    found |= set(wording.FIELD_NAMES.values()) | set(wording.CONSENTS.values())
+    found |= set(wording.CALLBACKS.values()) | set(wording.ACTORS.values())
+    wording_text = (ROOT / "ivr" / "console" / "wording.py").read_text(encoding="utf-8")
+    found |= set(re.findall(r'self\._\("((?:[^"\\]|\\.)+)"', wording_text))
     missing = sorted(m for m in found if m not in UK)
     assert not missing, missing
 

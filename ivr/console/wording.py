@@ -77,6 +77,11 @@ OUTCOMES = {
     "operator-failed": "the operator's phone could not be called",
     "not-confirmed": "the operator did not press 1", "callee-not-confirmed": "the caller did not confirm",
 }
+# A case's callback_status (ivr/storage.py Case) as the reader sees it.
+CALLBACKS = {"none": "no callback planned", "waiting": "waiting for its operator",
+             "calling": "ringing now", "queued": "about to ring", "scheduled": "scheduled",
+             "answered": "the caller answered", "gave_up": "no more attempts"}
+ACTORS = {"system": "system", "caller": "caller"}
 READS = ("transcript-read", "audio-played")  # summed up per reader in the timeline
 DAYS = {"mon": "Mon", "tue": "Tue", "wed": "Wed", "thu": "Thu", "fri": "Fri", "sat": "Sat",
         "sun": "Sun", "daily": "daily", "always": "always"}
@@ -202,7 +207,7 @@ class Reader:
             return self.operator(rest)
         if kind in ("cli", "admin"):
             return self._("admin (server command)")
-        return self._({"system": "system", "caller": "caller"}.get(kind, kind))
+        return self._(ACTORS.get(kind, kind))
 
     def consent(self, consent: str | None) -> str:
         return self._(CONSENTS.get(consent or "", "no callback"))
@@ -228,10 +233,7 @@ class Reader:
         return self._("being processed")
 
     def callback(self, status: str | None) -> str:
-        return self._({"none": "no callback planned", "waiting": "waiting for its operator",
-                       "calling": "ringing now", "queued": "about to ring", "scheduled": "scheduled",
-                       "answered": "the caller answered", "gave_up": "no more attempts"}
-                      .get(status or "none", status or ""))
+        return self._(CALLBACKS.get(status or "none", status or ""))
 
     def outcome(self, outcome: str | None) -> str:
         return self._(OUTCOMES.get(outcome or "", outcome or "…"))

@@ -590,6 +590,12 @@ def test_every_page_speaks_only_the_readers_language(desk: Team, locale: str) ->
     again = admin.post(f"/console/cases/{desk.cases['closed']}/close",
                        data={"csrf_token": token(page)}, follow_redirects=True)
     seen["closed twice"] = again.get_data(as_text=True)
+    flashed = re.findall(r'class="flash"[^>]*>([^<]*)<', seen["closed twice"])
+    assert flashed and f"#{desk.cases['closed']}" in flashed[0]
+    ring = admin.post(f"/console/cases/{desk.cases['closed']}/callback",
+                      data={"csrf_token": token(page)}, follow_redirects=True)
+    seen["no callback on a closed case"] = ring.get_data(as_text=True)
+    assert 'class="flash"' in seen["no callback on a closed case"]
     petro = desk.app.test_client()  # enrolling anew: the second factor was reset
     page = petro.get("/console/login").get_data(as_text=True)
     petro.post("/console/login", data={"name": "petro", "password": PASSWORD, "csrf_token": token(page)})

@@ -167,7 +167,7 @@ UK: dict[str, str] = {
     # a case's callback
     "no callback planned": "не заплановано",
     "waiting for its operator": "чекає на дзвінок оператора",
-    "ringing now": "дзвонить зараз",
+    "calling now": "дзвонимо",
     "about to ring": "ось-ось задзвонить",
     "scheduled": "заплановано",
     "the caller answered": "абонент відповів",

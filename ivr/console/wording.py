@@ -79,7 +79,7 @@ OUTCOMES = {
 }
 # A case's callback_status (ivr/storage.py Case) as the reader sees it.
 CALLBACKS = {"none": "no callback planned", "waiting": "waiting for its operator",
-             "calling": "ringing now", "queued": "about to ring", "scheduled": "scheduled",
+             "calling": "calling now", "queued": "about to ring", "scheduled": "scheduled",
              "answered": "the caller answered", "gave_up": "no more attempts"}
 ACTORS = {"system": "system", "caller": "caller"}
 READS = ("transcript-read", "audio-played")  # summed up per reader in the timeline

@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from ivr.operators import Candidate, Choice, assign_case, candidates, choose, supervisors
 from ivr.providers import ProviderError
+from ivr.reasons import Told, said
 from ivr.storage import AuditEntry, CallbackAttempt, Case, Database, Operator, OutboxJob, Vault, utcnow
 from ivr.voicemail import Retryable
 
@@ -45,7 +46,7 @@ DIAL_OUTCOMES = {"completed": ANSWERED, "answered": ANSWERED, "busy": "busy",
                  "no-answer": "no-answer", "failed": "failed", "canceled": "canceled"}
 
 
-class CallbackError(Exception):
+class CallbackError(Told):
     """A callback that must not happen now, said in one line for the operator."""
 
 
@@ -199,13 +200,17 @@ def notify(db: Database, vault: Vault, tel: Telephony, base_url: str, case_id: i
             action = "escalated"
     sent: list[str] = []
     failed: list[str] = []
+    told: list[str] = []  # operator ids, for the console (the sids are for the admin)
+    refused: list[str] = []
     for op_id, number in targets:
         try:
             sent.append(f"operator {op_id}: {tel.send_sms(number, body)}")
+            told.append(str(op_id))
         except ProviderError as exc:
             if exc.retryable and not sent:
                 raise Retryable(str(exc)) from None
             failed.append(f"operator {op_id}: {exc}")
+            refused.append(str(op_id))
     with db.session() as s:
         case = s.get(Case, case_id)
         assert case is not None
@@ -214,14 +219,16 @@ def notify(db: Database, vault: Vault, tel: Telephony, base_url: str, case_id: i
         # not try again what Twilio refused for good).
         if sent:
             case.notified_at = now
-            s.add(AuditEntry(actor="system", action=action, case_id=case_id,
-                             detail="; ".join(sent)[:500], at=now))
+            s.add(AuditEntry(actor="system", action=action, case_id=case_id, at=now,
+                             detail="; ".join(sent)[:500],
+                             data=said("told", operators=",".join(told)).dumps()))
         elif not targets:
-            s.add(AuditEntry(actor="system", action=action, case_id=case_id,
-                             detail="no supervisor to tell: nobody was told", at=now))
+            s.add(AuditEntry(actor="system", action=action, case_id=case_id, at=now,
+                             **said("nobody-to-tell").entry()))
         if failed:
-            s.add(AuditEntry(actor="system", action="sms-failed", case_id=case_id,
-                             detail="; ".join(failed)[:500], at=now))
+            s.add(AuditEntry(actor="system", action="sms-failed", case_id=case_id, at=now,
+                             detail="; ".join(failed)[:500],
+                             data=said("sms-failed", operators=",".join(refused)).dumps()))
     if action == "escalated":
         log.warning("case %s has no operator: escalated to %d supervisor(s)", case_id, len(sent))
     elif sent:
@@ -294,20 +301,19 @@ def start_callback(db: Database, vault: Vault, tel: Telephony, base_url: str, po
     with db.session() as s:
         case = s.get(Case, case_id)
         if case is None:
-            raise CallbackError(f"no case #{case_id}")
+            raise CallbackError("no-case", case=case_id)
         if case.status == "closed":
-            raise CallbackError(f"case {case_id} is closed")
+            raise CallbackError("case-closed", case=case_id)
         if case.consent not in ("any", "day"):
-            raise CallbackError(f"case {case_id}: the caller did not agree to a callback")
+            raise CallbackError("no-consent", case=case_id)
         if case.number is None:
-            raise CallbackError(f"case {case_id}: the caller's number was withheld")
+            raise CallbackError("number-withheld", case=case_id)
         if case.operator_id is None:
-            raise CallbackError(f"case {case_id} has no operator: assign it first "
-                                f"(`ivr cases assign {case_id}`)")
+            raise CallbackError("no-operator", case=case_id)
         if case.callback_status == "calling":
-            raise CallbackError(f"case {case_id}: a callback is ringing now")
+            raise CallbackError("ringing-now", case=case_id)
         if case.callback_status == "gave_up":
-            raise CallbackError(f"case {case_id}: gave up after {case.callback_attempts} attempts")
+            raise CallbackError("gave-up-already", case=case_id, attempts=case.callback_attempts)
         tz = case.caller_tz or "UTC"
         if not in_window(case.consent, tz, now, policy.daytime):
             opens = next_in_window(case.consent, tz, now, policy.daytime)
@@ -315,11 +321,13 @@ def start_callback(db: Database, vault: Vault, tel: Telephony, base_url: str, po
             window = describe_window(case.consent, tz, policy.daytime)
             case.callback_status, case.next_callback_at = "scheduled", opens
             s.add(AuditEntry(actor=actor, action="callback-scheduled", case_id=case_id,
-                             detail=f"outside the caller's window ({window})"))
+                             **said("outside-window", window=window, consent=case.consent,
+                                    zone=tz).entry()))
             later = opens.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M")
+            consent = case.consent
     if later:  # committed: the housekeeper places it when the window opens
-        raise CallbackError(f"case {case_id}: outside the caller's safe hours ({window}); "
-                            f"scheduled for {later} their time")
+        raise CallbackError("scheduled-later", case=case_id, window=window, later=later,
+                            consent=consent, zone=tz)
     with db.session() as s:
         case = s.get(Case, case_id)
         assert case is not None and case.operator_id is not None
@@ -334,14 +342,14 @@ def start_callback(db: Database, vault: Vault, tel: Telephony, base_url: str, po
         case.callback_status, case.next_callback_at = "calling", None
         case.acted_at = case.acted_at or now
         s.add(AuditEntry(actor=actor, action="callback-started", case_id=case_id,
-                         detail=f"attempt {case.callback_attempts} by operator {op.id}"))
+                         **said("attempt-by", attempt=case.callback_attempts, operator=op.id).entry()))
     answer = f"{base_url}/twilio/callback/answer?a={attempt_id}"
     status = f"{base_url}/twilio/callback/status?a={attempt_id}"
     try:
         sid = tel.place_call(operator_number, answer, status, policy.ring_timeout)
     except ProviderError as exc:
         finish(db, policy, attempt_id, "operator-failed", now)
-        raise CallbackError(f"case {case_id}: the call could not be placed ({exc})") from None
+        raise CallbackError("not-placed", case=case_id, detail=str(exc)) from None
     with db.session() as s:
         found = s.get(CallbackAttempt, attempt_id)
         assert found is not None
@@ -362,14 +370,15 @@ def finish(db: Database, policy: Policy, attempt_id: int, outcome: str,
         case = s.get(Case, attempt.case_id)
         assert case is not None
         s.add(AuditEntry(actor="system", action="callback-" + outcome, case_id=case.id,
-                         detail=f"attempt {attempt.id}"))
+                         **said("attempt", attempt=attempt.id).entry()))
         if outcome == ANSWERED:
             case.callback_status, case.next_callback_at = "answered", None
         elif case.callback_attempts >= policy.max_attempts:
             case.callback_status, case.next_callback_at = "gave_up", None
-            case.status_reason = f"callback: gave up after {case.callback_attempts} attempts"
+            why = said("callback-gave-up", attempts=case.callback_attempts)
+            case.status_reason, case.status_reason_data = why.english(), why.dumps()
             s.add(AuditEntry(actor="system", action="callback-gave-up", case_id=case.id,
-                             detail=f"after {case.callback_attempts} attempts"))
+                             **said("after-attempts", attempts=case.callback_attempts).entry()))
         else:
             wait = timedelta(minutes=policy.retry_minutes[max(0, case.callback_attempts - 1)])
             case.callback_status = "scheduled"
@@ -535,7 +544,7 @@ class OperatorLeg:
                 case.next_callback_at = next_in_window(case.consent, case.caller_tz or "UTC",
                                                        now, self.policy.daytime)
                 s.add(AuditEntry(actor="system", action="callback-scheduled", case_id=case.id,
-                                 detail="the caller's window closed before the bridge"))
+                                 **said("window-closed").entry()))
                 return Done("window")
             claimed: int = s.execute(
                 update(CallbackAttempt)

@@ -17,12 +17,13 @@ from sqlalchemy.orm import defer
 
 from ivr.keys import CryptoError
 from ivr.operators import move_case
+from ivr.reasons import Told, loads
 from ivr.storage import AuditEntry, CallbackAttempt, Case, Database, Recording, Vault, utcnow
 
 STATUSES = ("new", "transcribed", "transcription_failed", "routed", "closed")
 
 
-class CaseError(Exception):
+class CaseError(Told):
     """An action that does not fit the case (closing a closed case, an unknown id)."""
 
 
@@ -62,6 +63,7 @@ def _summary(case: Case, rec: Recording | None, repeat: int,
         "id": case.id,
         "status": case.status,
         "status_reason": case.status_reason,
+        **_coded("status_reason", case.status_reason_data),
         "region": case.region,
         "country": case.country,
         "language": case.language,
@@ -87,7 +89,8 @@ def _summary(case: Case, rec: Recording | None, repeat: int,
         "transcript_flags": case.transcript_flags.split(",") if case.transcript_flags else [],
         "operator_id": case.operator_id,
         "assigned_at": _iso(case.assigned_at),
-        "route_reason": case.route_reason,
+        "route_reason": case.route_reason,  # in English words; the same as a code and values:
+        **_coded("route_reason", case.route_reason_data),
         # Whether the words are in: pending, done, or failed (status_reason says why). A case
         # keeps this when it moves on to routed, so a failed transcription stays findable.
         "transcription": _transcription(case, rec, failed_at),
@@ -101,6 +104,13 @@ def _summary(case: Case, rec: Recording | None, repeat: int,
         "number_withheld": case.number is None and case.purged_at is None,
         "earlier_cases_from_same_number": repeat,
     }
+
+
+def _coded(name: str, data: str | None) -> dict[str, Any]:
+    """`route_reason_code` and `route_reason_values` (ivr/reasons.py), null for older rows."""
+    found = loads(data)
+    return {f"{name}_code": found.outcome if found else None,
+            f"{name}_values": dict(found.values) if found else None}
 
 
 def _repeats(db_session: Any, case: Case) -> int:
@@ -133,8 +143,10 @@ def list_cases(db: Database, status: str | None = None, region: str | None = Non
         return [_summary(case, rec, _repeats(s, case), failures.get(case.id)) for case, rec in rows]
 
 
-def show_case(db: Database, vault: Vault, case_id: int, actor: str) -> dict[str, Any] | None:
-    """One case with its transcript decrypted; the reading is audited. None if no such case."""
+def show_case(db: Database, vault: Vault, case_id: int, actor: str,
+              now: datetime | None = None) -> dict[str, Any] | None:
+    """One case with its transcript decrypted; the reading is audited (at `now`). None if no
+    such case."""
     with db.session() as s:
         case = s.get(Case, case_id)
         if case is None:
@@ -152,9 +164,9 @@ def show_case(db: Database, vault: Vault, case_id: int, actor: str) -> dict[str,
             found["transcript"], found["transcript_error"] = None, str(exc)
             found["transcript_words"] = None
         if found["transcript"] is not None:
-            s.add(AuditEntry(actor=actor, action="transcript-read", case_id=case.id))
+            s.add(AuditEntry(actor=actor, action="transcript-read", case_id=case.id, at=now or utcnow()))
         if actor == f"operator:{case.operator_id}" and case.acted_at is None:
-            case.acted_at = utcnow()  # its operator opened it: no re-offer
+            case.acted_at = now or utcnow()  # its operator opened it: no re-offer
         found["callbacks"] = [
             {"attempt": a.id, "operator_id": a.operator_id, "started_at": _iso(a.started_at),
              "confirmed_at": _iso(a.confirmed_at),
@@ -164,7 +176,8 @@ def show_case(db: Database, vault: Vault, case_id: int, actor: str) -> dict[str,
                                .order_by(CallbackAttempt.id))
         ]
         found["timeline"] = [
-            {"at": _iso(e.at), "actor": e.actor, "action": e.action, "detail": e.detail}
+            {"at": _iso(e.at), "actor": e.actor, "action": e.action, "detail": e.detail,
+             "data": json.loads(e.data) if e.data else None}
             for e in s.scalars(select(AuditEntry).where(AuditEntry.case_id == case.id)
                                .order_by(AuditEntry.at, AuditEntry.id))
         ]
@@ -176,11 +189,12 @@ def close_case(db: Database, case_id: int, actor: str, reason: str = "") -> None
     with db.session() as s:
         case = s.get(Case, case_id)
         if case is None:
-            raise CaseError(f"no case #{case_id}")
+            raise CaseError("no-case", case=case_id)
         if case.status == "closed":
-            raise CaseError(f"case #{case_id} is already closed")
+            raise CaseError("case-already-closed", case=case_id)
         move_case(s, case, None, closing=True)
         case.status_reason, case.closed_at = reason or None, utcnow()
+        case.status_reason_data = None  # the closer's own words: shown as they are
         case.acted_at = case.acted_at or case.closed_at
         if case.callback_status in ("waiting", "scheduled", "queued"):
             case.callback_status, case.next_callback_at = "none", None

@@ -54,6 +54,7 @@ class Settings:
     transfer_ring_max: int = 3
     console_secret_key: str = ""  # CONSOLE_SECRET_KEY; never logged
     console_idle_minutes: int = 30
+    hotline_timezone: str = "Europe/Kyiv"  # the console's times, for operators without their own
     # TWILIO_WEBHOOK_SHARED_KEYS: Twilio SharedKey ids and their secrets; never logged
     webhook_shared_keys: tuple[tuple[str, str], ...] = ()
     healthz_token: str = ""  # HEALTHZ_TOKEN; never logged
@@ -125,6 +126,8 @@ SETTINGS: dict[str, tuple[str, bool]] = {
                            "(make one: python -c 'import secrets; print(secrets.token_urlsafe(48))')",
                            True),
     "CONSOLE_IDLE_MINUTES": ("minutes without a request after which a console session ends", False),
+    "HOTLINE_TIMEZONE": ("the hotline's time zone: the console shows times in it to operators "
+                         "who have none of their own (default Europe/Kyiv)", False),
     "TWILIO_WEBHOOK_SHARED_KEYS": ("Twilio SharedKey signing keys, `keyid:secret,…`, when a "
                                    "Webhook Rule signs the hotline's webhooks with them", False),
     "HEALTHZ_TOKEN": ("a long random string: `Authorization: Bearer …` shows /healthz's details",
@@ -338,6 +341,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         problem("TWILIO_WEBHOOK_SHARED_KEYS", str(exc))
     if values["healthz_token"] and len(values["healthz_token"]) < 24:
         problem("HEALTHZ_TOKEN", "HEALTHZ_TOKEN is too short: set it to 24 or more random characters")
+    values["hotline_timezone"] = get("HOTLINE_TIMEZONE") or base.hotline_timezone
+    try:
+        from zoneinfo import ZoneInfo
+
+        ZoneInfo(values["hotline_timezone"])
+    except (ValueError, LookupError):  # ZoneInfoNotFoundError is a KeyError
+        problem("HOTLINE_TIMEZONE", f"HOTLINE_TIMEZONE {values['hotline_timezone']!r} is not a time "
+                "zone: set it like Europe/Kyiv")
     namespace = get("REDIS_NAMESPACE")
     if namespace and not NAMESPACE.match(namespace):
         problem("REDIS_NAMESPACE", f"REDIS_NAMESPACE {namespace!r} has other characters: set it to "

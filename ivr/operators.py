@@ -26,6 +26,7 @@ from sqlalchemy import func, literal, select, update
 from sqlalchemy.orm import Session
 
 from ivr.flow import Hours
+from ivr.reasons import Said, Told, Value, said
 from ivr.storage import AuditEntry, Case, ConsoleSession, Database, Operator, Vault, utcnow
 from ivr.voicemail import callback_status
 
@@ -38,8 +39,8 @@ MAX_ID = 2**31 - 1  # ids are INTEGER columns: a larger one is no row (and no 50
 log = logging.getLogger(__name__)
 
 
-class OperatorError(ValueError):
-    """A bad operator setting or an unknown operator, said in one line."""
+class OperatorError(Told, ValueError):
+    """A bad operator setting or an unknown operator, said in one line (and as data)."""
 
 
 @lru_cache(maxsize=4096)
@@ -48,7 +49,7 @@ def parse_hours(text: str, timezone: str) -> Hours:
     try:
         ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError):
-        raise OperatorError(f"unknown time zone {timezone!r} (like Europe/Kyiv)") from None
+        raise OperatorError("bad-time-zone", zone=timezone) from None
     weekly: dict[int, list[tuple[int, int]]] = {}
     spec = text.strip().lower()
     if spec == "always":
@@ -56,10 +57,10 @@ def parse_hours(text: str, timezone: str) -> Hours:
     for part in (p.strip() for p in spec.split(";") if p.strip()):
         m = re.fullmatch(r"([a-z]+)(?:-([a-z]+))?\s+(\d{1,2}):(\d\d)-(\d{1,2}):(\d\d)", part)
         if not m or (m[1] != "daily" and m[1] not in DAYS) or (m[2] and m[2] not in DAYS):
-            raise OperatorError(f"hours {part!r}: write them like `mon-fri 09:00-18:00; sat 10:00-14:00`")
+            raise OperatorError("bad-hours", part=part)
         h1, m1, h2, m2 = (int(x) for x in m.group(3, 4, 5, 6))
         if h1 > 23 or h2 > 24 or m1 > 59 or m2 > 59:
-            raise OperatorError(f"hours {part!r}: not a time of day")
+            raise OperatorError("bad-time-of-day", part=part)
         if m[1] == "daily":
             days = list(range(7))
         else:
@@ -69,7 +70,7 @@ def parse_hours(text: str, timezone: str) -> Hours:
         for day in days:
             weekly.setdefault(day, []).append((h1 * 60 + m1, (h2 * 60 + m2) % (24 * 60)))
     if not weekly:
-        raise OperatorError("hours are empty: give them like `mon-fri 09:00-18:00`, or `always`")
+        raise OperatorError("empty-hours")
     return Hours(timezone, {d: tuple(s) for d, s in weekly.items()})
 
 
@@ -91,7 +92,12 @@ class Candidate(NamedTuple):
 @dataclass(frozen=True, slots=True)
 class Choice:
     operator_id: int | None  # None: unassigned, escalated
-    reason: str
+    said: Said  # why, as data (the console says it in its reader's language)
+
+    @property
+    def reason(self) -> str:
+        """Why, in English words (the case's `route_reason`, read by tools)."""
+        return self.said.english()
 
 
 def choose(candidates: list[Candidate], region: str, language: str, now: datetime,
@@ -112,16 +118,21 @@ def choose(candidates: list[Candidate], region: str, language: str, now: datetim
 
     on_duty = [c for c in matching if c.on_duty and is_open(c.hours)]
     with_room = [c for c in on_duty if c.open_cases < c.capacity]
-    said = (f"region {region}, language {language} → {len(matching)} candidate(s)"
-            + (f" (not {len(exclude)} offered before)" if exclude else "")
-            + f", {len(on_duty)} on duty, {len(with_room)} with room")
+    parts: list[tuple[str, str]] = [(" → ", "route-candidates")]
+    if exclude:
+        parts.append((" ", "route-excluded"))
+    parts += [(", ", "route-on-duty"), (", ", "route-with-room")]
+    values: dict[str, Value] = {"region": region, "language": language, "candidates": len(matching),
+                                "excluded": len(exclude), "on_duty": len(on_duty),
+                                "with_room": len(with_room)}
     if not with_room:
-        return Choice(None, f"{said}: unassigned, escalated to supervisors")
+        return Choice(None, Said("route-region", values, (*parts, (": ", "route-unassigned"))))
     never = datetime.min.replace(tzinfo=now.tzinfo)
     best = min(with_room, key=lambda c: (c.open_cases, c.last_assigned_at or never, c.id))
     tie = sum(1 for c in with_room if c.open_cases == best.open_cases) > 1
-    return Choice(best.id, f"{said}; chose {best.name} ({best.open_cases} open case(s), least loaded"
-                           + (", longest since a case)" if tie else ")"))
+    values.update(name=best.name, open=best.open_cases, operator=best.id)
+    return Choice(best.id, Said("route-region", values,
+                                (*parts, ("; ", "route-chose-tie" if tie else "route-chose"))))
 
 
 # --- the database side ---------------------------------------------------------------------
@@ -131,7 +142,7 @@ def _names(text: str, what: str, longest: int) -> str:
     items = sorted({x.strip() for x in text.split(",") if x.strip()})
     joined = ",".join(items)
     if not items or len(joined) > longest or not all(re.fullmatch(r"[a-z][a-z0-9_-]*", x) for x in items):
-        raise OperatorError(f"{what} must be a comma-separated list like ru,uk")
+        raise OperatorError("bad-list", what=what)
     return joined
 
 
@@ -194,7 +205,7 @@ def may_change(by: str, by_id: int | None, target: Operator) -> bool:
 
 def _text(value: str, what: str, longest: int) -> str:
     if len(value) > longest or any(ord(ch) < 32 for ch in value):
-        raise OperatorError(f"{what} must be one line of at most {longest} characters")
+        raise OperatorError("bad-text", what=what, longest=longest)
     return value
 
 
@@ -203,19 +214,19 @@ def add_operator(db: Database, vault: Vault, *, name: str, number: str, language
                  actor: str = "admin", by: str = "admin") -> int:
     """Add an operator; `by` is the role of whoever adds (`ivr operators` is an admin's)."""
     if role not in ROLES:
-        raise OperatorError(f"role must be one of {', '.join(ROLES)}")
+        raise OperatorError("bad-role", roles=", ".join(ROLES))
     _allowed(by, None, None, {"role": role})
     if not E164.match(number):
-        raise OperatorError("the operator's number must be in E.164 form, like +380441234567")
+        raise OperatorError("bad-number")
     if not 1 <= capacity <= MAX_CAPACITY:
-        raise OperatorError(f"capacity must be from 1 to {MAX_CAPACITY} open cases")
+        raise OperatorError("bad-capacity", most=MAX_CAPACITY)
     name = _text(name.strip(), "the name", 80)
     if not name:
-        raise OperatorError("the operator needs a name")
+        raise OperatorError("no-name")
     parse_hours(_text(hours, "hours", 200), _text(timezone, "the time zone", 64))
     with db.session() as s:
         if s.scalars(select(Operator.id).where(Operator.name == name)).first() is not None:
-            raise OperatorError(f"there is already an operator named {name!r}")
+            raise OperatorError("name-taken", name=name)
         op = Operator(name=name, data_key_id=vault.new_key("operator"), number=b"",
                       languages=_names(languages, "languages", 40), regions=_names(regions, "regions", 200),
                       timezone=timezone, hours=hours, capacity=capacity, on_duty=True, active=True,
@@ -223,7 +234,8 @@ def add_operator(db: Database, vault: Vault, *, name: str, number: str, language
         s.add(op)
         s.flush()
         op.number = vault.seal_operator_number(op, number)
-        s.add(AuditEntry(actor=actor, action="operator-added", detail=f"operator {op.id} {name}"))
+        s.add(AuditEntry(actor=actor, action="operator-added",
+                         **said("operator-added", operator=op.id, name=name).entry()))
         return op.id
 
 
@@ -245,27 +257,27 @@ def edit_operator(db: Database, vault: Vault, operator_id: int, actor: str = "ad
                 continue
             if key == "number":
                 if not isinstance(value, str) or not E164.match(value):
-                    raise OperatorError("the operator's number must be in E.164 form, like +380441234567")
+                    raise OperatorError("bad-number")
                 old = vault.open_operator_number(op)
                 if old != value:
                     op.number = vault.seal_operator_number(op, value)
                     told = (old, NUMBER_CHANGED.get(op.locale, NUMBER_CHANGED["en"]))
                     s.add(AuditEntry(actor=actor, action="operator-number-changed",
-                                     detail=f"operator {op.id}"))
+                                     **said("operator", operator=op.id).entry()))
             elif key in ("languages", "regions"):
                 setattr(op, key, _names(str(value), key, 40 if key == "languages" else 200))
             elif key == "capacity":
                 if not isinstance(value, int) or not 1 <= value <= MAX_CAPACITY:
-                    raise OperatorError(f"capacity must be from 1 to {MAX_CAPACITY} open cases")
+                    raise OperatorError("bad-capacity", most=MAX_CAPACITY)
                 op.capacity = value
             elif key == "role":
                 if value not in ROLES:
-                    raise OperatorError(f"role must be one of {', '.join(ROLES)}")
+                    raise OperatorError("bad-role", roles=", ".join(ROLES))
                 op.role = str(value)
             elif key in ("name", "timezone", "hours"):
                 if key == "name" and s.scalars(select(Operator.id).where(
                         Operator.name == value, Operator.id != op.id)).first() is not None:
-                    raise OperatorError(f"there is already an operator named {value!r}")
+                    raise OperatorError("name-taken", name=str(value))
                 setattr(op, key, _text(str(value), key, {"name": 80, "timezone": 64, "hours": 200}[key]))
             elif key in ("on_duty", "active"):
                 setattr(op, key, bool(value))
@@ -276,7 +288,8 @@ def edit_operator(db: Database, vault: Vault, operator_id: int, actor: str = "ad
             op.session_epoch += 1
             end_sessions(s, op.id)
         changed = ", ".join(k for k, v in changes.items() if v is not None)
-        s.add(AuditEntry(actor=actor, action="operator-edited", detail=f"operator {op.id}: {changed}"))
+        s.add(AuditEntry(actor=actor, action="operator-edited",
+                         **said("operator-edited", operator=op.id, fields=changed).entry()))
     if told is not None:
         _tell_old_number(db, sms, operator_id, *told)
 
@@ -284,7 +297,7 @@ def edit_operator(db: Database, vault: Vault, operator_id: int, actor: str = "ad
 def _tell_old_number(db: Database, sms: Callable[[str, str], object] | None, operator_id: int,
                      old: str, body: str) -> None:
     """The old number hears of the change: if it was not its owner's doing, they know at once."""
-    _tell(db, sms, operator_id, old, body, "number change told to the old number")
+    _tell(db, sms, operator_id, old, body, "number-change-told")
 
 
 def tell_sign_in_changed(db: Database, vault: Vault, sms: Callable[[str, str], object] | None,
@@ -297,13 +310,14 @@ def tell_sign_in_changed(db: Database, vault: Vault, sms: Callable[[str, str], o
             return False
         number, body = vault.open_operator_number(op), SIGN_IN_CHANGED[what].get(op.locale, "")
     body = body or SIGN_IN_CHANGED[what]["en"]
-    return _tell(db, sms, operator_id, number, body, f"{what} change told to the operator")
+    return _tell(db, sms, operator_id, number, body, f"{what}-change-told")
 
 
 def _tell(db: Database, sms: Callable[[str, str], object] | None, operator_id: int, to: str,
           body: str, what: str) -> bool:
     """An SMS about an operator's account; the change stands either way, and the audit log says
-    whether it went (`what` is its detail, never the number). True when sent."""
+    whether it went (`what`, a code of ivr/reasons.py, is its detail, never the number). True
+    when sent."""
     try:
         if sms is None:
             raise OperatorError("no SMS sender")
@@ -313,7 +327,7 @@ def _tell(db: Database, sms: Callable[[str, str], object] | None, operator_id: i
         action = "sms-failed"
         log.warning("could not send operator %s the SMS (%s): %s", operator_id, what, type(exc).__name__)
     with db.session() as s:
-        s.add(AuditEntry(actor="system", action=action, detail=f"operator {operator_id}: {what}"))
+        s.add(AuditEntry(actor="system", action=action, **said(what, operator=operator_id).entry()))
     return action == "sms-sent"
 
 
@@ -422,6 +436,7 @@ def assign_case(db: Database, case_id: int, now: datetime | None = None, actor: 
         # did not change hands in between; else the rule runs again.
         is_open = found.status in OPEN_STATUSES
         values: dict[str, Any] = {"operator_id": choice.operator_id, "route_reason": choice.reason[:300],
+                                  "route_reason_data": choice.said.dumps(),
                                   "assigned_at": now, "notified_at": None, "acted_at": None}
         if found.status != "closed":
             values.update(status="routed", routed_at=now)
@@ -437,7 +452,7 @@ def assign_case(db: Database, case_id: int, now: datetime | None = None, actor: 
             _count(s, found.operator_id if is_open else None,
                    choice.operator_id if is_open else None, now)
             s.add(AuditEntry(actor=actor, action="assigned" if choice.operator_id else "unassigned",
-                             case_id=case_id, detail=choice.reason[:300]))
+                             case_id=case_id, **choice.said.entry(300)))
         return choice
     raise OperatorError(f"case #{case_id} keeps changing hands: try again")
 
@@ -467,7 +482,7 @@ def list_operators(db: Database, vault: Vault, numbers: bool = False,
         ]
         if numbers and ops:
             s.add(AuditEntry(actor=actor, action="operator-numbers-read",
-                             detail=("operators " + ",".join(str(op.id) for op in ops))[:500]))
+                             **said("operators-read", operators=",".join(str(op.id) for op in ops)).entry()))
         return rows
 
 

@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 
 from ivr.providers import AtTwilio
+from ivr.reasons import said
 from ivr.routing import Regions
 from ivr.storage import AuditEntry, Case, Database, Recording, Vault, utcnow
 from ivr.voicemail import Reported, note_recording
@@ -70,7 +71,7 @@ def reconcile(db: Database, vault: Vault, listed: Iterable[AtTwilio], call_from:
             case_id = s.scalars(select(Case.id).join(Recording, Recording.id == Case.recording_id)
                                 .where(Recording.recording_sid == r.sid)).one()
             s.add(AuditEntry(actor="system", action="found-at-provider", case_id=case_id,
-                             detail="filed from Twilio's list of recordings: no webhook reported it"))
+                             **said("found-at-provider").entry()))
         jobs.append(job)
     if jobs:
         log.warning("filed %d recording(s) found at Twilio that no webhook had reported", len(jobs))

@@ -35,6 +35,14 @@ class Region:
     # say which of Russia's eleven zones it is in, so the region says which to assume).
     timezone: str = "UTC"
     caller_id: str | None = None  # the number callers of this region see when called back
+    # What operators read for it, per language ((uk, Крим), (en, Crimea)): see `title`.
+    names: tuple[tuple[str, str], ...] = ()
+
+    def title(self, language: str) -> str:
+        """The region's name in `language`; else in English, else in any language it has, else
+        its name in the files (a region without `names`)."""
+        found = dict(self.names)
+        return found.get(language) or found.get("en") or next(iter(found.values()), self.name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +122,8 @@ def load_regions(path: Path) -> tuple[Regions, list[Problem]]:
         entry = doc.mapping(node, f"region `{name}`")
         if entry is None:
             continue
-        doc.keys(node, entry, set(), {"prefixes", "countries", "language", "timezone", "caller_id"},
+        doc.keys(node, entry, set(),
+                 {"prefixes", "countries", "language", "timezone", "caller_id", "names"},
                  f"region `{name}`")
         prefixes = _items(doc, entry, "prefixes", name, owner, _check_prefix)
         countries = _items(doc, entry, "countries", name, owner, _check_country)
@@ -126,13 +135,33 @@ def load_regions(path: Path) -> tuple[Regions, list[Problem]]:
             language = given or language
         timezone = _optional(doc, entry, "timezone", _check_timezone) or "UTC"
         caller_id = _optional(doc, entry, "caller_id", _check_number)
-        regions.append(Region(name, prefixes, countries, language, timezone, caller_id))
+        names = _names(doc, entry["names"][1], name) if "names" in entry else ()
+        regions.append(Region(name, prefixes, countries, language, timezone, caller_id, names))
     if fallback is not None and fallback not in entries:
         doc.problem(top["fallback"][1], f"the fallback region `{fallback}` is not declared under `regions`",
                     f"add `{fallback}: {{language: ru}}` there: a region with no prefixes")
     if any(not p.warning for p in doc.problems) or fallback is None:
         return DEFAULT, doc.problems
     return Regions(tuple(regions), fallback), doc.problems
+
+
+def _names(doc: Doc, node: Node, region: str) -> tuple[tuple[str, str], ...]:
+    """`names: {uk: Крим, en: Crimea}`: a language code and one line of at most 60 characters."""
+    found = doc.mapping(node, f"`names` of region `{region}`")
+    kept: list[tuple[str, str]] = []
+    for language, (key_node, value_node) in (found or {}).items():
+        if not LANGUAGE_CODE.match(language):
+            doc.problem(key_node, f"`{language}` is not a language code", "like uk or en")
+            continue
+        text = doc.string(value_node, f"the {language} name of region `{region}`")
+        if text is None:
+            continue
+        if len(text) > 60 or "\n" in text:
+            doc.problem(value_node, f"the {language} name of region `{region}` is too long",
+                        "one line of at most 60 characters")
+            continue
+        kept.append((language, text))
+    return tuple(kept)
 
 
 def _items(

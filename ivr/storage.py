@@ -160,6 +160,7 @@ class Case(Base):
     data_key_id: Mapped[int] = mapped_column(Integer)  # a DataKey in the key store
     status: Mapped[str] = mapped_column(String(24), default="new", index=True)
     status_reason: Mapped[str | None] = mapped_column(String(200))
+    status_reason_data: Mapped[str | None] = mapped_column(Text)  # the same as data (ivr/reasons.py)
     language: Mapped[str | None] = mapped_column(String(8))
     region: Mapped[str | None] = mapped_column(String(64), index=True)
     country: Mapped[str | None] = mapped_column(String(2))
@@ -186,6 +187,7 @@ class Case(Base):
     operator_id: Mapped[int | None] = mapped_column(ForeignKey("operators.id"), index=True)
     assigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     route_reason: Mapped[str | None] = mapped_column(String(300))  # why it went where it did
+    route_reason_data: Mapped[str | None] = mapped_column(Text)  # the same as data (ivr/reasons.py)
     # What the caller agreed to in the flow: any (any time), day (daytime in their time zone)
     # or none. No answer (an older flow, a withheld number) is none: nobody is called.
     consent: Mapped[str | None] = mapped_column(String(8))
@@ -308,6 +310,7 @@ class AuditEntry(Base):
     action: Mapped[str] = mapped_column(String(40))
     case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"), index=True)
     detail: Mapped[str | None] = mapped_column(Text)
+    data: Mapped[str | None] = mapped_column(Text)  # the detail as a code and values (ivr/reasons.py)
 
 
 class OutboxJob(Base):

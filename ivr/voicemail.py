@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from ivr.engine import Caller
 from ivr.keys import unseal
+from ivr.reasons import Said, said
 from ivr.storage import (
     AuditEntry,
     Call,
@@ -158,7 +159,7 @@ def note_consent(db: Database, call_sid: str, consent: str) -> None:
                     # Routed already (the worker can be quicker than the caller's key press).
                     case.callback_status = callback_status(case.consent, case.number is not None)
                 s.add(AuditEntry(actor="caller", action="consent", case_id=case.id,
-                                 detail=f"callback: {consent}"))
+                                 **said("consent", consent=consent).entry()))
 
 
 def note_calls_ended(db: Database, ended: list[tuple[str, str, int, datetime]]) -> None:
@@ -381,15 +382,15 @@ def _fetch_and_seal(db: Database, vault: Vault, tools: Tools, recording_id: int,
             assert rec is not None
             if gone:  # Twilio says it has no such recording, to the end: nothing is left there
                 rec.deleted_at_provider = utcnow()
-                _fail(s, rec, f"{reason}; Twilio does not have it")
+                _fail(s, rec, said("not-fetched", detail=reason))
             else:
-                _fail(s, rec, f"{reason}; {KEPT_AT_TWILIO}")
+                _fail(s, rec, said("not-fetched-kept", detail=reason))
         return "failed"
     except ValueError as exc:
         with db.session() as s:
             rec = s.get(Recording, recording_id)
             assert rec is not None
-            _fail(s, rec, f"unreadable recording: {exc}; {KEPT_AT_TWILIO}")
+            _fail(s, rec, said("unreadable-kept", detail=str(exc)))
         return "failed"
     with db.session() as s:
         rec = s.get(Recording, recording_id)
@@ -432,11 +433,13 @@ def _delete_quietly(tools: Tools, sid: str) -> bool:
     return True
 
 
-def _fail(s: Session, rec: Recording, reason: str) -> None:
+def _fail(s: Session, rec: Recording, why: Said) -> None:
+    reason = why.english()
     rec.status, rec.error = "failed", reason[:300]
     case = s.scalars(select(Case).where(Case.recording_id == rec.id)).first()
     if case is not None:
         case.status, case.status_reason = "transcription_failed", reason[:200]
+        case.status_reason_data = why.dumps()
         s.add(AuditEntry(actor="system", action="recording-failed", case_id=case.id))
     log.warning("recording %s failed: %s", rec.recording_sid, reason)
 
@@ -452,12 +455,15 @@ def _transcribe(db: Database, vault: Vault, tools: Tools, recording_id: int) -> 
         language, flow = case.language or "", case.flow
     assert wav is not None
     heard: Transcript | None = None
+    why: Said | None = None
     try:
         heard = tools.transcribe(language, wav, flow)
         engine, reason = heard.engine, None
     except NoModel as exc:
+        why = said("no-model", language=language)
         engine, reason = "", f"not transcribed: {exc}"[:200]
     except ValueError as exc:
+        why = said("not-transcribed", detail=str(exc))
         engine, reason = "", f"not transcribed: {exc}"[:200]
     with db.session() as s:
         rec = s.get(Recording, recording_id)
@@ -466,16 +472,20 @@ def _transcribe(db: Database, vault: Vault, tools: Tools, recording_id: int) -> 
         done = utcnow()
         if heard is not None:
             _file_transcript(vault, case, heard)
-            case.status, case.status_reason = "transcribed", None
+            case.status, case.status_reason, case.status_reason_data = "transcribed", None, None
             case.transcribed_at = done  # only when there are words
+            why = said("transcribed-by", engine=engine)
             if heard.language != heard.chosen_language:
                 engine += f"; spoken: {heard.language}; chose {heard.chosen_language}"
+                why = said("transcribed-other-language", engine=heard.engine, spoken=heard.language,
+                           chose=heard.chosen_language)
         else:
             # No words: `transcribed_at` stays empty. The failure's time and reason are its
             # audit entry (`transcription_failed`, the reason as detail) and `status_reason`.
             case.status, case.status_reason = "transcription_failed", reason
+            case.status_reason_data = why.dumps() if why is not None else None
         s.add(AuditEntry(actor="system", action=case.status, case_id=case.id,
-                         detail=engine or reason, at=done))
+                         detail=engine or reason, at=done, data=why.dumps() if why else None))
         case_id = case.id
     if heard is not None:
         log.info("case %s: transcribed (%s, %.0f s of audio in %.1f s%s)", case_id, heard.language,
@@ -563,6 +573,7 @@ def purge(db: Database, vault: Vault, older_than: timedelta,
                 rec.stored_at, rec.deleted_at_provider = _day(rec.stored_at), _day(rec.deleted_at_provider)
             case.number = case.transcript = case.transcript_words = case.caller_hash = case.caller_tz = None
             case.status_reason = case.route_reason = case.offered_to = None
+            case.status_reason_data = case.route_reason_data = None
             for name in CASE_TIMES:
                 setattr(case, name, _day(getattr(case, name)))
             case.purged_at = _day(utcnow())

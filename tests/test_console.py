@@ -257,7 +257,7 @@ def test_a_case_page_shows_the_case_never_the_number_and_audits_the_reading(team
     assert "words of case 1" in page and "+79781234567" not in page and "79781234567" not in page
     assert 'id="consent">будь-коли<' in page
     timeline = page.split('class="timeline"')[1]
-    assert timeline.index("caller: call") < timeline.index("system: case-created")  # the call first
+    assert timeline.index("дзвінок на гарячу лінію") < timeline.index("справу створено")  # the call first
     audio = client.get(f"/console/cases/{case}/audio")
     assert audio.status_code == 200 and audio.mimetype == "audio/wav" and audio.data[:4] == b"RIFF"
     assert audio.headers["Cache-Control"] == "no-store"
@@ -303,6 +303,16 @@ def test_every_message_has_its_ukrainian() -> None:
         found |= set(re.findall(r"_\('((?:[^'\\]|\\.)+)'", text))
     found |= {"any time", "daytime only", "no callback", "helped", "information given",
               "surrender arranged", "no contact", "not relevant"}
+    # what the Reader says (ivr/console/wording.py) and the reasons kept as data (ivr/reasons.py)
+    from ivr.console import wording
+    from ivr.reasons import ENGLISH
+
+    found |= set(ENGLISH.values()) | set(wording.ACTIONS.values()) | set(wording.OUTCOMES.values())
+    found |= set(wording.LANGUAGES.values()) | set(wording.ROLES.values()) | set(wording.DAYS.values())
+    found |= set(wording.FIELD_NAMES.values()) | set(wording.CONSENTS.values())
+    found |= set(wording.CALLBACKS.values()) | set(wording.ACTORS.values())
+    wording_text = (ROOT / "ivr" / "console" / "wording.py").read_text(encoding="utf-8")
+    found |= set(re.findall(r'self\._\("((?:[^"\\]|\\.)+)"', wording_text))
     missing = sorted(m for m in found if m not in UK)
     assert not missing, missing
 
@@ -380,11 +390,12 @@ def test_the_dashboard_counts_every_call_and_the_cases(team: Team) -> None:
     page = sign_in(team, "sofia").get("/console/dashboard").get_data(as_text=True)
     calls = page.split('id="chart-call-regions"')[1].split("</section>")[0]
     # The two calls that left the cases' messages count too (crimea and occupied).
-    assert "crimea <b>3</b>" in calls and "ukraine <b>1</b>" in calls and "elsewhere <b>1</b>" in calls
+    # Regions by their names in the reader's language (regions.yaml `names`).
+    assert "Крим <b>3</b>" in calls and "Україна <b>1</b>" in calls and "Інше або невідомо <b>1</b>" in calls
     cases = page.split('id="chart-regions"')[1].split("</section>")[0]
-    assert "crimea <b>1</b>" in cases and "occupied <b>1</b>" in cases
+    assert "Крим <b>1</b>" in cases and "Окуповані території <b>1</b>" in cases
     own = sign_in(team, "olena").get("/console/dashboard").get_data(as_text=True)
-    assert "occupied <b>" not in own and "ukraine <b>" not in own  # an operator sees their regions
+    assert "Окуповані території <b>" not in own and "Україна <b>" not in own  # their regions only
     with team.db.session() as s:
         from ivr.storage import Call
 
@@ -453,3 +464,228 @@ def test_the_failures_are_counted_in_redis_for_every_web_process(
     with pytest.raises(Throttled):
         check_password(team.db, second, "olena", PASSWORD, "10.0.0.3", SUNDAY)
     assert check_password(team.db, second, "olena", PASSWORD, "10.0.0.4", SUNDAY) == team.ids["olena"]
+
+
+# --- one language, local time: every page in uk and in en ----------------------------------------
+
+# Words of the other script a page may show: people's and engines' names, time zone ids, the
+# language switch, a brand, and the syntax an operator types (hours, language codes).
+LATIN_ALLOWED = {"olena", "petro", "sofia", "adam", "english", "twilio", "sms", "europe", "kyiv",
+                 "moscow", "simferopol", "utc", "whisper", "base", "mon", "fri", "sat", "always",
+                 "ru", "uk", "svg"}
+CYRILLIC_ALLOWED = {"українська"}
+
+
+def shown_words(page: str) -> str:
+    """What a reader sees: the text and the placeholders, labels and titles, without the
+    callers' and operators' own words (the transcript, notes) and code (<code>)."""
+    page = re.sub(r'(?s)<blockquote id="transcript".*?</blockquote>', " ", page)
+    page = re.sub(r'(?s)<ul class="notes">.*?</ul>', " ", page)
+    page = re.sub(r"(?s)<code\b.*?</code>|<svg\b.*?</svg>|<script\b.*?</script>", " ", page)
+    attrs = " ".join(re.findall(r'(?:placeholder|aria-label|title|alt)="([^"]*)"', page))
+    return html.unescape(re.sub(r"<[^>]+>", " ", page) + " " + attrs)
+
+
+def foreign(page: str, locale: str) -> list[str]:
+    text = shown_words(page)
+    if locale == "uk":
+        words = re.findall(r"[A-Za-z]+", text)
+        return sorted({w for w in words if w.lower() not in LATIN_ALLOWED})
+    words = re.findall(r"[А-ЯЇІЄҐа-яїієґЁЫЭЪёыэъ]+(?:['ʼ][А-ЯЇІЄҐа-яїієґ]+)*", text)
+    return sorted({w for w in words if w.lower() not in CYRILLIC_ALLOWED})
+
+
+@pytest.fixture
+def desk(team: Team) -> Team:
+    """Cases in every state a page can show, and the audit entries that come with them."""
+    from ivr.callbacks import Policy, finish
+    from ivr.casebook import close_case
+    from ivr.console.auth import reset_second_factor
+    from ivr.operators import assign_case, edit_operator
+    from ivr.storage import CallbackAttempt
+
+    db, vault = team.db, team.vault
+    assign_case(db, team.cases["crimea"], SUNDAY - timedelta(minutes=19))  # to olena
+    waiting = new_case(db, vault, 3, "crimea", "+79781234569")  # nobody covers it in its language
+    with db.session() as s:
+        case = s.get(Case, waiting)
+        assert case is not None
+        case.language, case.created_at = "en", SUNDAY - timedelta(hours=3)
+    assign_case(db, waiting, SUNDAY - timedelta(hours=3))
+    failed = new_case(db, vault, 4, "crimea", "+79781234570")
+    with db.session() as s:
+        case = s.get(Case, failed)
+        assert case is not None
+        case.status, case.transcript, case.created_at = "new", None, SUNDAY - timedelta(days=2)
+    from ivr.reasons import said
+
+    with db.session() as s:
+        case = s.get(Case, failed)
+        assert case is not None
+        why = said("no-model", language="ru")
+        case.status, case.status_reason, case.status_reason_data = ("transcription_failed",
+                                                                    why.english(), why.dumps())
+        s.add(AuditEntry(actor="system", action="transcription_failed", case_id=failed,
+                         detail=why.english(), data=why.dumps()))
+    called = new_case(db, vault, 5, "crimea", "+79781234571")
+    assign_case(db, called, SUNDAY - timedelta(hours=1))
+    for n, outcome in enumerate(("operator-no-answer", "busy", "answered")):
+        with db.session() as s:
+            attempt = CallbackAttempt(case_id=called, operator_id=team.ids["olena"],
+                                      started_at=SUNDAY - timedelta(minutes=50 - n))
+            s.add(attempt)
+            s.flush()
+            case = s.get(Case, called)
+            assert case is not None
+            case.callback_attempts += 1
+            attempt_id = attempt.id
+        finish(db, Policy(retry_minutes=(15,)), attempt_id, outcome,  # two attempts, then no more
+               SUNDAY - timedelta(minutes=49 - n), 42 if outcome == "answered" else None)
+    with db.session() as s:
+        s.add(Note(case_id=called, operator_id=team.ids["olena"], at=SUNDAY))
+    closed = new_case(db, vault, 6, "occupied", "+79491234599")
+    assign_case(db, closed, SUNDAY - timedelta(hours=5))
+    close_case(db, closed, f"operator:{team.ids['sofia']}", "12345")
+    edit_operator(db, vault, team.ids["petro"], f"operator:{team.ids['sofia']}", capacity=4,
+                  hours="mon-fri 09:00-18:00")
+    reset_second_factor(db, team.ids["petro"], actor="cli:root")
+    team.secrets["petro"] = enroll(db, vault, team.ids["petro"])
+    team.cases.update(waiting=waiting, failed=failed, called=called, closed=closed)
+    return team
+
+
+def pages(team: Team) -> list[str]:
+    queue = [f"/console/?show={show}" for show in ("open", "mine", "closed", "all")]
+    queue += ["/console/?show=all&region=crimea", "/console/?show=all&language=ru",
+              f"/console/?show=all&q={team.cases['called']}"]
+    cases = [f"/console/cases/{case_id}" for case_id in team.cases.values()]
+    return [*queue, *cases, "/console/dashboard", "/console/operators", "/console/audit",
+            "/console/flows", "/console/cases/999999", "/console/nothing-here"]
+
+
+@pytest.mark.parametrize("locale", ["uk", "en"])
+def test_every_page_speaks_only_the_readers_language(desk: Team, locale: str) -> None:
+    # The signing-in pages, before anyone is known: the language the browser was last given.
+    client = desk.app.test_client()
+    with client.session_transaction() as session:
+        session["locale"] = locale
+    seen = {"/console/login": client.get("/console/login").get_data(as_text=True)}
+    bad = client.post("/console/login", data={"name": "adam", "password": "wrong password",
+                                              "csrf_token": token(seen["/console/login"])})
+    seen["login refused"] = bad.get_data(as_text=True)
+    with desk.db.session() as s:
+        for op in s.scalars(select(Operator)):
+            op.locale = locale
+    admin = sign_in(desk, "adam")
+    for path in pages(desk):
+        seen[path] = admin.get(path).get_data(as_text=True)
+    seen["form expired"] = admin.post("/console/language", data={"locale": locale}).get_data(as_text=True)
+    refused = admin.post("/console/operators", data={
+        "csrf_token": token(seen["/console/operators"]), "name": "olena", "number": "+380501119999",
+        "regions": "crimea", "languages": "uk", "hours": "always", "timezone": "Europe/Kyiv",
+        "capacity": "4", "role": "operator"})
+    assert refused.status_code == 400
+    seen["operator refused"] = refused.get_data(as_text=True)
+    page = seen[f"/console/cases/{desk.cases['closed']}"]
+    again = admin.post(f"/console/cases/{desk.cases['closed']}/close",
+                       data={"csrf_token": token(page)}, follow_redirects=True)
+    seen["closed twice"] = again.get_data(as_text=True)
+    flashed = re.findall(r'class="flash"[^>]*>([^<]*)<', seen["closed twice"])
+    assert flashed and f"#{desk.cases['closed']}" in flashed[0]
+    ring = admin.post(f"/console/cases/{desk.cases['closed']}/callback",
+                      data={"csrf_token": token(page)}, follow_redirects=True)
+    seen["no callback on a closed case"] = ring.get_data(as_text=True)
+    assert 'class="flash"' in seen["no callback on a closed case"]
+    petro = desk.app.test_client()  # enrolling anew: the second factor was reset
+    page = petro.get("/console/login").get_data(as_text=True)
+    petro.post("/console/login", data={"name": "petro", "password": PASSWORD, "csrf_token": token(page)})
+    seen["/console/login/code"] = petro.get("/console/login/code").get_data(as_text=True)
+    found = {path: words for path, text in seen.items() if (words := foreign(text, locale))}
+    assert found == {}
+
+
+def test_a_case_says_one_state_in_words_that_agree(desk: Team) -> None:
+    client = sign_in(desk, "sofia")
+    states = {name: re.search(r'id="case-state">([^<]*)<', client.get(
+        f"/console/cases/{desk.cases[name]}").get_data(as_text=True)) for name in desk.cases}
+    said = {name: m.group(1) if m else None for name, m in states.items()}
+    assert said["crimea"] == "призначена: olena"
+    assert said["waiting"] == "чекає на оператора"
+    assert said["failed"] == "обробляється"
+    assert said["closed"] == "закрита"
+    queue = client.get("/console/?show=all").get_data(as_text=True)
+    row = queue.split(f">#{desk.cases['waiting']}<")[1].split("</tr>")[0]
+    assert "чекає на оператора" in row and "призначена" not in row
+
+
+def test_reasons_and_the_timeline_in_the_readers_words(desk: Team) -> None:
+    client = sign_in(desk, "olena")
+    case = desk.cases["crimea"]
+    for _ in range(3):
+        page = client.get(f"/console/cases/{case}").get_data(as_text=True)
+    reason = re.search(r'id="route-reason">([^<]*)<', page)
+    assert reason and reason.group(1) == (
+        "регіон: Крим, мова: російська → кандидатів: 1, на зміні: 1, з вільним місцем: 1; "
+        "обрано: olena (відкритих справ: 0, найменше навантаження)")
+    timeline = re.sub(r"<[^>]+>", "", page.split('class="timeline"')[1].split("</ol>")[0])
+    lines = [" ".join(line.split()) for line in timeline.split("\n") if line.strip()] or [timeline]
+    text = " ".join(lines)
+    assert text.index("дзвінок на гарячу лінію") < text.index("справу створено — система")
+    # three readings, one line: who, how many times, when last (14:00 in Kyiv)
+    assert text.count("розшифровку прочитано") == 1
+    assert "розшифровку прочитано, 3 рази, востаннє 14:00 — olena" in text
+    failed = client.get(f"/console/cases/{desk.cases['failed']}").get_data(as_text=True)
+    assert 'id="status-reason">не розшифровано: немає моделі розпізнавання для мови «російська»<' in failed
+    client.post("/console/language", data={"locale": "en", "csrf_token": token(page)})
+    english = re.sub(r"<[^>]+>", "", client.get(f"/console/cases/{case}").get_data(as_text=True))
+    assert "chose olena (0 open case(s), least loaded)" in english
+    assert "transcript read, 4 times, last 14:00 — olena" in english
+    api = client.get(f"/console/api/cases/{case}").get_json()
+    assert api["route_reason"].startswith("region crimea, language ru → 1 candidate(s)")  # English
+    assert api["route_reason_code"] == "route-chose" and api["route_reason_values"]["region"] == "crimea"
+    assert api["created_at"].endswith("+00:00")  # the JSON stays in UTC
+
+
+@pytest.mark.parametrize(("zone", "received", "hour"), [
+    ("Europe/Kyiv", "22.11.2026 14:00", "14:00"),  # UTC+2 in November
+    ("Asia/Tokyo", "22.11.2026 21:00", "21:00"),
+    ("America/New_York", "22.11.2026 07:00", "07:00"),
+])
+def test_times_are_in_the_readers_time_zone(team: Team, zone: str, received: str, hour: str) -> None:
+    from ivr.operators import edit_operator
+
+    edit_operator(team.db, team.vault, team.ids["olena"], timezone=zone)
+    with team.db.session() as s:
+        case = s.get(Case, team.cases["crimea"])
+        assert case is not None
+        case.created_at = SUNDAY
+    client = sign_in(team, "olena")
+    page = client.get(f"/console/cases/{team.cases['crimea']}").get_data(as_text=True)
+    assert f'id="received"><time>{received}</time>' in page
+    assert page.count(zone) == 1  # the zone, said once
+    # the caller's own time next to the safe hours (Crimea: Moscow time, UTC+3)
+    assert 'id="caller-now">15:00<' in page
+    dashboard = client.get("/console/dashboard").get_data(as_text=True)
+    hours = re.findall(r"<li>(\d\d:00) <b>", dashboard.split('id="chart-hours"')[1].split("</section>")[0])
+    assert len(hours) == 24 and hours[-1] == hour
+
+
+def test_the_hotline_time_zone_is_for_those_without_their_own(team: Team) -> None:
+    with team.db.session() as s:
+        op = s.get(Operator, team.ids["olena"])
+        assert op is not None
+        op.timezone = ""
+    console = team.app.extensions["ivr.console"]
+    console.settings = console.settings.replace(hotline_timezone="Asia/Tokyo")
+    page = sign_in(team, "olena").get(f"/console/cases/{team.cases['crimea']}").get_data(as_text=True)
+    assert "Asia/Tokyo (UTC+09:00)" in page
+
+
+def test_ages_and_roles_in_the_readers_language(desk: Team) -> None:
+    client = sign_in(desk, "sofia")
+    queue = client.get("/console/?show=all").get_data(as_text=True)
+    ages = set(re.findall(r"<td>(\d+ (?:хв|год|дн\.))</td>", queue))
+    assert {"2 дн.", "3 год"} <= ages, ages
+    assert "sofia · супервізор" in queue
+    operators = client.get("/console/operators").get_data(as_text=True)
+    assert "<td>адміністратор</td>" in operators and "пн-пт 09:00-18:00" in operators

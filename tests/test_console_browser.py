@@ -369,6 +369,42 @@ def test_the_language_changes_on_the_page_it_is_changed_on(tab: Tab) -> None:
         assert went.status == 302 and went.headers["location"] == "/console/", elsewhere
 
 
+def test_a_case_reads_in_one_language_and_the_readers_time(tab: Tab) -> None:
+    """State, reason, timeline and times in Ukrainian, then in English: the same case, the same
+    facts, no word of the other language, and the time in Kyiv (the operator's zone)."""
+    from zoneinfo import ZoneInfo
+
+    from ivr.operators import assign_case
+    from ivr.storage import Case
+
+    page, site = tab.page, tab.site
+    case = site.cases["crimea"]
+    assign_case(site.db, case, site.clock())
+    with site.db.session() as s:
+        found = s.get(Case, case)
+        assert found is not None
+        received = found.created_at.astimezone(ZoneInfo("Europe/Kyiv")).strftime("%d.%m.%Y %H:%M")
+    sign_in(tab, "olena")
+    page.goto(f"/console/cases/{case}")
+    assert page.locator("#case-state").inner_text() == "призначена: olena"
+    assert page.locator("#route-reason").inner_text().startswith("регіон: Крим, мова: російська → ")
+    assert page.locator("#received").inner_text() == received
+    timeline = page.locator("ol.timeline").inner_text()
+    assert "справу створено — система" in timeline and "призначено операторові: регіон: Крим" in timeline
+    assert "case-created" not in timeline and "system" not in timeline
+    assert "Europe/Kyiv" in page.locator("#time-zone").inner_text()
+    tab.shot("case-uk")
+    press(tab, "header button[name=locale][value=en]")
+    assert page.locator("#case-state").inner_text() == "assigned to olena"
+    assert page.locator("#route-reason").inner_text().startswith("region Crimea, language Russian → ")
+    assert page.locator("#received").inner_text() == received
+    timeline = page.locator("ol.timeline").inner_text()
+    assert "case created — system" in timeline and "транскрипц" not in timeline
+    assert "розшифровку" not in timeline and "transcript read, 2 times, last" in timeline
+    assert page.locator("#time-zone").inner_text().startswith("Times are shown in the time zone Europe/Kyiv")
+    tab.shot("case-en")
+
+
 # --- the other pages ----------------------------------------------------------------------------
 
 

@@ -145,6 +145,33 @@ def test_regions_yaml_problems_are_named_at_their_line(tmp_path: Path) -> None:
     assert regions.fallback == "elsewhere" and regions.regions == ()  # nothing half-read is used
 
 
+def test_regions_have_names_for_operators_checked_at_their_line(tmp_path: Path) -> None:
+    regions, _ = load_regions(FLOWS / "regions.yaml")
+    assert {r.name: (r.title("uk"), r.title("en")) for r in regions.regions}["crimea"] == ("Крим", "Crimea")
+    path = tmp_path / "regions.yaml"
+    path.write_text(
+        "regions:\n"
+        "  crimea:\n"
+        "    names: {uk: Крим, english: Crimea, en: \"\"}\n"
+        "  elsewhere:\n"
+        "    names: [Elsewhere]\n"
+        "fallback: elsewhere\n", encoding="utf-8")
+    _, problems = load_regions(path)
+    f = str(path)
+    assert [str(p) for p in problems] == [
+        f"{f}:3:23: `english` is not a language code (like uk or en)",
+        f"{f}:3:44: the en name of region `crimea` must be a non-empty text",
+        f"{f}:5:12: `names` of region `elsewhere` must be a mapping of `key: value` lines",
+    ]
+    path.write_text("regions:\n  crimea: {names: {en: Crimea}}\n  elsewhere: {}\nfallback: elsewhere\n",
+                    encoding="utf-8")
+    found, problems = load_regions(path)
+    assert problems == []
+    # Without a name in the reader's language: the English one, else the name in the files.
+    assert [(r.title("uk"), r.title("en")) for r in found.regions] == [("Crimea", "Crimea"),
+                                                                      ("elsewhere", "elsewhere")]
+
+
 @pytest.mark.parametrize(("number", "answer"), [
     ("+79781234567", {"region": "crimea", "rule": "prefix +7978", "language": "ru", "country": "RU",
                       "withheld": False}),

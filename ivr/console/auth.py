@@ -42,6 +42,7 @@ from sqlalchemy.orm import Session
 
 from ivr.keys import CryptoError, seal, unseal
 from ivr.operators import end_sessions
+from ivr.reasons import said
 from ivr.storage import AuditEntry, ConsoleSession, Database, Operator, SignInFailures, Vault, utcnow
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,7 @@ class User:
     role: str
     regions: frozenset[str]
     locale: str
+    timezone: str = ""  # theirs (`ivr operators`); empty: the hotline's (HOTLINE_TIMEZONE)
 
     @property
     def supervisor(self) -> bool:
@@ -118,7 +120,8 @@ def set_password(db: Database, operator_id: int, password: str, actor: str = "ad
         op.password_hash = hashed
         op.session_epoch += 1
         end_sessions(s, operator_id)
-        s.add(AuditEntry(actor=actor, action="password-set", detail=f"operator {operator_id}"))
+        s.add(AuditEntry(actor=actor, action="password-set",
+                         **said("operator", operator=operator_id).entry()))
 
 
 def reset_second_factor(db: Database, operator_id: int, actor: str = "admin") -> None:
@@ -130,7 +133,8 @@ def reset_second_factor(db: Database, operator_id: int, actor: str = "admin") ->
         op.totp_secret, op.totp_enrolled_at, op.totp_last_step = None, None, None
         op.session_epoch += 1
         end_sessions(s, operator_id)
-        s.add(AuditEntry(actor=actor, action="totp-reset", detail=f"operator {operator_id}"))
+        s.add(AuditEntry(actor=actor, action="totp-reset",
+                         **said("operator", operator=operator_id).entry()))
 
 
 # --- throttling ----------------------------------------------------------------------------------
@@ -258,9 +262,9 @@ def _failed(db: Database, guard: Guard, name: str, client: str, now: datetime) -
         with db.session() as s:
             op_id = s.scalars(select(Operator.id).where(Operator.name == name)).first()
             if op_id is not None:
-                s.add(AuditEntry(actor="system", action="sign-in-attack",
-                                 detail=f"operator {op_id}: {ATTACK_FAILURES} failed sign-ins "
-                                        f"within {WINDOW_MINUTES} minutes"))
+                s.add(AuditEntry(actor="system", action="sign-in-attack", **said(
+                    "sign-in-attack", operator=op_id, failures=ATTACK_FAILURES,
+                    minutes=WINDOW_MINUTES).entry()))
         log.warning("console: %s failed sign-ins for one account within %s minutes",
                     ATTACK_FAILURES, WINDOW_MINUTES)
 
@@ -437,4 +441,4 @@ def load_user(db: Database, token: object, now: datetime, idle: timedelta) -> Us
         row, op = found
         if now - row.seen_at > timedelta(seconds=10):  # not a write for every request
             row.seen_at = now
-        return User(op.id, op.name, op.role, frozenset(op.regions.split(",")), op.locale)
+        return User(op.id, op.name, op.role, frozenset(op.regions.split(",")), op.locale, op.timezone)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, time, timedelta, tzinfo
 from statistics import median
 from typing import Any
 
@@ -94,11 +94,12 @@ def counts(db: Database, user: User, now: datetime, reoffer_after: timedelta) ->
     return {name: int(getattr(row, name) or 0) for name in figures}
 
 
-def eligible(db: Database) -> list[tuple[int, str]]:
-    """Operators a supervisor can hand a case to."""
+def eligible(db: Database, everyone: bool = False) -> list[tuple[int, str]]:
+    """Operators a supervisor can hand a case to (`everyone`: the disabled too, to name them)."""
+    query = select(Operator.id, Operator.name).order_by(Operator.name)
     with db.session() as s:
         return [(r.id, r.name) for r in s.execute(
-            select(Operator.id, Operator.name).where(Operator.active.is_(True)).order_by(Operator.name))]
+            query if everyone else query.where(Operator.active.is_(True)))]
 
 
 def audit(db: Database, limit: int = 300) -> list[AuditEntry]:
@@ -112,15 +113,20 @@ def operators(db: Database) -> list[Operator]:
         return list(s.scalars(select(Operator).order_by(Operator.name)))
 
 
-def dashboard(db: Database, user: User, now: datetime, reoffer_after: timedelta) -> dict[str, Any]:
-    """The figures of the dashboard, over the cases the user may see."""
-    day, month, fortnight = now - timedelta(hours=24), now - timedelta(days=30), now - timedelta(days=14)
+def dashboard(db: Database, user: User, now: datetime, reoffer_after: timedelta,
+              tz: tzinfo = UTC) -> dict[str, Any]:
+    """The figures of the dashboard, over the cases the user may see; hours and days are the
+    reader's (`tz`): the 24 hours of their clock up to this one, the 14 days of their calendar."""
+    local = now.astimezone(tz)
+    hour = local.replace(minute=0, second=0, microsecond=0).astimezone(UTC)  # this hour began
+    day, month = hour - timedelta(hours=23), now - timedelta(days=30)
+    fortnight = datetime.combine(local.date() - timedelta(days=13), time(), tz).astimezone(UTC)
     seen = visible(user)
     with db.session() as s:
         call_filter = (Call.region.in_(sorted(user.regions)) if not user.supervisor else true_())
         hours = Counter(
-            int((now - at).total_seconds() // 3600) for at in s.scalars(
-                select(Call.started_at).where(Call.started_at > day, call_filter)))
+            int((at - day).total_seconds() // 3600) for at in s.scalars(
+                select(Call.started_at).where(Call.started_at >= day, call_filter)))
         per_region = s.execute(select(Case.region, func.count()).where(seen, Case.created_at > month)
                                .group_by(Case.region).order_by(func.count().desc())).all()
         calls_per_region = s.execute(
@@ -129,8 +135,8 @@ def dashboard(db: Database, user: User, now: datetime, reoffer_after: timedelta)
         per_language = s.execute(select(Case.language, func.count()).where(seen, Case.created_at > month)
                                  .group_by(Case.language).order_by(func.count().desc())).all()
         per_day = Counter(
-            (now.date() - at.date()).days for at in s.scalars(
-                select(Case.created_at).where(seen, Case.created_at > fortnight)))
+            (local.date() - at.astimezone(tz).date()).days for at in s.scalars(
+                select(Case.created_at).where(seen, Case.created_at >= fortnight)))
         first = (select(CallbackAttempt.case_id, func.min(CallbackAttempt.started_at).label("first"))
                  .group_by(CallbackAttempt.case_id).subquery())
         waits = [(f - c).total_seconds() / 60 for c, f in s.execute(
@@ -138,11 +144,13 @@ def dashboard(db: Database, user: User, now: datetime, reoffer_after: timedelta)
             .where(seen, Case.created_at > month))]
     figures = counts(db, user, now, reoffer_after)
     return {
-        "hours": [(f"-{h}h" if h else "now", hours.get(h, 0)) for h in range(23, -1, -1)],
+        "hours": [((day + timedelta(hours=h)).astimezone(tz).strftime("%H:00"), hours.get(h, 0))
+                  for h in range(24)],
         "regions": [(r or "?", n) for r, n in per_region],
         "call_regions": [(r or "?", n) for r, n in calls_per_region],
         "languages": [(lang or "?", n) for lang, n in per_language],
-        "days": [((now - timedelta(days=d)).strftime("%d.%m"), per_day.get(d, 0)) for d in range(13, -1, -1)],
+        "days": [((local.date() - timedelta(days=d)).strftime("%d.%m"), per_day.get(d, 0))
+                 for d in range(13, -1, -1)],
         "first_callback_minutes": round(median(waits)) if waits else None,
         "unassigned": figures["unassigned"],
         "overdue": figures["overdue"],

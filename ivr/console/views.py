@@ -33,7 +33,7 @@ from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from ivr.callbacks import NOTIFY, CallbackError, describe_window, start_callback
+from ivr.callbacks import NOTIFY, CallbackError, start_callback
 from ivr.casebook import CaseError, close_case, show_case
 from ivr.console import Console, queries
 from ivr.console.auth import (
@@ -51,6 +51,7 @@ from ivr.console.auth import (
     start_session,
 )
 from ivr.console.i18n import LOCALES, translate
+from ivr.console.wording import Names, Reader, zone
 from ivr.keys import CryptoError
 from ivr.operators import (
     MAX_ID,
@@ -62,6 +63,7 @@ from ivr.operators import (
     may_change,
     move_case,
 )
+from ivr.reasons import Said, Told, said
 from ivr.storage import AuditEntry, Call, Case, Note, Operator, OutboxJob, Recording
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,7 @@ TRANSCRIPT_FLAGS = {
     "sound-caption": "Sound captions the model invents (such as 'music') were removed.",
     "repeated": "A phrase the model repeated over and over is kept once.",
 }
+LANGUAGE_CODES = ("ru", "uk", "en")  # the callers' languages
 OUTCOMES = ("helped", "information given", "surrender arranged", "no contact", "not relevant")
 # Where the language switch may send the user back to: a console path and its query, nothing
 # that a browser could read as another host or a header (no //, no \\, no control character).
@@ -99,7 +102,30 @@ def user() -> User:
 
 
 def _(message: str) -> str:
-    return translate(getattr(g, "locale", "uk"), message)
+    return translate(locale(), message)
+
+
+def locale() -> str:
+    """The signed-in user's language; before that, the one last chosen in this browser."""
+    found = getattr(g, "locale", None) or session.get("locale")
+    return found if found in LOCALES else "uk"
+
+
+def reader() -> Reader:
+    """The one reading this page: their language and time zone (theirs, else the hotline's)."""
+    found: Reader | None = getattr(g, "reader", None)
+    if found is None:
+        c, who_ = console(), getattr(g, "user", None)
+        tz = zone(who_.timezone if who_ else None, c.settings.hotline_timezone)
+        names = Names(lambda: dict(queries.eligible(c.db, everyone=True)))
+        found = g.reader = Reader(locale(), tz, now(), c.registry.regions, names,
+                                  c.policy.daytime)
+    return found
+
+
+def say(exc: Told) -> str:
+    """A refusal (CallbackError, CaseError, OperatorError) in the reader's words."""
+    return reader().said(exc.said)
 
 
 # --- every request -----------------------------------------------------------------------------
@@ -144,28 +170,9 @@ def headers(response: Response) -> Response:
 
 @bp.app_context_processor
 def helpers() -> dict[str, Any]:
-    return {"_": _, "me": getattr(g, "user", None), "locales": LOCALES, "ago": ago,
-            "safe_hours": safe_hours}
-
-
-def safe_hours(consent: str | None, tz: str | None) -> str:
-    """The caller's consent window in the reader's language: "лише вдень 09:00-21:00 (Europe/Moscow)"."""
-    start, end = console().policy.daytime
-    if consent == "day":
-        hours = f"{start // 60:02d}:{start % 60:02d}-{end // 60:02d}:{end % 60:02d}"
-        return f"{_('daytime only')} {hours} ({tz or 'UTC'})"
-    return _(describe_window(consent, tz or "UTC", (start, end)))
-
-
-def ago(when: datetime | None) -> str:
-    if when is None:
-        return "-"
-    minutes = max(0, int((now() - when).total_seconds() // 60))  # a clock a little behind: 0
-    if minutes < 60:
-        return f"{minutes} min"
-    if minutes < 48 * 60:
-        return f"{minutes // 60} h"
-    return f"{minutes // 1440} d"
+    r = reader()
+    return {"_": _, "me": getattr(g, "user", None), "locales": LOCALES, "r": r, "ago": r.age,
+            "safe_hours": r.safe_hours}
 
 
 @bp.errorhandler(CSRFError)
@@ -177,6 +184,14 @@ def bad_form(_exc: CSRFError) -> tuple[str, int]:
 @bp.errorhandler(403)
 def forbidden(exc: HTTPException) -> tuple[str, int]:
     return render_template("error.html", title=_("Forbidden"), text=exc.description or ""), 403
+
+
+@bp.app_errorhandler(404)
+def no_such_page(exc: HTTPException) -> HTTPException | tuple[str | Response, int]:
+    """A console address that matches no page gets the console's page, in the reader's words."""
+    if request.path.startswith("/console/"):
+        return not_found(exc)
+    return exc
 
 
 @bp.errorhandler(404)
@@ -372,14 +387,14 @@ def queue_page() -> str:
     regions = sorted(r.name for r in c.registry.regions.regions)
     return render_template("queue.html", rows=rows, figures=figures, filters=filters,
                            regions=regions if user().supervisor else sorted(user().regions),
-                           languages=("ru", "uk", "en"))
+                           languages=LANGUAGE_CODES)
 
 
 @bp.route("/cases/<int:case_id>")
 def case_page(case_id: int) -> str:
     c = console()
     _case(case_id)
-    found = show_case(c.db, c.vault, case_id, actor=user().actor)
+    found = show_case(c.db, c.vault, case_id, actor=user().actor, now=now())
     assert found is not None
     with c.db.session() as s:
         case = s.get(Case, case_id)
@@ -394,15 +409,18 @@ def case_page(case_id: int) -> str:
             notes.append({"at": note.at, "who": author.name if author else "?", "text": text})
         operator = s.get(Operator, case.operator_id) if case.operator_id else None
         call = s.get(Call, case.call_id)
+        timeline = list(found["timeline"])
         if call is not None:  # the timeline starts with the call itself
-            found["timeline"].insert(0, {"at": call.started_at.isoformat(timespec="seconds"),
-                                         "actor": "caller", "action": "call",
-                                         "detail": f"{call.seconds} s" if call.seconds else None})
+            timeline.insert(0, {"at": call.started_at, "actor": "caller", "action": "call",
+                                "seconds": call.seconds})
         has_audio = bool(s.scalar(select(Recording.audio.is_not(None))  # not the audio itself
                                   .where(Recording.id == case.recording_id)))
     # Each word of the transcript, marked when the model was less sure of it than LOW_CONFIDENCE.
     words = [(w, p < LOW_CONFIDENCE) for w, p in found.get("transcript_words") or []]
     return render_template("case.html", case=found, notes=notes, outcomes=OUTCOMES, words=words,
+                           timeline=reader().timeline(timeline), route_reason=case.route_reason_data,
+                           status_reason=case.status_reason_data,
+                           state=reader().state(case.status, operator.name if operator else None),
                            flag_texts=TRANSCRIPT_FLAGS,
                            operator=operator.name if operator else None, has_audio=has_audio,
                            caller_tz=case.caller_tz, outcome=case.outcome,
@@ -438,7 +456,7 @@ def callback(case_id: int) -> WerkzeugResponse:
     case = _case(case_id)
     if case.operator_id != user().id and not user().supervisor:
         # The callback rings the case's operator: take the case first.
-        _reassign(case_id, user().id, "took the case to call back")
+        _reassign(case_id, user().id, said("took-to-call-back", name=user().name))
     if c.telephony is None:
         c.telephony = telephony_for(c.settings)
     try:
@@ -446,7 +464,7 @@ def callback(case_id: int) -> WerkzeugResponse:
                        now(), actor=user().actor)
         flash(_("Calling your phone now."))
     except CallbackError as exc:
-        flash(str(exc))
+        flash(say(exc))
     return redirect(url_for("console.case_page", case_id=case_id))
 
 
@@ -485,7 +503,7 @@ def outcome(case_id: int) -> WerkzeugResponse:
     return redirect(url_for("console.case_page", case_id=case_id))
 
 
-def _reassign(case_id: int, operator_id: int | None, why: str) -> None:
+def _reassign(case_id: int, operator_id: int | None, why: Said) -> None:
     c = console()
     with c.db.session() as s:
         case = s.get(Case, case_id)
@@ -494,11 +512,12 @@ def _reassign(case_id: int, operator_id: int | None, why: str) -> None:
             abort(400)
         move_case(s, case, operator_id)
         case.assigned_at = now()
-        case.route_reason = f"{why} ({user().name})"[:300]
+        case.route_reason, case.route_reason_data = why.english()[:300], why.dumps()
         case.notified_at = None
         case.acted_at = now() if operator_id == user().id else None
         s.add(AuditEntry(actor=user().actor, action="reassigned", case_id=case_id,
-                         detail=f"to operator {operator_id}: {why}"))
+                         **Said("reassigned-to", {**why.values, "operator": operator_id},
+                                ((": ", why.code),)).entry()))
 
 
 @bp.route("/cases/<int:case_id>/reassign", methods=["POST"])
@@ -508,7 +527,7 @@ def reassign(case_id: int) -> WerkzeugResponse:
     case = _case(case_id)
     target = request.form.get("operator_id", "")
     if user().supervisor and re.fullmatch(r"[0-9]{1,9}", target):
-        _reassign(case_id, int(target), "reassigned by a supervisor")
+        _reassign(case_id, int(target), said("reassigned-by-supervisor", name=user().name))
     else:
         offered = frozenset(int(x) for x in (case.offered_to or "").split(",") if x) | {user().id}
         try:
@@ -528,7 +547,7 @@ def close(case_id: int) -> WerkzeugResponse:
     try:
         close_case(console().db, case_id, user().actor, _line("reason", 200))
     except CaseError as exc:
-        flash(str(exc))
+        flash(say(exc))
     return redirect(url_for("console.case_page", case_id=case_id))
 
 
@@ -550,7 +569,7 @@ def api_cases() -> Response:
 def api_case(case_id: int) -> Response:
     c = console()
     _case(case_id)
-    found = show_case(c.db, c.vault, case_id, actor=user().actor)
+    found = show_case(c.db, c.vault, case_id, actor=user().actor, now=now())
     return jsonify(found)
 
 
@@ -565,8 +584,10 @@ def operators_page() -> str:
 
 def _operators_page(error: str | None) -> str:
     """Every operator; the forms only for those the user may change, the number for admins."""
-    return render_template("operators.html", operators=queries.operators(console().db), error=error,
-                           roles=_roles(), may=lambda op: may_change(user().role, user().id, op))
+    c = console()
+    return render_template("operators.html", operators=queries.operators(c.db), error=error,
+                           roles=_roles(), may=lambda op: may_change(user().role, user().id, op),
+                           regions=sorted(c.registry.regions.names()), languages=LANGUAGE_CODES)
 
 
 @bp.route("/operators/<int:operator_id>/duty", methods=["POST"])
@@ -591,14 +612,14 @@ def operator_add() -> WerkzeugResponse | tuple[str, int]:
     f = request.form
     try:
         add_operator(c.db, c.vault, name=_line("name", 80), number=f.get("number", "").strip(),
-                     languages=f.get("languages", ""), regions=f.get("regions", ""),
+                     languages=",".join(f.getlist("languages")), regions=",".join(f.getlist("regions")),
                      timezone=f.get("timezone", "Europe/Kyiv").strip(), hours=f.get("hours", "always"),
                      capacity=_int(f.get("capacity", "5")), role=_role(f.get("role", "operator")),
                      actor=user().actor, by=user().role)
     except NotAllowed as exc:
         abort(403, _(str(exc)))
     except OperatorError as exc:
-        return _operators_page(str(exc)), 400
+        return _operators_page(say(exc)), 400
     flash(_("Saved."))
     return redirect(url_for("console.operators_page"))
 
@@ -612,8 +633,10 @@ def operator_edit(operator_id: int) -> WerkzeugResponse | tuple[str, int]:
     f = request.form
     try:
         edit_operator(c.db, c.vault, operator_id, user().actor, by=user().role, by_id=user().id,
-                      sms=_sms, number=f.get("number", "").strip() or None, languages=f.get("languages"),
-                      regions=f.get("regions"), timezone=(f.get("timezone") or "").strip() or None,
+                      sms=_sms, number=f.get("number", "").strip() or None,
+                      languages=",".join(f.getlist("languages")) or None,
+                      regions=",".join(f.getlist("regions")) or None,
+                      timezone=(f.get("timezone") or "").strip() or None,
                       hours=f.get("hours") or None, capacity=_int(f.get("capacity", "")) or None,
                       role=_role(f.get("role", "")) if f.get("role") else None,
                       active=f.get("active") == "1")
@@ -622,7 +645,7 @@ def operator_edit(operator_id: int) -> WerkzeugResponse | tuple[str, int]:
     except OperatorError as exc:
         if "no operator" in str(exc):
             abort(404)
-        return _operators_page(str(exc)), 400
+        return _operators_page(say(exc)), 400
     flash(_("Saved."))
     return redirect(url_for("console.operators_page"))
 
@@ -647,7 +670,7 @@ def _roles() -> tuple[str, ...]:
 
 def _role(text: str) -> str:
     if text not in _roles():
-        raise OperatorError(f"role must be one of {', '.join(_roles())}")
+        raise OperatorError("bad-role", roles=", ".join(_roles()))
     return text
 
 
@@ -688,6 +711,8 @@ def _svg(dot_source: str) -> str | None:
 
 @bp.route("/dashboard")
 def dashboard() -> str:
-    c = console()
-    return render_template("dashboard.html",
-                           figures=queries.dashboard(c.db, user(), now(), c.policy.reoffer_after))
+    c, r = console(), reader()
+    figures = queries.dashboard(c.db, user(), now(), c.policy.reoffer_after, r.tz)
+    for key, name in (("regions", r.region), ("call_regions", r.region), ("languages", r.language)):
+        figures[key] = [(name(code if code != "?" else None), n) for code, n in figures[key]]
+    return render_template("dashboard.html", figures=figures)

@@ -684,8 +684,8 @@ def test_the_hotline_time_zone_is_for_those_without_their_own(team: Team) -> Non
 def test_ages_and_roles_in_the_readers_language(desk: Team) -> None:
     client = sign_in(desk, "sofia")
     queue = client.get("/console/?show=all").get_data(as_text=True)
-    ages = set(re.findall(r"<td>(\d+ (?:хв|год|дн\.))</td>", queue))
+    ages = set(re.findall(r"<td[^>]*>(\d+ (?:хв|год|дн\.))</td>", queue))
     assert {"2 дн.", "3 год"} <= ages, ages
     assert "sofia · супервізор" in queue
     operators = client.get("/console/operators").get_data(as_text=True)
-    assert "<td>адміністратор</td>" in operators and "пн-пт 09:00-18:00" in operators
+    assert ">адміністратор</td>" in operators and "пн-пт 09:00-18:00" in operators

@@ -199,13 +199,18 @@ class Case(Base):
     callback_attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_callback_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     outcome: Mapped[str | None] = mapped_column(String(24))  # set by the operator (console)
+    # The caller's keypad answers (the flow's `fields:`), sealed JSON {field: value} like the
+    # transcript; `urgent` (in clear, for the queue's order and the re-offer clock) is set when
+    # an answer is one of its field's `urgent` values (the shipped hotline: "at the front").
+    intake: Mapped[bytes | None] = mapped_column(LargeBinary)
+    urgent: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 # The console's queue (ivr/console/queries.py, bench/console.py) with 100,000 open cases: its
 # order, so the first page is read from the index instead of sorting every visible case; and
 # what its figures and filters read, so they are counted from the index alone.
-Index("ix_cases_queue", Case.operator_id.is_not(None), Case.acted_at.is_not(None), Case.created_at.desc(),
-      Case.id.desc())
+Index("ix_cases_queue", Case.urgent.desc(), Case.operator_id.is_not(None), Case.acted_at.is_not(None),
+      Case.created_at.desc(), Case.id.desc())
 Index("ix_cases_console", Case.status, Case.region, Case.language, Case.operator_id, Case.acted_at,
       Case.assigned_at, Case.callback_status, Case.next_callback_at)
 

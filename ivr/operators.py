@@ -88,6 +88,12 @@ class Candidate(NamedTuple):
     last_assigned_at: datetime | None
 
 
+# Added to the route reason of an urgent case (an intake answer such as "at the front"; the
+# case's `urgent` column says the same as data). Not in the audit entry: the purge empties
+# the route reason, and the audit log keeps its details.
+URGENT_REASON = "urgent (caller's answer): first in the queue, re-offered sooner"
+
+
 @dataclass(frozen=True, slots=True)
 class Choice:
     operator_id: int | None  # None: unassigned, escalated
@@ -411,7 +417,7 @@ def assign_case(db: Database, case_id: int, now: datetime | None = None, actor: 
         with db.session() as s:
             found = s.execute(select(Case.region, Case.language, Case.status, Case.operator_id,
                                      Case.consent, Case.number.is_not(None).label("has_number"),
-                                     Case.callback_status).where(Case.id == case_id)).first()
+                                     Case.callback_status, Case.urgent).where(Case.id == case_id)).first()
             if found is None:
                 raise OperatorError(f"no case #{case_id}")
             region, language = found.region or "", found.language or ""
@@ -421,7 +427,8 @@ def assign_case(db: Database, case_id: int, now: datetime | None = None, actor: 
         # writes fails at once when another process wrote meanwhile), and only if the case
         # did not change hands in between; else the rule runs again.
         is_open = found.status in OPEN_STATUSES
-        values: dict[str, Any] = {"operator_id": choice.operator_id, "route_reason": choice.reason[:300],
+        reason = f"{choice.reason}; {URGENT_REASON}" if found.urgent else choice.reason
+        values: dict[str, Any] = {"operator_id": choice.operator_id, "route_reason": reason[:300],
                                   "assigned_at": now, "notified_at": None, "acted_at": None}
         if found.status != "closed":
             values.update(status="routed", routed_at=now)

@@ -54,6 +54,14 @@ UK: dict[str, str] = {
     "Consent": "Згода",
     "Filter": "Фільтр",
     "Search by case number": "Пошук за номером справи",
+    # the caller's intake answers (ivr/console/intake.py; the answers' own labels are the flow's)
+    "Caller's answer": "Відповідь абонента",
+    "Caller's answers": "Відповіді абонента",
+    "The caller's answers are sealed: the filter looks through the newest 1,000 cases of this view.":
+        "Відповіді абонента зашифровані: фільтр переглядає 1000 найновіших справ цього списку.",
+    "Urgent: this case is first in the queue and goes to the next operator sooner if nobody acts on it.":
+        "Термінова: ця справа перша в черзі й раніше переходить до наступного оператора, якщо ніхто "
+        "нею не займеться.",
     "all": "усі",
     "open": "відкриті",
     "closed": "закриті",

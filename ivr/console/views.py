@@ -35,7 +35,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 
 from ivr.callbacks import NOTIFY, CallbackError, describe_window, start_callback
 from ivr.casebook import CaseError, close_case, show_case
-from ivr.console import Console, queries
+from ivr.console import Console, intake, queries
 from ivr.console.auth import (
     AuthError,
     Throttled,
@@ -145,7 +145,11 @@ def headers(response: Response) -> Response:
 @bp.app_context_processor
 def helpers() -> dict[str, Any]:
     return {"_": _, "me": getattr(g, "user", None), "locales": LOCALES, "ago": ago,
-            "safe_hours": safe_hours}
+            "safe_hours": safe_hours, "intake_tags": _intake_tags}
+
+
+def _intake_tags(answers: dict[str, str]) -> list[intake.Tag]:
+    return intake.tags(answers, console().registry.fields, getattr(g, "locale", "uk"))
 
 
 def safe_hours(consent: str | None, tz: str | None) -> str:
@@ -355,7 +359,15 @@ def _filters() -> dict[str, Any]:
     return {"show": show if show in ("open", "closed", "mine", "all") else "open",
             "region": _word(request.args.get("region")),
             "language": _word(request.args.get("language")),
-            "case_id": int(raw) if re.fullmatch(r"[0-9]{1,9}", raw) else None}
+            "case_id": int(raw) if re.fullmatch(r"[0-9]{1,9}", raw) else None,
+            "intake": intake.parse_filter(request.args.get("intake"), console().registry.fields)}
+
+
+def _queue(filters: dict[str, Any]) -> list[queries.Row]:
+    """The queue's rows with their intake answers opened (and urgent ones overdue sooner)."""
+    c = console()
+    return queries.queue(c.db, user(), now(), c.policy.reoffer_after, vault=c.vault,
+                         urgent_after=c.policy.urgent_reoffer_after, **filters)
 
 
 def _line(field: str, longest: int) -> str:
@@ -367,12 +379,13 @@ def _line(field: str, longest: int) -> str:
 def queue_page() -> str:
     c = console()
     filters = _filters()
-    rows = queries.queue(c.db, user(), now(), c.policy.reoffer_after, **filters)
+    rows = _queue(filters)
     figures = queries.counts(c.db, user(), now(), c.policy.reoffer_after)
     regions = sorted(r.name for r in c.registry.regions.regions)
     return render_template("queue.html", rows=rows, figures=figures, filters=filters,
                            regions=regions if user().supervisor else sorted(user().regions),
-                           languages=("ru", "uk", "en"))
+                           languages=("ru", "uk", "en"),
+                           intake_choices=intake.choices(c.registry.fields, g.locale))
 
 
 @bp.route("/cases/<int:case_id>")
@@ -402,7 +415,9 @@ def case_page(case_id: int) -> str:
                                   .where(Recording.id == case.recording_id)))
     # Each word of the transcript, marked when the model was less sure of it than LOW_CONFIDENCE.
     words = [(w, p < LOW_CONFIDENCE) for w, p in found.get("transcript_words") or []]
+    answers = intake.facts(found["intake"], c.registry.fields, g.locale)
     return render_template("case.html", case=found, notes=notes, outcomes=OUTCOMES, words=words,
+                           intake_facts=answers,
                            flag_texts=TRANSCRIPT_FLAGS,
                            operator=operator.name if operator else None, has_audio=has_audio,
                            caller_tz=case.caller_tz, outcome=case.outcome,
@@ -537,12 +552,12 @@ def close(case_id: int) -> WerkzeugResponse:
 
 @bp.route("/api/cases")
 def api_cases() -> Response:
-    c = console()
-    rows = queries.queue(c.db, user(), now(), c.policy.reoffer_after, **_filters())
+    rows = _queue(_filters())
     return jsonify([{"id": r.id, "status": r.status, "region": r.region, "language": r.language,
                      "created_at": r.created_at.isoformat(timespec="seconds"),
                      "callback_attempts": r.attempts, "operator_id": r.operator_id,
-                     "consent": r.consent, "callback_status": r.callback_status, "overdue": r.overdue}
+                     "consent": r.consent, "callback_status": r.callback_status, "overdue": r.overdue,
+                     "intake": dict(r.intake), "urgent": r.urgent}
                     for r in rows])
 
 

@@ -350,7 +350,7 @@ class _FlowReader:
                         doc.problem(vk, f"value `{value}` of {what} is not a valid name",
                                     "use letters, digits, `_` or `-`")
                         continue
-                    labels = self.labels(vv, f"the label of `{value}`")
+                    labels = self.labels(vv, f"the label of `{value}` in {what}")
                     if labels is not None:
                         values[value] = labels
                 if not listed and isinstance(entry["values"][1], MappingNode):

@@ -117,8 +117,8 @@ class FlowRegistry:
         with their labels: the console's tags and filters."""
         found: dict[str, Field] = {}
         for flow_id in sorted(self._snapshot.flows):
-            for name, field in self._snapshot.flows[flow_id].fields.items():
-                found.setdefault(name, field)
+            for name, declared in self._snapshot.flows[flow_id].fields.items():
+                found.setdefault(name, declared)
         return found
 
     def current(self, flow_id: str) -> Flow:

@@ -166,7 +166,8 @@ def test_an_urgent_case_is_first_in_the_queue_and_offered_on_sooner(desk: Desk) 
 
 
 def test_the_setting_is_read_and_checked(tmp_path: Path) -> None:
-    from ivr.config import ConfigError, load_settings
+    from ivr.config import load_settings
+    from ivr.errors import ConfigError
     from ivr.jobs import policy_for
 
     base = {"INSTANCE_DIR": str(tmp_path), "FLOWS_DIR": str(ROOT / "flows")}
@@ -188,3 +189,18 @@ def test_purging_a_case_removes_its_answers(desk: Desk) -> None:
     assert purge(desk.db, desk.vault, timedelta(days=30)) == 1
     case = desk.case(case_id)
     assert (case.intake, case.urgent) == (None, False)
+
+
+def test_a_flow_test_says_which_answer_was_not_kept() -> None:
+    """`keeps:` in a scenario reads the fields from the call state the hotline last gave."""
+    from ivr.engine import CallState
+    from ivr.scenarios import check
+    from ivr.standin import CallLog
+    from ivr.twiml import encode_state
+
+    state = CallState("hotline", "v1", "ask_callback", "ru", 0, (("topic", "surrender"), ("who", "front")))
+    log = CallLog(steps=["ask_callback"], last_action=f"https://h/twilio/step?s={encode_state(state)}&e=input")
+    assert check({"keeps": {"who": "front", "people": None}}, log) == []
+    assert check({"keeps": {"who": "relative", "company": "alone", "topic": None}}, log) == [
+        "kept `who` = `front`, not `relative`", "did not keep `company` (expected `alone`)",
+        "kept `topic` = `surrender`, but it was to be skipped"]

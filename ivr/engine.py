@@ -6,7 +6,7 @@ every decision can be tested as a table and replayed exactly: the same state and
 always give the same turn, which is what makes a webhook that Twilio delivers twice safe.
 
 A turn runs the automatic steps (say, set, language, branch, goto) until it reaches a step
-that waits (menu, record, transfer) or ends the call (hangup). The state it returns names
+that waits (menu, digits, record, transfer) or ends the call (hangup). The state it returns names
 that waiting step; the adapter hands it back with the caller's answer.
 """
 

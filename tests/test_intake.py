@@ -149,6 +149,12 @@ def test_an_urgent_case_is_first_in_the_queue_and_offered_on_sooner(desk: Desk) 
     later = queries.queue(desk.db, SUPERVISOR, t0 + timedelta(minutes=11), timedelta(minutes=30),
                           vault=desk.vault, urgent_after=timedelta(minutes=10))
     assert [(r.id, r.overdue) for r in later] == [(front, True), (plain, False)]
+    figures = queries.counts(desk.db, SUPERVISOR, t0 + timedelta(minutes=11), timedelta(minutes=30),
+                             timedelta(minutes=10))
+    assert figures["overdue"] == 1
+    figures = queries.counts(desk.db, SUPERVISOR, t0 + timedelta(minutes=31), timedelta(minutes=30),
+                             timedelta(minutes=10))
+    assert figures["overdue"] == 2  # each counted once
     # The filter by an answer finds the case, and only it.
     relatives = queries.queue(desk.db, SUPERVISOR, t0, timedelta(minutes=30), vault=desk.vault,
                               intake=("who", "relative"))

@@ -380,7 +380,7 @@ def queue_page() -> str:
     c = console()
     filters = _filters()
     rows = _queue(filters)
-    figures = queries.counts(c.db, user(), now(), c.policy.reoffer_after)
+    figures = queries.counts(c.db, user(), now(), c.policy.reoffer_after, c.policy.urgent_reoffer_after)
     regions = sorted(r.name for r in c.registry.regions.regions)
     return render_template("queue.html", rows=rows, figures=figures, filters=filters,
                            regions=regions if user().supervisor else sorted(user().regions),
@@ -705,4 +705,5 @@ def _svg(dot_source: str) -> str | None:
 def dashboard() -> str:
     c = console()
     return render_template("dashboard.html",
-                           figures=queries.dashboard(c.db, user(), now(), c.policy.reoffer_after))
+                           figures=queries.dashboard(c.db, user(), now(), c.policy.reoffer_after,
+                                                     c.policy.urgent_reoffer_after))

@@ -58,6 +58,7 @@ class Policy:
     retry_minutes: tuple[int, ...] = (15, 60, 240)  # waits after the 1st, 2nd, 3rd failed try
     reoffer_after: timedelta = timedelta(minutes=30)
     ring_timeout: int = 25  # seconds the operator's phone rings
+    urgent_reoffer_after: timedelta = timedelta(minutes=10)  # URGENT_REOFFER_MINUTES
 
     @property
     def max_attempts(self) -> int:
@@ -243,16 +244,20 @@ def reoffer_due(db: Database, policy: Policy, now: datetime | None = None) -> li
     it was offered to); with nobody left it is unassigned and escalated. An unassigned case
     has nobody to wait for: it is taken up at the first tick someone can take it (however
     recently it was filed), oldest first, each taking a place of the operators' capacity, and
-    without telling supervisors again meanwhile. REOFFER_MINUTES is only for assigned cases.
+    without telling supervisors again meanwhile. REOFFER_MINUTES is only for assigned cases;
+    an urgent one (an intake answer such as "at the front") waits URGENT_REOFFER_MINUTES, and
+    urgent cases take up places first.
     """
     now = now or utcnow()
     cutoff = now - policy.reoffer_after
+    urgent_cutoff = now - min(policy.urgent_reoffer_after, policy.reoffer_after)
     with db.session() as s:
         rows = s.execute(select(Case.id, Case.operator_id, Case.offered_to, Case.region,
                                 Case.language).where(
             Case.status == "routed", Case.acted_at.is_(None),
-            Case.operator_id.is_(None) | (Case.assigned_at <= cutoff))
-            .order_by(Case.created_at, Case.id)).all()
+            Case.operator_id.is_(None) | (Case.assigned_at <= cutoff)
+            | (Case.urgent.is_(True) & (Case.assigned_at <= urgent_cutoff)))
+            .order_by(Case.urgent.desc(), Case.created_at, Case.id)).all()
     again: list[int] = []
     # Within one tick places only fill up: once nobody can take a region's cases in a language,
     # the older case's answer stands for the younger ones (a backlog of thousands in a region

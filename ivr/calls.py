@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
+from typing import Any
 
 from ivr import engine
 from ivr.callbacks import Done, OperatorLeg
@@ -211,6 +212,20 @@ class CallHandler:
             # Not kept means no callback: the safe side. The caller still hears the flow.
             log.exception("could not store the callback consent of call %s", params["CallSid"][:64])
 
+    def _intake(self, state: CallState | None) -> dict[str, Any]:
+        """The flow's declared fields the call carries (answers it allows only), and whether
+        one is urgent, by the call's own flow version (the registry keeps past versions)."""
+        if state is None:
+            return {}
+        try:
+            fields = self.registry.get(state.flow, state.version).fields
+        except Exception:
+            log.warning("flow %s@%s unknown: the message is kept without its intake answers",
+                        state.flow[:64], state.version[:16])
+            return {}
+        kept = {k: v for k, v in state.variables if k in fields and fields[k].allows(v)}
+        return {"intake": kept, "urgent": any(v in fields[k].urgent for k, v in kept.items())}
+
     def _report(self, params: Params, state: CallState | None, status: str,
                 language: str = "") -> bool:
         """Hand a reported recording to the voicemail desk; never fail the webhook for it.
@@ -239,6 +254,7 @@ class CallHandler:
                 flow=state.flow if state else "", flow_version=state.version if state else "",
                 step=state.step if state else "", language=state.language if state else language,
                 consent=(state.var(CONSENT_VARIABLE) or "") if state else "",
+                **self._intake(state),
             ))
         except Exception:
             # The recording stays at Twilio, where the housekeeper's listing finds it.

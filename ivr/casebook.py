@@ -2,8 +2,9 @@
 
 One home for what a case looks like outside the database, so the CLI and the console show
 the same fields with the same names (`ivr cases list --json` is read by other tools: keep the
-JSON fields stable). Listing never decrypts anything; showing one case decrypts its
-transcript for the reader and writes who read it into the audit log in the same transaction.
+JSON fields stable). Listing decrypts nothing but the caller's intake answers (short keypad
+codes the console's queue shows too); showing one case decrypts its transcript for the
+reader and writes who read it into the audit log in the same transaction.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def _failures(s: Any, ids: list[int]) -> dict[int, datetime]:
 
 
 def _summary(case: Case, rec: Recording | None, repeat: int,
-             failed_at: datetime | None = None) -> dict[str, Any]:
+             failed_at: datetime | None = None, intake: dict[str, str] | None = None) -> dict[str, Any]:
     return {
         "id": case.id,
         "status": case.status,
@@ -103,6 +104,10 @@ def _summary(case: Case, rec: Recording | None, repeat: int,
         "reoffers": case.reoffers,
         "number_withheld": case.number is None and case.purged_at is None,
         "earlier_cases_from_same_number": repeat,
+        # The caller's keypad answers before the message (the flow's `fields:`, field name ->
+        # value: {"who": "front", "people": "3"}), and whether one made the case urgent.
+        "intake": intake or {},
+        "urgent": bool(case.urgent),
     }
 
 
@@ -122,8 +127,10 @@ def _repeats(db_session: Any, case: Case) -> int:
 
 
 def list_cases(db: Database, status: str | None = None, region: str | None = None,
-               limit: int = 500, transcription: str | None = None) -> list[dict[str, Any]]:
-    """Newest first; nothing decrypted, nothing about the caller but region and language.
+               limit: int = 500, transcription: str | None = None,
+               vault: Vault | None = None) -> list[dict[str, Any]]:
+    """Newest first; about the caller only region, language and (with `vault`) the intake
+    answers, opened for the rows listed.
 
     `transcription="failed"`: the cases whose words could not be had (no model, bad audio).
     """
@@ -140,7 +147,16 @@ def list_cases(db: Database, status: str | None = None, region: str | None = Non
             query = query.where(Case.region == region)
         rows = s.execute(query.order_by(Case.created_at.desc(), Case.id.desc()).limit(limit)).all()
         failures = _failures(s, [case.id for case, _rec in rows])
-        return [_summary(case, rec, _repeats(s, case), failures.get(case.id)) for case, rec in rows]
+        answers = _answers(vault, [case for case, _rec in rows]) if vault is not None else {}
+        return [_summary(case, rec, _repeats(s, case), failures.get(case.id), answers.get(case.id))
+                for case, rec in rows]
+
+
+def _answers(vault: Vault, cases: list[Case]) -> dict[int, dict[str, str]]:
+    """The intake answers of these cases (those whose key is gone have none)."""
+    opened = vault.open_many("intake", [(c.id, c.data_key_id, c.intake) for c in cases
+                                        if c.intake is not None])
+    return {case_id: json.loads(raw) for case_id, raw in opened.items()}
 
 
 def show_case(db: Database, vault: Vault, case_id: int, actor: str,
@@ -152,7 +168,8 @@ def show_case(db: Database, vault: Vault, case_id: int, actor: str,
         if case is None:
             return None
         rec = s.get(Recording, case.recording_id, options=[defer(Recording.audio)])  # not the audio
-        found = _summary(case, rec, _repeats(s, case), _failures(s, [case.id]).get(case.id))
+        found = _summary(case, rec, _repeats(s, case), _failures(s, [case.id]).get(case.id),
+                         _answers(vault, [case]).get(case.id))
         try:
             sealed = vault.open(case, "transcript")
             found["transcript"] = sealed.decode() if sealed is not None else None

@@ -444,9 +444,9 @@ def cases_list(status: str | None, region: str | None, untranscribed: bool, as_j
     """The cases, newest first (no caller data: `ivr cases show ID` for the transcript)."""
     from ivr.casebook import list_cases
 
-    db, _vault = _stores()
+    db, vault = _stores()
     rows = list_cases(db, status=status, region=region,
-                      transcription="failed" if untranscribed else None)
+                      transcription="failed" if untranscribed else None, vault=vault)
     if as_json:
         click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return

@@ -51,6 +51,7 @@ class Settings:
     callback_daytime: str = "09:00-21:00"
     callback_retry_minutes: tuple[int, ...] = (15, 60, 240)
     reoffer_minutes: int = 30
+    urgent_reoffer_minutes: int = 10  # an urgent case (an intake answer "at the front")
     transfer_ring_max: int = 3
     console_secret_key: str = ""  # CONSOLE_SECRET_KEY; never logged
     console_idle_minutes: int = 30
@@ -265,6 +266,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                                           "minutes separated by commas, e.g. 15,60,240")
     for name, key, default, low, high in (
         ("REOFFER_MINUTES", "reoffer_minutes", base.reoffer_minutes, 1, 10080),
+        ("URGENT_REOFFER_MINUTES", "urgent_reoffer_minutes", base.urgent_reoffer_minutes, 1, 10080),
         ("TRANSFER_RING_MAX", "transfer_ring_max", base.transfer_ring_max, 1, 10),
         ("CONSOLE_IDLE_MINUTES", "console_idle_minutes", base.console_idle_minutes, 1, 720),
         ("RECONCILE_MINUTES", "reconcile_minutes", base.reconcile_minutes, 1, 1440),

@@ -6,13 +6,13 @@ every decision can be tested as a table and replayed exactly: the same state and
 always give the same turn, which is what makes a webhook that Twilio delivers twice safe.
 
 A turn runs the automatic steps (say, set, language, branch, goto) until it reaches a step
-that waits (menu, record, transfer) or ends the call (hangup). The state it returns names
+that waits (menu, digits, record, transfer) or ends the call (hangup). The state it returns names
 that waiting step; the adapter hands it back with the caller's answer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -20,10 +20,12 @@ from ivr.errors import EngineError
 from ivr.flow import (
     Branch,
     Condition,
+    Digits,
     Flow,
     Goto,
     Hangup,
     Menu,
+    Option,
     Prompt,
     Record,
     Say,
@@ -173,8 +175,10 @@ def resume(flows: FlowLookup, state: CallState, given: CallInput, ctx: Context) 
         return _run(flows, flow, state, out, ctx, [])
     match step:
         case Menu():
-            target = _menu_choice(step, state, given)
-            if target is None:  # repeat, wrong key or silence: ask again
+            chosen = _menu_choice(step, state, given)
+            if chosen is None and step.skip and _skipped(given):
+                return _run(flows, flow, _at(state, step.skip), out, ctx, [])
+            if chosen is None:  # repeat, wrong key or silence: ask again
                 attempts = state.attempts
                 if given.event == NO_INPUT or not _is_repeat(step, given):
                     attempts += 1
@@ -185,7 +189,20 @@ def resume(flows: FlowLookup, state: CallState, given: CallInput, ctx: Context) 
                     if extra:
                         out += _speak(flow, state.language, extra)
                 return _run(flows, flow, replace(state, attempts=attempts), out, ctx, [])
-            return _run(flows, flow, _at(state, target), out, ctx, [])
+            return _run(flows, flow, _at(_kept(state, chosen.variables), chosen.next), out, ctx, [])
+        case Digits():
+            number = given.digits.rstrip("#") if given.event == DIGITS else ""
+            if not number:  # `#` alone or silence: skipped
+                return _run(flows, flow, _at(state, step.next), out, ctx, [])
+            field = flow.fields.get(step.field)
+            if field is not None and field.allows(number):
+                kept = _kept(state, {step.field: str(int(number))})
+                return _run(flows, flow, _at(kept, step.next), out, ctx, [])
+            if state.attempts + 1 > step.retries:  # still wrong: go on without it
+                return _run(flows, flow, _at(state, step.next), out, ctx, [])
+            if step.wrong_key:
+                out += _speak(flow, state.language, step.wrong_key)
+            return _run(flows, flow, replace(state, attempts=state.attempts + 1), out, ctx, [])
         case Record():
             if given.event == NO_RECORDING and step.on_empty:
                 return _run(flows, flow, _at(state, step.on_empty), out, ctx, [])
@@ -201,15 +218,29 @@ def _at(state: CallState, step: str) -> CallState:
     return replace(state, step=step, attempts=0)
 
 
+def _kept(state: CallState, values: Mapping[str, str]) -> CallState:
+    """The state with these variables set (a `set` step, a menu option's `set`, a number)."""
+    if not values:
+        return state
+    merged = dict(state.variables) | dict(values)
+    return replace(state, variables=tuple(sorted(merged.items())))
+
+
+def _skipped(given: CallInput) -> bool:
+    """Silence, or `#` alone (Twilio sends nothing for the finish key alone; some gateways
+    send the `#`)."""
+    return given.event == NO_INPUT or (given.event == DIGITS and not given.digits.strip("#"))
+
+
 def _is_repeat(step: Menu, given: CallInput) -> bool:
     return given.event == DIGITS and bool(step.repeat_key) and given.digits == step.repeat_key
 
 
-def _menu_choice(step: Menu, state: CallState, given: CallInput) -> str | None:
+def _menu_choice(step: Menu, state: CallState, given: CallInput) -> Option | None:
     if given.event == DIGITS:
         for option in step.options:
             if given.digits == option.key:
-                return option.next
+                return option
     elif given.event == SPEECH and given.speech:
         heard = given.speech.casefold()
         # The call's own language first; then any language's words, since a caller choosing
@@ -220,7 +251,7 @@ def _menu_choice(step: Menu, state: CallState, given: CallInput) -> str | None:
         ):
             for option in step.options:
                 if any(w.casefold() in heard for w in words(option)):
-                    return option.next
+                    return option
     return None
 
 
@@ -272,8 +303,7 @@ def _run(
                 if step.prompt:
                     out += _speak(flow, state.language, step.prompt)
             case SetVariables():
-                merged = dict(state.variables) | dict(step.values)
-                state = _at(replace(state, variables=tuple(sorted(merged.items()))), step.next)
+                state = _at(_kept(state, dict(step.values)), step.next)
             case Branch():
                 target = next(
                     (c.next for c in step.when if _matches(c, flow, state, ctx)), step.otherwise
@@ -296,6 +326,13 @@ def _run(
                 hints = tuple(w for o in step.options for w in o.words.get(state.language, ()))
                 finish = "" if "#" in step.menu_keys() else "#"
                 ask = AskKeys(prompt, step.num_digits, step.timeout, finish, speech, hints)
+                return Turn(tuple(out), ask, state, tuple(trace))
+            case Digits():
+                prompt = tuple(_speak(flow, state.language, step.prompt))
+                field = flow.fields.get(step.field)
+                width = len(str(field.high)) if field is not None else 4
+                # One key more than the longest number: Twilio then waits for the `#`.
+                ask = AskKeys(prompt, width + 1, step.timeout, "#")
                 return Turn(tuple(out), ask, state, tuple(trace))
             case Record():
                 out += _speak(flow, state.language, step.prompt)

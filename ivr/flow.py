@@ -104,6 +104,39 @@ class Hours:
 CONSENT_VARIABLE = "callback"
 CONSENTS = ("any", "day", "none")
 
+# The languages of the console (ivr/console/i18n.py): a field's labels are given in each.
+CONSOLE_LANGUAGES = ("uk", "en")
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """A caller's answer the hotline keeps on the case (a flow's `fields:`), sealed like the
+    transcript: one of `values` (each with its label per console language), or a whole
+    number from `low` to `high` (kept by a `digits` step). A value in `urgent` puts the case
+    at the top of the console's queue, with a shorter re-offer time."""
+
+    name: str
+    label: Mapping[str, str]  # console language -> what the console calls the field
+    values: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # value -> labels
+    low: int = 0
+    high: int = 0
+    urgent: frozenset[str] = frozenset()
+
+    @property
+    def number(self) -> bool:
+        return not self.values
+
+    def allows(self, value: str) -> bool:
+        if self.number:
+            return value.isascii() and value.isdigit() and self.low <= int(value) <= self.high
+        return value in self.values
+
+    def shown(self, value: str, language: str) -> str:
+        """The value as the console shows it: its label, or the number itself."""
+        labels = self.values.get(value)
+        return labels.get(language) or labels.get("en") or value if labels else value
+
+
 # --- steps -----------------------------------------------------------------------------
 
 
@@ -122,6 +155,7 @@ class Option:
     key: str
     next: str
     words: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    variables: Mapping[str, str] = field(default_factory=dict)  # `set:` kept when chosen
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +172,7 @@ class Menu:
     wrong_key: Prompt | None = None
     repeat_key: str | None = None
     speech: bool = False
+    skip: str | None = None  # `#` or silence go here at once (a question one may skip)
 
     @property
     def num_digits(self) -> int:
@@ -145,6 +180,24 @@ class Menu:
 
     def menu_keys(self) -> list[str]:
         return [o.key for o in self.options] + ([self.repeat_key] if self.repeat_key else [])
+
+
+@dataclass(frozen=True, slots=True)
+class Digits:
+    """Ask for a number on the keypad, ended by `#`, and keep it as a number field.
+
+    `#` alone or silence skips the question; a number outside the field's range is said to
+    be wrong (`wrong_key`) and asked again, `retries` times, then skipped: either way the
+    call goes on to `next`, so no answer here stands between a caller and the message.
+    """
+
+    name: str
+    prompt: Prompt
+    field: str
+    next: str
+    timeout: int = 6
+    retries: int = 1
+    wrong_key: Prompt | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,12 +275,13 @@ class Hangup:
     prompt: Prompt | None = None
 
 
-Step = Say | Menu | SetLanguage | Branch | SetVariables | Record | Transfer | Goto | Hangup
+Step = Say | Menu | Digits | SetLanguage | Branch | SetVariables | Record | Transfer | Goto | Hangup
 
 # The YAML `type:` of each step kind.
 STEP_TYPES: dict[str, type] = {
     "say": Say,
     "menu": Menu,
+    "digits": Digits,
     "language": SetLanguage,
     "branch": Branch,
     "set": SetVariables,
@@ -237,7 +291,19 @@ STEP_TYPES: dict[str, type] = {
     "hangup": Hangup,
 }
 # Steps that stop and wait for the caller (or for an operator's phone).
-WAITING: tuple[type, ...] = (Menu, Record, Transfer)
+WAITING: tuple[type, ...] = (Menu, Digits, Record, Transfer)
+
+
+def variables_set(step: Step) -> set[str]:
+    """The call variables a step may set (for the size of the call state)."""
+    match step:
+        case SetVariables():
+            return set(step.values)
+        case Menu():
+            return {k for o in step.options for k in o.variables}
+        case Digits():
+            return {step.field}
+    return set()
 
 
 def edges(step: Step) -> Iterator[tuple[str, str, bool]]:
@@ -253,6 +319,10 @@ def edges(step: Step) -> Iterator[tuple[str, str, bool]]:
             for o in step.options:
                 yield o.key, o.next, False
             yield "failure", step.on_failure, False
+            if step.skip:
+                yield "skip", step.skip, False
+        case Digits():
+            yield "number", step.next, False
         case Branch():
             for c in step.when:
                 label = f"{c.kind} {'/'.join(c.values)}"
@@ -282,6 +352,7 @@ class Flow:
     hours: Mapping[str, Hours] = field(default_factory=dict)
     source: str = ""  # the file it was loaded from, for messages
     title: str = ""
+    fields: Mapping[str, Field] = field(default_factory=dict)  # kept on the case
 
     def step(self, name: str) -> Step:
         return self.steps[name]
@@ -291,6 +362,7 @@ def mermaid(flow: Flow) -> str:
     """Draw a flow as a Mermaid flowchart, for editors (GitHub and most editors render it)."""
     shapes = {
         Menu: ('{{"', '"}}'),
+        Digits: ('{{"', '"}}'),
         Branch: ('{"', '"}'),
         Record: ('[("', '")]'),
         Transfer: ('[["', '"]]'),
@@ -319,7 +391,7 @@ def mermaid(flow: Flow) -> str:
 
 def dot(flow: Flow) -> str:
     """Draw a flow in Graphviz's language (`dot -Tsvg` makes a picture of it)."""
-    shapes = {Menu: "hexagon", Branch: "diamond", Record: "cylinder", Transfer: "box3d",
+    shapes = {Menu: "hexagon", Digits: "hexagon", Branch: "diamond", Record: "cylinder", Transfer: "box3d",
               Hangup: "oval", Goto: "cds"}
     lines = [f'digraph "{flow.id}" {{', "  rankdir=TB; node [fontname=Helvetica];",
              '  "__call" [label="call", shape=circle];', f'  "__call" -> "{flow.start}";']

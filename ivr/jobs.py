@@ -119,7 +119,8 @@ def policy_for(settings: Settings) -> callbacks.Policy:
     daytime = parse_daytime(settings.callback_daytime)
     assert daytime is not None  # checked by load_settings
     return callbacks.Policy(daytime, settings.callback_retry_minutes,
-                            timedelta(minutes=settings.reoffer_minutes))
+                            timedelta(minutes=settings.reoffer_minutes),
+                            urgent_reoffer_after=timedelta(minutes=settings.urgent_reoffer_minutes))
 
 
 def telephony_for(settings: Settings) -> callbacks.Telephony:

@@ -19,6 +19,9 @@ MAX_DEPTH = 20
 MAX_VALUES = 50_000
 MAX_PROBLEMS = 100  # problems listed per file (the rest are counted): a log line each, per reload
 MAX_PROMPT_CHARS = 4_000  # one language's words of one prompt
+MAX_FIELDS = 20  # fields a flow keeps on the case (`fields:`): each is a column of the queue
+MAX_FIELD_VALUES = 20  # values of one field: each is a key of a menu and a filter choice
+MAX_FIELD_NUMBER = 9999  # a number field's largest `max`: four keys on the keypad
 MAX_VARIABLE_CHARS = 100  # a `set` value: it travels in every action URL of the call
 # The most steps one answer to Twilio may walk: the engine stops a call that goes further
 # without waiting for the caller, and the loader refuses a flow where that can happen.

@@ -30,12 +30,15 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ivr.flow import (
     CONSENT_VARIABLE,
     CONSENTS,
+    CONSOLE_LANGUAGES,
     DEFAULT_LOCALES,
     STEP_TYPES,
     VOICES,
     WAITING,
     Branch,
     Condition,
+    Digits,
+    Field,
     Flow,
     Goto,
     Hangup,
@@ -55,6 +58,9 @@ from ivr.flow import (
     voices_for,
 )
 from ivr.limits import (
+    MAX_FIELD_NUMBER,
+    MAX_FIELD_VALUES,
+    MAX_FIELDS,
     MAX_FILE_BYTES,
     MAX_PROBLEMS,
     MAX_PROMPT_CHARS,
@@ -69,13 +75,14 @@ WEEKDAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 CONDITIONS = ("region", "country", "language", "withheld", "open", "closed", "variable")
 RESERVED_FILES = {"regions.yaml"}  # data files in FLOWS_DIR that are not flows
 
-FLOW_KEYS = {"id", "title", "languages", "default_language", "start", "hours", "steps"}
+FLOW_KEYS = {"id", "title", "languages", "default_language", "start", "hours", "fields", "steps"}
 STEP_KEYS: dict[str, tuple[set[str], set[str]]] = {  # type -> (required, optional)
     "say": ({"prompt", "next"}, {"pause"}),
     "menu": (
         {"prompt", "options", "on_failure"},
-        {"timeout", "retries", "no_input", "wrong_key", "repeat_key", "speech"},
+        {"timeout", "retries", "no_input", "wrong_key", "repeat_key", "speech", "skip"},
     ),
+    "digits": ({"prompt", "field", "next"}, {"timeout", "retries", "wrong_key"}),
     "language": ({"language", "next"}, {"prompt"}),
     "branch": ({"when", "otherwise"}, set()),
     "set": ({"variables", "next"}, set()),
@@ -109,6 +116,8 @@ class _FlowReader:
         self.languages: dict[str, Language] = {}
         self.hours: dict[str, Hours] = {}
         self.hours_names: set[str] = set()  # declared, even if their contents have mistakes
+        self.fields: dict[str, Field] = {}
+        self.field_names: set[str] = set()  # declared, even if their contents have mistakes
         self._broken = False  # a part of the current step was wrong (already reported)
         self.refs: list[tuple[str, Node]] = []  # step references to check
         self.hours_refs: list[tuple[str, Node]] = []
@@ -299,6 +308,128 @@ class _FlowReader:
         self.doc.problem(node, f"`{text}` is not a time span", "write it like 09:00-18:00")
         return None
 
+    def read_fields(self, node: Node) -> None:
+        """`fields:`: the answers kept on the case, each a choice of `values` or a `number`,
+        with labels in every console language."""
+        doc = self.doc
+        found = doc.mapping(node, "`fields`")
+        if found and len(found) > MAX_FIELDS:
+            doc.problem(node, f"the flow declares {len(found)} fields; a flow may keep at most "
+                        f"{MAX_FIELDS}", "keep only what an operator acts on")
+            return
+        self.field_names = set(found or {})
+        for name, (key_node, value_node) in (found or {}).items():
+            what = f"field `{name}`"
+            if not NAME.match(name):
+                doc.problem(key_node, f"field name `{name}` is not valid", "use letters, digits, `_` or `-`")
+                continue
+            if name == CONSENT_VARIABLE:
+                doc.problem(key_node, f"`{CONSENT_VARIABLE}` is the caller's callback consent, "
+                            "kept already", "give this field another name")
+                continue
+            entry = doc.mapping(value_node, what)
+            if entry is None:
+                continue
+            doc.keys(value_node, entry, {"label"}, {"values", "number", "urgent"}, what)
+            label = self.labels(entry["label"][1], f"the label of {what}") if "label" in entry else None
+            if ("values" in entry) == ("number" in entry):
+                doc.problem(value_node, f"{what} needs either `values` (the answers to choose "
+                            "from) or `number` (a whole number, with `min` and `max`)",
+                            "a menu's options keep `values`, a `digits` step keeps a `number`")
+                continue
+            values: dict[str, dict[str, str]] = {}
+            low = high = 0
+            if "values" in entry:
+                listed = doc.mapping(entry["values"][1], f"`values` of {what}") or {}
+                if len(listed) > MAX_FIELD_VALUES:
+                    doc.problem(entry["values"][1], f"{what} has {len(listed)} values; a field may "
+                                f"have at most {MAX_FIELD_VALUES}")
+                    continue
+                for value, (vk, vv) in listed.items():
+                    if not NAME.match(value) or len(value) > MAX_VARIABLE_CHARS:
+                        doc.problem(vk, f"value `{value}` of {what} is not a valid name",
+                                    "use letters, digits, `_` or `-`")
+                        continue
+                    labels = self.labels(vv, f"the label of `{value}` in {what}")
+                    if labels is not None:
+                        values[value] = labels
+                if not listed and isinstance(entry["values"][1], MappingNode):
+                    doc.problem(entry["values"][1], f"{what} has no values")
+                if len(values) < len(listed):
+                    continue
+            else:
+                bounds = doc.mapping(entry["number"][1], f"`number` of {what}")
+                if bounds is None:
+                    continue
+                doc.keys(entry["number"][1], bounds, {"min", "max"}, set(), f"`number` of {what}")
+                if not {"min", "max"} <= bounds.keys():
+                    continue
+                lo = doc.integer(bounds["min"][1], "`min`", 0, MAX_FIELD_NUMBER)
+                hi = doc.integer(bounds["max"][1], "`max`", 0, MAX_FIELD_NUMBER)
+                if lo is None or hi is None:
+                    continue
+                if lo > hi:
+                    doc.problem(bounds["min"][1], f"`min` of {what} is {lo}, more than its `max` {hi}")
+                    continue
+                low, high = lo, hi
+            urgent: set[str] = set()
+            if "urgent" in entry:
+                for item, item_node in self.items(entry["urgent"][1], "an urgent value"):
+                    if item not in values:
+                        doc.problem(item_node, f"`{item}` is not a value of {what}",
+                                    doc.guess(item, values) or ("a number field has no urgent values"
+                                    if not values else f"its values: {', '.join(values)}"))
+                    else:
+                        urgent.add(item)
+            if label is not None:
+                self.fields[name] = Field(name, label, values, low, high, frozenset(urgent))
+
+    def items(self, node: Node, what: str) -> list[tuple[str, Node]]:
+        """A single text or a list of texts, each with its node (for its position)."""
+        nodes = node.value if isinstance(node, SequenceNode) else [node]
+        return [(text, n) for n in nodes if (text := self.doc.string(n, what)) is not None]
+
+    def labels(self, node: Node, what: str) -> dict[str, str] | None:
+        """What the console calls a field or a value, in each of its languages."""
+        doc = self.doc
+        found = doc.mapping(node, f"{what} (one line per console language)")
+        if found is None:
+            return None
+        out: dict[str, str] = {}
+        for lang, (lk, lv) in found.items():
+            if lang not in CONSOLE_LANGUAGES:
+                doc.problem(lk, f"`{lang}` is not a language of the console",
+                            f"labels are in {', '.join(CONSOLE_LANGUAGES)}")
+                continue
+            text = doc.string(lv, f"{what} in `{lang}`")
+            if text and len(text) > MAX_VARIABLE_CHARS:
+                doc.problem(lv, f"{what} in `{lang}` is {len(text)} characters long; a label may "
+                            f"have at most {MAX_VARIABLE_CHARS}", "the queue shows it as a short tag")
+            elif text:
+                out[lang] = text
+        missing = [lang for lang in CONSOLE_LANGUAGES if lang not in found]
+        if missing:
+            doc.problem(node, f"{what} has no `{'`, `'.join(missing)}` version",
+                        f"the console shows it in {', '.join(CONSOLE_LANGUAGES)}: give each")
+            return None
+        return out if len(out) == len(CONSOLE_LANGUAGES) else None
+
+    def check_value(self, var: str, value: str | None, node: Node) -> bool:
+        """A value set for a declared field must be one it allows (reported if not)."""
+        field = self.fields.get(var)
+        if value is None or field is None:
+            return True
+        if field.allows(value):
+            return True
+        if field.number:
+            self.doc.problem(node, f"`{value}` is not a number from {field.low} to {field.high} "
+                             f"(field `{var}`)")
+        else:
+            self.doc.problem(node, f"`{value}` is not a value of field `{var}`",
+                             self.doc.guess(value, field.values)
+                             or f"its values: {', '.join(field.values)}")
+        return False
+
     # steps ------------------------------------------------------------------------------
     def ref(self, node: Node, what: str) -> str:
         name = self.doc.string(node, what) or ""
@@ -398,12 +529,34 @@ class _FlowReader:
                                     f"characters long; a value may have at most "
                                     f"{MAX_VARIABLE_CHARS}", "it travels in every step's URL")
                         values[var] = need(None)
-                    if var == CONSENT_VARIABLE and values[var] not in CONSENTS:
+                    if not self.check_value(var, values[var], value_node):
+                        values[var] = need(None)
+                    elif var == CONSENT_VARIABLE and values[var] not in CONSENTS:
                         doc.problem(value_node, f"`{CONSENT_VARIABLE}` is the caller's callback "
                                     f"consent: `{values[var]}` is not one of {', '.join(CONSENTS)}",
                                     doc.guess(values[var], CONSENTS) or "any (any time), day "
                                     "(daytime in their time zone) or none")
                 return SetVariables(name, values, self.ref(v["next"], "`next`"))
+            case "digits":
+                field = need(doc.name(v["field"], "`field`"))
+                declared = self.fields.get(field) if field else None
+                if field and declared is None and field not in self.field_names:
+                    doc.problem(v["field"], f"no field named `{field}`",
+                                doc.guess(field, self.field_names) or "declare it under `fields:`, "
+                                "with `number: {min: …, max: …}`")
+                    need(None)
+                elif declared is not None and not declared.number:
+                    doc.problem(v["field"], f"field `{field}` is a choice of values, not a number",
+                                "a `digits` step keeps a `number` field; a menu's options `set` a "
+                                "choice")
+                    need(None)
+                return Digits(
+                    name, need(self.prompt(v["prompt"], f"prompt of {what}")), field,
+                    self.ref(v["next"], "`next`"),
+                    need(doc.integer(v["timeout"], "`timeout`", 1, 60)) if "timeout" in v else 6,
+                    need(doc.integer(v["retries"], "`retries`", 0, 9)) if "retries" in v else 1,
+                    self._opt_prompt(v, "wrong_key", f"`wrong_key` of {what}"),
+                )
             case "record":
                 return Record(
                     name,
@@ -469,9 +622,10 @@ class _FlowReader:
             seen.add(key)
             if isinstance(value_node, MappingNode):
                 entry = doc.mapping(value_node, f"option `{key}`") or {}
-                doc.keys(value_node, entry, {"next"}, {"words"}, f"option `{key}`")
+                doc.keys(value_node, entry, {"next"}, {"words", "set"}, f"option `{key}`")
                 if "next" not in entry:
                     continue
+                kept = self.option_set(entry["set"][1], key) if "set" in entry else {}
                 words: dict[str, tuple[str, ...]] = {}
                 for lang, (wk, wv) in (
                     doc.mapping(entry["words"][1], "`words`") or {} if "words" in entry else {}
@@ -479,7 +633,7 @@ class _FlowReader:
                     if lang not in self.languages:
                         doc.problem(wk, f"`{lang}` is not a language of this flow")
                     words[lang] = doc.strings(wv, "a word")
-                options.append(Option(key, self.ref(entry["next"][1], "`next`"), words))
+                options.append(Option(key, self.ref(entry["next"][1], "`next`"), words, kept))
             else:
                 options.append(Option(key, self.ref(value_node, f"option `{key}`")))
         if not options and not found:
@@ -504,6 +658,10 @@ class _FlowReader:
                 "here is sent to Twilio's cloud speech recogniser",
                 "remove `speech: true` to keep this menu keypad-only", note=True,
             )
+        skip = self.ref(v["skip"], "`skip`") if "skip" in v else None
+        if skip and "#" in seen:
+            doc.problem(v["skip"], f"menu `{name}` has an option `#` and a `skip`",
+                        "`#` is the key that skips: take it out of the options")
         return Menu(
             name,
             need(self.prompt(v["prompt"], f"prompt of {what}")),
@@ -515,7 +673,32 @@ class _FlowReader:
             self._opt_prompt(v, "wrong_key", f"`wrong_key` of {what}"),
             repeat,
             speech,
+            skip,
         )
+
+    def option_set(self, node: Node, key: str) -> dict[str, str]:
+        """An option's `set:`: call variables (or fields) kept when the caller chooses it."""
+        doc = self.doc
+        out: dict[str, str] = {}
+        for var, (key_node, value_node) in (doc.mapping(node, f"`set` of option `{key}`") or {}).items():
+            if not NAME.match(var):
+                doc.problem(key_node, f"variable `{var}` is not a valid name")
+                self._need(None)
+                continue
+            value = self._need(doc.string(value_node, f"variable `{var}`"))
+            if value is not None and len(value) > MAX_VARIABLE_CHARS:
+                doc.problem(value_node, f"variable `{var}` is {len(value):,} characters long; a "
+                            f"value may have at most {MAX_VARIABLE_CHARS}", "it travels in every step's URL")
+                value = self._need(None)
+            if not self.check_value(var, value, value_node):
+                value = self._need(None)
+            elif var == CONSENT_VARIABLE and value not in CONSENTS:
+                doc.problem(value_node, f"`{CONSENT_VARIABLE}` is the caller's callback consent: "
+                            f"`{value}` is not one of {', '.join(CONSENTS)}")
+                value = self._need(None)
+            if value is not None:
+                out[var] = value
+        return out
 
     def branch(self, name: str, v: dict[str, Node]) -> Branch:
         doc = self.doc
@@ -631,6 +814,8 @@ def _parse_flow(
         reader.read_languages(top["languages"][1])
     if "hours" in top:
         reader.read_hours(top["hours"][1])
+    if "fields" in top:
+        reader.read_fields(top["fields"][1])
     steps: dict[str, Step] = {}
     steps_node = top["steps"][1] if "steps" in top else None
     if isinstance(steps_node, MappingNode) and len(steps_node.value) > MAX_STEPS:
@@ -688,6 +873,7 @@ def _parse_flow(
         hours=reader.hours,
         source=file,
         title=title or "",
+        fields=reader.fields,
     )
     return Parsed(file, flow, doc.problems, top["id"][1], reader.gotos, reader.step_nodes)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import lru_cache
 from typing import Any, NamedTuple
@@ -26,7 +26,7 @@ from sqlalchemy import func, literal, select, update
 from sqlalchemy.orm import Session
 
 from ivr.flow import Hours
-from ivr.reasons import Said, Told, Value, said
+from ivr.reasons import ENGLISH, Said, Told, Value, said
 from ivr.storage import AuditEntry, Case, ConsoleSession, Database, Operator, Vault, utcnow
 from ivr.voicemail import callback_status
 
@@ -87,6 +87,12 @@ class Candidate(NamedTuple):
     on_duty: bool
     open_cases: int
     last_assigned_at: datetime | None
+
+
+# Added to the route reason of an urgent case (an intake answer such as "at the front"; the
+# case's `urgent` column says the same as data). Not in the audit entry: the purge empties
+# the route reason, and the audit log keeps its details.
+URGENT_REASON = ENGLISH["route-urgent"]  # said after the route reason of an urgent case
 
 
 @dataclass(frozen=True, slots=True)
@@ -425,7 +431,7 @@ def assign_case(db: Database, case_id: int, now: datetime | None = None, actor: 
         with db.session() as s:
             found = s.execute(select(Case.region, Case.language, Case.status, Case.operator_id,
                                      Case.consent, Case.number.is_not(None).label("has_number"),
-                                     Case.callback_status).where(Case.id == case_id)).first()
+                                     Case.callback_status, Case.urgent).where(Case.id == case_id)).first()
             if found is None:
                 raise OperatorError(f"no case #{case_id}")
             region, language = found.region or "", found.language or ""
@@ -435,8 +441,11 @@ def assign_case(db: Database, case_id: int, now: datetime | None = None, actor: 
         # writes fails at once when another process wrote meanwhile), and only if the case
         # did not change hands in between; else the rule runs again.
         is_open = found.status in OPEN_STATUSES
-        values: dict[str, Any] = {"operator_id": choice.operator_id, "route_reason": choice.reason[:300],
-                                  "route_reason_data": choice.said.dumps(),
+        said_why = (replace(choice.said, parts=(*choice.said.parts, ("; ", "route-urgent")))
+                    if found.urgent else choice.said)
+        values: dict[str, Any] = {"operator_id": choice.operator_id,
+                                  "route_reason": said_why.english()[:300],
+                                  "route_reason_data": said_why.dumps(),
                                   "assigned_at": now, "notified_at": None, "acted_at": None}
         if found.status != "closed":
             values.update(status="routed", routed_at=now)

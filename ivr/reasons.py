@@ -35,6 +35,7 @@ ENGLISH: dict[str, str] = {
     "route-chose": "chose %(name)s (%(open)s open case(s), least loaded)",
     "route-chose-tie": "chose %(name)s (%(open)s open case(s), least loaded, longest since a case)",
     "route-unassigned": "unassigned, escalated to supervisors",
+    "route-urgent": "urgent (caller's answer): first in the queue, re-offered sooner",  # said last
     "took-to-call-back": "took the case to call back (%(name)s)",
     "reassigned-by-supervisor": "reassigned by a supervisor (%(name)s)",
     "reassigned-to": "to operator %(operator)s",  # then why (a code of its own)
@@ -104,7 +105,8 @@ class Said:
     @property
     def outcome(self) -> str:
         """The code that says what came of it: the last part's (route-chose, route-unassigned)."""
-        return self.parts[-1][1] if self.parts else self.code
+        codes = [code for _sep, code in self.parts if code != "route-urgent"]
+        return codes[-1] if codes else self.code
 
     def english(self) -> str:
         return self.render(lambda text: text, lambda _key, value: str(value))

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ivr.errors import FlowNotServed
-from ivr.flow import Flow
+from ivr.flow import Field, Flow
 from ivr.limits import MAX_FILE_BYTES
 from ivr.loader import Parsed, flow_files, load_set, parse_flow
 from ivr.routing import DEFAULT, Regions, load_regions
@@ -110,6 +110,16 @@ class FlowRegistry:
     @property
     def problems(self) -> list[Problem]:
         return list(self._snapshot.problems)
+
+    @property
+    def fields(self) -> dict[str, Field]:
+        """The fields the served flows keep on cases (the first flow to declare a name wins),
+        with their labels: the console's tags and filters."""
+        found: dict[str, Field] = {}
+        for flow_id in sorted(self._snapshot.flows):
+            for name, declared in self._snapshot.flows[flow_id].fields.items():
+                found.setdefault(name, declared)
+        return found
 
     def current(self, flow_id: str) -> Flow:
         if self._watcher is None:

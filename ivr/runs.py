@@ -16,6 +16,7 @@ from yaml.nodes import Node
 
 from ivr.flow import (
     Branch,
+    Digits,
     Flow,
     Goto,
     Hangup,
@@ -27,6 +28,7 @@ from ivr.flow import (
     SetVariables,
     Step,
     Transfer,
+    variables_set,
 )
 from ivr.limits import (
     ANSWER_BYTES,
@@ -59,6 +61,8 @@ def _step_bytes(step: Step) -> int:
                         for o in step.options for ws in o.words.values() for w in ws)
             extra = max(_prompt_bytes(step.no_input), _prompt_bytes(step.wrong_key))
             return _prompt_bytes(step.prompt) + extra + hints
+        case Digits():
+            return _prompt_bytes(step.prompt) + _prompt_bytes(step.wrong_key)
         case SetLanguage() | Record() | Transfer() | Hangup():
             return _prompt_bytes(step.prompt)
     return 0
@@ -66,10 +70,7 @@ def _step_bytes(step: Step) -> int:
 
 def state_bytes(sets: Mapping[str, Mapping[str, Step]]) -> int:
     """The longest call state (JSON, then base64) that the action URLs may carry."""
-    names = {
-        k for steps in sets.values() for s in steps.values() if isinstance(s, SetVariables)
-        for k in s.values
-    }
+    names = {k for steps in sets.values() for s in steps.values() for k in variables_set(s)}
     raw = 200 + sum(len(n) + 6 * MAX_VARIABLE_CHARS + 8 for n in names)
     return -(-raw * 4 // 3)
 

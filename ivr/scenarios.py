@@ -12,21 +12,24 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import yaml
 from flask import Flask
 from yaml.nodes import MappingNode, SequenceNode
 
 from ivr.config import Settings
+from ivr.errors import StateError
 from ivr.limits import MAX_FILE_BYTES
 from ivr.standin import CallLog, FlaskTransport, Phone, ScriptedCaller
+from ivr.twiml import decode_state
 from ivr.yamldoc import Doc, compose, did_you_mean, read_file
 
 # Flow tests always have an operator phone to ring, whatever TRANSFER_NUMBERS says here;
 # whether it answers is up to the scenario (`answer`, `busy`, `no-answer` in `press`).
 TEST_OPERATOR = "+15005550001"
 # `operators: none` runs a scenario with nobody on duty (no operator phone to ring).
-SCENARIO_KEYS = {"name", "from", "at", "press", "hears", "not_hears", "ends_at", "ended", "visits",
+SCENARIO_KEYS = {"name", "from", "at", "press", "hears", "not_hears", "ends_at", "ended", "visits", "keeps",
                  "operators"}
 
 
@@ -157,6 +160,27 @@ def check(spec: dict[str, Any], log: CallLog) -> list[str]:
     for step in _texts(spec.get("visits")):
         if step not in log.steps:
             problems.append(f"never visited step `{step}` (visited: {', '.join(log.steps)})")
+    if isinstance(spec.get("keeps"), dict):
+        problems += _kept(spec["keeps"], log)
+    return problems
+
+
+def _kept(keeps: dict[str, Any], log: CallLog) -> list[str]:
+    """`keeps: {who: front, people: 3, company: null}`: the call's fields (variables) as the
+    hotline last carried them; null for a question skipped."""
+    token = parse_qs(urlsplit(log.last_action).query).get("s", [""])[0]
+    try:
+        variables = dict(decode_state(token).variables) if token else {}
+    except StateError:
+        variables = {}
+    problems = []
+    for name, want in keeps.items():
+        got = variables.get(str(name))
+        if want is None and got is not None:
+            problems.append(f"kept `{name}` = `{got}`, but it was to be skipped")
+        elif want is not None and got != str(want):
+            problems.append(f"kept `{name}` = `{got}`, not `{want}`" if got is not None
+                            else f"did not keep `{name}` (expected `{want}`)")
     return problems
 
 

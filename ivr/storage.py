@@ -201,13 +201,20 @@ class Case(Base):
     callback_attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_callback_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     outcome: Mapped[str | None] = mapped_column(String(24))  # set by the operator (console)
+    # The caller's keypad answers (the flow's `fields:`), sealed JSON {field: value} like the
+    # transcript; `urgent` (in clear, for the queue's order and the re-offer clock) is set when
+    # an answer is one of its field's `urgent` values (the shipped hotline: "at the front").
+    intake: Mapped[bytes | None] = mapped_column(LargeBinary)
+    urgent: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 # The console's queue (ivr/console/queries.py, bench/console.py) with 100,000 open cases: its
 # order, so the first page is read from the index instead of sorting every visible case; and
 # what its figures and filters read, so they are counted from the index alone.
-Index("ix_cases_queue", Case.operator_id.is_not(None), Case.acted_at.is_not(None), Case.created_at.desc(),
-      Case.id.desc())
+Index("ix_cases_queue", Case.urgent.desc(), Case.operator_id.is_not(None), Case.acted_at.is_not(None),
+      Case.created_at.desc(), Case.id.desc())
+# The urgent cases (few): the queue's "overdue" figure counts those overdue sooner from it.
+Index("ix_cases_urgent", Case.assigned_at, postgresql_where=Case.urgent, sqlite_where=Case.urgent)
 Index("ix_cases_console", Case.status, Case.region, Case.language, Case.operator_id, Case.acted_at,
       Case.assigned_at, Case.callback_status, Case.next_callback_at)
 
@@ -637,6 +644,26 @@ class Vault:
 
     def seal(self, case: Case, field: str, value: bytes) -> bytes:
         return seal(self.key_of(case.data_key_id), value, f"case:{case.id}:{field}")
+
+    def open_many(self, field: str, sealed: Iterable[tuple[int, int, bytes]]) -> dict[int, bytes]:
+        """One sealed field of many cases, given as (case id, data key id, sealed value): the
+        key store is read once, not once per case (the console's queue shows a page of them).
+        Cases whose key was destroyed are left out."""
+        items = list(sealed)
+        with self.keys.session() as k:
+            keys = {key.id: key for key in k.scalars(
+                select(DataKey).where(DataKey.id.in_(sorted({key_id for _c, key_id, _v in items}))))}
+        out: dict[int, bytes] = {}
+        for case_id, key_id, value in items:
+            key = keys.get(key_id)
+            if key is None or key.wrapped is None:
+                continue
+            try:
+                plain = self._unwrap(key.wrapped, key.epoch_id, key.master_id)
+            except EpochRetired:
+                plain = self.key_of(key_id)  # re-wrapped meanwhile: read afresh
+            out[case_id] = unseal(plain, value, f"case:{case_id}:{field}")
+        return out
 
     def open(self, case: Case, field: str) -> bytes | None:
         sealed: bytes | None = getattr(case, field)

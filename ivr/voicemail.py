@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, delete, or_, select, update
@@ -67,6 +67,10 @@ class Reported:
     language: str = ""
     consent: str = ""  # the flow's `callback` variable when the message was recorded
     timezone: str = ""  # the caller's region's, for a daytime-only callback
+    # The flow's fields the caller answered before the message ({who: front}), and whether one
+    # of them is an urgent value: kept on the case (sealed; `urgent` in clear).
+    intake: Mapping[str, str] = field(default_factory=dict)
+    urgent: bool = False
 
 
 # Compiled once: the duplicate delivery is the common webhook (action + status callback).
@@ -121,11 +125,13 @@ def note_recording(db: Database, vault: Vault, r: Reported) -> int | None:
         case = Case(call_id=call.id, recording_id=rec.id, data_key_id=vault.new_key(),
                     language=r.language or call.language, region=r.caller.region,
                     country=r.caller.country, flow=r.flow or call.flow, step=r.step or None,
-                    consent=call.consent, caller_tz=r.timezone or None)
+                    consent=call.consent, caller_tz=r.timezone or None, urgent=r.urgent)
         s.add(case)
         s.flush()
         if r.number and not r.caller.withheld:
             _seal_number(vault, case, r.number)
+        if r.intake:
+            seal_intake(vault, case, r.intake)
         s.add(AuditEntry(actor="system", action="case-created", case_id=case.id))
         job = OutboxJob(job=PROCESS_RECORDING, target_id=rec.id)
         s.add(job)
@@ -212,6 +218,18 @@ def callback_status(consent: str | None, has_number: bool) -> str:
     """Before any attempt: "waiting" (for its operator to call back) or "none" (no consent,
     or no number to call)."""
     return "waiting" if consent in ("any", "day") and has_number else "none"
+
+
+def seal_intake(vault: Vault, case: Case, answers: Mapping[str, str]) -> None:
+    """The caller's keypad answers, sealed under the case's key like the transcript."""
+    case.intake = vault.seal(case, "intake", json.dumps(dict(sorted(answers.items()))).encode())
+
+
+def open_intake(vault: Vault, case: Case) -> dict[str, str]:
+    """The caller's keypad answers ({} when none were given or kept)."""
+    sealed = vault.open(case, "intake")
+    found = json.loads(sealed) if sealed is not None else {}
+    return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
 
 
 def _seal_number(vault: Vault, case: Case, number: str) -> None:
@@ -539,7 +557,8 @@ def purge(db: Database, vault: Vault, older_than: timedelta,
     of them anywhere opens again; so are the copies of the keys of empty messages dropped
     since the last run (Vault.discard), and their callers' hashes (a new number-hash key).
     The case row stays with its region, language, status and outcome (anonymous counts);
-    the number, audio, transcript and notes are removed, provider ids dropped, times kept to
+    the number, audio, transcript, intake answers (and `urgent`)
+    and notes are removed, provider ids dropped, times kept to
     the day and lengths to a bucket, so nothing leads back to the call. Calls whose cases
     are all purged are then deleted at Twilio (`forget_calls`), and so is a recording that
     was never deleted there (a download that failed for good keeps it at Twilio for a person
@@ -572,6 +591,7 @@ def purge(db: Database, vault: Vault, older_than: timedelta,
                 rec.reported_at = _day(rec.reported_at) or rec.reported_at
                 rec.stored_at, rec.deleted_at_provider = _day(rec.stored_at), _day(rec.deleted_at_provider)
             case.number = case.transcript = case.transcript_words = case.caller_hash = case.caller_tz = None
+            case.intake, case.urgent = None, False  # the answers, and the one kept in clear
             case.status_reason = case.route_reason = case.offered_to = None
             case.status_reason_data = case.route_reason_data = None
             for name in CASE_TIMES:

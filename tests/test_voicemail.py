@@ -553,13 +553,13 @@ def test_ivr_call_in_process_leaves_a_voicemail_from_a_wav_file(tmp_path: Path, 
            "DATABASE_URL": f"sqlite:///{tmp_path / 'call.db'}", "REDIS_URL": "redis://127.0.0.1:1/0",
            "IVR_DOTENV": "/nonexistent", "TWILIO_API_BASE": ""}
     runner = CliRunner()
-    result = runner.invoke(cli, ["call", "--press", "3,3,#", "--voicemail", str(wav)], env=env)
+    result = runner.invoke(cli, ["call", "--press", "3,3,#,#,#", "--voicemail", str(wav)], env=env)
     assert result.exit_code == 0, result.output
     assert ("Voicemail filed as case #1: transcription done, region russia, language en, "
             "unassigned, escalated to supervisors") in result.output
     shown = runner.invoke(cli, ["cases", "show", "1", "--json"], env=env)
     assert "surrender" in shown.output.lower()
-    missing = runner.invoke(cli, ["call", "--press", "3,3,#", "--voicemail", "nope.wav"], env=env)
+    missing = runner.invoke(cli, ["call", "--press", "3,3,#,#,#", "--voicemail", "nope.wav"], env=env)
     assert missing.exit_code == 1 and "--voicemail nope.wav: no such file" in missing.output
 
 
@@ -800,7 +800,8 @@ def test_a_recording_of_0_s_goes_to_on_empty_and_is_deleted_at_twilio(hotline: H
     the flow's words for an empty message (not "we have your message"); no case is made and
     the recording is deleted at Twilio."""
     app = create_app(hotline.settings.replace(flows_dir=ROOT / "flows"), clock=lambda: SUNDAY)
-    caller = ScriptedCaller(["3", "3", "#"], recording=faint_hiss(0.3))  # the shipped hotline
+    # The shipped hotline: English, a message, both intake questions skipped, # at the tone.
+    caller = ScriptedCaller(["3", "3", "#", "#", "#"], recording=faint_hiss(0.3))
     phone = Phone(FlaskTransport(app), hotline.settings.public_base_url, TOKEN,
                   hotline.settings.twilio_account_sid, hotline.settings.hotline_number, api=hotline.api)
     log = phone.call(NUMBER, caller)
@@ -859,7 +860,7 @@ def test_ivr_call_without_a_voicemail_says_nothing_and_files_nothing(tmp_path: P
     env = {"FLOWS_DIR": str(ROOT / "flows"), "INSTANCE_DIR": str(tmp_path / "instance"),
            "DATABASE_URL": f"sqlite:///{tmp_path / 'call.db'}", "REDIS_URL": "redis://127.0.0.1:1/0",
            "IVR_DOTENV": "/nonexistent", "TWILIO_API_BASE": ""}
-    result = CliRunner().invoke(cli, ["call", "--press", "3,3,#"], env=env)
+    result = CliRunner().invoke(cli, ["call", "--press", "3,3,#,#,#"], env=env)
     assert result.exit_code == 0, result.output
     assert "We did not hear a message" in result.output
     assert "May we call you back" not in result.output and "filed as case" not in result.output

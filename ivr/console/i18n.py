@@ -54,6 +54,14 @@ UK: dict[str, str] = {
     "Consent": "Згода",
     "Filter": "Показати",
     "Search by case number": "Пошук за номером справи",
+    # the caller's intake answers (ivr/console/intake.py; the answers' own labels are the flow's)
+    "Caller's answer": "Відповідь абонента",
+    "Caller's answers": "Відповіді абонента",
+    "The caller's answers are sealed: the filter looks through the newest 1,000 cases of this view.":
+        "Відповіді абонента зашифровані: фільтр переглядає 1000 найновіших справ цього списку.",
+    "Urgent: this case is first in the queue and goes to the next operator sooner if nobody acts on it.":
+        "Термінова: ця справа перша в черзі й раніше переходить до наступного оператора, якщо ніхто "
+        "нею не займеться.",
     "all": "усі",
     "Open cases of mine": "Мої відкриті справи",
     "Open in my regions": "Відкриті в моїх регіонах",
@@ -266,6 +274,8 @@ UK: dict[str, str] = {
     "chose %(name)s (%(open)s open case(s), least loaded, longest since a case)":
         "обрано: %(name)s (відкритих справ: %(open)s, найменше навантаження, найдовше без нової справи)",
     "unassigned, escalated to supervisors": "без оператора, передано супервізорам",
+    "urgent (caller's answer): first in the queue, re-offered sooner":
+        "термінова (за відповіддю абонента): перша в черзі, іншому оператору пропонується раніше",
     "took the case to call back (%(name)s)": "справу взято, щоб передзвонити (%(name)s)",
     "reassigned by a supervisor (%(name)s)": "передано супервізором (%(name)s)",
     "to operator %(operator)s": "операторові: %(operator)s",

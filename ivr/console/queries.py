@@ -6,8 +6,10 @@ the cases of their regions and those given to them; a supervisor or admin, all.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta, tzinfo
 from statistics import median
 from typing import Any
@@ -16,9 +18,12 @@ from sqlalchemy import ColumnElement, and_, false, func, or_, select
 
 from ivr.console.auth import User
 from ivr.operators import OPEN_STATUSES
-from ivr.storage import AuditEntry, Call, CallbackAttempt, Case, Database, Operator
+from ivr.storage import AuditEntry, Call, CallbackAttempt, Case, Database, Operator, Vault
 
 PAGE = 100
+# Intake answers are sealed, so a filter by one opens them: the newest this many cases of the
+# view are looked through (the plain `urgent` column needs no opening).
+INTAKE_SCAN = 1_000
 
 
 def visible(user: User) -> ColumnElement[bool]:
@@ -40,15 +45,26 @@ class Row:
     consent: str
     callback_status: str | None
     overdue: bool
+    urgent: bool = False
+    intake: Mapping[str, str] = field(default_factory=dict)  # the caller's answers, opened
 
 
 def queue(db: Database, user: User, now: datetime, reoffer_after: timedelta, *, show: str = "open",
           region: str | None = None, language: str | None = None, case_id: int | None = None,
-          limit: int = PAGE) -> list[Row]:
-    """Newest and most urgent first: unassigned, then not yet acted on, then the rest."""
+          limit: int = PAGE, vault: Vault | None = None, intake: tuple[str, str] | None = None,
+          urgent_after: timedelta | None = None) -> list[Row]:
+    """Urgent first (an intake answer such as "at the front"), then newest and most urgent:
+    unassigned, then not yet acted on, then the rest.
+
+    With `vault`, each row's intake answers are opened; `intake` (field, value) keeps the rows
+    with that answer, looked for among the newest INTAKE_SCAN cases of the view (sealed
+    answers cannot be searched by the database). An urgent case is overdue after
+    `urgent_after` (URGENT_REOFFER_MINUTES).
+    """
     query = (select(Case.id, Case.status, Case.region, Case.language, Case.created_at,
                     Case.callback_attempts, Case.operator_id, Case.consent, Case.callback_status,
-                    Case.acted_at, Case.assigned_at, Operator.name)
+                    Case.acted_at, Case.assigned_at, Case.urgent, Case.data_key_id, Case.intake,
+                    Operator.name)
              .outerjoin(Operator, Operator.id == Case.operator_id).where(visible(user)))
     if show == "open":
         query = query.where(Case.status.in_(OPEN_STATUSES))
@@ -62,22 +78,40 @@ def queue(db: Database, user: User, now: datetime, reoffer_after: timedelta, *, 
         query = query.where(Case.language == language)
     if case_id is not None:
         query = query.where(Case.id == case_id)
-    urgent = [Case.operator_id.is_not(None), Case.acted_at.is_not(None)] if show != "closed" else []
-    query = query.order_by(*urgent, Case.created_at.desc(), Case.id.desc()).limit(limit)
+    if intake is not None:
+        query = query.where(Case.intake.is_not(None))
+    urgent = ([Case.urgent.desc(), Case.operator_id.is_not(None), Case.acted_at.is_not(None)]
+              if show != "closed" else [])
+    query = query.order_by(*urgent, Case.created_at.desc(), Case.id.desc())
+    query = query.limit(INTAKE_SCAN if intake is not None else limit)
     cutoff = now - reoffer_after
+    urgent_cutoff = now - min(urgent_after or reoffer_after, reoffer_after)
     with db.session() as s:
-        return [Row(r.id, r.status, r.region, r.language, r.created_at, r.callback_attempts, r.name,
-                    r.operator_id, r.consent or "none", r.callback_status,
-                    r.status == "routed" and r.acted_at is None and r.assigned_at is not None
-                    and r.assigned_at <= cutoff)
-                for r in s.execute(query)]
+        found = s.execute(query).all()
+    answers: dict[int, dict[str, str]] = {}
+    if vault is not None:
+        opened = vault.open_many("intake", [(r.id, r.data_key_id, r.intake) for r in found
+                                            if r.intake is not None])
+        answers = {case_id: json.loads(raw) for case_id, raw in opened.items()}
+    if intake is not None:
+        name, value = intake
+        found = [r for r in found if answers.get(r.id, {}).get(name) == value][:limit]
+    return [Row(r.id, r.status, r.region, r.language, r.created_at, r.callback_attempts, r.name,
+                r.operator_id, r.consent or "none", r.callback_status,
+                r.status == "routed" and r.acted_at is None and r.assigned_at is not None
+                and r.assigned_at <= (urgent_cutoff if r.urgent else cutoff),
+                bool(r.urgent), answers.get(r.id, {}))
+            for r in found]
 
 
-def counts(db: Database, user: User, now: datetime, reoffer_after: timedelta) -> dict[str, int]:
+def counts(db: Database, user: User, now: datetime, reoffer_after: timedelta,
+           urgent_after: timedelta | None = None) -> dict[str, int]:
     """The figures at the top of the queue.
 
     Each is about open cases (overdue ones are routed), so only those are read: from the index
-    ix_cases_console alone, which holds every column read here (bench/console.py).
+    ix_cases_console alone, which holds every column read here (bench/console.py). Urgent
+    cases overdue sooner (`urgent_after`) are counted apart, from the small index of urgent
+    cases (ix_cases_urgent).
     """
     mine = Case.operator_id == user.id
     regions = Case.region.in_(sorted(user.regions)) if not user.supervisor else true_()
@@ -91,7 +125,14 @@ def counts(db: Database, user: User, now: datetime, reoffer_after: timedelta) ->
                    ).select_from(Case).where(Case.status.in_(OPEN_STATUSES), visible(user))
     with db.session() as s:
         row = s.execute(query).one()
-    return {name: int(getattr(row, name) or 0) for name in figures}
+        found = {name: int(getattr(row, name) or 0) for name in figures}
+        if urgent_after is not None and urgent_after < reoffer_after:
+            found["overdue"] += int(s.scalar(
+                select(func.count()).select_from(Case).where(
+                    Case.urgent, Case.assigned_at <= now - urgent_after,
+                    Case.assigned_at > now - reoffer_after, Case.status == "routed",
+                    Case.acted_at.is_(None), visible(user))) or 0)
+    return found
 
 
 def eligible(db: Database, everyone: bool = False) -> list[tuple[int, str]]:
@@ -114,7 +155,7 @@ def operators(db: Database) -> list[Operator]:
 
 
 def dashboard(db: Database, user: User, now: datetime, reoffer_after: timedelta,
-              tz: tzinfo = UTC) -> dict[str, Any]:
+              urgent_after: timedelta | None = None, tz: tzinfo = UTC) -> dict[str, Any]:
     """The figures of the dashboard, over the cases the user may see; hours and days are the
     reader's (`tz`): the 24 hours of their clock up to this one, the 14 days of their calendar."""
     local = now.astimezone(tz)
@@ -142,7 +183,7 @@ def dashboard(db: Database, user: User, now: datetime, reoffer_after: timedelta,
         waits = [(f - c).total_seconds() / 60 for c, f in s.execute(
             select(Case.created_at, first.c.first).join(first, first.c.case_id == Case.id)
             .where(seen, Case.created_at > month))]
-    figures = counts(db, user, now, reoffer_after)
+    figures = counts(db, user, now, reoffer_after, urgent_after)
     return {
         "hours": [((day + timedelta(hours=h)).astimezone(tz).strftime("%H:00"), hours.get(h, 0))
                   for h in range(24)],

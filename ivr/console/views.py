@@ -35,7 +35,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 
 from ivr.callbacks import NOTIFY, CallbackError, start_callback
 from ivr.casebook import CaseError, close_case, show_case
-from ivr.console import Console, queries
+from ivr.console import Console, intake, queries
 from ivr.console.auth import (
     AuthError,
     Throttled,
@@ -172,7 +172,11 @@ def headers(response: Response) -> Response:
 def helpers() -> dict[str, Any]:
     r = reader()
     return {"_": _, "me": getattr(g, "user", None), "locales": LOCALES, "r": r, "ago": r.age,
-            "safe_hours": r.safe_hours}
+            "safe_hours": r.safe_hours, "intake_tags": _intake_tags}
+
+
+def _intake_tags(answers: dict[str, str]) -> list[intake.Tag]:
+    return intake.tags(answers, console().registry.fields, getattr(g, "locale", "uk"))
 
 
 @bp.errorhandler(CSRFError)
@@ -370,7 +374,15 @@ def _filters() -> dict[str, Any]:
     return {"show": show if show in ("open", "closed", "mine", "all") else "open",
             "region": _word(request.args.get("region")),
             "language": _word(request.args.get("language")),
-            "case_id": int(raw) if re.fullmatch(r"[0-9]{1,9}", raw) else None}
+            "case_id": int(raw) if re.fullmatch(r"[0-9]{1,9}", raw) else None,
+            "intake": intake.parse_filter(request.args.get("intake"), console().registry.fields)}
+
+
+def _queue(filters: dict[str, Any]) -> list[queries.Row]:
+    """The queue's rows with their intake answers opened (and urgent ones overdue sooner)."""
+    c = console()
+    return queries.queue(c.db, user(), now(), c.policy.reoffer_after, vault=c.vault,
+                         urgent_after=c.policy.urgent_reoffer_after, **filters)
 
 
 def _line(field: str, longest: int) -> str:
@@ -382,12 +394,13 @@ def _line(field: str, longest: int) -> str:
 def queue_page() -> str:
     c = console()
     filters = _filters()
-    rows = queries.queue(c.db, user(), now(), c.policy.reoffer_after, **filters)
-    figures = queries.counts(c.db, user(), now(), c.policy.reoffer_after)
+    rows = _queue(filters)
+    figures = queries.counts(c.db, user(), now(), c.policy.reoffer_after, c.policy.urgent_reoffer_after)
     regions = sorted(r.name for r in c.registry.regions.regions)
     return render_template("queue.html", rows=rows, figures=figures, filters=filters,
                            regions=regions if user().supervisor else sorted(user().regions),
-                           languages=LANGUAGE_CODES)
+                           languages=LANGUAGE_CODES,
+                           intake_choices=intake.choices(c.registry.fields, g.locale))
 
 
 @bp.route("/cases/<int:case_id>")
@@ -417,10 +430,12 @@ def case_page(case_id: int) -> str:
                                   .where(Recording.id == case.recording_id)))
     # Each word of the transcript, marked when the model was less sure of it than LOW_CONFIDENCE.
     words = [(w, p < LOW_CONFIDENCE) for w, p in found.get("transcript_words") or []]
+    answers = intake.facts(found["intake"], c.registry.fields, g.locale)
     return render_template("case.html", case=found, notes=notes, outcomes=OUTCOMES, words=words,
                            timeline=reader().timeline(timeline), route_reason=case.route_reason_data,
                            status_reason=case.status_reason_data,
                            state=reader().state(case.status, operator.name if operator else None),
+                           intake_facts=answers,
                            flag_texts=TRANSCRIPT_FLAGS,
                            operator=operator.name if operator else None, has_audio=has_audio,
                            caller_tz=case.caller_tz, outcome=case.outcome,
@@ -556,12 +571,12 @@ def close(case_id: int) -> WerkzeugResponse:
 
 @bp.route("/api/cases")
 def api_cases() -> Response:
-    c = console()
-    rows = queries.queue(c.db, user(), now(), c.policy.reoffer_after, **_filters())
+    rows = _queue(_filters())
     return jsonify([{"id": r.id, "status": r.status, "region": r.region, "language": r.language,
                      "created_at": r.created_at.isoformat(timespec="seconds"),
                      "callback_attempts": r.attempts, "operator_id": r.operator_id,
-                     "consent": r.consent, "callback_status": r.callback_status, "overdue": r.overdue}
+                     "consent": r.consent, "callback_status": r.callback_status, "overdue": r.overdue,
+                     "intake": dict(r.intake), "urgent": r.urgent}
                     for r in rows])
 
 
@@ -712,7 +727,8 @@ def _svg(dot_source: str) -> str | None:
 @bp.route("/dashboard")
 def dashboard() -> str:
     c, r = console(), reader()
-    figures = queries.dashboard(c.db, user(), now(), c.policy.reoffer_after, r.tz)
+    figures = queries.dashboard(c.db, user(), now(), c.policy.reoffer_after,
+                                 c.policy.urgent_reoffer_after, r.tz)
     for key, name in (("regions", r.region), ("call_regions", r.region), ("languages", r.language)):
         figures[key] = [(name(code if code != "?" else None), n) for code, n in figures[key]]
     return render_template("dashboard.html", figures=figures)

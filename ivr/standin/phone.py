@@ -238,6 +238,7 @@ class CallLog:
     requests: int = 0
     ended: str = ""  # hangup, end-of-document, caller-hangup, reject, error
     errors: list[str] = field(default_factory=list)
+    last_action: str = ""  # the last action URL the hotline gave (it carries the call state)
 
     def text(self) -> str:
         return "\n".join(h.text for h in self.heard if h.kind == "say")
@@ -432,6 +433,8 @@ class Phone:
         if root.tag != "Response":
             raise TwimlError(f"root element is <{root.tag}>, not <Response>")
         for el in root.iter():
+            if el.get("action"):
+                log.last_action = el.get("action", "")
             if el is not root and el.tag not in KNOWN_VERBS | {"Number", "Client", "Conference"}:
                 raise TwimlError(f"unknown verb <{el.tag}>")
             if el.tag == "Say":

@@ -46,7 +46,20 @@ DIAL_OUTCOMES = {"completed": ANSWERED, "answered": ANSWERED, "busy": "busy",
 
 
 class CallbackError(Exception):
-    """A callback that must not happen now, said in one line for the operator."""
+    """A callback that must not happen now, said in one line for the operator.
+
+    `text` is the English for operators with `%(name)s` places filled from `params` (the
+    console translates it: ivr/console/i18n.py); str() prefixes the case for the terminal
+    and the log. `code` names the refusal for code that acts on it (`unassigned`).
+    """
+
+    def __init__(self, case_id: int, text: str, code: str = "", **params: object) -> None:
+        self.case_id, self.text, self.code, self.params = case_id, text, code, params
+        super().__init__(f"case {case_id}: {text % params}")
+
+    def words(self, translate: Callable[[str], str]) -> str:
+        """The refusal in the reader's language."""
+        return translate(self.text) % self.params
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,20 +301,21 @@ def start_callback(db: Database, vault: Vault, tel: Telephony, base_url: str, po
     with db.session() as s:
         case = s.get(Case, case_id)
         if case is None:
-            raise CallbackError(f"no case #{case_id}")
+            raise CallbackError(case_id, "there is no such case", "missing")
         if case.status == "closed":
-            raise CallbackError(f"case {case_id} is closed")
+            raise CallbackError(case_id, "the case is closed", "closed")
         if case.consent not in ("any", "day"):
-            raise CallbackError(f"case {case_id}: the caller did not agree to a callback")
+            raise CallbackError(case_id, "the caller did not agree to a callback", "consent")
         if case.number is None:
-            raise CallbackError(f"case {case_id}: the caller's number was withheld")
+            raise CallbackError(case_id, "the caller's number was withheld", "withheld")
         if case.operator_id is None:
-            raise CallbackError(f"case {case_id} has no operator: assign it first "
-                                f"(`ivr cases assign {case_id}`)")
+            raise CallbackError(case_id, "the case has no operator yet: take it or assign it first",
+                                "unassigned")
         if case.callback_status == "calling":
-            raise CallbackError(f"case {case_id}: a callback is ringing now")
+            raise CallbackError(case_id, "a callback is ringing now", "calling")
         if case.callback_status == "gave_up":
-            raise CallbackError(f"case {case_id}: gave up after {case.callback_attempts} attempts")
+            raise CallbackError(case_id, "gave up after %(attempts)s attempts", "gave_up",
+                                attempts=case.callback_attempts)
         tz = case.caller_tz or "UTC"
         if not in_window(case.consent, tz, now, policy.daytime):
             opens = next_in_window(case.consent, tz, now, policy.daytime)
@@ -312,8 +326,10 @@ def start_callback(db: Database, vault: Vault, tel: Telephony, base_url: str, po
                              detail=f"outside the caller's window ({window})"))
             later = opens.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M")
     if later:  # committed: the housekeeper places it when the window opens
-        raise CallbackError(f"case {case_id}: outside the caller's safe hours ({window}); "
-                            f"scheduled for {later} their time")
+        raise CallbackError(case_id, "outside the caller's safe hours (daytime %(hours)s, %(tz)s); "
+                            "scheduled for %(when)s their time", "scheduled",
+                            hours=f"{_hhmm(policy.daytime[0])}-{_hhmm(policy.daytime[1])}", tz=tz,
+                            when=later)
     with db.session() as s:
         case = s.get(Case, case_id)
         assert case is not None and case.operator_id is not None
@@ -335,7 +351,10 @@ def start_callback(db: Database, vault: Vault, tel: Telephony, base_url: str, po
         sid = tel.place_call(operator_number, answer, status, policy.ring_timeout)
     except ProviderError as exc:
         finish(db, policy, attempt_id, "operator-failed", now)
-        raise CallbackError(f"case {case_id}: the call could not be placed ({exc})") from None
+        log.warning("callback attempt %s for case %s could not be placed (HTTP %s, Twilio code %s)",
+                    attempt_id, case_id, exc.status, exc.code)
+        raise CallbackError(case_id, "the call to your phone could not be placed: try again in a "
+                            "few minutes", "failed") from None
     with db.session() as s:
         found = s.get(CallbackAttempt, attempt_id)
         assert found is not None

@@ -66,6 +66,7 @@ class Reported:
     language: str = ""
     consent: str = ""  # the flow's `callback` variable when the message was recorded
     timezone: str = ""  # the caller's region's, for a daytime-only callback
+    path: tuple[str, ...] = ()  # what the caller did before the message (CallState.path)
 
 
 # Compiled once: the duplicate delivery is the common webhook (action + status callback).
@@ -125,6 +126,8 @@ def note_recording(db: Database, vault: Vault, r: Reported) -> int | None:
         s.flush()
         if r.number and not r.caller.withheld:
             _seal_number(vault, case, r.number)
+        if r.path:  # the topic is in it: sealed like the words
+            case.path = vault.seal(case, "path", json.dumps(list(r.path)).encode())
         s.add(AuditEntry(actor="system", action="case-created", case_id=case.id))
         job = OutboxJob(job=PROCESS_RECORDING, target_id=rec.id)
         s.add(job)
@@ -541,6 +544,7 @@ def purge(db: Database, vault: Vault, older_than: timedelta,
                 rec.reported_at = _day(rec.reported_at) or rec.reported_at
                 rec.stored_at, rec.deleted_at_provider = _day(rec.stored_at), _day(rec.deleted_at_provider)
             case.number = case.transcript = case.transcript_words = case.caller_hash = case.caller_tz = None
+            case.path = None
             case.status_reason = case.route_reason = case.offered_to = None
             for name in CASE_TIMES:
                 setattr(case, name, _day(getattr(case, name)))

@@ -169,6 +169,91 @@ UK: dict[str, str] = {
     "answered": "відповів",
     "gave_up": "припинено",
     "none": "немає",
+    # Actions that cannot go wrong by one click (issue 12)
+    "— choose —": "— оберіть —",
+    "Choose an outcome first: nothing was saved.": "Спершу оберіть результат: нічого не збережено.",
+    "Why is it closed?": "Чому справу закрито?",
+    "I understand: %(days)s days after closing, the recording, the transcript, the notes and the "
+    "caller's number are destroyed for good. Until then the case can be reopened.":
+        "Я розумію: через %(days)s дн. після закриття запис, розшифровку, нотатки й номер абонента "
+        "буде знищено назавжди. Доти справу можна відкрити знову.",
+    "Say why the case is closed: it was not closed.":
+        "Напишіть, чому справу закрито: її не закрито.",
+    "Tick the box to confirm that the case's data will be destroyed: it was not closed.":
+        "Поставте позначку, що ви розумієте: дані справи буде знищено. Справу не закрито.",
+    "The case was already closed.": "Справа вже була закрита.",
+    "The case is closed.": "Справу закрито.",
+    "Closed: its data is destroyed %(days)s days after closing. Until then it can be reopened.":
+        "Закрита: її дані буде знищено через %(days)s дн. після закриття. Доти її можна відкрити знову.",
+    "Closed, and its data has been destroyed: it cannot be reopened.":
+        "Закрита, і її дані вже знищено: відкрити її знову не можна.",
+    "Why is it reopened?": "Чому справу відкрито знову?",
+    "Reopen case": "Відкрити справу знову",
+    "Say why the case is reopened: it was not reopened.":
+        "Напишіть, чому справу відкрито знову: її не відкрито.",
+    "Its data has been destroyed: the case cannot be reopened.":
+        "Дані справи вже знищено: відкрити її знову не можна.",
+    "The case is not closed.": "Справа не закрита.",
+    "The case is open again.": "Справу знову відкрито.",
+    "This case has no operator yet: whoever takes it calls the caller back.":
+        "У справи ще немає оператора: передзвонює той, хто її візьме.",
+    "Take this case": "Взяти справу",
+    "The case is yours now.": "Тепер це ваша справа.",
+    "You cannot take this case: it is not in your regions and languages. A supervisor can assign it.":
+        "Ви не можете взяти цю справу: вона не з ваших регіонів і мов. Її може призначити супервізор.",
+    "Someone else took this case a moment ago.": "Цю справу щойно взяв хтось інший.",
+    "The case could not be taken.": "Справу не вдалося взяти.",
+    "This case has no operator yet: take it or assign it to someone, then call back.":
+        "У справи ще немає оператора: візьміть її собі або призначте комусь, тоді передзвоніть.",
+    "Assign to": "Призначити",
+    "Assign": "Призначити",
+    "case closed": "закрита",
+    # Why a callback did not start (ivr/callbacks.py CallbackError)
+    "there is no such case": "такої справи немає",
+    "the case is closed": "справа закрита",
+    "the caller did not agree to a callback": "абонент не погодився на зворотний дзвінок",
+    "the caller's number was withheld": "номер абонента приховано",
+    "the case has no operator yet: take it or assign it first":
+        "у справи ще немає оператора: спершу візьміть її собі або призначте комусь",
+    "a callback is ringing now": "зворотний дзвінок уже триває",
+    "gave up after %(attempts)s attempts": "припинено після %(attempts)s спроб",
+    "outside the caller's safe hours (daytime %(hours)s, %(tz)s); scheduled for %(when)s their time":
+        "поза безпечним для абонента часом (удень %(hours)s, %(tz)s); дзвінок заплановано на "
+        "%(when)s за місцевим часом абонента",
+    "the call to your phone could not be placed: try again in a few minutes":
+        "не вдалося зателефонувати на ваш телефон: спробуйте ще раз за кілька хвилин",
+    # The caller's path (ivr/console/story.py)
+    "The caller's path": "Шлях абонента",
+    "This call's path through the menus was not kept (a call from before it was, or a message "
+    "left after a fault).":
+        "Шлях цього дзвінка меню не збережено (дзвінок, зроблений до того, як шлях почали "
+        "зберігати, або повідомлення, залишене після збою).",
+    "Chose the language: %(language)s.": "Обрано мову: %(language)s.",
+    "Did not choose a language; the menus spoke %(language)s.":
+        "Мову не обрано; меню звучало мовою: %(language)s.",
+    "Topic: %(topic)s.": "Тема: %(topic)s.",
+    "called up or mobilised": "призов або мобілізація",
+    "how to surrender safely": "як безпечно здатися в полон",
+    "Asked for an operator: was put through to one.": "Спроба з'єднатися з оператором: з'єднано.",
+    "Asked for an operator: operators were rung, nobody answered (busy).":
+        "Спроба з'єднатися з оператором: операторам дзвонили, ніхто не відповів (зайнято).",
+    "Asked for an operator: out of the operators' hours.":
+        "Спроба з'єднатися з оператором: поза робочими годинами операторів.",
+    "Asked for an operator: nobody was on duty.":
+        "Спроба з'єднатися з оператором: на зміні нікого не було.",
+    "Did not answer a menu (silence or wrong keys) and was taken on.":
+        "У меню не було відповіді (тиша або не ті кнопки), і дзвінок пішов далі.",
+    "Did not ask for an operator.": "Спроби з'єднатися з оператором не було.",
+    "Left a message of %(seconds)s s.": "Залишено повідомлення тривалістю %(seconds)s с.",
+    "Left a message.": "Залишено повідомлення.",
+    "Earlier cases from the same number": "Попередні справи з того самого номера",
+    "%(count)s in regions that are not yours": "%(count)s — у регіонах, які не ваші",
+}
+
+# The callers' languages named in the reader's own (the caller's path says which they chose).
+LANGUAGE_NAMES = {
+    "uk": {"ru": "російська", "uk": "українська", "en": "англійська"},
+    "en": {"ru": "Russian", "uk": "Ukrainian", "en": "English"},
 }
 
 MESSAGES = {"uk": UK, "en": {}}

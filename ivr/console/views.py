@@ -34,7 +34,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from ivr.callbacks import NOTIFY, CallbackError, describe_window, start_callback
-from ivr.casebook import CaseError, close_case, show_case
+from ivr.casebook import CaseError, close_case, earlier_cases, reopen_case, show_case
 from ivr.console import Console, queries
 from ivr.console.auth import (
     AuthError,
@@ -50,7 +50,8 @@ from ivr.console.auth import (
     qr_svg,
     start_session,
 )
-from ivr.console.i18n import LOCALES, translate
+from ivr.console.i18n import LANGUAGE_NAMES, LOCALES, translate
+from ivr.console.story import story
 from ivr.keys import CryptoError
 from ivr.operators import (
     MAX_ID,
@@ -60,7 +61,9 @@ from ivr.operators import (
     assign_case,
     edit_operator,
     may_change,
+    may_take,
     move_case,
+    take_case,
 )
 from ivr.storage import AuditEntry, Call, Case, Note, Operator, OutboxJob, Recording
 
@@ -76,6 +79,9 @@ TRANSCRIPT_FLAGS = {
     "repeated": "A phrase the model repeated over and over is kept once.",
 }
 OUTCOMES = ("helped", "information given", "surrender arranged", "no contact", "not relevant")
+# One listen is one audit entry: the browser fetches a recording in several byte ranges (and
+# again on a seek), so a user's requests for a case's audio within this long count as one.
+LISTEN = timedelta(minutes=10)
 # Where the language switch may send the user back to: a console path and its query, nothing
 # that a browser could read as another host or a header (no //, no \\, no control character).
 SAFE_NEXT = re.compile(r"/console/(?![/\\])[A-Za-z0-9/_.~%?=&+-]{0,500}")
@@ -377,6 +383,11 @@ def queue_page() -> str:
 
 @bp.route("/cases/<int:case_id>")
 def case_page(case_id: int) -> str:
+    return _case_view(case_id)
+
+
+def _case_view(case_id: int, error: str | None = None, reason: str = "") -> str:
+    """The case page; `error` (a refused action, said next to its form) and the reason typed."""
     c = console()
     _case(case_id)
     found = show_case(c.db, c.vault, case_id, actor=user().actor)
@@ -393,6 +404,7 @@ def case_page(case_id: int) -> str:
                 text = None
             notes.append({"at": note.at, "who": author.name if author else "?", "text": text})
         operator = s.get(Operator, case.operator_id) if case.operator_id else None
+        me = s.get(Operator, user().id)
         call = s.get(Call, case.call_id)
         if call is not None:  # the timeline starts with the call itself
             found["timeline"].insert(0, {"at": call.started_at.isoformat(timespec="seconds"),
@@ -402,11 +414,21 @@ def case_page(case_id: int) -> str:
                                   .where(Recording.id == case.recording_id)))
     # Each word of the transcript, marked when the model was less sure of it than LOW_CONFIDENCE.
     words = [(w, p < LOW_CONFIDENCE) for w, p in found.get("transcript_words") or []]
-    return render_template("case.html", case=found, notes=notes, outcomes=OUTCOMES, words=words,
-                           flag_texts=TRANSCRIPT_FLAGS,
-                           operator=operator.name if operator else None, has_audio=has_audio,
-                           caller_tz=case.caller_tz, outcome=case.outcome,
-                           eligible=queries.eligible(c.db) if user().supervisor else [])
+    earlier = earlier_cases(c.db, case_id)
+    # Links only to the cases the reader may open; the others are a count (the JSON and
+    # `ivr cases show` say as much: earlier_cases_from_same_number).
+    mine = [e for e in earlier if user().sees(e["region"]) or e["operator_id"] == user().id]
+    unassigned = case.operator_id is None and case.status != "closed"
+    return render_template(
+        "case.html", case=found, notes=notes, outcomes=OUTCOMES, words=words,
+        flag_texts=TRANSCRIPT_FLAGS, operator=operator.name if operator else None,
+        has_audio=has_audio, caller_tz=case.caller_tz, outcome=case.outcome,
+        eligible=queries.eligible(c.db) if user().supervisor else [], error=error, reason=reason,
+        retention_days=c.settings.retention_days, earlier=mine, hidden=len(earlier) - len(mine),
+        story=story(found.get("path"), case.language, found.get("recording_seconds"), _,
+                    LANGUAGE_NAMES.get(user().locale, LANGUAGE_NAMES["en"])),
+        may_take=unassigned and me is not None and may_take(me, case.region, case.language),
+        unassigned=unassigned, reopenable=case.status == "closed" and case.purged_at is None)
 
 
 @bp.route("/cases/<int:case_id>/audio")
@@ -422,7 +444,12 @@ def audio(case_id: int) -> Response:
             wav = None
     if wav is None:
         abort(404)
-    _audit("audio-played", case_id)
+    with c.db.session() as s:
+        heard = s.scalar(select(AuditEntry.id).where(
+            AuditEntry.case_id == case_id, AuditEntry.actor == user().actor,
+            AuditEntry.action == "audio-played", AuditEntry.at >= now() - LISTEN).limit(1))
+        if heard is None:  # the first request of this listen
+            s.add(AuditEntry(actor=user().actor, action="audio-played", case_id=case_id, at=now()))
     response = Response(wav, mimetype="audio/wav")
     response.headers["Content-Disposition"] = "inline"
     # Byte ranges: without them a browser cannot seek in the recording (it stays at 0:00).
@@ -436,7 +463,11 @@ def callback(case_id: int) -> WerkzeugResponse:
 
     c = console()
     case = _case(case_id)
-    if case.operator_id != user().id and not user().supervisor:
+    if case.operator_id is None and user().supervisor and case.status != "closed":
+        # The callback rings the case's operator: a supervisor takes it or names one first.
+        flash(_("This case has no operator yet: take it or assign it to someone, then call back."))
+        return redirect(url_for("console.case_page", case_id=case_id))
+    if case.operator_id != user().id and not user().supervisor and case.status != "closed":
         # The callback rings the case's operator: take the case first.
         _reassign(case_id, user().id, "took the case to call back")
     if c.telephony is None:
@@ -446,7 +477,25 @@ def callback(case_id: int) -> WerkzeugResponse:
                        now(), actor=user().actor)
         flash(_("Calling your phone now."))
     except CallbackError as exc:
-        flash(str(exc))
+        flash(exc.words(_))
+    return redirect(url_for("console.case_page", case_id=case_id))
+
+
+@bp.route("/cases/<int:case_id>/take", methods=["POST"])
+def take(case_id: int) -> WerkzeugResponse | tuple[str, int]:
+    """"Take this case": an unassigned case in the user's regions and languages becomes theirs."""
+    _case(case_id)
+    try:
+        take_case(console().db, case_id, user().id, now(), actor=user().actor)
+    except NotAllowed:
+        return _case_view(case_id, _("You cannot take this case: it is not in your regions and "
+                                     "languages. A supervisor can assign it.")), 403
+    except OperatorError as exc:
+        words = {"the case is closed": _("The case is closed."),
+                 "the case was taken by someone else meanwhile":
+                     _("Someone else took this case a moment ago.")}
+        return _case_view(case_id, words.get(str(exc), _("The case could not be taken."))), 409
+    flash(_("The case is yours now."))
     return redirect(url_for("console.case_page", case_id=case_id))
 
 
@@ -470,11 +519,11 @@ def note(case_id: int) -> WerkzeugResponse:
 
 
 @bp.route("/cases/<int:case_id>/outcome", methods=["POST"])
-def outcome(case_id: int) -> WerkzeugResponse:
+def outcome(case_id: int) -> WerkzeugResponse | tuple[str, int]:
     _case(case_id)
     chosen = request.form.get("outcome", "")
-    if chosen not in OUTCOMES:
-        abort(400)
+    if chosen not in OUTCOMES:  # the list starts empty: nothing chosen is not "helped"
+        return _case_view(case_id, _("Choose an outcome first: nothing was saved.")), 400
     with console().db.session() as s:
         case = s.get(Case, case_id)
         assert case is not None
@@ -523,13 +572,53 @@ def reassign(case_id: int) -> WerkzeugResponse:
 
 
 @bp.route("/cases/<int:case_id>/close", methods=["POST"])
-def close(case_id: int) -> WerkzeugResponse:
+def close(case_id: int) -> WerkzeugResponse | tuple[str, int]:
+    """Close, with a reason and the box ticked that says what closing starts (no script: the
+    CSP forbids inline script, so the confirmation is the server's)."""
     _case(case_id)
+    reason = _line("reason", 200)
+    if not reason:
+        return _case_view(case_id, _("Say why the case is closed: it was not closed.")), 400
+    if request.form.get("confirm") != "yes":
+        return _case_view(case_id, _("Tick the box to confirm that the case's data will be destroyed: "
+                                     "it was not closed."), reason), 400
     try:
-        close_case(console().db, case_id, user().actor, _line("reason", 200))
-    except CaseError as exc:
-        flash(str(exc))
+        close_case(console().db, case_id, user().actor, reason)
+    except CaseError:
+        flash(_("The case was already closed."))
+    else:
+        flash(_("The case is closed."))
     return redirect(url_for("console.case_page", case_id=case_id))
+
+
+@bp.route("/cases/<int:case_id>/reopen", methods=["POST"])
+def reopen(case_id: int) -> WerkzeugResponse | tuple[str, int]:
+    """Back into the queue while its data is still there: an operator who reopens it keeps it
+    (when it is in their regions and languages); a supervisor gives it back to its operator,
+    or by the rule."""
+    c = console()
+    case = _case(case_id)
+    reason = _line("reason", 200)
+    if not reason:
+        return _case_view(case_id, _("Say why the case is reopened: it was not reopened.")), 400
+    to = None
+    if not user().supervisor:
+        with c.db.session() as s:
+            me = s.get(Operator, user().id)
+            if me is not None and may_take(me, case.region, case.language):
+                to = me.id
+    try:
+        given = reopen_case(c.db, c.vault, case_id, user().actor, reason, to=to)
+    except CaseError as exc:
+        text = (_("Its data has been destroyed: the case cannot be reopened.") if "destroyed" in str(exc)
+                else _("The case is not closed."))
+        return _case_view(case_id, text), 409
+    if given != user().id:
+        with c.db.session() as s:
+            s.add(OutboxJob(job=NOTIFY, target_id=case_id))  # its operator (or supervisors) told
+    flash(_("The case is open again."))
+    found = _case_or_none(case_id)
+    return redirect(url_for("console.case_page", case_id=case_id) if found else url_for("console.queue_page"))
 
 
 # --- JSON -------------------------------------------------------------------------------------

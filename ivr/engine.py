@@ -59,9 +59,10 @@ class CallState:
         return replace(self, path=(*self.path, event[:40])[-MAX_PATH:])
 
 
-# The events of a call's path, flow-independent: `language:uk` (a language step ran: the
-# caller chose it), `topic:surrender` (the TOPIC_VARIABLE was set), `operator:closed` (a
-# transfer out of its hours), `operator:nobody` (nobody on duty to ring), `operator:answered`,
+# The events of a call's path, flow-independent: `language:uk` (a menu answer led to a
+# language step: the caller chose it; the offers a flow says in each language are not),
+# `topic:surrender` (the TOPIC_VARIABLE was set), `operator:closed` (a transfer out of its
+# hours), `operator:nobody` (nobody on duty to ring), `operator:answered`,
 # `operator:unanswered` (rung, nobody answered), `menu:failed` (a menu gave up: silence or
 # wrong keys). The console says them in words (ivr/console/story.py).
 MAX_PATH = 12  # the newest; it travels in every action URL
@@ -204,7 +205,16 @@ def resume(flows: FlowLookup, state: CallState, given: CallInput, ctx: Context) 
                     if extra:
                         out += _speak(flow, state.language, extra)
                 return _run(flows, flow, replace(state, attempts=attempts), out, ctx, [])
-            return _run(flows, flow, _at(state, target), out, ctx, [])
+            # A language step a menu answer leads to is the caller's choice of language
+            # (unless it leads back to this menu: the offers heard again).
+            chosen = flow.steps.get(target)
+            moved = _at(state, target)
+            if isinstance(chosen, SetLanguage):
+                moved = moved.went(f"language:{chosen.language}")
+            turn = _run(flows, flow, moved, out, ctx, [])
+            if isinstance(chosen, SetLanguage) and turn.state.step == state.step:
+                turn = replace(turn, state=replace(turn.state, path=state.path))
+            return turn
         case Record():
             if given.event == NO_RECORDING and step.on_empty:
                 return _run(flows, flow, _at(state, step.on_empty), out, ctx, [])
@@ -290,7 +300,6 @@ def _run(
                 state = _at(state, step.next)
             case SetLanguage():
                 state = _at(replace(state, language=step.language), step.next)
-                state = state.went(f"language:{step.language}")
                 if step.prompt:
                     out += _speak(flow, state.language, step.prompt)
             case SetVariables():

@@ -275,7 +275,8 @@ def test_actions_note_outcome_close(team: Team) -> None:
     client.post(f"/console/cases/{case}/note",
                 data={"text": "called, will call again", "csrf_token": token(page)})
     client.post(f"/console/cases/{case}/outcome", data={"outcome": "helped", "csrf_token": token(page)})
-    client.post(f"/console/cases/{case}/close", data={"reason": "done", "csrf_token": token(page)})
+    client.post(f"/console/cases/{case}/close", data={"reason": "done", "confirm": "yes",
+                                                      "csrf_token": token(page)})
     page = client.get(f"/console/cases/{case}").get_data(as_text=True)
     assert "called, will call again" in page and 'id="outcome">допомогли<' in page
     assert recount(team.db) == 0  # closing kept the operators' open-case counts true
@@ -345,7 +346,8 @@ def test_permissions_of_every_route(team: Team, who: str) -> None:
     for method, template, *expected in ROUTES:
         path = template.format(crimea=team.cases["crimea"], occupied=team.cases["occupied"],
                                olena_id=team.ids["olena"], adam_id=team.ids["adam"])
-        data = {"csrf_token": csrf, "text": "n", "outcome": "helped", "reason": "r", "on_duty": "1",
+        data = {"csrf_token": csrf, "text": "n", "outcome": "helped", "reason": "r", "confirm": "yes",
+                "on_duty": "1",
                 "regions": "crimea", "languages": "ru,uk", "hours": "always", "timezone": "Europe/Kyiv",
                 "capacity": "5", "role": "operator", "active": "1"}
         r = client.get(path) if method == "GET" else client.post(path, data=data)

@@ -179,8 +179,8 @@ UK: dict[str, str] = {
         "буде знищено назавжди. Доти справу можна відкрити знову.",
     "Say why the case is closed: it was not closed.":
         "Напишіть, чому справу закрито: її не закрито.",
-    "Tick the box to confirm that the case's data will be destroyed: it was not closed.":
-        "Поставте позначку, що ви розумієте: дані справи буде знищено. Справу не закрито.",
+    "Tick the box: the case's data will be destroyed. It was not closed.":
+        "Поставте позначку: дані справи буде знищено. Справу не закрито.",
     "The case was already closed.": "Справа вже була закрита.",
     "The case is closed.": "Справу закрито.",
     "Closed: its data is destroyed %(days)s days after closing. Until then it can be reopened.":
@@ -199,8 +199,8 @@ UK: dict[str, str] = {
         "У справи ще немає оператора: передзвонює той, хто її візьме.",
     "Take this case": "Взяти справу",
     "The case is yours now.": "Тепер це ваша справа.",
-    "You cannot take this case: it is not in your regions and languages. A supervisor can assign it.":
-        "Ви не можете взяти цю справу: вона не з ваших регіонів і мов. Її може призначити супервізор.",
+    "This case is not in your regions and languages: a supervisor can assign it.":
+        "Ця справа не з ваших регіонів і мов: її може призначити супервізор.",
     "Someone else took this case a moment ago.": "Цю справу щойно взяв хтось інший.",
     "The case could not be taken.": "Справу не вдалося взяти.",
     "This case has no operator yet: take it or assign it to someone, then call back.":

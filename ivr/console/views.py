@@ -488,8 +488,8 @@ def take(case_id: int) -> WerkzeugResponse | tuple[str, int]:
     try:
         take_case(console().db, case_id, user().id, now(), actor=user().actor)
     except NotAllowed:
-        return _case_view(case_id, _("You cannot take this case: it is not in your regions and "
-                                     "languages. A supervisor can assign it.")), 403
+        text = _("This case is not in your regions and languages: a supervisor can assign it.")
+        return _case_view(case_id, text), 403
     except OperatorError as exc:
         words = {"the case is closed": _("The case is closed."),
                  "the case was taken by someone else meanwhile":
@@ -580,8 +580,8 @@ def close(case_id: int) -> WerkzeugResponse | tuple[str, int]:
     if not reason:
         return _case_view(case_id, _("Say why the case is closed: it was not closed.")), 400
     if request.form.get("confirm") != "yes":
-        return _case_view(case_id, _("Tick the box to confirm that the case's data will be destroyed: "
-                                     "it was not closed."), reason), 400
+        text = _("Tick the box: the case's data will be destroyed. It was not closed.")
+        return _case_view(case_id, text, reason), 400
     try:
         close_case(console().db, case_id, user().actor, reason)
     except CaseError:

@@ -205,7 +205,8 @@ def test_take_this_case_for_an_unassigned_case_of_my_regions_and_languages(team:
     case = team.cases["crimea"]
     client = sign_in(team, "olena")
     page = page_of(client, case)
-    assert 'id="take-case"' in page and "Взяти справу" in page and 'id="call-back"' not in page
+    assert 'id="take-case"' in page and "Взяти справу" in page
+    assert "Зворотний дзвінок робить справу вашою." in page  # calling back would take it too
     status, _body = post(client, case, "take")
     assert status == 302
     found = case_row(team, case)
@@ -235,10 +236,15 @@ def test_an_operator_who_does_not_speak_the_language_is_offered_no_take(team: Te
     set_password(team.db, mark, PASSWORD)
     team.secrets["mark"] = enroll(team.db, team.vault, mark)
     client = sign_in(team, "mark")
-    assert 'id="take-case"' not in page_of(client, case)
-    status, body = post(client, case, "take")
-    assert status == 403 and "Ця справа не з ваших регіонів і мов: її може призначити супервізор." in body
+    page = page_of(client, case)
+    assert 'id="take-case"' not in page and 'id="call-back"' not in page
+    for action in ("take", "callback"):
+        status, body = post(client, case, action)
+        assert status == 403, action
+        assert "Ця справа не з ваших регіонів і мов: її може призначити супервізор." in body
     assert case_row(team, case).operator_id is None
+    with team.db.session() as s:
+        assert s.scalars(select(CallbackAttempt)).all() == []
 
 
 def test_a_supervisors_call_back_on_an_unassigned_case_offers_take_or_assign(team: Team) -> None:

@@ -205,6 +205,7 @@ UK: dict[str, str] = {
     "The case could not be taken.": "Справу не вдалося взяти.",
     "This case has no operator yet: take it or assign it to someone, then call back.":
         "У справи ще немає оператора: візьміть її собі або призначте комусь, тоді передзвоніть.",
+    "Calling back takes the case.": "Зворотний дзвінок робить справу вашою.",
     "Assign to": "Призначити",
     "Assign": "Призначити",
     "case closed": "закрита",

@@ -458,7 +458,7 @@ def audio(case_id: int) -> Response:
 
 
 @bp.route("/cases/<int:case_id>/callback", methods=["POST"])
-def callback(case_id: int) -> WerkzeugResponse:
+def callback(case_id: int) -> WerkzeugResponse | tuple[str, int]:
     from ivr.jobs import telephony_for
 
     c = console()
@@ -467,8 +467,14 @@ def callback(case_id: int) -> WerkzeugResponse:
         # The callback rings the case's operator: a supervisor takes it or names one first.
         flash(_("This case has no operator yet: take it or assign it to someone, then call back."))
         return redirect(url_for("console.case_page", case_id=case_id))
-    if case.operator_id != user().id and not user().supervisor and case.status != "closed":
-        # The callback rings the case's operator: take the case first.
+    if case.operator_id is None and not user().supervisor and case.status != "closed":
+        # The callback rings the case's operator: she takes it, if it is hers to take.
+        try:
+            take_case(c.db, case_id, user().id, now(), actor=user().actor)
+        except OperatorError as exc:
+            return _take_refused(case_id, exc)
+    elif case.operator_id != user().id and not user().supervisor and case.status != "closed":
+        # Another operator's case: she takes it over to call back (the audit log says so).
         _reassign(case_id, user().id, "took the case to call back")
     if c.telephony is None:
         c.telephony = telephony_for(c.settings)
@@ -487,16 +493,20 @@ def take(case_id: int) -> WerkzeugResponse | tuple[str, int]:
     _case(case_id)
     try:
         take_case(console().db, case_id, user().id, now(), actor=user().actor)
-    except NotAllowed:
-        text = _("This case is not in your regions and languages: a supervisor can assign it.")
-        return _case_view(case_id, text), 403
     except OperatorError as exc:
-        words = {"the case is closed": _("The case is closed."),
-                 "the case was taken by someone else meanwhile":
-                     _("Someone else took this case a moment ago.")}
-        return _case_view(case_id, words.get(str(exc), _("The case could not be taken."))), 409
+        return _take_refused(case_id, exc)
     flash(_("The case is yours now."))
     return redirect(url_for("console.case_page", case_id=case_id))
+
+
+def _take_refused(case_id: int, exc: OperatorError) -> tuple[str, int]:
+    """The case page, saying in words why it could not be taken."""
+    if isinstance(exc, NotAllowed):
+        text = _("This case is not in your regions and languages: a supervisor can assign it.")
+        return _case_view(case_id, text), 403
+    words = {"the case is closed": _("The case is closed."),
+             "the case was taken by someone else meanwhile": _("Someone else took this case a moment ago.")}
+    return _case_view(case_id, words.get(str(exc), _("The case could not be taken."))), 409
 
 
 @bp.route("/cases/<int:case_id>/note", methods=["POST"])

@@ -21,7 +21,7 @@ from ivr.console.i18n import UK
 from ivr.console.story import OPERATOR, TOPICS, story
 from ivr.engine import Caller
 from ivr.operators import add_operator, recount
-from ivr.standin import Phone, ScriptedCaller
+from ivr.standin import FlaskTransport, Phone, ScriptedCaller
 from ivr.storage import AuditEntry, CallbackAttempt, Case, OutboxJob, Recording
 from ivr.voicemail import Reported, note_recording, purge
 from tests import test_console
@@ -348,7 +348,7 @@ def test_a_real_call_through_the_shipped_hotline_leaves_its_path(team: Team) -> 
     """Ukrainian, surrender, the operator is rung and busy, a message: the case says all that."""
     settings = team.app.extensions["ivr.console"].settings.replace(flows_dir=ROOT / "flows")
     hotline = create_app(settings, clock=lambda: SUNDAY)  # 14:00 in Kyiv: operators' hours
-    phone = Phone(_transport(hotline), settings.public_base_url, TOKEN, settings.twilio_account_sid,
+    phone = Phone(FlaskTransport(hotline), settings.public_base_url, TOKEN, settings.twilio_account_sid,
                   settings.hotline_number)
     log = phone.call("+79781234000", ScriptedCaller(["2", "2", "4", "busy", "#", "3"]))
     assert not log.errors, log.errors
@@ -360,12 +360,6 @@ def test_a_real_call_through_the_shipped_hotline_leaves_its_path(team: Team) -> 
         "language:uk", "topic:surrender", "operator:unanswered"]
     story = page_of(client, case).split('id="story"')[1].split("</ol>")[0]
     assert "Asked for an operator: operators were rung, nobody answered (busy)." in story
-
-
-def _transport(app: object) -> object:
-    from ivr.standin import FlaskTransport
-
-    return FlaskTransport(app)
 
 
 def test_earlier_cases_from_the_same_number_link_only_where_the_reader_may_go(team: Team) -> None:

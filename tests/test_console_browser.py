@@ -456,24 +456,26 @@ def to_english(tab: Tab) -> None:
     press(tab, "header button[name=locale][value=en]")
 
 
-WORDS = {  # what the pages say, in each language
+STORY = {
+    "uk": ["Обрано мову: українська.", "Тема: призов або мобілізація.",
+           "Спроба з'єднатися з оператором: операторам дзвонили, ніхто не відповів (зайнято).",
+           "Залишено повідомлення тривалістю 42 с."],
+    "en": ["Chose the language: Ukrainian.", "Topic: called up or mobilised.",
+           "Asked for an operator: operators were rung, nobody answered (busy).",
+           "Left a message of 42 s."],
+}
+WORDS: dict[str, dict[str, str]] = {  # what the pages say, in each language
     "uk": {"no-confirm": "Поставте позначку: дані справи буде знищено. Справу не закрито.",
            "closed": "Справу закрито.", "reopened": "Справу знову відкрито.",
            "closed-note": "Закрита: її дані буде знищено через 30 дн. після закриття.",
            "taken": "Тепер це ваша справа.", "take": "Взяти справу",
            "no-outcome": "Спершу оберіть результат: нічого не збережено.",
-           "story": ["Обрано мову: українська.", "Тема: призов або мобілізація.",
-                     "Спроба з'єднатися з оператором: операторам дзвонили, ніхто не відповів (зайнято).",
-                     "Залишено повідомлення тривалістю 42 с."],
            "hidden": "1 — у регіонах, які не ваші"},
     "en": {"no-confirm": "Tick the box: the case's data will be destroyed. It was not closed.",
            "closed": "The case is closed.", "reopened": "The case is open again.",
            "closed-note": "Closed: its data is destroyed 30 days after closing.",
            "taken": "The case is yours now.", "take": "Take this case",
            "no-outcome": "Choose an outcome first: nothing was saved.",
-           "story": ["Chose the language: Ukrainian.", "Topic: called up or mobilised.",
-                     "Asked for an operator: operators were rung, nobody answered (busy).",
-                     "Left a message of 42 s."],
            "hidden": "1 in regions that are not yours"},
 }
 
@@ -561,7 +563,7 @@ def test_the_whole_story_of_a_case_on_one_screen(tab: Tab, locale: str) -> None:
     page.goto(f"/console/cases/{case}")
     if locale == "en":
         to_english(tab)
-    assert page.locator("ol.story li").all_inner_texts() == words["story"]
+    assert page.locator("ol.story li").all_inner_texts() == STORY[locale]
     earlier = page.locator("#earlier")
     assert earlier.locator("a").all_inner_texts() == [f"#{first}"]  # hers to open
     assert earlier.locator(f'a[href="/console/cases/{elsewhere}"]').count() == 0

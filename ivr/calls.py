@@ -239,7 +239,7 @@ class CallHandler:
                 flow=state.flow if state else "", flow_version=state.version if state else "",
                 step=state.step if state else "", language=state.language if state else language,
                 consent=(state.var(CONSENT_VARIABLE) or "") if state else "",
-                path=state.path if state else (),
+                path=state.path if state else None,
             ))
         except Exception:
             # The recording stays at Twilio, where the housekeeper's listing finds it.

@@ -66,7 +66,9 @@ class Reported:
     language: str = ""
     consent: str = ""  # the flow's `callback` variable when the message was recorded
     timezone: str = ""  # the caller's region's, for a daytime-only callback
-    path: tuple[str, ...] = ()  # what the caller did before the message (CallState.path)
+    # What the caller did before the message (CallState.path); None when the call's state
+    # was not known (a message left at the apology without it)
+    path: tuple[str, ...] | None = None
 
 
 # Compiled once: the duplicate delivery is the common webhook (action + status callback).
@@ -126,7 +128,7 @@ def note_recording(db: Database, vault: Vault, r: Reported) -> int | None:
         s.flush()
         if r.number and not r.caller.withheld:
             _seal_number(vault, case, r.number)
-        if r.path:  # the topic is in it: sealed like the words
+        if r.path is not None:  # the topic is in it: sealed like the words
             case.path = vault.seal(case, "path", json.dumps(list(r.path)).encode())
         s.add(AuditEntry(actor="system", action="case-created", case_id=case.id))
         job = OutboxJob(job=PROCESS_RECORDING, target_id=rec.id)

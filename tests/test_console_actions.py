@@ -293,7 +293,7 @@ def test_every_callback_refusal_has_its_ukrainian() -> None:
 # --- the whole story ---------------------------------------------------------------------------
 
 
-def story_case(team: Team, path: tuple[str, ...], n: int = 7, number: str = "+79781230000",
+def story_case(team: Team, path: tuple[str, ...] | None, n: int = 7, number: str = "+79781230000",
                region: str = "crimea") -> int:
     sid = f"{n:032x}"
     note_recording(team.db, team.vault, Reported(
@@ -328,6 +328,11 @@ def test_the_callers_path_is_told_in_the_readers_language_and_kept_sealed(team: 
     said = page_of(client, quiet).split('id="story"')[1].split("</ol>")[0]
     assert "Did not choose a language; the menus spoke Ukrainian." in said
     assert "Topic: called up or mobilised." in said and "Did not ask for an operator." in said
+    nothing = story_case(team, (), n=9, number="+79781230002")  # straight to the message
+    said = page_of(client, nothing).split('id="story"')[1].split("</ol>")[0]
+    assert [re.sub(r"<[^>]+>", "", li).strip() for li in said.split("<li>")[1:]] == [
+        "Did not choose a language; the menus spoke Ukrainian.", "Did not ask for an operator.",
+        "Left a message of 42 s."]
 
 
 def test_every_sentence_of_the_story_has_its_ukrainian() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -422,3 +423,18 @@ def test_no_refusal_shows_a_shell_command(team: Team, locale: str) -> None:
     for case in team.cases.values():
         body = page_of(client, case)
         assert "ivr cases" not in body and "`" not in body
+
+
+def test_a_spooled_report_keeps_the_callers_path(tmp_path: Path) -> None:
+    """A message the database could not take at once (the spool) keeps its path too."""
+    from ivr.keys import Keyring, parse_master_keys
+    from ivr.spool import Spool
+
+    spool = Spool(tmp_path / "spool", Keyring(parse_master_keys(TEST_KEYS)).derived("spool"))
+    for path in (("language:uk", "topic:surrender"), (), None):
+        report = Reported("CA" + "b" * 32, "RE" + "b" * 32, "completed", 5, "+79781234567",
+                          Caller(False, "RU", "crimea"), language="uk", path=path)
+        spool.put(report)
+        [kept] = spool.folder.glob("*.report")
+        assert spool.read(kept) == report and spool.read(kept).path == path
+        kept.unlink()

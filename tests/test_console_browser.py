@@ -28,7 +28,7 @@ from ivr.config import Settings
 from ivr.console.auth import FREE_TRIES, hash_password, reset_second_factor
 from ivr.operators import add_operator
 from ivr.standin import TwilioApi
-from ivr.storage import Case, Database, Note, Operator, Vault
+from ivr.storage import AuditEntry, Case, Database, Note, Operator, Vault
 from tests.browser import ensure_browser
 from tests.conftest import ROOT, TOKEN, create_schema
 from tests.servers import free_port
@@ -322,6 +322,11 @@ def test_a_case_opens_and_its_recording_plays(tab: Tab) -> None:
     assert state["ready"] >= 2 and abs(state["duration"] - 1.0) < 0.05, state
     assert state["moved"] and not state["paused"], state
     assert abs(state["seekable"] - 1.0) < 0.05 and abs(state["at"] - 0.75) < 0.01, state
+    # Playing, seeking and the whole file again: several requests, one listen, one entry.
+    with tab.site.db.session() as s:
+        played = s.scalars(select(AuditEntry).where(AuditEntry.case_id == case,
+                                                    AuditEntry.action == "audio-played")).all()
+    assert len(played) == 1
     tab.shot("case")
 
 

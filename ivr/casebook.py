@@ -251,8 +251,9 @@ def reopen_case(db: Database, vault: Vault, case_id: int, actor: str, reason: st
         s.add(AuditEntry(actor=actor, action="reopened", case_id=case.id, detail=reason or None))
         if op is not None and op.active:
             move_case(s, case, op.id)
-            case.assigned_at, case.notified_at = now, None
-            case.acted_at = now if to is not None else None
+            case.assigned_at = now
+            # Reopened for herself: she knows (no SMS) and is acting on it (no re-offer).
+            case.notified_at = case.acted_at = now if to is not None else None
             case.route_reason = ("reopened by its operator" if to is not None
                                  else "reopened: back to its operator")
             s.add(AuditEntry(actor=actor, action="assigned", case_id=case.id,

@@ -122,7 +122,8 @@ def test_a_reopened_case_goes_back_into_the_queue_and_its_retention_clock_stops(
     found = case_row(team, case)
     # An operator who reopens a case of her regions and languages keeps it, acting on it.
     assert (found.status, found.closed_at, found.operator_id) == ("routed", None, team.ids["olena"])
-    assert found.acted_at is not None and found.callback_status == "waiting"
+    assert found.acted_at is not None and found.notified_at is not None  # no SMS, no re-offer
+    assert found.callback_status == "waiting"
     assert ("reopened", "the caller called again") in actions(team, case)
     assert recount(team.db) == 0  # she has one open case again, counted
     page = page_of(client, case)

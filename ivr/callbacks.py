@@ -354,7 +354,9 @@ def start_callback(db: Database, vault: Vault, tel: Telephony, base_url: str, po
         sid = tel.place_call(operator_number, answer, status, policy.ring_timeout)
     except ProviderError as exc:
         finish(db, policy, attempt_id, "operator-failed", now)
-        raise CallbackError("not-placed", case=case_id, detail=str(exc)) from None
+        log.warning("callback attempt %s for case %s could not be placed (HTTP %s, Twilio code %s)",
+                    attempt_id, case_id, exc.status, exc.code)
+        raise CallbackError("not-placed", case=case_id) from None
     with db.session() as s:
         found = s.get(CallbackAttempt, attempt_id)
         assert found is not None

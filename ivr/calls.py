@@ -255,6 +255,7 @@ class CallHandler:
                 step=state.step if state else "", language=state.language if state else language,
                 consent=(state.var(CONSENT_VARIABLE) or "") if state else "",
                 **self._intake(state),
+                path=state.path if state else None,
             ))
         except Exception:
             # The recording stays at Twilio, where the housekeeper's listing finds it.

@@ -18,8 +18,9 @@ from sqlalchemy.orm import defer
 
 from ivr.keys import CryptoError
 from ivr.operators import move_case
-from ivr.reasons import Told, loads
-from ivr.storage import AuditEntry, CallbackAttempt, Case, Database, Recording, Vault, utcnow
+from ivr.reasons import Said, Told, loads, said
+from ivr.storage import AuditEntry, CallbackAttempt, Case, Database, Operator, Recording, Vault, utcnow
+from ivr.voicemail import callback_status
 
 STATUSES = ("new", "transcribed", "transcription_failed", "routed", "closed")
 
@@ -180,6 +181,7 @@ def show_case(db: Database, vault: Vault, case_id: int, actor: str,
         except CryptoError as exc:
             found["transcript"], found["transcript_error"] = None, str(exc)
             found["transcript_words"] = None
+        found["path"] = _path(vault, case)
         if found["transcript"] is not None:
             s.add(AuditEntry(actor=actor, action="transcript-read", case_id=case.id, at=now or utcnow()))
         if actor == f"operator:{case.operator_id}" and case.acted_at is None:
@@ -201,8 +203,33 @@ def show_case(db: Database, vault: Vault, case_id: int, actor: str,
         return found
 
 
+def _path(vault: Vault, case: Case) -> list[str] | None:
+    """The caller's path before the message (ivr/engine.py PATH events); None when the case
+    has none (a call from before paths were kept, a rescued message) or its data is gone."""
+    try:
+        sealed = vault.open(case, "path")
+    except CryptoError:
+        return None
+    return [str(e) for e in json.loads(sealed)] if sealed is not None else None
+
+
+def earlier_cases(db: Database, case_id: int) -> list[dict[str, Any]]:
+    """The cases from the same number before this one, oldest first: id, status, region,
+    operator and day. Nothing decrypted; whoever shows them decides who may open which."""
+    with db.session() as s:
+        case = s.get(Case, case_id)
+        if case is None or case.caller_hash is None:
+            return []
+        rows = s.execute(select(Case.id, Case.status, Case.region, Case.operator_id, Case.created_at)
+                         .where(Case.caller_hash == case.caller_hash, Case.id < case.id)
+                         .order_by(Case.id)).all()
+    return [{"id": r.id, "status": r.status, "region": r.region, "operator_id": r.operator_id,
+             "created_at": _iso(r.created_at)} for r in rows]
+
+
 def close_case(db: Database, case_id: int, actor: str, reason: str = "") -> None:
-    """Close a case; retention counts from here (RETENTION_DAYS)."""
+    """Close a case; retention counts from here (RETENTION_DAYS). The console and the CLI ask
+    for a reason and a confirmation first."""
     with db.session() as s:
         case = s.get(Case, case_id)
         if case is None:
@@ -216,3 +243,52 @@ def close_case(db: Database, case_id: int, actor: str, reason: str = "") -> None
         if case.callback_status in ("waiting", "scheduled", "queued"):
             case.callback_status, case.next_callback_at = "none", None
         s.add(AuditEntry(actor=actor, action="closed", case_id=case.id, detail=reason or None))
+
+
+def reopen_case(db: Database, vault: Vault, case_id: int, actor: str, reason: str = "",
+                to: int | None = None) -> int | None:
+    """Open a closed case again, while its data is still there; returns its operator now.
+
+    The retention clock stops (`closed_at` is cleared). It goes to `to` when given (an
+    operator who reopens it for themselves), else back to the operator it had when it still
+    is active, else by the rule (ivr/operators.py), which may leave it unassigned and
+    escalated. Either way it is a new assignment: its operator is told and the re-offer
+    clock starts (the caller of this queues the SMS). A callback it was waiting for waits
+    again. Refused once the data is destroyed (purged), or its key is, by a purge under way.
+    """
+    from ivr.operators import assign_case
+
+    now = utcnow()
+    with db.session() as s:
+        case = s.get(Case, case_id)
+        if case is None:
+            raise CaseError(f"no case #{case_id}")
+        if case.status != "closed":
+            raise CaseError(f"case #{case_id} is not closed")
+        if case.purged_at is not None:
+            raise CaseError(f"case #{case_id}: its data was destroyed; it cannot be reopened")
+        try:
+            vault.key_of(case.data_key_id)
+        except CryptoError:
+            raise CaseError(f"case #{case_id}: its data was destroyed; it cannot be reopened") from None
+        previous = case.operator_id
+        back = to if to is not None else previous
+        op = s.get(Operator, back) if back is not None else None
+        case.operator_id = None  # closed: counted nowhere; given again below
+        case.status, case.closed_at, case.status_reason = "routed", None, None
+        case.routed_at = case.routed_at or now
+        if case.callback_status == "none":
+            case.callback_status = callback_status(case.consent, case.number is not None)
+        s.add(AuditEntry(actor=actor, action="reopened", case_id=case.id, detail=reason or None))
+        if op is not None and op.active:
+            move_case(s, case, op.id)
+            case.assigned_at = now
+            # Reopened for herself: she knows (no SMS) and is acting on it (no re-offer).
+            case.notified_at = case.acted_at = now if to is not None else None
+            why = said("reopened-own" if to is not None else "reopened-back")
+            case.route_reason, case.route_reason_data = why.english(), why.dumps()
+            s.add(AuditEntry(actor=actor, action="assigned", case_id=case.id,
+                             **Said("operator", {"operator": op.id},
+                                    ((": ", why.code),)).entry()))
+            return op.id
+    return assign_case(db, case_id, now, actor=actor).operator_id

@@ -483,17 +483,51 @@ def cases_show(case_id: int, as_json: bool) -> None:
 
 @cases.command("close")
 @click.argument("case_id", type=int)
-@click.option("--reason", default="", help="Why (kept on the case; no caller data, please).")
-def cases_close(case_id: int, reason: str) -> None:
-    """Close a case; its data is destroyed RETENTION_DAYS later."""
+@click.option("--reason", prompt="Why is it closed (no caller data, please)",
+              help="Why (kept on the case; no caller data, please). Asked when not given.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def cases_close(case_id: int, reason: str, yes: bool) -> None:
+    """Close a case; its data is destroyed RETENTION_DAYS later (`ivr cases reopen` until then)."""
     from ivr.casebook import CaseError, close_case
 
+    reason = " ".join(reason.split())[:200]
+    if not reason:
+        raise click.ClickException("say why the case is closed (--reason)")
+    days = settings().retention_days
+    if not yes:
+        click.confirm(f"Close case #{case_id}? {days} days after closing, its recording, transcript, "
+                      "notes and the caller's number are destroyed for good (until then "
+                      f"`ivr cases reopen {case_id}` opens it again).", abort=True)
     db, _vault = _stores()
     try:
         close_case(db, case_id, _actor(), reason)
     except CaseError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"case #{case_id} closed")
+    click.echo(f"case #{case_id} closed; its data will be destroyed in {days} days")
+
+
+@cases.command("reopen")
+@click.argument("case_id", type=int)
+@click.option("--reason", prompt="Why is it reopened", help="Why (kept in the audit log).")
+def cases_reopen(case_id: int, reason: str) -> None:
+    """Open a closed case again, until its data is destroyed: the retention clock stops, and it
+    goes back to its operator (if still active) or by the rule, who is told by SMS."""
+    from ivr.callbacks import NOTIFY
+    from ivr.casebook import CaseError, reopen_case
+    from ivr.storage import OutboxJob
+
+    reason = " ".join(reason.split())[:200]
+    if not reason:
+        raise click.ClickException("say why the case is reopened (--reason)")
+    db, vault = _stores()
+    try:
+        given = reopen_case(db, vault, case_id, _actor(), reason)
+    except CaseError as exc:
+        raise click.ClickException(str(exc)) from None
+    with db.session() as s:
+        s.add(OutboxJob(job=NOTIFY, target_id=case_id))  # the worker tells its operator
+    click.echo(f"case #{case_id} reopened: " + (f"operator {given}" if given else
+                                                "unassigned, escalated to supervisors"))
 
 
 # --- calling ------------------------------------------------------------------------------
@@ -907,7 +941,8 @@ def cases_callback(case_id: int) -> None:
         attempt = start_callback(db, vault, telephony_for(s), s.public_base_url, policy_for(s),
                                  case_id, actor=_actor())
     except CallbackError as exc:
-        raise click.ClickException(str(exc)) from None
+        hint = f" (`ivr cases assign {case_id}`)" if exc.said.code == "no-operator" else ""
+        raise click.ClickException(f"{exc}{hint}") from None
     click.echo(f"case #{case_id}: calling its operator (attempt {attempt}); they press 1 to be "
                "connected. `ivr cases show` has the outcome.")
 

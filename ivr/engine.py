@@ -18,6 +18,7 @@ from datetime import datetime
 
 from ivr.errors import EngineError
 from ivr.flow import (
+    TOPIC_VARIABLE,
     Branch,
     Condition,
     Digits,
@@ -46,9 +47,27 @@ class CallState:
     language: str
     attempts: int = 0
     variables: tuple[tuple[str, str], ...] = ()
+    # What the caller did that an operator should know, in order (see PATH): the case keeps
+    # it sealed. A record, not a decision: two states differing only here are the same place.
+    path: tuple[str, ...] = field(default=(), compare=False)
 
     def var(self, name: str) -> str | None:
         return dict(self.variables).get(name)
+
+    def went(self, event: str) -> CallState:
+        """This state with `event` added to its path (a repeat of the last one is not added)."""
+        if self.path and self.path[-1] == event[:40]:
+            return self
+        return replace(self, path=(*self.path, event[:40])[-MAX_PATH:])
+
+
+# The events of a call's path, flow-independent: `language:uk` (a menu answer led to a
+# language step: the caller chose it; the offers a flow says in each language are not),
+# `topic:surrender` (the TOPIC_VARIABLE was set), `operator:closed` (a transfer out of its
+# hours), `operator:nobody` (nobody on duty to ring), `operator:answered`,
+# `operator:unanswered` (rung, nobody answered), `menu:failed` (a menu gave up: silence or
+# wrong keys). The console says them in words (ivr/console/story.py).
+MAX_PATH = 12  # the newest; it travels in every action URL
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,13 +202,23 @@ def resume(flows: FlowLookup, state: CallState, given: CallInput, ctx: Context) 
                 if given.event == NO_INPUT or not _is_repeat(step, given):
                     attempts += 1
                     if attempts > step.retries:
-                        return _run(flows, flow, _at(state, step.on_failure), out, ctx, [])
+                        failed = _at(state, step.on_failure).went("menu:failed")
+                        return _run(flows, flow, failed, out, ctx, [])
                     # Speech we could not match is "we did not catch that", not a wrong key.
                     extra = step.wrong_key if given.event == DIGITS else step.no_input
                     if extra:
                         out += _speak(flow, state.language, extra)
                 return _run(flows, flow, replace(state, attempts=attempts), out, ctx, [])
-            return _run(flows, flow, _at(_kept(state, chosen.variables), chosen.next), out, ctx, [])
+            # A language step a menu answer leads to is the caller's choice of language
+            # (unless it leads back to this menu: the offers heard again).
+            landing = flow.steps.get(chosen.next)
+            moved = _at(_kept(state, chosen.variables), chosen.next)
+            if isinstance(landing, SetLanguage):
+                moved = moved.went(f"language:{landing.language}")
+            turn = _run(flows, flow, moved, out, ctx, [])
+            if isinstance(landing, SetLanguage) and turn.state.step == state.step:
+                turn = replace(turn, state=replace(turn.state, path=state.path))
+            return turn
         case Digits():
             number = given.digits.rstrip("#") if given.event == DIGITS else ""
             if not number:  # `#` alone or silence: skipped
@@ -208,8 +237,10 @@ def resume(flows: FlowLookup, state: CallState, given: CallInput, ctx: Context) 
                 return _run(flows, flow, _at(state, step.on_empty), out, ctx, [])
             return _run(flows, flow, _at(state, step.next), out, ctx, [])
         case Transfer():
-            target = step.next if given.dial_status == "completed" else step.no_answer
-            return _run(flows, flow, _at(state, target), out, ctx, [])
+            answered = given.dial_status == "completed"
+            target = step.next if answered else step.no_answer
+            went = "operator:answered" if answered else "operator:unanswered"
+            return _run(flows, flow, _at(state, target).went(went), out, ctx, [])
         case _:
             return _run(flows, flow, state, out, ctx, [])
 
@@ -304,6 +335,8 @@ def _run(
                     out += _speak(flow, state.language, step.prompt)
             case SetVariables():
                 state = _at(_kept(state, dict(step.values)), step.next)
+                if TOPIC_VARIABLE in step.values:
+                    state = state.went(f"topic:{step.values[TOPIC_VARIABLE]}")
             case Branch():
                 target = next(
                     (c.next for c in step.when if _matches(c, flow, state, ctx)), step.otherwise
@@ -340,13 +373,13 @@ def _run(
                 return Turn(tuple(out), wait, state, tuple(trace))
             case Transfer():
                 if step.hours and step.out_of_hours and not flow.hours[step.hours].is_open(ctx.now):
-                    state = _at(state, step.out_of_hours)
+                    state = _at(state, step.out_of_hours).went("operator:closed")
                     continue
                 numbers = ctx.transfer_targets(state)
                 if not numbers:
                     # Nobody on duty to ring: that is "closed", not "busy" (no_answer is
                     # for an operator who was rung and did not answer).
-                    state = _at(state, step.out_of_hours or step.no_answer)
+                    state = _at(state, step.out_of_hours or step.no_answer).went("operator:nobody")
                     continue
                 if step.prompt:
                     out += _speak(flow, state.language, step.prompt)

@@ -102,6 +102,9 @@ class Hours:
 # step: `variables: {callback: day}`); the loader accepts only these values. No value means
 # no consent: nobody calls.
 CONSENT_VARIABLE = "callback"
+# The flow variable that says what the caller called about (the shipped hotline: mobilised,
+# surrender): the engine writes it into the call's path, and the console says it in words.
+TOPIC_VARIABLE = "topic"
 CONSENTS = ("any", "day", "none")
 
 # The languages of the console (ivr/console/i18n.py): a field's labels are given in each.

@@ -466,6 +466,55 @@ def assign_case(db: Database, case_id: int, now: datetime | None = None, actor: 
     raise OperatorError(f"case #{case_id} keeps changing hands: try again")
 
 
+def may_take(op: Operator, region: str | None, language: str | None) -> bool:
+    """Whether `op` may take an unassigned case of `region` and `language` for themselves: an
+    active operator who covers the region and speaks the language (the rule's own match, on
+    duty or not: taking is a choice), or any active supervisor (they answer for what nobody
+    could take)."""
+    if not op.active:
+        return False
+    if op.role in ("supervisor", "admin"):
+        return True
+    return (region or "") in _items(op.regions) and (language or "") in _items(op.languages)
+
+
+def take_case(db: Database, case_id: int, operator_id: int, now: datetime | None = None,
+              actor: str = "system") -> None:
+    """Give an open, unassigned case to `operator_id`, who asked for it ("Take this case").
+
+    One conditional UPDATE: of two operators taking the same case at once, one gets it and
+    the other is told it was taken. Taking is acting on it (no re-offer, no SMS)."""
+    now = now or utcnow()
+    with db.session() as s:
+        op = s.get(Operator, operator_id)
+        found = s.execute(select(Case.region, Case.language, Case.status, Case.operator_id,
+                                 Case.consent, Case.number.is_not(None).label("has_number"),
+                                 Case.callback_status).where(Case.id == case_id)).first()
+        if op is None or found is None:
+            raise OperatorError(f"no case #{case_id}")
+        if found.status not in OPEN_STATUSES:
+            raise OperatorError("the case is closed")
+        if found.operator_id is not None:
+            raise OperatorError("the case was taken by someone else meanwhile")
+        if not may_take(op, found.region, found.language):
+            raise NotAllowed("the case is not in your regions and languages")
+        values: dict[str, Any] = {"operator_id": operator_id, "assigned_at": now, "notified_at": now,
+                                  "acted_at": now, "status": "routed",
+                                  "route_reason": f"taken by {op.name}"[:300],
+                                  "route_reason_data": said("taken-by", name=op.name).dumps()}
+        if found.callback_status is None:
+            values["callback_status"] = callback_status(found.consent, found.has_number)
+        changed = s.execute(update(Case).where(Case.id == case_id, Case.operator_id.is_(None),
+                                               Case.status == found.status)
+                            .values(routed_at=func.coalesce(Case.routed_at, now), **values),
+                            execution_options={"synchronize_session": False})
+        if changed.rowcount != 1:  # type: ignore[attr-defined]
+            raise OperatorError("the case was taken by someone else meanwhile")
+        _count(s, None, operator_id, now)
+        s.add(AuditEntry(actor=actor, action="taken", case_id=case_id,
+                         **said("operator", operator=operator_id).entry()))
+
+
 def supervisors(db: Database) -> list[int]:
     """Active supervisors: who hears of a case nobody could take."""
     with db.session() as s:

@@ -38,7 +38,10 @@ ENGLISH: dict[str, str] = {
     "route-urgent": "urgent (caller's answer): first in the queue, re-offered sooner",  # said last
     "took-to-call-back": "took the case to call back (%(name)s)",
     "reassigned-by-supervisor": "reassigned by a supervisor (%(name)s)",
-    "reassigned-to": "to operator %(operator)s",  # then why (a code of its own)
+    "reassigned-to": "to operator %(operator)s",
+    "taken-by": "taken by %(name)s",
+    "reopened-own": "reopened by its operator",
+    "reopened-back": "reopened: back to its operator",  # then why (a code of its own)
     # why a case's words are missing, or its callbacks stopped
     "no-model": "not transcribed: no model for %(language)s",
     "not-transcribed": "not transcribed: %(detail)s",
@@ -73,12 +76,13 @@ ENGLISH: dict[str, str] = {
     "case-already-closed": "case #%(case)s is already closed",
     "no-consent": "case %(case)s: the caller did not agree to a callback",
     "number-withheld": "case %(case)s: the caller's number was withheld",
-    "no-operator": "case %(case)s has no operator: assign it first (`ivr cases assign %(case)s`)",
+    "no-operator": "case %(case)s has no operator yet: take it or assign it first",
     "ringing-now": "case %(case)s: a callback is ringing now",
     "gave-up-already": "case %(case)s: gave up after %(attempts)s attempts",
     "scheduled-later": "case %(case)s: outside the caller's safe hours (%(window)s); "
                        "scheduled for %(later)s their time",
-    "not-placed": "case %(case)s: the call could not be placed (%(detail)s)",
+    "not-placed": "case %(case)s: the call to your phone could not be placed: try again in a few "
+                  "minutes",
     "bad-time-zone": "unknown time zone %(zone)r (like Europe/Kyiv)",
     "bad-hours": "hours %(part)r: write them like `mon-fri 09:00-18:00; sat 10:00-14:00`",
     "bad-time-of-day": "hours %(part)r: not a time of day",

@@ -63,6 +63,8 @@ class Spool:
             raise CryptoError(f"spooled report {path.name}: its master key is not in IVR_DATA_KEYS")
         fields = json.loads(unseal(key, sealed, f"spool:{path.name}"))
         fields["caller"] = Caller(**fields["caller"])
+        if fields.get("path") is not None:
+            fields["path"] = tuple(fields["path"])
         return Reported(**fields)
 
     def drain(self, note: Callable[[Reported], object], limit: int = 500) -> int:

@@ -179,6 +179,9 @@ class Case(Base):
     transcript_confidence: Mapped[float | None] = mapped_column(Float)
     transcript_words: Mapped[bytes | None] = mapped_column(LargeBinary)
     transcript_flags: Mapped[str | None] = mapped_column(String(80))
+    # The caller's path through the flow before the message (sealed JSON of CallState.path:
+    # the languages chosen, the topic, a try at an operator and how it ended).
+    path: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     transcribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     routed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

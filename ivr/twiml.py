@@ -47,9 +47,12 @@ MAX_TOKEN = 2048
 
 
 def encode_state(state: CallState) -> str:
+    fields: list[object] = [state.flow, state.version, state.step, state.language, state.attempts,
+                            [list(kv) for kv in state.variables]]
+    if state.path:  # a token from before paths had six fields: both read alike
+        fields.append(list(state.path))
     raw = json.dumps(
-        [state.flow, state.version, state.step, state.language, state.attempts,
-         [list(kv) for kv in state.variables]],
+        fields,
         separators=(",", ":"),
         ensure_ascii=False,
     ).encode()
@@ -61,10 +64,13 @@ def decode_state(token: str) -> CallState:
         raise StateError("missing or oversized call state")
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        flow, version, step, language, attempts, variables = json.loads(raw)
+        flow, version, step, language, attempts, variables, *rest = json.loads(raw)
+        if len(rest) > 1:
+            raise ValueError("too many fields")
         state = CallState(
             str(flow), str(version), str(step), str(language), int(attempts),
             tuple((str(k), str(v)) for k, v in variables),
+            tuple(str(e)[:40] for e in rest[0][-12:]) if rest else (),
         )
     except (ValueError, TypeError, binascii.Error) as exc:
         raise StateError("unreadable call state") from exc

@@ -71,6 +71,9 @@ class Reported:
     # of them is an urgent value: kept on the case (sealed; `urgent` in clear).
     intake: Mapping[str, str] = field(default_factory=dict)
     urgent: bool = False
+    # What the caller did before the message (CallState.path); None when the call's state
+    # was not known (a message left at the apology without it)
+    path: tuple[str, ...] | None = None
 
 
 # Compiled once: the duplicate delivery is the common webhook (action + status callback).
@@ -132,6 +135,8 @@ def note_recording(db: Database, vault: Vault, r: Reported) -> int | None:
             _seal_number(vault, case, r.number)
         if r.intake:
             seal_intake(vault, case, r.intake)
+        if r.path is not None:  # the topic is in it: sealed like the words
+            case.path = vault.seal(case, "path", json.dumps(list(r.path)).encode())
         s.add(AuditEntry(actor="system", action="case-created", case_id=case.id))
         job = OutboxJob(job=PROCESS_RECORDING, target_id=rec.id)
         s.add(job)
@@ -592,6 +597,7 @@ def purge(db: Database, vault: Vault, older_than: timedelta,
                 rec.stored_at, rec.deleted_at_provider = _day(rec.stored_at), _day(rec.deleted_at_provider)
             case.number = case.transcript = case.transcript_words = case.caller_hash = case.caller_tz = None
             case.intake, case.urgent = None, False  # the answers, and the one kept in clear
+            case.path = None
             case.status_reason = case.route_reason = case.offered_to = None
             case.status_reason_data = case.route_reason_data = None
             for name in CASE_TIMES:

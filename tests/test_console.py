@@ -275,7 +275,8 @@ def test_actions_note_outcome_close(team: Team) -> None:
     client.post(f"/console/cases/{case}/note",
                 data={"text": "called, will call again", "csrf_token": token(page)})
     client.post(f"/console/cases/{case}/outcome", data={"outcome": "helped", "csrf_token": token(page)})
-    client.post(f"/console/cases/{case}/close", data={"reason": "done", "csrf_token": token(page)})
+    client.post(f"/console/cases/{case}/close", data={"reason": "done", "confirm": "yes",
+                                                      "csrf_token": token(page)})
     page = client.get(f"/console/cases/{case}").get_data(as_text=True)
     assert "called, will call again" in page and 'id="outcome">допомогли<' in page
     assert recount(team.db) == 0  # closing kept the operators' open-case counts true
@@ -328,9 +329,11 @@ ROUTES = [
     ("GET", "/console/api/cases/{crimea}", 200, 404, 200, 200),
     ("GET", "/console/api/cases", 200, 200, 200, 200),
     ("GET", "/console/cases/999999", 404, 404, 404, 404),
+    ("POST", "/console/cases/{crimea}/take", 302, 404, 302, 302),
     ("POST", "/console/cases/{crimea}/note", 302, 404, 302, 302),
     ("POST", "/console/cases/{crimea}/outcome", 302, 404, 302, 302),
     ("POST", "/console/cases/{occupied}/close", 404, 302, 302, 302),
+    ("POST", "/console/cases/{occupied}/reopen", 404, 302, 302, 302),
     ("POST", "/console/cases/{crimea}/callback", 302, 404, 302, 302),
     ("POST", "/console/cases/{occupied}/reassign", 404, 302, 302, 302),
     ("POST", "/console/operators/{olena_id}", 404, 404, 302, 302),
@@ -355,7 +358,8 @@ def test_permissions_of_every_route(team: Team, who: str) -> None:
     for method, template, *expected in ROUTES:
         path = template.format(crimea=team.cases["crimea"], occupied=team.cases["occupied"],
                                olena_id=team.ids["olena"], adam_id=team.ids["adam"])
-        data = {"csrf_token": csrf, "text": "n", "outcome": "helped", "reason": "r", "on_duty": "1",
+        data = {"csrf_token": csrf, "text": "n", "outcome": "helped", "reason": "r", "confirm": "yes",
+                "on_duty": "1",
                 "regions": "crimea", "languages": "ru,uk", "hours": "always", "timezone": "Europe/Kyiv",
                 "capacity": "5", "role": "operator", "active": "1"}
         r = client.get(path) if method == "GET" else client.post(path, data=data)

@@ -549,7 +549,8 @@ def test_ids_beyond_the_databases_integers_are_404(crew_on_both: Crew) -> None:
     r = adam.post(f"/console/cases/{crew.case}/reassign",
                   data={"csrf_token": csrf, "operator_id": str(2**63)})
     assert r.status_code < 500
-    r = adam.post(f"/console/cases/{crew.case}/close", data={"csrf_token": csrf, "reason": "a\x00b"})
+    r = adam.post(f"/console/cases/{crew.case}/close", data={"csrf_token": csrf, "reason": "a\x00b",
+                                                             "confirm": "yes"})
     assert r.status_code == 302
     added = adam.post("/console/operators", data={
         "csrf_token": csrf, "name": "x\x00y", "number": "+380501119999", "regions": "crimea," * 60,

@@ -29,7 +29,7 @@ from ivr.config import Settings
 from ivr.console.auth import FREE_TRIES, hash_password, reset_second_factor
 from ivr.operators import add_operator
 from ivr.standin import TwilioApi
-from ivr.storage import Database, Note, Operator, Vault
+from ivr.storage import AuditEntry, Case, Database, Note, Operator, Vault
 from tests.browser import SHOTS
 from tests.conftest import ROOT, TOKEN, create_schema
 from tests.servers import free_port
@@ -302,6 +302,11 @@ def test_a_case_opens_and_its_recording_plays(tab: Tab) -> None:
     assert state["ready"] >= 2 and abs(state["duration"] - 1.0) < 0.05, state
     assert state["moved"] and not state["paused"], state
     assert abs(state["seekable"] - 1.0) < 0.05 and abs(state["at"] - 0.75) < 0.01, state
+    # Playing, seeking and the whole file again: several requests, one listen, one entry.
+    with tab.site.db.session() as s:
+        played = s.scalars(select(AuditEntry).where(AuditEntry.case_id == case,
+                                                    AuditEntry.action == "audio-played")).all()
+    assert len(played) == 1
     tab.shot("case")
 
 
@@ -463,3 +468,128 @@ def test_the_pages_name_no_inline_script_or_style(tab: Tab) -> None:
                 e => [...e.attributes].some(a => a.name.startsWith('on'))).length})""")
         assert found == {"scripts": 0, "styled": 0, "styles": 0, "handlers": 0}, (url, found)
 
+
+
+# --- actions that cannot go wrong by one click, and the story of a case ---------------------------
+
+
+def to_english(tab: Tab) -> None:
+    press(tab, "header button[name=locale][value=en]")
+
+
+STORY = {
+    "uk": ["Обрано мову: українська.", "Тема: призов або мобілізація.",
+           "Спроба з'єднатися з оператором: операторам дзвонили, ніхто не відповів (зайнято).",
+           "Залишено повідомлення тривалістю 42 с."],
+    "en": ["Chose the language: Ukrainian.", "Topic: called up or mobilised.",
+           "Asked for an operator: operators were rung, nobody answered (busy).",
+           "Left a message of 42 s."],
+}
+WORDS: dict[str, dict[str, str]] = {  # what the pages say, in each language
+    "uk": {"no-confirm": "Поставте позначку: дані справи буде знищено. Справу не закрито.",
+           "closed": "Справу закрито.", "reopened": "Справу знову відкрито.",
+           "closed-note": "Закрита: її дані буде знищено через 30 дн. після закриття.",
+           "taken": "Тепер це ваша справа.", "take": "Взяти справу",
+           "no-outcome": "Спершу оберіть результат: нічого не збережено.",
+           "hidden": "1 — у регіонах, які не ваші"},
+    "en": {"no-confirm": "Tick the box: the case's data will be destroyed. It was not closed.",
+           "closed": "The case is closed.", "reopened": "The case is open again.",
+           "closed-note": "Closed: its data is destroyed 30 days after closing.",
+           "taken": "The case is yours now.", "take": "Take this case",
+           "no-outcome": "Choose an outcome first: nothing was saved.",
+           "hidden": "1 in regions that are not yours"},
+}
+
+
+@pytest.mark.parametrize("locale", ["uk", "en"])
+def test_closing_needs_a_reason_and_the_confirmation_and_can_be_undone(tab: Tab, locale: str) -> None:
+    page, words = tab.page, WORDS[locale]
+    sign_in(tab, "olena")
+    case = tab.site.cases["crimea"]
+    page.goto(f"/console/cases/{case}")
+    if locale == "en":
+        to_english(tab)
+    assert "30" in page.locator("label.confirm").inner_text()  # the days closing starts
+    assert press(tab, "#set-outcome").status == 400  # the outcome list starts empty
+    assert page.locator("#action-error").inner_text() == words["no-outcome"]
+    page.fill("#close-reason", "helped")
+    assert press(tab, "#close-case").status == 400  # the box is not ticked
+    assert page.locator("#action-error").inner_text() == words["no-confirm"]
+    assert page.locator("#close-reason").input_value() == "helped"  # kept for the second try
+    tab.shot(f"close-refused-{locale}")
+    page.check("#close-confirm")
+    press(tab, "#close-case")
+    assert page.locator("p.flash").inner_text() == words["closed"]
+    assert page.locator("#closed-note").inner_text().startswith(words["closed-note"])
+    assert page.locator("#close-case").count() == 0
+    tab.shot(f"closed-{locale}")
+    page.fill("#reopen-reason", "called again")
+    press(tab, "#reopen-case")
+    assert page.locator("p.flash").inner_text() == words["reopened"]
+    assert page.locator("#operator").inner_text() == "olena"  # hers: she reopened it
+    with tab.site.db.session() as s:
+        found = s.get(Case, case)
+        assert found is not None and found.status == "routed" and found.closed_at is None
+
+
+@pytest.mark.parametrize("locale", ["uk", "en"])
+def test_take_this_case_and_a_supervisor_assigns_instead_of_calling_back(tab: Tab, locale: str) -> None:
+    page, site, words = tab.page, tab.site, WORDS[locale]
+    sign_in(tab, "olena")
+    case = site.cases["crimea"]
+    page.goto(f"/console/cases/{case}")
+    if locale == "en":
+        to_english(tab)
+    assert page.locator("#take-case").inner_text() == words["take"]
+    press(tab, "#take-case")
+    assert page.locator("p.flash").inner_text() == words["taken"]
+    assert page.locator("#operator").inner_text() == "olena" and page.locator("#take-case").count() == 0
+    tab.shot(f"taken-{locale}")
+    page.context.clear_cookies()
+    sign_in(tab, "sofia")
+    other = site.cases["occupied"]
+    page.goto(f"/console/cases/{other}")
+    if locale == "en":
+        to_english(tab)
+    assert page.locator("#call-back").count() == 0 and page.locator("#take-case").count() == 1
+    page.select_option("#assign-to", label="petro")
+    press(tab, "#assign")
+    assert page.locator("#operator").inner_text() == "petro"
+    assert page.locator("#call-back").count() == 1 and "ivr cases" not in page.content()
+    assert not site.api.calls
+
+
+def story_case(site: Site, n: int, number: str, region: str, path: tuple[str, ...]) -> int:
+    from ivr.engine import Caller
+    from ivr.voicemail import Reported, note_recording
+
+    sid = f"{n:032x}"
+    note_recording(site.db, site.vault, Reported(
+        call_sid="CA" + sid, recording_sid="RE" + sid, status="completed", duration=42, number=number,
+        caller=Caller(False, "RU", region), language="uk", consent="any", timezone="Europe/Moscow",
+        path=path))
+    with site.db.session() as s:
+        return s.scalars(select(Case.id).order_by(Case.id.desc())).first() or 0
+
+
+@pytest.mark.parametrize("locale", ["uk", "en"])
+def test_the_whole_story_of_a_case_on_one_screen(tab: Tab, locale: str) -> None:
+    page, site, words = tab.page, tab.site, WORDS[locale]
+    number = "+79781239999"
+    first = story_case(site, 21, number, "crimea", ())
+    elsewhere = story_case(site, 22, number, "occupied", ())
+    case = story_case(site, 23, number, "crimea",
+                      ("language:uk", "topic:mobilised", "operator:unanswered"))
+    sign_in(tab, "olena")
+    page.goto(f"/console/cases/{case}")
+    if locale == "en":
+        to_english(tab)
+    assert page.locator("ol.story li").all_inner_texts() == STORY[locale]
+    earlier = page.locator("#earlier")
+    assert earlier.locator("a").all_inner_texts() == [f"#{first}"]  # hers to open
+    assert earlier.locator(f'a[href="/console/cases/{elsewhere}"]').count() == 0
+    assert page.locator("#earlier-hidden").inner_text() == words["hidden"]
+    tab.shot(f"story-{locale}")
+    page.click(f'#earlier a[href="/console/cases/{first}"]')
+    page.wait_for_url(f"**/console/cases/{first}")
+    assert page.request.get(f"/console/cases/{elsewhere}").status == 404

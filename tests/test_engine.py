@@ -359,3 +359,39 @@ def test_core_imports_neither_flask_nor_twilio() -> None:
     root = Path(__file__).resolve().parent.parent
     result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- the caller's path: what an operator should know, kept in the state --------------------------
+
+HOTLINE = Path(__file__).parent.parent / "flows"
+OPEN, CLOSED = datetime(2026, 11, 25, 10, 0, tzinfo=UTC), datetime(2026, 11, 25, 23, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("keys", "at", "ring", "path"), [
+    # keys at each wait (a dial status at a transfer); when; anyone to ring
+    (["2", "2", "3"], OPEN, True, ("language:uk", "topic:surrender")),
+    (["0", "3", "1", "3"], OPEN, True, ("language:en", "topic:mobilised")),  # offers heard again
+    (["1", "4", "busy"], OPEN, True, ("language:ru", "operator:unanswered")),
+    (["1", "4", "completed"], OPEN, True, ("language:ru", "operator:answered")),
+    (["1", "4"], CLOSED, True, ("language:ru", "operator:closed")),
+    (["1", "4"], OPEN, False, ("language:ru", "operator:nobody")),
+    (["", "", "", "", "3"], OPEN, True, ("menu:failed",)),  # silence at the language menu
+])
+def test_the_hotline_keeps_the_callers_path(keys: list[str], at: datetime, ring: bool,
+                                            path: tuple[str, ...]) -> None:
+    from ivr.loader import flow_files, load_set
+
+    flows = load_set(flow_files([HOTLINE])).flows
+    ctx = Context(at, lambda: Caller(False, "UA", "ukraine"),
+                  lambda _s: ("+380441112233",) if ring else ())
+    turn = engine.start(lambda f, _v: flows[f], "hotline", ctx)
+    for key in keys:
+        if isinstance(turn.wait, Connect):
+            given = CallInput(engine.DIALED, dial_status=key)
+        else:
+            given = CallInput(engine.DIGITS, digits=key) if key else CallInput(engine.NO_INPUT)
+        turn = engine.resume(lambda f, _v: flows[f], turn.state, given, ctx)
+    assert turn.state.path == path
+    from ivr.twiml import decode_state, encode_state
+
+    assert decode_state(encode_state(turn.state)).path == path  # it travels in the action URL

@@ -481,7 +481,8 @@ def test_the_admin_reads_cases_from_the_terminal(hotline: Hotline, message: byte
 
     missing = runner.invoke(cli, ["cases", "show", "9999"], env=env)
     assert missing.exit_code == 1 and "no case #9999" in missing.output
-    closed = runner.invoke(cli, ["cases", "close", str(rows[1]["id"])], env=env)
+    closed = runner.invoke(cli, ["cases", "close", str(rows[1]["id"]), "--reason", "done", "--yes"],
+                           env=env)
     assert closed.exit_code == 0 and "closed" in closed.output
     purged = runner.invoke(cli, ["purge", "--older-than", "0d", "--yes"], env=env)
     assert "destroyed the data of 1 case(s)" in purged.output

@@ -274,6 +274,11 @@ UK: dict[str, str] = {
     "chose %(name)s (%(open)s open case(s), least loaded, longest since a case)":
         "обрано: %(name)s (відкритих справ: %(open)s, найменше навантаження, найдовше без нової справи)",
     "unassigned, escalated to supervisors": "без оператора, передано супервізорам",
+    "taken by %(name)s": "взято собі: %(name)s",
+    "reopened by its operator": "знову відкрита її оператором",
+    "reopened: back to its operator": "знову відкрита: повернута її операторові",
+    "case reopened": "справу знову відкрито",
+    "case taken": "справу взято",
     "urgent (caller's answer): first in the queue, re-offered sooner":
         "термінова (за відповіддю абонента): перша в черзі, іншому оператору пропонується раніше",
     "took the case to call back (%(name)s)": "справу взято, щоб передзвонити (%(name)s)",
@@ -322,16 +327,17 @@ UK: dict[str, str] = {
     "case %(case)s: the caller did not agree to a callback":
         "справа #%(case)s: абонент не погодився на зворотний дзвінок",
     "case %(case)s: the caller's number was withheld": "справа #%(case)s: абонент приховав номер",
-    "case %(case)s has no operator: assign it first (`ivr cases assign %(case)s`)":
-        "справа #%(case)s без оператора: спершу призначте її",
+    "case %(case)s has no operator yet: take it or assign it first":
+        "у справи #%(case)s ще немає оператора: спершу візьміть її собі або призначте комусь",
     "case %(case)s: a callback is ringing now": "справа #%(case)s: зворотний дзвінок уже триває",
     "case %(case)s: gave up after %(attempts)s attempts":
         "справа #%(case)s: спроби вичерпано (усього спроб: %(attempts)s)",
     "case %(case)s: outside the caller's safe hours (%(window)s); scheduled for %(later)s their time":
         "справа #%(case)s: зараз не безпечний час абонента (%(window)s); дзвінок заплановано на "
         "%(later)s за його часом",
-    "case %(case)s: the call could not be placed (%(detail)s)":
-        "справа #%(case)s: не вдалося здійснити дзвінок",
+    "case %(case)s: the call to your phone could not be placed: try again in a few minutes":
+        "справа #%(case)s: не вдалося зателефонувати на ваш телефон; спробуйте ще раз за кілька "
+        "хвилин",
     "unknown time zone %(zone)r (like Europe/Kyiv)":
         "невідомий часовий пояс %(zone)s (приклад: Europe/Kyiv)",
     "hours %(part)r: write them like `mon-fri 09:00-18:00; sat 10:00-14:00`":
@@ -348,6 +354,80 @@ UK: dict[str, str] = {
     "%(what)s must be one line of at most %(longest)s characters":
         "%(what)s: один рядок, не довше %(longest)s символів",
     "role must be one of %(roles)s": "роль має бути однією з таких: %(roles)s",
+    "answered": "відповів",
+    "gave_up": "припинено",
+    "none": "немає",
+    # Actions that cannot go wrong by one click (issue 12)
+    "— choose —": "— оберіть —",
+    "Choose an outcome first: nothing was saved.": "Спершу оберіть результат: нічого не збережено.",
+    "Why is it closed?": "Чому справу закрито?",
+    "I understand: %(days)s days after closing, the recording, the transcript, the notes and the "
+    "caller's number are destroyed for good. Until then the case can be reopened.":
+        "Я розумію: через %(days)s дн. після закриття запис, розшифровку, нотатки й номер абонента "
+        "буде знищено назавжди. Доти справу можна відкрити знову.",
+    "Say why the case is closed: it was not closed.":
+        "Напишіть, чому справу закрито: її не закрито.",
+    "Tick the box: the case's data will be destroyed. It was not closed.":
+        "Поставте позначку: дані справи буде знищено. Справу не закрито.",
+    "The case was already closed.": "Справа вже була закрита.",
+    "The case is closed.": "Справу закрито.",
+    "Closed: its data is destroyed %(days)s days after closing. Until then it can be reopened.":
+        "Закрита: її дані буде знищено через %(days)s дн. після закриття. Доти її можна відкрити знову.",
+    "Closed, and its data has been destroyed: it cannot be reopened.":
+        "Закрита, і її дані вже знищено: відкрити її знову не можна.",
+    "Why is it reopened?": "Чому справу відкрито знову?",
+    "Reopen case": "Відкрити справу знову",
+    "Say why the case is reopened: it was not reopened.":
+        "Напишіть, чому справу відкрито знову: її не відкрито.",
+    "Its data has been destroyed: the case cannot be reopened.":
+        "Дані справи вже знищено: відкрити її знову не можна.",
+    "The case is not closed.": "Справа не закрита.",
+    "The case is open again.": "Справу знову відкрито.",
+    "This case has no operator yet: whoever takes it calls the caller back.":
+        "У справи ще немає оператора: передзвонює той, хто її візьме.",
+    "Take this case": "Взяти справу",
+    "The case is yours now.": "Тепер це ваша справа.",
+    "This case is not in your regions and languages: a supervisor can assign it.":
+        "Ця справа не з ваших регіонів і мов: її може призначити супервізор.",
+    "Someone else took this case a moment ago.": "Цю справу щойно взяв хтось інший.",
+    "The case could not be taken.": "Справу не вдалося взяти.",
+    "This case has no operator yet: take it or assign it to someone, then call back.":
+        "У справи ще немає оператора: візьміть її собі або призначте комусь, тоді передзвоніть.",
+    "Calling back takes the case.": "Зворотний дзвінок робить справу вашою.",
+    "Assign to": "Призначити",
+    "Assign": "Призначити",
+    # The caller's path (ivr/console/story.py)
+    "The caller's path": "Шлях абонента",
+    "This call's path through the menus was not kept (a call from before it was, or a message "
+    "left after a fault).":
+        "Шлях цього дзвінка меню не збережено (дзвінок, зроблений до того, як шлях почали "
+        "зберігати, або повідомлення, залишене після збою).",
+    "Chose the language: %(language)s.": "Обрано мову: %(language)s.",
+    "Did not choose a language; the menus spoke %(language)s.":
+        "Мову не обрано; меню звучало мовою: %(language)s.",
+    "Topic: %(topic)s.": "Тема: %(topic)s.",
+    "called up or mobilised": "призов або мобілізація",
+    "how to surrender safely": "як безпечно здатися в полон",
+    "Asked for an operator: was put through to one.": "Спроба з'єднатися з оператором: з'єднано.",
+    "Asked for an operator: operators were rung, nobody answered (busy).":
+        "Спроба з'єднатися з оператором: операторам дзвонили, ніхто не відповів (зайнято).",
+    "Asked for an operator: out of the operators' hours.":
+        "Спроба з'єднатися з оператором: поза робочими годинами операторів.",
+    "Asked for an operator: nobody was on duty.":
+        "Спроба з'єднатися з оператором: на зміні нікого не було.",
+    "Did not answer a menu (silence or wrong keys) and was taken on.":
+        "У меню не було відповіді (тиша або не ті кнопки), і дзвінок пішов далі.",
+    "Did not ask for an operator.": "Спроби з'єднатися з оператором не було.",
+    "Left a message of %(seconds)s s.": "Залишено повідомлення тривалістю %(seconds)s с.",
+    "Left a message.": "Залишено повідомлення.",
+    "Earlier cases from the same number": "Попередні справи з того самого номера",
+    "%(count)s in regions that are not yours": "%(count)s — у регіонах, які не ваші",
+}
+
+# The callers' languages named in the reader's own (the caller's path says which they chose).
+LANGUAGE_NAMES = {
+    "uk": {"ru": "російська", "uk": "українська", "en": "англійська"},
+    "en": {"ru": "Russian", "uk": "Ukrainian", "en": "English"},
 }
 
 PLURALS = {"times": ("раз", "рази", "разів")}  # Ukrainian one, few, many}

@@ -34,7 +34,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from ivr.callbacks import NOTIFY, CallbackError, start_callback
-from ivr.casebook import CaseError, close_case, show_case
+from ivr.casebook import CaseError, close_case, earlier_cases, reopen_case, show_case
 from ivr.console import Console, intake, queries
 from ivr.console.auth import (
     AuthError,
@@ -50,7 +50,8 @@ from ivr.console.auth import (
     qr_svg,
     start_session,
 )
-from ivr.console.i18n import LOCALES, translate
+from ivr.console.i18n import LANGUAGE_NAMES, LOCALES, translate
+from ivr.console.story import story
 from ivr.console.wording import Names, Reader, zone
 from ivr.keys import CryptoError
 from ivr.operators import (
@@ -61,7 +62,9 @@ from ivr.operators import (
     assign_case,
     edit_operator,
     may_change,
+    may_take,
     move_case,
+    take_case,
 )
 from ivr.reasons import Said, Told, said
 from ivr.storage import AuditEntry, Call, Case, Note, Operator, OutboxJob, Recording
@@ -79,6 +82,9 @@ TRANSCRIPT_FLAGS = {
 }
 LANGUAGE_CODES = ("ru", "uk", "en")  # the callers' languages
 OUTCOMES = ("helped", "information given", "surrender arranged", "no contact", "not relevant")
+# One listen is one audit entry: the browser fetches a recording in several byte ranges (and
+# again on a seek), so a user's requests for a case's audio within this long count as one.
+LISTEN = timedelta(minutes=10)
 # Where the language switch may send the user back to: a console path and its query, nothing
 # that a browser could read as another host or a header (no //, no \\, no control character).
 SAFE_NEXT = re.compile(r"/console/(?![/\\])[A-Za-z0-9/_.~%?=&+-]{0,500}")
@@ -405,6 +411,11 @@ def queue_page() -> str:
 
 @bp.route("/cases/<int:case_id>")
 def case_page(case_id: int) -> str:
+    return _case_view(case_id)
+
+
+def _case_view(case_id: int, error: str | None = None, reason: str = "") -> str:
+    """The case page; `error` (a refused action, said next to its form) and the reason typed."""
     c = console()
     _case(case_id)
     found = show_case(c.db, c.vault, case_id, actor=user().actor, now=now())
@@ -421,6 +432,7 @@ def case_page(case_id: int) -> str:
                 text = None
             notes.append({"at": note.at, "who": author.name if author else "?", "text": text})
         operator = s.get(Operator, case.operator_id) if case.operator_id else None
+        me = s.get(Operator, user().id)
         call = s.get(Call, case.call_id)
         timeline = list(found["timeline"])
         if call is not None:  # the timeline starts with the call itself
@@ -431,15 +443,25 @@ def case_page(case_id: int) -> str:
     # Each word of the transcript, marked when the model was less sure of it than LOW_CONFIDENCE.
     words = [(w, p < LOW_CONFIDENCE) for w, p in found.get("transcript_words") or []]
     answers = intake.facts(found["intake"], c.registry.fields, g.locale)
-    return render_template("case.html", case=found, notes=notes, outcomes=OUTCOMES, words=words,
-                           timeline=reader().timeline(timeline), route_reason=case.route_reason_data,
-                           status_reason=case.status_reason_data,
-                           state=reader().state(case.status, operator.name if operator else None),
-                           intake_facts=answers,
-                           flag_texts=TRANSCRIPT_FLAGS,
-                           operator=operator.name if operator else None, has_audio=has_audio,
-                           caller_tz=case.caller_tz, outcome=case.outcome,
-                           eligible=queries.eligible(c.db) if user().supervisor else [])
+    earlier = earlier_cases(c.db, case_id)
+    # Links only to the cases the reader may open; the others are a count (the JSON and
+    # `ivr cases show` say as much: earlier_cases_from_same_number).
+    mine = [e for e in earlier if user().sees(e["region"]) or e["operator_id"] == user().id]
+    unassigned = case.operator_id is None and case.status != "closed"
+    return render_template(
+        "case.html", case=found, notes=notes, outcomes=OUTCOMES, words=words,
+        timeline=reader().timeline(timeline), route_reason=case.route_reason_data,
+        status_reason=case.status_reason_data,
+        state=reader().state(case.status, operator.name if operator else None),
+        intake_facts=answers,
+        flag_texts=TRANSCRIPT_FLAGS, operator=operator.name if operator else None,
+        has_audio=has_audio, caller_tz=case.caller_tz, outcome=case.outcome,
+        eligible=queries.eligible(c.db) if user().supervisor else [], error=error, reason=reason,
+        retention_days=c.settings.retention_days, earlier=mine, hidden=len(earlier) - len(mine),
+        story=story(found.get("path"), case.language, found.get("recording_seconds"), _,
+                    LANGUAGE_NAMES.get(user().locale, LANGUAGE_NAMES["en"])),
+        may_take=unassigned and me is not None and may_take(me, case.region, case.language),
+        unassigned=unassigned, reopenable=case.status == "closed" and case.purged_at is None)
 
 
 @bp.route("/cases/<int:case_id>/audio")
@@ -455,7 +477,12 @@ def audio(case_id: int) -> Response:
             wav = None
     if wav is None:
         abort(404)
-    _audit("audio-played", case_id)
+    with c.db.session() as s:
+        heard = s.scalar(select(AuditEntry.id).where(
+            AuditEntry.case_id == case_id, AuditEntry.actor == user().actor,
+            AuditEntry.action == "audio-played", AuditEntry.at >= now() - LISTEN).limit(1))
+        if heard is None:  # the first request of this listen
+            s.add(AuditEntry(actor=user().actor, action="audio-played", case_id=case_id, at=now()))
     response = Response(wav, mimetype="audio/wav")
     response.headers["Content-Disposition"] = "inline"
     # Byte ranges: without them a browser cannot seek in the recording (it stays at 0:00).
@@ -464,13 +491,23 @@ def audio(case_id: int) -> Response:
 
 
 @bp.route("/cases/<int:case_id>/callback", methods=["POST"])
-def callback(case_id: int) -> WerkzeugResponse:
+def callback(case_id: int) -> WerkzeugResponse | tuple[str, int]:
     from ivr.jobs import telephony_for
 
     c = console()
     case = _case(case_id)
-    if case.operator_id != user().id and not user().supervisor:
-        # The callback rings the case's operator: take the case first.
+    if case.operator_id is None and user().supervisor and case.status != "closed":
+        # The callback rings the case's operator: a supervisor takes it or names one first.
+        flash(_("This case has no operator yet: take it or assign it to someone, then call back."))
+        return redirect(url_for("console.case_page", case_id=case_id))
+    if case.operator_id is None and not user().supervisor and case.status != "closed":
+        # The callback rings the case's operator: she takes it, if it is hers to take.
+        try:
+            take_case(c.db, case_id, user().id, now(), actor=user().actor)
+        except OperatorError as exc:
+            return _take_refused(case_id, exc)
+    elif case.operator_id != user().id and not user().supervisor and case.status != "closed":
+        # Another operator's case: she takes it over to call back (the audit log says so).
         _reassign(case_id, user().id, said("took-to-call-back", name=user().name))
     if c.telephony is None:
         c.telephony = telephony_for(c.settings)
@@ -481,6 +518,28 @@ def callback(case_id: int) -> WerkzeugResponse:
     except CallbackError as exc:
         flash(say(exc))
     return redirect(url_for("console.case_page", case_id=case_id))
+
+
+@bp.route("/cases/<int:case_id>/take", methods=["POST"])
+def take(case_id: int) -> WerkzeugResponse | tuple[str, int]:
+    """"Take this case": an unassigned case in the user's regions and languages becomes theirs."""
+    _case(case_id)
+    try:
+        take_case(console().db, case_id, user().id, now(), actor=user().actor)
+    except OperatorError as exc:
+        return _take_refused(case_id, exc)
+    flash(_("The case is yours now."))
+    return redirect(url_for("console.case_page", case_id=case_id))
+
+
+def _take_refused(case_id: int, exc: OperatorError) -> tuple[str, int]:
+    """The case page, saying in words why it could not be taken."""
+    if isinstance(exc, NotAllowed):
+        text = _("This case is not in your regions and languages: a supervisor can assign it.")
+        return _case_view(case_id, text), 403
+    words = {"the case is closed": _("The case is closed."),
+             "the case was taken by someone else meanwhile": _("Someone else took this case a moment ago.")}
+    return _case_view(case_id, words.get(str(exc), _("The case could not be taken."))), 409
 
 
 @bp.route("/cases/<int:case_id>/note", methods=["POST"])
@@ -503,11 +562,11 @@ def note(case_id: int) -> WerkzeugResponse:
 
 
 @bp.route("/cases/<int:case_id>/outcome", methods=["POST"])
-def outcome(case_id: int) -> WerkzeugResponse:
+def outcome(case_id: int) -> WerkzeugResponse | tuple[str, int]:
     _case(case_id)
     chosen = request.form.get("outcome", "")
-    if chosen not in OUTCOMES:
-        abort(400)
+    if chosen not in OUTCOMES:  # the list starts empty: nothing chosen is not "helped"
+        return _case_view(case_id, _("Choose an outcome first: nothing was saved.")), 400
     with console().db.session() as s:
         case = s.get(Case, case_id)
         assert case is not None
@@ -557,13 +616,53 @@ def reassign(case_id: int) -> WerkzeugResponse:
 
 
 @bp.route("/cases/<int:case_id>/close", methods=["POST"])
-def close(case_id: int) -> WerkzeugResponse:
+def close(case_id: int) -> WerkzeugResponse | tuple[str, int]:
+    """Close, with a reason and the box ticked that says what closing starts (no script: the
+    CSP forbids inline script, so the confirmation is the server's)."""
     _case(case_id)
+    reason = _line("reason", 200)
+    if not reason:
+        return _case_view(case_id, _("Say why the case is closed: it was not closed.")), 400
+    if request.form.get("confirm") != "yes":
+        text = _("Tick the box: the case's data will be destroyed. It was not closed.")
+        return _case_view(case_id, text, reason), 400
     try:
-        close_case(console().db, case_id, user().actor, _line("reason", 200))
-    except CaseError as exc:
-        flash(say(exc))
+        close_case(console().db, case_id, user().actor, reason)
+    except CaseError:
+        flash(_("The case was already closed."))
+    else:
+        flash(_("The case is closed."))
     return redirect(url_for("console.case_page", case_id=case_id))
+
+
+@bp.route("/cases/<int:case_id>/reopen", methods=["POST"])
+def reopen(case_id: int) -> WerkzeugResponse | tuple[str, int]:
+    """Back into the queue while its data is still there: an operator who reopens it keeps it
+    (when it is in their regions and languages); a supervisor gives it back to its operator,
+    or by the rule."""
+    c = console()
+    case = _case(case_id)
+    reason = _line("reason", 200)
+    if not reason:
+        return _case_view(case_id, _("Say why the case is reopened: it was not reopened.")), 400
+    to = None
+    if not user().supervisor:
+        with c.db.session() as s:
+            me = s.get(Operator, user().id)
+            if me is not None and may_take(me, case.region, case.language):
+                to = me.id
+    try:
+        given = reopen_case(c.db, c.vault, case_id, user().actor, reason, to=to)
+    except CaseError as exc:
+        text = (_("Its data has been destroyed: the case cannot be reopened.") if "destroyed" in str(exc)
+                else _("The case is not closed."))
+        return _case_view(case_id, text), 409
+    if given != user().id:
+        with c.db.session() as s:
+            s.add(OutboxJob(job=NOTIFY, target_id=case_id))  # its operator (or supervisors) told
+    flash(_("The case is open again."))
+    found = _case_or_none(case_id)
+    return redirect(url_for("console.case_page", case_id=case_id) if found else url_for("console.queue_page"))
 
 
 # --- JSON -------------------------------------------------------------------------------------

@@ -44,6 +44,8 @@ ACTIONS = {
     "note-added": "note added",
     "outcome": "outcome set",
     "closed": "case closed",
+    "reopened": "case reopened",
+    "taken": "case taken",
     "purged": "the caller's data destroyed (retention)",
     "callback-scheduled": "callback scheduled",
     "callback-started": "callback started",

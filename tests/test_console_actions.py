@@ -22,6 +22,7 @@ from ivr.console.i18n import UK
 from ivr.console.story import OPERATOR, TOPICS, story
 from ivr.engine import Caller
 from ivr.operators import add_operator, recount
+from ivr.reasons import ENGLISH
 from ivr.standin import FlaskTransport, Phone, ScriptedCaller
 from ivr.storage import AuditEntry, CallbackAttempt, Case, OutboxJob, Recording
 from ivr.voicemail import Reported, note_recording, purge
@@ -280,16 +281,17 @@ def test_callback_refusals_are_words_for_operators(team: Team) -> None:
     assert "абонент не погодився на зворотний дзвінок" in body and f"case {case}:" not in body
 
 
-def test_every_callback_refusal_has_its_ukrainian() -> None:
+def test_every_callback_refusal_has_its_ukrainian_and_no_shell_command() -> None:
     source = (ROOT / "ivr" / "callbacks.py").read_text(encoding="utf-8")
-    texts = re.findall(r'raise CallbackError\(case_id, "((?:[^"\\]|\\.)+)"(?:\s*"((?:[^"\\]|\\.)+)")?',
-                       source)
-    assert len(texts) >= 8
-    missing = [a + b for a, b in texts if a + b not in UK]
-    assert missing == []
-    refused = CallbackError(3, "gave up after %(attempts)s attempts", "gave_up", attempts=3)
+    codes = re.findall(r'raise CallbackError\("([a-z-]+)"', source)
+    assert len(codes) >= 8
+    english = [ENGLISH[code] for code in codes]
+    assert [text for text in english if text not in UK] == []
+    assert [text for text in english if "ivr " in text or "`" in text] == []
+    refused = CallbackError("gave-up-already", case=3, attempts=3)
     assert str(refused) == "case 3: gave up after 3 attempts"
-    assert refused.words(lambda m: UK[m]) == "припинено після 3 спроб"
+    assert refused.said.render(lambda m: UK[m], lambda _k, v: str(v)) == \
+        "справа #3: спроби вичерпано (усього спроб: 3)"
 
 
 # --- the whole story ---------------------------------------------------------------------------
@@ -357,13 +359,14 @@ def test_a_real_call_through_the_shipped_hotline_leaves_its_path(team: Team) -> 
     hotline = create_app(settings, clock=lambda: SUNDAY)  # 14:00 in Kyiv: operators' hours
     phone = Phone(FlaskTransport(hotline), settings.public_base_url, TOKEN, settings.twilio_account_sid,
                   settings.hotline_number)
-    log = phone.call("+79781234000", ScriptedCaller(["2", "2", "4", "busy", "#", "3"]))
+    log = phone.call("+79781234000", ScriptedCaller(["2", "2", "4", "busy", "#", "#", "#", "3"]))
     assert not log.errors, log.errors
     with team.db.session() as s:
         case = s.scalars(select(Case.id).order_by(Case.id.desc())).first()
     assert case is not None
     client = english(sign_in(team, "olena"))
-    assert client.get(f"/console/api/cases/{case}").get_json()["path"] == [
+    found = client.get(f"/console/api/cases/{case}").get_json()
+    assert found.get("path") == [
         "language:uk", "topic:surrender", "operator:unanswered"]
     story = page_of(client, case).split('id="story"')[1].split("</ol>")[0]
     assert "Asked for an operator: operators were rung, nobody answered (busy)." in story
@@ -413,7 +416,7 @@ def test_a_transcript_says_it_is_machine_made_with_its_engine_and_language(team:
     page = page_of(english(sign_in(team, "olena")), case)
     about = page.split('id="transcript-about"')[1].split("</p>")[0]
     assert "Machine transcription: it can be wrong; the recording is what counts." in about
-    assert "Engine: whisper-small" in about and "Language: ru" in about
+    assert "Engine: whisper-small" in about and "Language: Russian" in about
 
 
 @pytest.mark.parametrize("locale", ["uk", "en"])

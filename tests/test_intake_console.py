@@ -13,7 +13,7 @@ import pytest
 from ivr.storage import Case
 from ivr.voicemail import seal_intake
 from tests.conftest import ROOT, TEST_FLOWS
-from tests.test_console_browser import Site, Tab, browser, sign_in, site, tab  # noqa: F401
+from tests.test_console_browser import Site, Tab, sign_in, site, tab  # noqa: F401
 
 
 @pytest.fixture

@@ -428,12 +428,12 @@ def serve_two_calls(tmp_path: Path, redis_url: str, log_level: str) -> list[str]
         wait_until_healthy(url, serve)
         run("operators", "add", "--name", "Olena", "--number", "+380501112233", "--languages", "en",
             "--regions", "russia")
-        run("call", "--url", url, "--press", "3,3,#", "--voicemail", str(hiss))
+        run("call", "--url", url, "--press", "3,3,#,#,#", "--voicemail", str(hiss))
         for _ in range(120):
             if not cases():  # filed by the webhook, dropped by the worker
                 break
             time.sleep(0.5)
-        run("call", "--url", url, "--press", "3,3,#,1", "--voicemail", str(words))
+        run("call", "--url", url, "--press", "3,3,#,#,#,1", "--voicemail", str(words))
         for _ in range(120):
             rows = cases()
             if rows and rows[0]["notified_at"]:

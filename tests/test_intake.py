@@ -180,7 +180,8 @@ def test_the_setting_is_read_and_checked(tmp_path: Path) -> None:
     found = load_settings({**base, "URGENT_REOFFER_MINUTES": "7"})
     assert policy_for(found).urgent_reoffer_after == timedelta(minutes=7)
     assert load_settings(base).urgent_reoffer_minutes == 10
-    with pytest.raises(ConfigError, match="URGENT_REOFFER_MINUTES must be a whole number from 1 to 10080"):
+    with pytest.raises(ConfigError, match=r"URGENT_REOFFER_MINUTES is '0': set it to a whole number "
+                       r"from 1 to 10080"):
         load_settings({**base, "URGENT_REOFFER_MINUTES": "0"})
 
 

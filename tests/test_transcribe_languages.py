@@ -445,8 +445,8 @@ def test_the_console_shows_how_far_to_trust_the_transcript(team: Team) -> None:
     about = page[page.index('id="transcript-about"'):]
     assert "Machine transcription: it can be wrong; the recording is what counts." in about
     assert "Engine: whisper-base" in about and "confidence 71 %" in about
-    assert "spoken: uk; chose ru" in about
+    assert "spoken: Ukrainian; chose: Russian" in about
     assert "Sound captions the model invents" in about
     client.post("/console/language", data={"locale": "uk", "csrf_token": token(page)})
     page = html.unescape(client.get(f"/console/cases/{case_id}").get_data(as_text=True))
-    assert "Машинна розшифровка" in page and "мова розмови: uk; обрано в меню ru" in page
+    assert "Машинна розшифровка" in page and "мова розмови: Українська; обрано в меню: Російська" in page

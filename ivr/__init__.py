@@ -70,6 +70,7 @@ def create_app(
     from ivr import public, voice
     from ivr.callbacks import OperatorLeg, live_numbers
     from ivr.calls import CallbackHandler, CallHandler
+    from ivr.casecode import Codes
     from ivr.console import init_console
     from ivr.engine import Caller
     from ivr.jobs import Outbox, OutboxFlusher, policy_for, vault_for
@@ -143,7 +144,7 @@ def create_app(
 
     handler = CallHandler(settings, registry, clock, report if voicemail else None,
                           consent if voicemail else None, transfer if voicemail else None,
-                          ended if voicemail else None)
+                          ended if voicemail else None, Codes(*quick) if voicemail else None)
     app.extensions["ivr"] = handler
     app.extensions["ivr.callbacks"] = CallbackHandler(
         settings, OperatorLeg(*quick, policy_for(settings), caller_id), handler.renderer, clock)

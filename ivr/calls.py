@@ -11,20 +11,23 @@ import contextlib
 import logging
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-from ivr import engine
+from twilio.twiml.voice_response import VoiceResponse
+
+from ivr import codevoice, engine
 from ivr.callbacks import Done, OperatorLeg
+from ivr.casecode import SLOW_SECONDS, Codes
 from ivr.config import Settings
 from ivr.engine import Caller, CallInput, CallState, Context, Turn
 from ivr.errors import FlowNotServed, StateError
-from ivr.flow import CONSENT_VARIABLE
+from ivr.flow import CONSENT_VARIABLE, CaseCode
 from ivr.limits import MAX_TWIML_BYTES
 from ivr.registry import FlowRegistry
-from ivr.twiml import EMPTY, HANGUP, Renderer, SignatureChecker, decode_state
+from ivr.twiml import EMPTY, HANGUP, Renderer, SignatureChecker, decode_state, encode_state
 from ivr.voicemail import Reported
 
 log = logging.getLogger(__name__)
@@ -61,6 +64,7 @@ class CallHandler:
         consent: Callable[[str, str], None] | None = None,
         transfer: Callable[[Caller, str, datetime], tuple[str, ...]] | None = None,
         ended: Callable[[str, str, int], None] | None = None,
+        codes: Codes | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -69,6 +73,7 @@ class CallHandler:
         self.consent = consent
         self.transfer = transfer
         self.ended = ended
+        self.codes = codes  # case codes and PINs; None: no code is given or checked
         self.renderer = Renderer(settings.public_base_url, settings.hotline_number)
         self.checker = SignatureChecker(settings.twilio_auth_token, settings.webhook_shared_keys)
 
@@ -130,7 +135,13 @@ class CallHandler:
                 )
                 return self._reply(turn)
             state = decode_state(query.get("s", ""))
+            if event in ("pin", "pin2"):
+                return self._choose_pin(state, event, params)
+            if event == "cpin":
+                return self._check_pin(state, params)
             given = self._input(event, params)
+            if event == "input" and isinstance(self._step(state), CaseCode):
+                return self._find_case(state, given, params)
             if given.event == engine.RECORDED and params.get("RecordingDuration", "").strip() == "0":
                 # Under a second: nothing said. Noted (so it is deleted at Twilio), and the
                 # flow goes on as for an empty message (`on_empty`).
@@ -139,6 +150,10 @@ class CallHandler:
             if given.event == engine.RECORDED and not self._report(params, state, "completed"):
                 # Neither the database nor the spool took it: no "thank you", the truth.
                 return Reply(self.renderer.not_kept(state.language))
+            if given.event == engine.RECORDED and self.codes is not None:
+                code = self._issue(params)
+                if code is not None:  # said now or never: it is kept nowhere in clear
+                    return self._say_code(state, code)
             turn = engine.resume(self.registry.get, state, given, self._context(params))
             agreed = turn.state.var(CONSENT_VARIABLE)
             if agreed is not None and agreed != state.var(CONSENT_VARIABLE):
@@ -152,6 +167,117 @@ class CallHandler:
                               params.get("CallSid", "?"), state.step if state else "?")
             token = query.get("s") if state is not None and event != "retry" else None
             return Reply(self.renderer.apology(state.language if state else language, token))
+
+    # --- case codes and PINs (ivr/casecode.py) ----------------------------------------
+    def _step(self, state: CallState) -> object:
+        return self.registry.get(state.flow, state.version).steps.get(state.step)
+
+    def _voice(self, state: CallState) -> Any:
+        return self.registry.get(state.flow, state.version).languages[state.language]
+
+    def _pin_url(self, state: CallState, event: str) -> str:
+        return self.renderer.step_url(encode_state(state), event)
+
+    def _issue(self, params: Params) -> str | None:
+        """A new case's code; None (and the flow goes on as before) if it cannot be had."""
+        assert self.codes is not None
+        try:
+            return self.codes.issue(params.get("CallSid", "")[:64]) if params.get("CallSid") else None
+        except Exception:
+            log.exception("could not give a case code to call %s", params.get("CallSid", "?")[:64])
+            return None
+
+    def _say_code(self, state: CallState, code: str) -> Reply:
+        """The code twice, then the PIN; `state` is the record step's, resumed once done."""
+        r = VoiceResponse()
+        codevoice.say_code(r, code, state.language, self._voice(state))
+        return Reply(codevoice.ask_pin(r, self._pin_url(state, "pin"), state.language,
+                                       self._voice(state), "choose"), (state.step,))
+
+    def _after_message(self, state: CallState, said: str, params: Params) -> Reply:
+        """The flow after the message (the record step's `next`), with what was said first."""
+        turn = engine.resume(self.registry.get, state, CallInput(engine.RECORDED),
+                             self._context(params))
+        text = codevoice.phrase(state.language, said)
+        voice = self._voice(state)
+        turn = replace(turn, say=(engine.Speak(text, voice.voice, voice.locale), *turn.say))
+        return self._reply(turn)
+
+    def _choose_pin(self, state: CallState, event: str, params: Params) -> Reply:
+        """The new case's PIN, entered twice; `#` alone or silence: no PIN (said so). Two
+        invalid or differing entries: no PIN either."""
+        assert self.codes is not None
+        digits = params.get("Digits", "").strip().rstrip("#")
+        try:
+            found = self.codes.choose_pin(params.get("CallSid", "")[:64], digits, event == "pin2")
+        except Exception:
+            log.exception("could not keep the PIN of call %s", params.get("CallSid", "?")[:64])
+            found = "gone"
+        if found in ("invalid", "mismatch") and state.attempts >= 2:
+            self.codes.give_up_pin(params.get("CallSid", "")[:64])
+            found = "skipped"
+        if found in ("set", "skipped"):
+            return self._after_message(state, found, params)
+        if found == "gone":  # nothing waits for a PIN (a repeated request): go on
+            return self._reply(engine.resume(self.registry.get, state, CallInput(engine.RECORDED),
+                                             self._context(params)))
+        if found == "again":
+            return Reply(codevoice.ask_pin(VoiceResponse(), self._pin_url(state, "pin2"),
+                                           state.language, self._voice(state), "confirm"),
+                         (state.step,))
+        retry = replace(state, attempts=state.attempts + 1)
+        return Reply(codevoice.ask_pin(VoiceResponse(), self._pin_url(retry, "pin"),
+                                       state.language, self._voice(state), "choose", (found,)),
+                     (state.step,))
+
+    def _find_case(self, state: CallState, given: CallInput, params: Params) -> Reply:
+        """A code at a `case_code` step: a wrong one counts toward the burst; a right one asks
+        for the PIN, the call linked to the case server-side."""
+        code = given.digits.strip().rstrip("#") if given.event == engine.DIGITS else ""
+        if not code:
+            return self._reply(engine.resume(self.registry.get, state,
+                                             CallInput(engine.CASE_REFUSED), self._context(params)))
+        if self.codes is None:  # no database (a flow test): no code can be right
+            return self._reply(engine.resume(self.registry.get, state,
+                                             CallInput(engine.CASE_WRONG), self._context(params)))
+        found = self.codes.find(params.get("CallSid", "")[:64], code, self.clock())
+        if found.outcome == "found":
+            reply = Reply(codevoice.ask_pin(VoiceResponse(), self._pin_url(state, "cpin"),
+                                            state.language, self._voice(state), "pin"),
+                          (state.step,))
+        elif found.outcome == "wrong":
+            reply = self._reply(engine.resume(self.registry.get, state, CallInput(engine.CASE_WRONG),
+                                              self._context(params)))
+        else:  # locked, busy
+            reply = self._refused(state, found.outcome, params)
+        if found.slow:
+            reply = Reply(codevoice.paused(reply.twiml, SLOW_SECONDS), reply.trace)
+        return reply
+
+    def _refused(self, state: CallState, why: str, params: Params) -> Reply:
+        turn = engine.resume(self.registry.get, state, CallInput(engine.CASE_REFUSED),
+                             self._context(params))
+        voice = self._voice(state)
+        said_first = engine.Speak(codevoice.phrase(state.language, why), voice.voice, voice.locale)
+        return self._reply(replace(turn, say=(said_first, *turn.say)))
+
+    def _check_pin(self, state: CallState, params: Params) -> Reply:
+        """The PIN after a right code: right goes on to the step's `found`, in the case's
+        language; wrong counts as a wrong code; the last wrong one locks the case's line."""
+        assert self.codes is not None
+        pin = params.get("Digits", "").strip().rstrip("#")
+        checked = self.codes.check_pin(params.get("CallSid", "")[:64], pin, self.clock())
+        if checked.outcome == "right":
+            flow = self.registry.get(state.flow, state.version)
+            if checked.language is not None and checked.language in flow.languages:
+                state = replace(state, language=checked.language)
+            return self._reply(engine.resume(self.registry.get, state,
+                                             CallInput(engine.CASE_FOUND), self._context(params)))
+        if checked.outcome == "locked":
+            return self._refused(state, "locked", params)
+        event = engine.CASE_WRONG if checked.outcome == "wrong" and pin else engine.CASE_REFUSED
+        return self._reply(engine.resume(self.registry.get, state, CallInput(event),
+                                         self._context(params)))
 
     def _input(self, event: str, params: Params) -> CallInput:
         if event == "input":

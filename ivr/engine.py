@@ -20,6 +20,7 @@ from ivr.errors import EngineError
 from ivr.flow import (
     TOPIC_VARIABLE,
     Branch,
+    CaseCode,
     Condition,
     Digits,
     Flow,
@@ -89,6 +90,12 @@ START, DIGITS, SPEECH, NO_INPUT, RECORDED, NO_RECORDING, DIALED = (
     "no_recording",
     "dialed",
 )
+
+
+# What the web side found for the digits at a `case_code` step (the digits themselves never
+# reach the engine): a right code and PIN, a wrong one, or a refusal (a locked case, a burst
+# of wrong codes, nothing entered: the caller is told why by the web side).
+CASE_FOUND, CASE_WRONG, CASE_REFUSED = "case_found", "case_wrong", "case_refused"
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +239,16 @@ def resume(flows: FlowLookup, state: CallState, given: CallInput, ctx: Context) 
             if step.wrong_key:
                 out += _speak(flow, state.language, step.wrong_key)
             return _run(flows, flow, replace(state, attempts=state.attempts + 1), out, ctx, [])
+        case CaseCode():
+            if given.event == CASE_FOUND:
+                return _run(flows, flow, _at(state, step.found), out, ctx, [])
+            if given.event == CASE_WRONG and state.attempts + 1 <= step.retries:
+                if step.wrong_key:
+                    out += _speak(flow, state.language, step.wrong_key)
+                return _run(flows, flow, replace(state, attempts=state.attempts + 1), out, ctx, [])
+            # Silence, a refusal, the last wrong code, or digits no web side checked (a flow
+            # test without a database): the way out for a caller without a case.
+            return _run(flows, flow, _at(state, step.failed), out, ctx, [])
         case Record():
             if given.event == NO_RECORDING and step.on_empty:
                 return _run(flows, flow, _at(state, step.on_empty), out, ctx, [])
@@ -367,6 +384,10 @@ def _run(
                 # One key more than the longest number: Twilio then waits for the `#`.
                 ask = AskKeys(prompt, width + 1, step.timeout, "#")
                 return Turn(tuple(out), ask, state, tuple(trace))
+            case CaseCode():
+                # Up to 12 digits and `#`: one key more than the code, so Twilio waits for `#`.
+                prompt = tuple(_speak(flow, state.language, step.prompt))
+                return Turn(tuple(out), AskKeys(prompt, 13, step.timeout, "#"), state, tuple(trace))
             case Record():
                 out += _speak(flow, state.language, step.prompt)
                 wait = AskRecording(step.max_length, step.finish_key, step.silence_timeout)

@@ -278,7 +278,27 @@ class Hangup:
     prompt: Prompt | None = None
 
 
-Step = Say | Menu | Digits | SetLanguage | Branch | SetVariables | Record | Transfer | Goto | Hangup
+@dataclass(frozen=True, slots=True)
+class CaseCode:
+    """A caller who has a case code: the code (ended by `#`), then the case's PIN.
+
+    The digits never enter the call's state: the web side checks them (ivr/casecode.py) and
+    the call goes on to `found`, in the case's language, after a right code and PIN; to
+    `failed` after `retries` wrong codes or PINs, silence, a locked case or a hotline under a
+    burst of wrong codes (each said to the caller). `wrong_key` is said after a wrong one.
+    """
+
+    name: str
+    prompt: Prompt
+    found: str
+    failed: str
+    wrong_key: Prompt | None = None
+    timeout: int = 10
+    retries: int = 2
+
+
+Step = (Say | Menu | Digits | SetLanguage | Branch | SetVariables | Record | Transfer | Goto | Hangup
+        | CaseCode)
 
 # The YAML `type:` of each step kind.
 STEP_TYPES: dict[str, type] = {
@@ -292,9 +312,10 @@ STEP_TYPES: dict[str, type] = {
     "transfer": Transfer,
     "goto": Goto,
     "hangup": Hangup,
+    "case_code": CaseCode,
 }
 # Steps that stop and wait for the caller (or for an operator's phone).
-WAITING: tuple[type, ...] = (Menu, Digits, Record, Transfer)
+WAITING: tuple[type, ...] = (Menu, Digits, Record, Transfer, CaseCode)
 
 
 def variables_set(step: Step) -> set[str]:
@@ -326,6 +347,9 @@ def edges(step: Step) -> Iterator[tuple[str, str, bool]]:
                 yield "skip", step.skip, False
         case Digits():
             yield "number", step.next, False
+        case CaseCode():
+            yield "found", step.found, False
+            yield "failed", step.failed, False
         case Branch():
             for c in step.when:
                 label = f"{c.kind} {'/'.join(c.values)}"
@@ -366,6 +390,7 @@ def mermaid(flow: Flow) -> str:
     shapes = {
         Menu: ('{{"', '"}}'),
         Digits: ('{{"', '"}}'),
+        CaseCode: ('{{"', '"}}'),
         Branch: ('{"', '"}'),
         Record: ('[("', '")]'),
         Transfer: ('[["', '"]]'),
@@ -394,8 +419,8 @@ def mermaid(flow: Flow) -> str:
 
 def dot(flow: Flow) -> str:
     """Draw a flow in Graphviz's language (`dot -Tsvg` makes a picture of it)."""
-    shapes = {Menu: "hexagon", Digits: "hexagon", Branch: "diamond", Record: "cylinder", Transfer: "box3d",
-              Hangup: "oval", Goto: "cds"}
+    shapes = {Menu: "hexagon", Digits: "hexagon", CaseCode: "hexagon", Branch: "diamond",
+              Record: "cylinder", Transfer: "box3d", Hangup: "oval", Goto: "cds"}
     lines = [f'digraph "{flow.id}" {{', "  rankdir=TB; node [fontname=Helvetica];",
              '  "__call" [label="call", shape=circle];', f'  "__call" -> "{flow.start}";']
     for name, step in flow.steps.items():

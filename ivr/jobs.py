@@ -25,7 +25,7 @@ from rq.job import Job, JobStatus
 from rq.scheduler import RQScheduler
 from sqlalchemy import func, select, update
 
-from ivr import callbacks, voicemail
+from ivr import callbacks, casecode, voicemail
 from ivr.config import Settings, load_settings, parse_daytime
 from ivr.keys import Keyring, development_keys, parse_master_keys
 from ivr.liveness import WORKER_PREFIX, Pulse, rescue_abandoned, worker_tag
@@ -238,6 +238,13 @@ def notify_case(case_id: int) -> int:
     """Tell a case's (new) operator by SMS, or the supervisors when it has none."""
     s = services()
     return callbacks.notify(s.db, s.vault, s.telephony, s.settings.public_base_url, case_id)
+
+
+def tell_code_burst(miss_id: int) -> int:
+    """A burst of wrong case codes: tell the supervisors by SMS (ivr/casecode.py)."""
+    s = services()
+    return casecode.tell_supervisors(s.db, s.vault, s.telephony.send_sms,
+                                     s.settings.public_base_url, miss_id)
 
 
 def callback_case(case_id: int) -> int | None:
@@ -477,7 +484,8 @@ def work(redis_url: str, namespace: str = QUEUE) -> None:
 
 JOBS: dict[str, Callable[[int], object]] = {voicemail.PROCESS_RECORDING: process_recording,
                                             callbacks.NOTIFY: notify_case,
-                                            callbacks.CALLBACK: callback_case}
+                                            callbacks.CALLBACK: callback_case,
+                                            casecode.CODE_BURST: tell_code_burst}
 
 
 # --- the outbox ----------------------------------------------------------------------------

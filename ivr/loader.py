@@ -36,6 +36,7 @@ from ivr.flow import (
     VOICES,
     WAITING,
     Branch,
+    CaseCode,
     Condition,
     Digits,
     Field,
@@ -90,6 +91,7 @@ STEP_KEYS: dict[str, tuple[set[str], set[str]]] = {  # type -> (required, option
     "transfer": ({"next", "no_answer"}, {"prompt", "out_of_hours", "hours", "timeout"}),
     "goto": ({"flow"}, {"step"}),
     "hangup": (set(), {"prompt"}),
+    "case_code": ({"prompt", "found", "failed"}, {"wrong_key", "timeout", "retries"}),
 }
 
 
@@ -598,6 +600,14 @@ class _FlowReader:
                 )
                 self.gotos.append((step, v.get("step", v["flow"])))
                 return step
+            case "case_code":
+                return CaseCode(
+                    name, need(self.prompt(v["prompt"], f"prompt of {what}")),
+                    self.ref(v["found"], "`found`"), self.ref(v["failed"], "`failed`"),
+                    self._opt_prompt(v, "wrong_key", f"`wrong_key` of {what}"),
+                    need(doc.integer(v["timeout"], "`timeout`", 3, 60)) if "timeout" in v else 10,
+                    need(doc.integer(v["retries"], "`retries`", 0, 4)) if "retries" in v else 2,
+                )
             case _:
                 return Hangup(name, self._opt_prompt(v, "prompt", f"prompt of {what}"))
 

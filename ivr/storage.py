@@ -209,6 +209,14 @@ class Case(Base):
     # an answer is one of its field's `urgent` values (the shipped hotline: "at the front").
     intake: Mapped[bytes | None] = mapped_column(LargeBinary)
     urgent: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The caller's case code and PIN (ivr/casecode.py), never in clear: `code_hash` is an HMAC
+    # of the code under the case-code key (it finds the case), `pin_hash` an argon2 hash (it
+    # checks the PIN). No PIN chosen: no code_hash either, nobody can reach the case by phone.
+    # Wrong PINs in a row lock the case's line until `code_locked_until`.
+    code_hash: Mapped[str | None] = mapped_column(String(80), unique=True, index=True)
+    pin_hash: Mapped[str | None] = mapped_column(String(200))
+    pin_failures: Mapped[int] = mapped_column(Integer, default=0)
+    code_locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 # The console's queue (ivr/console/queries.py, bench/console.py) with 100,000 open cases: its
@@ -220,6 +228,30 @@ Index("ix_cases_queue", Case.urgent.desc(), Case.operator_id.is_not(None), Case.
 Index("ix_cases_urgent", Case.assigned_at, postgresql_where=Case.urgent, sqlite_where=Case.urgent)
 Index("ix_cases_console", Case.status, Case.region, Case.language, Case.operator_id, Case.acted_at,
       Case.assigned_at, Case.callback_status, Case.next_callback_at)
+
+
+class CodeEntry(Base):
+    """A call between its case code and its PIN, linked server-side by CallSid (the code, the
+    case and the PIN never travel in a URL): the case the code found, or the new case whose
+    PIN is being chosen, with the first entry's argon2 hash until it is entered again.
+    Short-lived: deleted once used, and any older than CODE_ENTRY_MINUTES is ignored."""
+
+    __tablename__ = "code_entries"
+    call_sid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"))
+    purpose: Mapped[str] = mapped_column(String(8))  # choose (a new case's PIN) | check
+    first_pin: Mapped[str | None] = mapped_column(String(200))  # argon2 of the first entry
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class CodeMiss(Base):
+    """A wrong case code, from any call: only its time (no call, no number, no digits). The
+    count of the last minutes slows every code entry and alerts the supervisors."""
+
+    __tablename__ = "code_misses"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    alarm: Mapped[bool] = mapped_column(Boolean, default=False)  # the miss that raised an alarm
 
 
 class Operator(Base):

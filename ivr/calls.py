@@ -20,7 +20,7 @@ from twilio.twiml.voice_response import VoiceResponse
 
 from ivr import codevoice, engine
 from ivr.callbacks import Done, OperatorLeg
-from ivr.casecode import SLOW_SECONDS, Codes
+from ivr.casecode import SLOW_SECONDS, CodeDesk
 from ivr.config import Settings
 from ivr.engine import Caller, CallInput, CallState, Context, Turn
 from ivr.errors import FlowNotServed, StateError
@@ -64,7 +64,7 @@ class CallHandler:
         consent: Callable[[str, str], None] | None = None,
         transfer: Callable[[Caller, str, datetime], tuple[str, ...]] | None = None,
         ended: Callable[[str, str, int], None] | None = None,
-        codes: Codes | None = None,
+        codes: CodeDesk | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -73,7 +73,7 @@ class CallHandler:
         self.consent = consent
         self.transfer = transfer
         self.ended = ended
-        self.codes = codes  # case codes and PINs; None: no code is given or checked
+        self.codes: CodeDesk | None = codes  # case codes and PINs; None: no code is given or checked
         self.renderer = Renderer(settings.public_base_url, settings.hotline_number)
         self.checker = SignatureChecker(settings.twilio_auth_token, settings.webhook_shared_keys)
 

@@ -25,6 +25,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -270,3 +271,43 @@ def tell_supervisors(db: Database, vault: Vault, send_sms: Callable[[str, str], 
         except Exception:
             log.exception("the alarm of a burst of wrong case codes did not reach a supervisor")
     return sent
+
+
+class CodeDesk(Protocol):
+    """What the call handler asks of case codes: `Codes` (the database), or `PlantedCase`."""
+
+    def issue(self, call_sid: str) -> str | None: ...
+    def choose_pin(self, call_sid: str, digits: str, second: bool) -> str: ...
+    def give_up_pin(self, call_sid: str) -> None: ...
+    def find(self, call_sid: str, code: str, now: datetime | None = None) -> Found: ...
+    def check_pin(self, call_sid: str, pin: str, now: datetime | None = None) -> PinCheck: ...
+
+
+class PlantedCase:
+    """One case a flow scenario says exists (`case: {code, pin, language}`), in memory: a flow
+    test walks the `found` branch without a database. It gives no codes to new messages."""
+
+    def __init__(self, code: str, pin: str, language: str) -> None:
+        self.code, self.pin, self.language = code, pin, language
+        self.wrong_pins = 0
+
+    def issue(self, call_sid: str) -> str | None:
+        return None
+
+    def choose_pin(self, call_sid: str, digits: str, second: bool) -> str:
+        return "gone"
+
+    def give_up_pin(self, call_sid: str) -> None:
+        return None
+
+    def find(self, call_sid: str, code: str, now: datetime | None = None) -> Found:
+        if code != self.code:
+            return Found("wrong")
+        return Found("locked" if self.wrong_pins >= PIN_TRIES else "found")
+
+    def check_pin(self, call_sid: str, pin: str, now: datetime | None = None) -> PinCheck:
+        if self.wrong_pins < PIN_TRIES and pin == self.pin:
+            self.wrong_pins = 0
+            return PinCheck("right", self.language)
+        self.wrong_pins += 1
+        return PinCheck("locked" if self.wrong_pins >= PIN_TRIES else "wrong")

@@ -18,6 +18,7 @@ import yaml
 from flask import Flask
 from yaml.nodes import MappingNode, SequenceNode
 
+from ivr.casecode import PlantedCase
 from ivr.config import Settings
 from ivr.errors import StateError
 from ivr.limits import MAX_FILE_BYTES
@@ -29,8 +30,10 @@ from ivr.yamldoc import Doc, compose, did_you_mean, read_file
 # whether it answers is up to the scenario (`answer`, `busy`, `no-answer` in `press`).
 TEST_OPERATOR = "+15005550001"
 # `operators: none` runs a scenario with nobody on duty (no operator phone to ring).
+# `case: {code: "123456789012", pin: "2468", language: uk}`: a case the call can reach with
+# that code and PIN (in memory: no database, nothing kept).
 SCENARIO_KEYS = {"name", "from", "at", "press", "hears", "not_hears", "ends_at", "ended", "visits", "keeps",
-                 "operators"}
+                 "operators", "case"}
 
 
 @dataclass
@@ -127,6 +130,10 @@ def run(settings: Settings, sc: Scenario, apps: dict[tuple[str, str], Flask]) ->
                              log_level="WARNING"),
             clock=clock, voicemail=False,  # a scenario's message is not a case
         )
+    planted = spec.get("case")
+    apps[key].extensions["ivr"].codes = PlantedCase(
+        str(planted.get("code", "")), str(planted.get("pin", "")), str(planted.get("language", "")),
+    ) if isinstance(planted, dict) else None
     phone = Phone(FlaskTransport(apps[key]), settings.public_base_url, settings.twilio_auth_token,
                   settings.twilio_account_sid, settings.hotline_number)
     presses = [str(p) for p in spec.get("press") or []]

@@ -150,7 +150,8 @@ class CallHandler:
             if given.event == engine.RECORDED and not self._report(params, state, "completed"):
                 # Neither the database nor the spool took it: no "thank you", the truth.
                 return Reply(self.renderer.not_kept(state.language))
-            if given.event == engine.RECORDED and self.codes is not None:
+            if (given.event == engine.RECORDED and self.codes is not None
+                    and getattr(self._step(state), "case_code", False)):
                 code = self._issue(params)
                 if code is not None:  # said now or never: it is kept nowhere in clear
                     return self._say_code(state, code)

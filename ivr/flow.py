@@ -247,6 +247,8 @@ class Record:
     finish_key: str = "#"
     silence_timeout: int = 5
     on_empty: str | None = None
+    # Give the new case a code and let the caller choose a PIN before `next` (ivr/casecode.py)
+    case_code: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -87,7 +87,8 @@ STEP_KEYS: dict[str, tuple[set[str], set[str]]] = {  # type -> (required, option
     "language": ({"language", "next"}, {"prompt"}),
     "branch": ({"when", "otherwise"}, set()),
     "set": ({"variables", "next"}, set()),
-    "record": ({"prompt", "next"}, {"max_length", "finish_key", "silence_timeout", "on_empty"}),
+    "record": ({"prompt", "next"}, {"max_length", "finish_key", "silence_timeout", "on_empty",
+                                    "case_code"}),
     "transfer": ({"next", "no_answer"}, {"prompt", "out_of_hours", "hours", "timeout"}),
     "goto": ({"flow"}, {"step"}),
     "hangup": (set(), {"prompt"}),
@@ -570,6 +571,7 @@ class _FlowReader:
                     need(doc.integer(v["silence_timeout"], "`silence_timeout`", 1, 60))
                     if "silence_timeout" in v else 5,
                     self.ref(v["on_empty"], "`on_empty`") if "on_empty" in v else None,
+                    bool(need(doc.boolean(v["case_code"], "`case_code`"))) if "case_code" in v else False,
                 )
             case "transfer":
                 hours = None

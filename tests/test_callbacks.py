@@ -38,8 +38,9 @@ HOTLINE = "+15005550006"
 CRIMEA_CALLER_ID = "+15005550007"  # what callers in Crimea see (regions.yaml `caller_id`)
 OLENA, TARAS, SOFIA = "+380501110001", "+380501110002", "+380501110003"
 # flows/hotline.yaml: Russian, main menu 3 (a message), both intake questions skipped with #,
-# the message ended with #, then the callback question.
-RUSSIAN_MESSAGE = ["1", "3", "#", "#", "#"]
+# the message ended with #, # at the PIN prompt (no PIN: the case code is dropped), then the
+# callback question.
+RUSSIAN_MESSAGE = ["1", "3", "#", "#", "#", "#"]
 
 
 class Person(ScriptedCaller):

@@ -36,9 +36,9 @@ from tests.conftest import ROOT, SUNDAY, TEST_KEYS, TOKEN
 
 CRIMEA = "+79781234567"
 # flows/hotline.yaml in Russian: main menu 3 (a message); then who is calling, alone or with
-# others, how many; the message ended with #; 3: do not call back.
-AT_THE_FRONT = ["1", "3", "3", "2", "4#", "#", "3"]
-SKIPPED = ["1", "3", "#", "#", "#", "3"]
+# others, how many; the message ended with #; # at the PIN prompt (no PIN); 3: do not call back.
+AT_THE_FRONT = ["1", "3", "3", "2", "4#", "#", "#", "3"]
+SKIPPED = ["1", "3", "#", "#", "#", "#", "3"]
 SUPERVISOR = User(id=0, name="sofia", role="supervisor", regions=frozenset(), locale="uk")
 
 

@@ -109,6 +109,11 @@ def _summary(case: Case, rec: Recording | None, repeat: int,
         # value: {"who": "front", "people": "3"}), and whether one made the case urgent.
         "intake": intake or {},
         "urgent": bool(case.urgent),
+        # Whether the caller can reach the case by phone with a case code and PIN (never the
+        # code or PIN themselves), and until when wrong PINs locked that out (null: not locked).
+        "has_code": case.code_hash is not None and case.pin_hash is not None,
+        "code_locked_until": (_iso(case.code_locked_until) if case.code_locked_until is not None
+                              and case.code_locked_until > utcnow() else None),
     }
 
 

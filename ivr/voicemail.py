@@ -30,6 +30,7 @@ from ivr.storage import (
     Call,
     CallbackAttempt,
     Case,
+    CodeEntry,
     Database,
     DataKey,
     Note,
@@ -598,6 +599,8 @@ def purge(db: Database, vault: Vault, older_than: timedelta,
             case.number = case.transcript = case.transcript_words = case.caller_hash = case.caller_tz = None
             case.intake, case.urgent = None, False  # the answers, and the one kept in clear
             case.path = None
+            case.code_hash = case.pin_hash = case.code_locked_until = None  # no longer reachable
+            s.execute(delete(CodeEntry).where(CodeEntry.case_id == case.id))
             case.status_reason = case.route_reason = case.offered_to = None
             case.status_reason_data = case.route_reason_data = None
             for name in CASE_TIMES:

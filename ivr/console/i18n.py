@@ -102,6 +102,16 @@ UK: dict[str, str] = {
     "Your phone will ring; press 1 to be connected. The caller sees only the hotline's number.":
         "Ваш телефон задзвонить; натисніть 1, щоб з'єднатися. Абонент бачить лише номер гарячої лінії.",
     "Outcome": "Результат",
+    "Case code": "Код справи",
+    "locked after wrong PINs until": "заблокована після неправильних PIN-кодів до",
+    "the caller can reach it by phone with a code and PIN":
+        "той, хто телефонував, може звернутися до неї телефоном за кодом і PIN-кодом",
+    "none: not reachable by phone": "немає: телефоном до неї не звернутися",
+    "Many wrong case codes were entered in the last minutes: every code entry is slowed down. "
+    "No caller is named; nothing needs doing unless it goes on.":
+        "За останні хвилини введено багато неправильних кодів справ: кожне введення коду "
+        "тепер сповільнене. Жодного абонента не названо; нічого робити не треба, якщо це не "
+        "триватиме.",
     "Set outcome": "Зберегти результат",
     "Pass on": "Передати іншому",
     "Reassign to": "Передати оператору",

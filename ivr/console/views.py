@@ -178,7 +178,14 @@ def headers(response: Response) -> Response:
 def helpers() -> dict[str, Any]:
     r = reader()
     return {"_": _, "me": getattr(g, "user", None), "locales": LOCALES, "r": r, "ago": r.age,
-            "safe_hours": r.safe_hours, "intake_tags": _intake_tags}
+            "safe_hours": r.safe_hours, "intake_tags": _intake_tags, "code_burst": _code_burst}
+
+
+def _code_burst() -> bool:
+    """A burst of wrong case codes raised the alarm within the hour (supervisors see a line)."""
+    from ivr.casecode import burst
+
+    return burst(console().db)[1]
 
 
 def _intake_tags(answers: dict[str, str]) -> list[intake.Tag]:

@@ -158,7 +158,8 @@ def test_the_schema_accepts_every_key_and_form_the_loader_accepts() -> None:
 @pytest.mark.parametrize(("case", "found"), [
     ("unknown_step_type", [
         "$.steps.main_menu.type: 'manu' is not one of "
-        "['say', 'menu', 'digits', 'language', 'branch', 'set', 'record', 'transfer', 'goto', 'hangup', 'case_code']",
+        "['say', 'menu', 'digits', 'language', 'branch', 'set', 'record', 'transfer', 'goto', 'hangup', "
+        "'case_code']",
     ]),
     ("unknown_top_key", ["$: Additional properties are not allowed ('titel' was unexpected)"]),
     ("unknown_step_key", [

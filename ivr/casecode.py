@@ -10,7 +10,8 @@ and the case cannot be reached by phone at all.
 The case-code key is a data key of its own purpose in the key store: the number-hash key is
 renewed at every purge, which would make every live code unfindable.
 
-Guessing: PIN_TRIES wrong PINs in a row lock the case's line for LOCK; wrong codes from all
+Guessing: PIN_TRIES wrong PINs in a row lock the case's line for LOCK, each further PIN_TRIES
+for twice as long (until a right PIN); wrong codes from all
 calls are counted (their times only) over WINDOW: past SLOW_AFTER every code entry waits
 SLOW_SECONDS before its answer and the supervisors are told (an SMS job and the console), past
 STOP_AFTER code entry is refused ("please call later"). The arithmetic is in the README.
@@ -70,6 +71,13 @@ def code_key(vault: Vault) -> bytes:
 
 def code_hash(key: bytes, code: str) -> str:
     return hmac.new(key, code.encode(), hashlib.sha256).hexdigest()
+
+
+def lock_after(failures: int) -> timedelta:
+    """How long the line locks after this many wrong PINs in a row: LOCK after the first
+    PIN_TRIES, doubled after each further PIN_TRIES (capped at 2**10 LOCK), so that over a year
+    a guesser gets about 50 PINs, not 26,000."""
+    return LOCK * 2 ** min(failures // PIN_TRIES - 1, 10)
 
 
 def valid_pin(digits: str) -> bool:
@@ -193,10 +201,11 @@ class Codes:
                 log.info("case %s: reached with its code and PIN", case.id)
                 return PinCheck("right", case.language)
             case.pin_failures += 1
-            if case.pin_failures >= PIN_TRIES:
-                case.pin_failures, case.code_locked_until = 0, now + LOCK
+            if case.pin_failures % PIN_TRIES == 0:
+                case.code_locked_until = now + lock_after(case.pin_failures)
                 log.warning("case %s: %d wrong PINs in a row; its line is locked until %s",
-                            case.id, PIN_TRIES, case.code_locked_until.isoformat(timespec="minutes"))
+                            case.id, case.pin_failures,
+                            case.code_locked_until.isoformat(timespec="minutes"))
                 return PinCheck("locked")
             return PinCheck("wrong")
 

@@ -267,9 +267,25 @@ def test_wrong_pins_lock_the_case_then_the_lock_passes(desk: tuple[Codes, Databa
     with db.session() as s:
         case = s.scalars(select(Case)).one()
         assert case.code_locked_until is not None
-    assert codes.find("CAx", code, now + LOCK + timedelta(minutes=1)).outcome == "found"
-    right = codes.check_pin("CAx", "2468", now + LOCK + timedelta(minutes=1))
+    # The next PIN_TRIES wrong ones lock it for twice as long; a right PIN starts afresh.
+    later = now + LOCK + timedelta(minutes=1)
+    for pin in ["4444", "5555", "6666"]:
+        assert codes.find("CAx", code, later).outcome == "found"
+        codes.check_pin("CAx", pin, later)
+    assert codes.find("CAx", code, later + LOCK * 2 - timedelta(minutes=1)).outcome == "locked"
+    latest = later + LOCK * 2 + timedelta(minutes=1)
+    assert codes.find("CAx", code, latest).outcome == "found"
+    right = codes.check_pin("CAx", "2468", latest)
     assert (right.outcome, right.language) == ("right", "uk")
+    with db.session() as s:
+        assert s.scalars(select(Case.pin_failures)).one() == 0
+
+
+@pytest.mark.parametrize(("failures", "hours"), [(3, 1), (6, 2), (9, 4), (12, 8), (33, 1024),
+                                                 (300, 1024)])
+def test_each_lock_after_the_first_is_twice_as_long(failures: int, hours: int) -> None:
+    from ivr.casecode import lock_after
+    assert lock_after(failures) == LOCK * hours
 
 
 def test_a_right_pin_resets_the_count_of_wrong_ones(desk: tuple[Codes, Database]) -> None:

@@ -215,7 +215,10 @@ class CallHandler:
             log.exception("could not keep the PIN of call %s", params.get("CallSid", "?")[:64])
             found = "gone"
         if found in ("invalid", "mismatch") and state.attempts >= 2:
-            self.codes.give_up_pin(params.get("CallSid", "")[:64])
+            try:
+                self.codes.give_up_pin(params.get("CallSid", "")[:64])
+            except Exception:
+                log.exception("could not drop the code of call %s", params.get("CallSid", "?")[:64])
             found = "skipped"
         if found in ("set", "skipped"):
             return self._after_message(state, found, params)

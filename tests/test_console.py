@@ -694,3 +694,31 @@ def test_ages_and_roles_in_the_readers_language(desk: Team) -> None:
     assert "sofia · супервізор" in queue
     operators = client.get("/console/operators").get_data(as_text=True)
     assert ">адміністратор</td>" in operators and "пн-пт 09:00-18:00" in operators
+
+
+def test_the_case_page_says_whether_a_code_reaches_it_and_the_supervisors_see_a_burst(
+        team: Team) -> None:
+    from ivr.casecode import PIN_TRIES, SLOW_AFTER, Codes
+
+    codes = Codes(team.db, team.vault)
+    case, sid = team.cases["crimea"], f"CA{1:032x}"
+    client = sign_in(team, "olena")
+    page = client.get(f"/console/cases/{case}").get_data(as_text=True)
+    assert 'id="case-code">немає: телефоном до неї не звернутися<' in page
+    code = codes.issue(sid)
+    assert code is not None
+    codes.choose_pin(sid, "2468", second=False)
+    codes.choose_pin(sid, "2468", second=True)
+    page = client.get(f"/console/cases/{case}").get_data(as_text=True)
+    assert "може звернутися до неї телефоном за кодом і PIN-кодом" in page and code not in page
+    for _ in range(PIN_TRIES):
+        codes.find("CAguess", code)
+        codes.check_pin("CAguess", "1111")
+    page = client.get(f"/console/cases/{case}").get_data(as_text=True)
+    assert "заблокована після неправильних PIN-кодів до" in page
+    # A burst of wrong codes: a line for supervisors on every page, naming nobody.
+    for i in range(SLOW_AFTER):
+        codes.find(f"CA{i}", f"{i:012d}")
+    burst = "багато неправильних кодів справ"
+    assert burst in sign_in(team, "sofia", 1).get("/console/").get_data(as_text=True)
+    assert burst not in client.get("/console/").get_data(as_text=True)  # olena: an operator

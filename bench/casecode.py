@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from sqlalchemy import insert
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -33,9 +35,9 @@ def fill(db: Database, vault: Vault, cases: int) -> None:
     data_key = vault.new_key()
     rows = range(1, cases + 1)
     with db.engine.begin() as c:
-        c.execute(Call.__table__.insert(), [{"id": i, "call_sid": f"CA{i:032x}"} for i in rows])
-        c.execute(Recording.__table__.insert(), [{"id": i, "call_id": i} for i in rows])
-        c.execute(Case.__table__.insert(), [
+        c.execute(insert(Call), [{"id": i, "call_sid": f"CA{i:032x}"} for i in rows])
+        c.execute(insert(Recording), [{"id": i, "call_id": i} for i in rows])
+        c.execute(insert(Case), [
             {"id": i, "call_id": i, "recording_id": i, "data_key_id": data_key, "language": "ru",
              "code_hash": code_hash(key, f"{secrets.randbelow(10 ** 12):012d}"), "pin_hash": "x"}
             for i in rows])

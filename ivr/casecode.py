@@ -77,7 +77,7 @@ def lock_after(failures: int) -> timedelta:
     """How long the line locks after this many wrong PINs in a row: LOCK after the first
     PIN_TRIES, doubled after each further PIN_TRIES (capped at 2**10 LOCK), so that over a year
     a guesser gets about 50 PINs, not 26,000."""
-    return LOCK * 2 ** min(failures // PIN_TRIES - 1, 10)
+    return LOCK * (1 << max(0, min(failures // PIN_TRIES - 1, 10)))
 
 
 def valid_pin(digits: str) -> bool:

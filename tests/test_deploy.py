@@ -342,7 +342,7 @@ def test_a_newcomer_serves_the_hotline_and_sees_a_voicemail_become_a_case(
                                capture_output=True, text=True, timeout=30)
         assert added.returncode == 0, added.stdout + added.stderr
         called = subprocess.run(
-            [ivr, "call", "--url", url, "--press", "3,3,#,#,#,1",
+            [ivr, "call", "--url", url, "--press", "3,3,#,#,#,#,1",
              "--voicemail", "say:I want to surrender. Please call me back."],
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
         assert called.returncode == 0, called.stdout + called.stderr
@@ -433,7 +433,7 @@ def serve_two_calls(tmp_path: Path, redis_url: str, log_level: str) -> list[str]
             if not cases():  # filed by the webhook, dropped by the worker
                 break
             time.sleep(0.5)
-        run("call", "--url", url, "--press", "3,3,#,#,#,1", "--voicemail", str(words))
+        run("call", "--url", url, "--press", "3,3,#,#,#,#,1", "--voicemail", str(words))
         for _ in range(120):
             rows = cases()
             if rows and rows[0]["notified_at"]:

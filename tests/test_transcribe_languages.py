@@ -347,7 +347,7 @@ def test_the_readmes_russian_example_ends_in_a_russian_transcript(
     env = {"INSTANCE_DIR": str(tmp_path / "instance"), "FLOWS_DIR": str(ROOT / "flows"),
            "TRANSCRIBE_CACHE": str(model_cache), "IVR_DOTENV": "/nonexistent"}
     runner = CliRunner()
-    called = runner.invoke(cli, ["call", "--press", "1,3,2,1,#,2", "--voicemail",
+    called = runner.invoke(cli, ["call", "--press", "1,3,2,1,#,#,2", "--voicemail",
                                  "say:Я хочу сдаться. Перезвоните мне после шести."], env=env)
     assert called.exit_code == 0, called.output
     assert "Voicemail filed as case #1: transcription done" in called.output

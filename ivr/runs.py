@@ -16,6 +16,7 @@ from yaml.nodes import Node
 
 from ivr.flow import (
     Branch,
+    CaseCode,
     Digits,
     Flow,
     Goto,
@@ -61,7 +62,7 @@ def _step_bytes(step: Step) -> int:
                         for o in step.options for ws in o.words.values() for w in ws)
             extra = max(_prompt_bytes(step.no_input), _prompt_bytes(step.wrong_key))
             return _prompt_bytes(step.prompt) + extra + hints
-        case Digits():
+        case Digits() | CaseCode():
             return _prompt_bytes(step.prompt) + _prompt_bytes(step.wrong_key)
         case SetLanguage() | Record() | Transfer() | Hangup():
             return _prompt_bytes(step.prompt)

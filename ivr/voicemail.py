@@ -374,6 +374,7 @@ def _forget_empty(db: Database, vault: Vault, tools: Tools, recording_id: int) -
         if case is not None:
             key, dropped = case.data_key_id, case.id
             s.execute(delete(AuditEntry).where(AuditEntry.case_id == case.id))
+            s.execute(delete(CodeEntry).where(CodeEntry.case_id == case.id))  # a PIN being chosen
             s.delete(case)
     if key is not None:
         vault.discard([key])  # its epoch is retired by the next purge, once for all of them

@@ -352,3 +352,30 @@ def test_a_hotline_under_a_burst_makes_the_caller_wait_before_each_answer(line: 
     line.call(["3", "5", "111111111111#"], from_=ELSEWHERE)
     answers = line.wire[-1].answers
     assert any(f'<Response><Pause length="{SLOW_SECONDS}" />' in a for a in answers)
+
+
+def test_a_message_found_empty_while_its_pin_is_being_chosen_is_dropped_cleanly(
+        desk: tuple[Codes, Database]) -> None:
+    """The worker drops a short recording with no speech even if the caller is at the PIN
+    prompt: the link between call and case goes with the case, and the flow goes on."""
+    from ivr.storage import Call, Recording
+    from ivr.voicemail import EMPTY, Tools, process_recording
+    codes, db = desk
+    with db.session() as s:
+        call = Call(call_sid="CAsilent")
+        s.add(call)
+        s.flush()
+        rec = Recording(recording_sid="RE" + "0" * 32, call_id=call.id, duration=1)
+        s.add(rec)
+        s.flush()
+        s.add(Case(call_id=call.id, recording_id=rec.id, data_key_id=codes.vault.new_key()))
+        rec_id = rec.id
+    assert codes.issue("CAsilent") is not None
+    tools = Tools(fetch=lambda _sid: b"RIFF", delete=lambda _sid: None,
+                  check_audio=lambda _wav: None, transcribe=lambda *_a: None,  # type: ignore[arg-type]
+                  speech=lambda _wav: False)
+    assert process_recording(db, codes.vault, tools, rec_id) == EMPTY
+    with db.session() as s:
+        assert s.scalar(select(func.count(Case.id))) == 0
+        assert s.scalar(select(func.count(CodeEntry.call_sid))) == 0
+    assert codes.choose_pin("CAsilent", "2468", second=False) == "gone"

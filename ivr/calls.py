@@ -24,7 +24,7 @@ from ivr.casecode import SLOW_SECONDS, CodeDesk
 from ivr.config import Settings
 from ivr.engine import Caller, CallInput, CallState, Context, Turn
 from ivr.errors import FlowNotServed, StateError
-from ivr.flow import CONSENT_VARIABLE, CaseCode
+from ivr.flow import CONSENT_VARIABLE, CaseCode, Record
 from ivr.limits import MAX_TWIML_BYTES
 from ivr.registry import FlowRegistry
 from ivr.twiml import EMPTY, HANGUP, Renderer, SignatureChecker, decode_state, encode_state
@@ -150,8 +150,9 @@ class CallHandler:
             if given.event == engine.RECORDED and not self._report(params, state, "completed"):
                 # Neither the database nor the spool took it: no "thank you", the truth.
                 return Reply(self.renderer.not_kept(state.language))
+            step = self._step(state)
             if (given.event == engine.RECORDED and self.codes is not None
-                    and getattr(self._step(state), "case_code", False)):
+                    and isinstance(step, Record) and step.case_code):
                 code = self._issue(params)
                 if code is not None:  # said now or never: it is kept nowhere in clear
                     return self._say_code(state, code)
@@ -207,7 +208,9 @@ class CallHandler:
     def _choose_pin(self, state: CallState, event: str, params: Params) -> Reply:
         """The new case's PIN, entered twice; `#` alone or silence: no PIN (said so). Two
         invalid or differing entries: no PIN either."""
-        assert self.codes is not None
+        if self.codes is None:  # no code was given (no database): nothing to choose
+            return self._reply(engine.resume(self.registry.get, state, CallInput(engine.RECORDED),
+                                             self._context(params)))
         digits = params.get("Digits", "").strip().rstrip("#")
         try:
             found = self.codes.choose_pin(params.get("CallSid", "")[:64], digits, event == "pin2")
@@ -268,7 +271,9 @@ class CallHandler:
     def _check_pin(self, state: CallState, params: Params) -> Reply:
         """The PIN after a right code: right goes on to the step's `found`, in the case's
         language; wrong counts as a wrong code; the last wrong one locks the case's line."""
-        assert self.codes is not None
+        if self.codes is None:
+            return self._reply(engine.resume(self.registry.get, state,
+                                             CallInput(engine.CASE_REFUSED), self._context(params)))
         pin = params.get("Digits", "").strip().rstrip("#")
         checked = self.codes.check_pin(params.get("CallSid", "")[:64], pin, self.clock())
         if checked.outcome == "right":

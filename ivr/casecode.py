@@ -121,7 +121,7 @@ class Codes:
             case.pin_failures, case.code_locked_until = 0, None
             s.execute(delete(CodeEntry).where(CodeEntry.call_sid == call_sid))
             s.add(CodeEntry(call_sid=call_sid, case_id=case.id, purpose="choose"))
-        log.info("case %s: a case code was said to the caller", case.id)
+        log.debug("case %s: a case code was said to the caller", case.id)
         return code
 
     def choose_pin(self, call_sid: str, digits: str, second: bool) -> str:
@@ -137,7 +137,7 @@ class Codes:
             if not digits:
                 case.code_hash = case.pin_hash = None
                 s.delete(entry)
-                log.info("case %s: no PIN chosen; the case code was dropped", case.id)
+                log.debug("case %s: no PIN chosen; the case code was dropped", case.id)
                 return "skipped"
             if not valid_pin(digits):
                 entry.first_pin = None
@@ -150,7 +150,7 @@ class Codes:
                 return "mismatch"
             case.pin_hash = entry.first_pin
             s.delete(entry)
-            log.info("case %s: the caller chose a PIN", case.id)
+            log.debug("case %s: the caller chose a PIN", case.id)
             return "set"
 
     def give_up_pin(self, call_sid: str) -> None:
@@ -198,7 +198,7 @@ class Codes:
                 return PinCheck("locked")
             if valid_pin(pin) and _verify(case.pin_hash, pin):
                 case.pin_failures, case.code_locked_until = 0, None
-                log.info("case %s: reached with its code and PIN", case.id)
+                log.debug("case %s: reached with its code and PIN", case.id)
                 return PinCheck("right", case.language)
             case.pin_failures += 1
             if case.pin_failures % PIN_TRIES == 0:

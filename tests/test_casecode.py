@@ -7,10 +7,12 @@ branches with a planted case; here the real app, database and key store do the w
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
 import shutil
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from click.testing import CliRunner
 from flask import Flask
 from sqlalchemy import func, select
@@ -40,7 +43,7 @@ from ivr.config import Settings
 from ivr.standin import FlaskTransport, Phone, ScriptedCaller
 from ivr.standin.phone import HttpReply
 from ivr.storage import Case, CodeEntry, CodeMiss, Database, OutboxJob, Vault, upgrade, utcnow
-from tests.conftest import ROOT, SUNDAY, TEST_KEYS, TOKEN
+from tests.conftest import ROOT, SUNDAY, TEST_KEYS, TOKEN, RedisServer
 
 UKRAINE = "+380501234567"
 ELSEWHERE = "+441234567890"
@@ -92,15 +95,43 @@ class Line:
 
 
 @pytest.fixture
-def line(settings: Settings) -> Iterator[Line]:
-    """The shipped hotline on SQLite (a file and its WAL to search); no worker: the case is
-    made when the message is reported, as in production."""
+def line(settings: Settings, redis_server: RedisServer) -> Iterator[Line]:
+    """The shipped hotline on SQLite (a file and its WAL to search) and a Redis of its own
+    (the jobs go there); no worker: the case is made when the message is reported, as in
+    production."""
     shutil.rmtree(settings.flows_dir)
     shutil.copytree(ROOT / "flows", settings.flows_dir, ignore=shutil.ignore_patterns("tests"))
+    settings = settings.replace(redis_url=redis_server.url)
     upgrade(settings.database_url, settings.keystore_url)
     app = create_app(settings, clock=lambda: SUNDAY)
     yield Line(settings, app, app.extensions["ivr.db"], app.extensions["ivr.vault"])
     app.extensions["ivr.db"].engine.dispose()
+
+
+def redis_values(url: str) -> list[bytes]:
+    """Every key and value in Redis, and each value decompressed where it is (rq's job data)."""
+    r = redis.Redis.from_url(url)
+    found: list[bytes] = []
+    for key in r.scan_iter():
+        found.append(key)
+        kind = r.type(key)
+        values: list[Any] = []
+        if kind == b"string":
+            values = [r.get(key)]
+        elif kind == b"hash":
+            values = list(r.hgetall(key).values())
+        elif kind == b"list":
+            values = list(r.lrange(key, 0, -1))
+        elif kind == b"set":
+            values = list(r.smembers(key))
+        elif kind == b"zset":
+            values = list(r.zrange(key, 0, -1))
+        for value in values:
+            if isinstance(value, bytes):
+                found.append(value)
+                with contextlib.suppress(zlib.error):
+                    found.append(zlib.decompress(value))
+    return found
 
 
 def heard_code(heard: str) -> str:
@@ -138,6 +169,9 @@ def test_a_caller_hears_a_code_chooses_a_pin_and_reaches_the_case_from_another_p
             if path.exists():
                 raw = path.read_bytes()
                 assert code.encode() not in raw and pin.encode() not in raw, path
+    kept = redis_values(line.settings.redis_url)
+    assert any(b"process_recording" in v for v in kept)  # the job is there: the search is real
+    assert not any(code.encode() in v or pin.encode() in v for v in kept)
     logged = caplog.text
     assert code not in logged and code not in str([r.args for r in caplog.records])
     urls = [u for t in line.wire for u in t.urls]

@@ -413,3 +413,12 @@ def test_a_message_found_empty_while_its_pin_is_being_chosen_is_dropped_cleanly(
         assert s.scalar(select(func.count(Case.id))) == 0
         assert s.scalar(select(func.count(CodeEntry.call_sid))) == 0
     assert codes.choose_pin("CAsilent", "2468", second=False) == "gone"
+
+
+def test_a_hotline_flooded_with_wrong_codes_asks_callers_to_call_later(line: Line) -> None:
+    codes = Codes(line.db, line.vault)
+    for i in range(STOP_AFTER):
+        codes.find(f"CA{i}", f"{i:012d}", SUNDAY)
+    heard = line.call(["3", "5", "111111111111#"], from_=ELSEWHERE)
+    assert "Entering codes is not possible right now" in heard
+    assert "We could not find a case" in heard and "did not match" not in heard

@@ -104,13 +104,19 @@ class Codes:
 
     def __init__(self, db: Database, vault: Vault) -> None:
         self.db, self.vault = db, vault
+        self._key: bytes | None = None  # the case-code key, read once (it is never renewed)
+
+    def key(self) -> bytes:
+        if self._key is None:
+            self._key = code_key(self.vault)
+        return self._key
 
     # --- a new case ----------------------------------------------------------------------
     def issue(self, call_sid: str) -> str | None:
         """A fresh code for the newest case of this call (None without one: the message went to
         the spool). A code issued before for it is replaced: Twilio asked again, so the caller
         did not hear the first one. The call is linked to the case for the PIN that follows."""
-        key = code_key(self.vault)
+        key = self.key()
         with self.db.session() as s:
             case = s.scalars(select(Case).join(Call, Call.id == Case.call_id)
                              .where(Call.call_sid == call_sid).order_by(Case.id.desc())).first()
@@ -166,7 +172,7 @@ class Codes:
         if misses >= STOP_AFTER:
             return Found("busy", slow=True)
         slow = misses >= SLOW_AFTER
-        key = code_key(self.vault)
+        key = self.key()
         with self.db.session() as s:
             case = None
             if code.isdigit() and len(code) == CODE_DIGITS:

@@ -441,7 +441,9 @@ def _case_view(case_id: int, error: str | None = None, reason: str = "") -> str:
         has_audio = bool(s.scalar(select(Recording.audio.is_not(None))  # not the audio itself
                                   .where(Recording.id == case.recording_id)))
     # Each word of the transcript, marked when the model was less sure of it than LOW_CONFIDENCE.
-    words = [(w, p < LOW_CONFIDENCE) for w, p in found.get("transcript_words") or []]
+    # The space before a word stays outside its mark, so a marked word is marked alone.
+    words = [(w[:len(w) - len(w.lstrip())], w.lstrip(), p < LOW_CONFIDENCE)
+             for w, p in found.get("transcript_words") or []]
     answers = intake.facts(found["intake"], c.registry.fields, g.locale)
     earlier = earlier_cases(c.db, case_id)
     # Links only to the cases the reader may open; the others are a count (the JSON and

@@ -170,8 +170,36 @@ def console_link(base_url: str, case_id: int) -> str:
     return f"{base_url}/console/cases/{case_id}"
 
 
+# What an operator's phone reads, in the language they chose for the console (Operator.locale):
+# a case number, a link and for supervisors the region and language, nothing of the caller.
+CASE_SMS = {"uk": "Гаряча лінія: справа {case} тепер ваша. Відкрийте її: {link}",
+            "en": "Hotline: case {case} is yours. Open it: {link}"}
+ESCALATION_SMS = {
+    "uk": "Гаряча лінія: справу {case} ({region}, {language}) не може взяти жоден оператор на зміні. "
+          "Призначте її: {link}",
+    "en": "Hotline: case {case} ({region}, {language}) has no operator on duty. Please assign it: "
+          "{link}",
+}
+LANGUAGE_WORDS = {"uk": {"ru": "російська", "uk": "українська", "en": "англійська"},
+                  "en": {"ru": "Russian", "uk": "Ukrainian", "en": "English"}}
+Titles = Callable[[str, str], str]  # (region, locale) -> the region's name for that reader
+
+
+def _sms(texts: dict[str, str], locale: str | None, **values: object) -> str:
+    return texts.get(locale or "uk", texts["en"]).format(**values)
+
+
+def _plain(region: str, _locale: str) -> str:
+    return region
+
+
+def _language(code: str | None, locale: str | None) -> str:
+    words = LANGUAGE_WORDS.get(locale or "uk", LANGUAGE_WORDS["en"])
+    return words.get(code or "", code or "?")
+
+
 def notify(db: Database, vault: Vault, tel: Telephony, base_url: str, case_id: int,
-           now: datetime | None = None) -> int:
+           now: datetime | None = None, titles: Titles | None = None) -> int:
     """Tell the case's operator, or every supervisor when it has none; once per assignment.
 
     The SMS says a case number and where to open it, nothing of the caller. Returns how many
@@ -187,23 +215,24 @@ def notify(db: Database, vault: Vault, tel: Telephony, base_url: str, case_id: i
         if case.operator_id is not None:
             op = s.get(Operator, case.operator_id)
             assert op is not None
-            targets = [(op.id, vault.open_operator_number(op))]
-            body = f"Hotline: case {case.id} is yours. Open it: {link}"
+            targets = [(op.id, vault.open_operator_number(op), _sms(CASE_SMS, op.locale, case=case.id,
+                                                                    link=link))]
             action = "sms-sent"
         else:
             targets = []
             for sup_id in supervisors(db):
                 sup = s.get(Operator, sup_id)
                 assert sup is not None
-                targets.append((sup.id, vault.open_operator_number(sup)))
-            body = (f"Hotline: case {case.id} ({case.region}, {case.language}) has no operator "
-                    f"on duty. Please assign it: {link}")
+                targets.append((sup.id, vault.open_operator_number(sup), _sms(
+                    ESCALATION_SMS, sup.locale, case=case.id, link=link,
+                    region=(titles or _plain)(case.region or "?", sup.locale),
+                    language=_language(case.language, sup.locale))))
             action = "escalated"
     sent: list[str] = []
     failed: list[str] = []
     told: list[str] = []  # operator ids, for the console (the sids are for the admin)
     refused: list[str] = []
-    for op_id, number in targets:
+    for op_id, number, body in targets:
         try:
             sent.append(f"operator {op_id}: {tel.send_sms(number, body)}")
             told.append(str(op_id))

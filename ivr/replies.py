@@ -94,8 +94,9 @@ def listing(s: Session, vault: Vault, case: Case, with_text: bool = True) -> lis
     (first heard; null: not yet), heard_count, and with `with_text` the text (null once the
     data is destroyed)."""
     rows = s.scalars(select(Reply).where(Reply.case_id == case.id).order_by(Reply.created_at, Reply.id)).all()
-    names = dict(s.execute(select(Operator.id, Operator.name).where(
-        Operator.id.in_({r.operator_id for r in rows if r.operator_id is not None}))).tuples().all())
+    names: dict[int | None, str] = {op_id: name for op_id, name in s.execute(
+        select(Operator.id, Operator.name).where(
+            Operator.id.in_({r.operator_id for r in rows if r.operator_id is not None})))}
     out = []
     for r in rows:
         found: dict[str, Any] = {

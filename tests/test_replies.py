@@ -20,6 +20,7 @@ from ivr.casebook import close_case, list_cases, show_case
 from ivr.cli import main as cli
 from ivr.engine import Caller, CallState, End, Turn
 from ivr.flow import VOICES
+from ivr.operators import add_operator
 from ivr.replies import MAX_LENGTH, ReplyError, add_reply, mark_heard, replies_for_caller, spoken
 from ivr.storage import AuditEntry, Case, Database, Reply, Vault, upgrade, utcnow
 from ivr.twiml import APOLOGY_VOICES, Renderer
@@ -105,6 +106,22 @@ def test_the_caller_is_read_the_newest_first_and_each_is_marked_heard(stores: St
     assert heard == {first: (None, 0), second: ((SUNDAY + timedelta(hours=2)).isoformat(), 2)}
     assert [e["action"] for e in found["timeline"]].count("reply-heard") == 2
     assert {e["actor"] for e in found["timeline"] if e["action"] == "reply-heard"} == {"caller"}
+
+
+def test_a_reply_by_the_cases_operator_is_acting_on_it_and_names_her(stores: Stores) -> None:
+    db, vault, case = stores.db, stores.vault, stores.case
+    olena = add_operator(db, vault, name="olena", number="+380501110000", languages="ru",
+                         regions="crimea", timezone="Europe/Kyiv", hours="always")
+    with db.session() as s:
+        found = s.get(Case, case)
+        assert found is not None
+        found.operator_id, found.acted_at = olena, None
+    add_reply(db, vault, case, WORDS, actor=f"operator:{olena}", operator_id=olena, now=SUNDAY)
+    with db.session() as s:
+        found = s.get(Case, case)
+        assert found is not None and found.acted_at == SUNDAY  # no re-offer to someone else
+    shown = show_case(db, vault, case, actor="cli:root")
+    assert shown is not None and shown["replies"][0]["author"] == "olena"
 
 
 @pytest.mark.parametrize(("written", "code"), [

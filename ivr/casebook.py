@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import defer
 
+from ivr import replies
 from ivr.keys import CryptoError
 from ivr.operators import move_case
 from ivr.reasons import Said, Told, loads, said
@@ -194,6 +195,8 @@ def show_case(db: Database, vault: Vault, case_id: int, actor: str,
             for a in s.scalars(select(CallbackAttempt).where(CallbackAttempt.case_id == case.id)
                                .order_by(CallbackAttempt.id))
         ]
+        # Replies for the caller (ivr/replies.py), with their words: only here, never in a list.
+        found["replies"] = replies.listing(s, vault, case)
         found["timeline"] = [
             {"at": _iso(e.at), "actor": e.actor, "action": e.action, "detail": e.detail,
              "data": json.loads(e.data) if e.data else None}

@@ -473,12 +473,38 @@ def cases_show(case_id: int, as_json: bool) -> None:
         return
     timeline = found.pop("timeline")
     found.pop("transcript_words", None)  # each word's confidence: in --json and the console
+    replies = found.pop("replies")
     for key, value in found.items():
         click.echo(f"{key:>30}: {value if value is not None else '-'}")
+    click.echo(f"{'replies':>30}:" + ("" if replies else " -"))
+    for r in replies:
+        heard = (f"heard {r['heard_at']}" + (f" ({r['heard_count']} times)" if r["heard_count"] > 1 else "")
+                 if r["heard_at"] else "not heard yet")
+        click.echo(f"{'':>32}#{r['id']} {r['at']} {r['author']}: {heard}")
+        for line in (r["text"] or "(destroyed)").split("\n"):
+            click.echo(f"{'':>34}{line}")
     click.echo(f"{'timeline':>30}:")
     for entry in timeline:
         click.echo(f"{'':>32}{entry['at']} {entry['actor']}: {entry['action']}"
                    + (f" ({entry['detail']})" if entry["detail"] else ""))
+
+
+@cases.command("reply")
+@click.argument("case_id", type=int)
+@click.option("--text", required=True,
+              help="What the caller hears, in their language (plain words; at most 1,000 characters).")
+def cases_reply(case_id: int, text: str) -> None:
+    """Leave a reply for the caller: read to them by a synthetic voice when they call with
+    their case's code. Sealed like a note; a closed case takes one until its data is destroyed."""
+    from ivr.replies import ReplyError, add_reply
+
+    db, vault = _stores()
+    try:
+        reply_id = add_reply(db, vault, case_id, text, actor=_actor())
+    except ReplyError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"reply #{reply_id} saved on case #{case_id}: the caller hears it when they call "
+               "with their code (`ivr cases show` says when it was heard)")
 
 
 @cases.command("close")

@@ -94,6 +94,10 @@ ENGLISH: dict[str, str] = {
     "name-taken": "there is already an operator named %(name)r",
     "bad-text": "%(what)s must be one line of at most %(longest)s characters",
     "bad-role": "role must be one of %(roles)s",
+    # a reply for the caller refused (ivr/replies.py)
+    "reply-empty": "the reply is empty: nothing was saved",
+    "reply-too-long": "the reply has %(length)s characters; at most %(most)s are read to the caller",
+    "reply-data-destroyed": "case #%(case)s: its data was destroyed; no reply can be left",
 }
 
 

@@ -310,6 +310,22 @@ class Note(Base):
     text: Mapped[bytes | None] = mapped_column(LargeBinary)  # sealed; None once purged
 
 
+class Reply(Base):
+    """An operator's reply for the caller, read to them by <Say> when they call with their
+    case's code (ivr/replies.py): sealed under the case's key like a note, and destroyed with
+    the case's data. `heard_at` is the first time the caller heard it; `heard_count` how often."""
+
+    __tablename__ = "replies"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    operator_id: Mapped[int | None] = mapped_column(ForeignKey("operators.id"))  # None: the CLI
+    actor: Mapped[str] = mapped_column(String(80))  # as in the audit log: operator:3, cli:olena
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    text: Mapped[bytes | None] = mapped_column(LargeBinary)  # sealed; None once purged
+    heard_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    heard_count: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class AuditEntry(Base):
     """Who saw or did what to a case, and when. Never the data itself."""
 
@@ -681,6 +697,14 @@ class Vault:
         if note.text is None:
             return None
         return unseal(self.key_of(case.data_key_id), note.text, f"case:{case.id}:note:{note.id}").decode()
+
+    def seal_reply(self, case: Case, reply: Reply, text: str) -> bytes:
+        return seal(self.key_of(case.data_key_id), text.encode(), f"case:{case.id}:reply:{reply.id}")
+
+    def open_reply(self, case: Case, reply: Reply) -> str | None:
+        if reply.text is None:
+            return None
+        return unseal(self.key_of(case.data_key_id), reply.text, f"case:{case.id}:reply:{reply.id}").decode()
 
     def seal_operator_secret(self, operator: Operator, secret: str) -> bytes:
         return seal(self.key_of(operator.data_key_id), secret.encode(), f"operator:{operator.id}:totp")

@@ -331,6 +331,7 @@ ROUTES = [
     ("GET", "/console/cases/999999", 404, 404, 404, 404),
     ("POST", "/console/cases/{crimea}/take", 302, 404, 302, 302),
     ("POST", "/console/cases/{crimea}/note", 302, 404, 302, 302),
+    ("POST", "/console/cases/{crimea}/reply", 302, 404, 302, 302),
     ("POST", "/console/cases/{crimea}/outcome", 302, 404, 302, 302),
     ("POST", "/console/cases/{occupied}/close", 404, 302, 302, 302),
     ("POST", "/console/cases/{occupied}/reopen", 404, 302, 302, 302),
@@ -482,9 +483,10 @@ CYRILLIC_ALLOWED = {"українська"}
 
 def shown_words(page: str) -> str:
     """What a reader sees: the text and the placeholders, labels and titles, without the
-    callers' and operators' own words (the transcript, notes) and code (<code>)."""
+    callers' and operators' own words (the transcript, notes, replies) and code (<code>)."""
     page = re.sub(r'(?s)<blockquote id="transcript".*?</blockquote>', " ", page)
     page = re.sub(r'(?s)<ul class="notes">.*?</ul>', " ", page)
+    page = re.sub(r'(?s)<blockquote class="reply".*?</blockquote>', " ", page)  # the replies' words
     page = re.sub(r"(?s)<code\b.*?</code>|<svg\b.*?</svg>|<script\b.*?</script>", " ", page)
     attrs = " ".join(re.findall(r'(?:placeholder|aria-label|title|alt)="([^"]*)"', page))
     return html.unescape(re.sub(r"<[^>]+>", " ", page) + " " + attrs)
@@ -547,6 +549,13 @@ def desk(team: Team) -> Team:
                SUNDAY - timedelta(minutes=49 - n), 42 if outcome == "answered" else None)
     with db.session() as s:
         s.add(Note(case_id=called, operator_id=team.ids["olena"], at=SUNDAY))
+    from ivr.replies import add_reply, mark_heard  # replies: one heard twice, one not yet
+
+    heard = add_reply(db, vault, called, "Перезвоним завтра.", actor=f"operator:{team.ids['olena']}",
+                      operator_id=team.ids["olena"], now=SUNDAY - timedelta(minutes=30))
+    mark_heard(db, heard, SUNDAY - timedelta(minutes=20))
+    mark_heard(db, heard, SUNDAY - timedelta(minutes=10))
+    add_reply(db, vault, called, "Ждите звонка.", actor="cli:root", now=SUNDAY - timedelta(minutes=5))
     closed = new_case(db, vault, 6, "occupied", "+79491234599")
     assign_case(db, closed, SUNDAY - timedelta(hours=5))
     close_case(db, closed, f"operator:{team.ids['sofia']}", "12345")

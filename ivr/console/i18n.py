@@ -424,6 +424,36 @@ UK: dict[str, str] = {
     "%(count)s in regions that are not yours": "%(count)s — у регіонах, які не ваші",
 }
 
+# Replies from the hotline (ivr/replies.py): the case page, its refusals, the timeline.
+UK.update({
+    "Replies to the caller": "Відповіді абонентові",
+    "The caller speaks Russian: write in Russian.": "Абонент говорить російською: пишіть російською.",
+    "The caller speaks Ukrainian: write in Ukrainian.": "Абонент говорить українською: пишіть українською.",
+    "The caller speaks English: write in English.": "Абонент говорить англійською: пишіть англійською.",
+    "The caller's language is not known: write in the language of their message.":
+        "Мова абонента невідома: пишіть мовою його повідомлення.",
+    "A synthetic voice reads it to the caller when they call with their case's code: plain "
+    "words, at most %(most)s characters (about a minute of speech); emoji and symbols are not read.":
+        "Синтезований голос прочитає її абонентові, коли той зателефонує з кодом своєї справи: "
+        "простий текст, щонайбільше %(most)s символів (близько хвилини мовлення); емодзі та "
+        "символи не читаються.",
+    "Your reply": "Ваша відповідь",
+    "Save reply": "Зберегти відповідь",
+    "Reply saved: the caller hears it when they call with their code.":
+        "Відповідь збережено: абонент почує її, коли зателефонує зі своїм кодом.",
+    "not heard yet": "ще не прослухано",
+    "heard %(when)s": "прослухано %(when)s",
+    "first heard %(when)s; heard %(times)s": "уперше прослухано %(when)s; прослухано %(times)s",
+    "No replies yet.": "Відповідей ще немає.",
+    "the reply is empty: nothing was saved": "відповідь порожня: нічого не збережено",
+    "the reply has %(length)s characters; at most %(most)s are read to the caller":
+        "у відповіді символів: %(length)s; абонентові читають щонайбільше %(most)s",
+    "case #%(case)s: its data was destroyed; no reply can be left":
+        "справа #%(case)s: її дані знищено, відповідь залишити не можна",
+    "reply to the caller written": "відповідь абонентові написано",
+    "the caller heard a reply": "абонент прослухав відповідь",
+})
+
 # The callers' languages named in the reader's own (the caller's path says which they chose).
 LANGUAGE_NAMES = {
     "uk": {"ru": "російська", "uk": "українська", "en": "англійська"},

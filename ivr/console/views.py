@@ -67,6 +67,8 @@ from ivr.operators import (
     take_case,
 )
 from ivr.reasons import Said, Told, said
+from ivr.replies import MAX_LENGTH as MAX_REPLY
+from ivr.replies import ReplyError, add_reply
 from ivr.storage import AuditEntry, Call, Case, Note, Operator, OutboxJob, Recording
 
 log = logging.getLogger(__name__)
@@ -414,8 +416,9 @@ def case_page(case_id: int) -> str:
     return _case_view(case_id)
 
 
-def _case_view(case_id: int, error: str | None = None, reason: str = "") -> str:
-    """The case page; `error` (a refused action, said next to its form) and the reason typed."""
+def _case_view(case_id: int, error: str | None = None, reason: str = "", **extra: Any) -> str:
+    """The case page; `error` (a refused action, said next to its form) and the reason typed;
+    `extra`: what another form says next to itself (a refused reply and its words)."""
     c = console()
     _case(case_id)
     found = show_case(c.db, c.vault, case_id, actor=user().actor, now=now())
@@ -463,7 +466,8 @@ def _case_view(case_id: int, error: str | None = None, reason: str = "") -> str:
         story=story(found.get("path"), case.language, found.get("recording_seconds"), _,
                     LANGUAGE_NAMES.get(user().locale, LANGUAGE_NAMES["en"])),
         may_take=unassigned and me is not None and may_take(me, case.region, case.language),
-        unassigned=unassigned, reopenable=case.status == "closed" and case.purged_at is None)
+        unassigned=unassigned, reopenable=case.status == "closed" and case.purged_at is None,
+        reply_most=MAX_REPLY, **extra)
 
 
 @bp.route("/cases/<int:case_id>/audio")
@@ -560,6 +564,22 @@ def note(case_id: int) -> WerkzeugResponse:
             if found is not None and found.operator_id == user().id and found.acted_at is None:
                 found.acted_at = now()
         flash(_("Saved."))
+    return redirect(url_for("console.case_page", case_id=case_id))
+
+
+@bp.route("/cases/<int:case_id>/reply", methods=["POST"])
+def reply(case_id: int) -> WerkzeugResponse | tuple[str, int]:
+    """A reply for the caller, read to them when they call with their code (ivr/replies.py).
+    Refused (empty, too long, data destroyed): the page again, with the words typed kept."""
+    c = console()
+    _case(case_id)
+    text = request.form.get("text", "")
+    try:
+        add_reply(c.db, c.vault, case_id, text, actor=user().actor, operator_id=user().id, now=now())
+    except ReplyError as exc:
+        code = 409 if exc.said.code == "reply-data-destroyed" else 400
+        return _case_view(case_id, reply_error=say(exc), reply_text=text[:2 * MAX_REPLY]), code
+    flash(_("Reply saved: the caller hears it when they call with their code."))
     return redirect(url_for("console.case_page", case_id=case_id))
 
 

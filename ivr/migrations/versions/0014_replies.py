@@ -1,7 +1,7 @@
 """replies from the hotline: an operator's words for the caller, sealed under the case's key,
 read to the caller by <Say> when they call with their code; when (and how often) heard
 
-Revision ID: 0016
+Revision ID: 0014
 Revises: 0013
 Create Date: 2026-12-05 19:30:00
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0016"
+revision = "0014"
 down_revision = "0013"
 branch_labels = None
 depends_on = None

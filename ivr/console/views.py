@@ -66,6 +66,7 @@ from ivr.operators import (
     move_case,
     take_case,
 )
+from ivr.probes import flagged_siblings
 from ivr.reasons import Said, Told, said
 from ivr.storage import AuditEntry, Call, Case, Note, Operator, OutboxJob, Recording
 
@@ -246,6 +247,8 @@ def _case_or_none(case_id: int) -> Case | None:
         case = s.get(Case, case_id)
     if case is None or not (user().sees(case.region) or case.operator_id == user().id):
         return None
+    if case.flag is not None and not user().supervisor:  # a possible probe: supervisors only
+        return None
     return case
 
 
@@ -377,7 +380,9 @@ def _word(text: str | None) -> str | None:
 def _filters() -> dict[str, Any]:
     show = request.args.get("show", "open")
     raw = request.args.get("q", "").strip().lstrip("#")
-    return {"show": show if show in ("open", "closed", "mine", "all") else "open",
+    shows = ("open", "closed", "mine", "all", "flagged") if user().supervisor else \
+        ("open", "closed", "mine", "all")
+    return {"show": show if show in shows else "open",
             "region": _word(request.args.get("region")),
             "language": _word(request.args.get("language")),
             "case_id": int(raw) if re.fullmatch(r"[0-9]{1,9}", raw) else None,
@@ -446,7 +451,8 @@ def _case_view(case_id: int, error: str | None = None, reason: str = "") -> str:
     earlier = earlier_cases(c.db, case_id)
     # Links only to the cases the reader may open; the others are a count (the JSON and
     # `ivr cases show` say as much: earlier_cases_from_same_number).
-    mine = [e for e in earlier if user().sees(e["region"]) or e["operator_id"] == user().id]
+    mine = [e for e in earlier if (user().sees(e["region"]) or e["operator_id"] == user().id)
+            and (e["flag"] == "none" or user().supervisor)]
     unassigned = case.operator_id is None and case.status != "closed"
     return render_template(
         "case.html", case=found, notes=notes, outcomes=OUTCOMES, words=words,
@@ -461,7 +467,8 @@ def _case_view(case_id: int, error: str | None = None, reason: str = "") -> str:
         story=story(found.get("path"), case.language, found.get("recording_seconds"), _,
                     LANGUAGE_NAMES.get(user().locale, LANGUAGE_NAMES["en"])),
         may_take=unassigned and me is not None and may_take(me, case.region, case.language),
-        unassigned=unassigned, reopenable=case.status == "closed" and case.purged_at is None)
+        unassigned=unassigned, **probe.page(c, case),
+        reopenable=case.status == "closed" and case.purged_at is None and case.flag != "confirmed")
 
 
 @bp.route("/cases/<int:case_id>/audio")
@@ -675,7 +682,7 @@ def api_cases() -> Response:
                      "created_at": r.created_at.isoformat(timespec="seconds"),
                      "callback_attempts": r.attempts, "operator_id": r.operator_id,
                      "consent": r.consent, "callback_status": r.callback_status, "overdue": r.overdue,
-                     "intake": dict(r.intake), "urgent": r.urgent}
+                     "intake": dict(r.intake), "urgent": r.urgent, "flag": r.flag or "none"}
                     for r in rows])
 
 
@@ -684,6 +691,9 @@ def api_case(case_id: int) -> Response:
     c = console()
     _case(case_id)
     found = show_case(c.db, c.vault, case_id, actor=user().actor, now=now())
+    assert found is not None
+    if user().supervisor:  # other cases from the same number marked as possible probes
+        found["same_number_as_flagged"] = flagged_siblings(c.db, case_id)
     return jsonify(found)
 
 
@@ -831,3 +841,6 @@ def dashboard() -> str:
     for key, name in (("regions", r.region), ("call_regions", r.region), ("languages", r.language)):
         figures[key] = [(name(code if code != "?" else None), n) for code, n in figures[key]]
     return render_template("dashboard.html", figures=figures)
+
+
+from ivr.console import probe  # noqa: E402  (its routes and guard on this blueprint)

@@ -554,12 +554,21 @@ def desk(team: Team) -> Team:
                   hours="mon-fri 09:00-18:00")
     reset_second_factor(db, team.ids["petro"], actor="cli:root")
     team.secrets["petro"] = enroll(db, vault, team.ids["petro"])
-    team.cases.update(waiting=waiting, failed=failed, called=called, closed=closed)
+    from ivr.probes import confirm_probe, flag_case
+
+    flagged = new_case(db, vault, 9, "crimea", "+79781234567")  # the crimea case's number
+    assign_case(db, flagged, SUNDAY - timedelta(hours=2))
+    flag_case(db, vault, flagged, f"operator:{team.ids['olena']}", "12345", SUNDAY - timedelta(hours=1))
+    probe = new_case(db, vault, 10, "occupied", "+79491234500")
+    flag_case(db, vault, probe, f"operator:{team.ids['petro']}", "12345", SUNDAY - timedelta(hours=1))
+    confirm_probe(db, probe, f"operator:{team.ids['sofia']}", SUNDAY)
+    team.cases.update(waiting=waiting, failed=failed, called=called, closed=closed, flagged=flagged,
+                      probe=probe)
     return team
 
 
 def pages(team: Team) -> list[str]:
-    queue = [f"/console/?show={show}" for show in ("open", "mine", "closed", "all")]
+    queue = [f"/console/?show={show}" for show in ("open", "mine", "closed", "all", "flagged")]
     queue += ["/console/?show=all&region=crimea", "/console/?show=all&language=ru",
               f"/console/?show=all&q={team.cases['called']}"]
     cases = [f"/console/cases/{case_id}" for case_id in team.cases.values()]

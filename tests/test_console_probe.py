@@ -12,7 +12,10 @@ from sqlalchemy import select
 
 from ivr.probes import code_accepted
 from ivr.storage import AuditEntry, Case, Operator
-from tests.test_console import Team, new_case, sign_in, team, token  # noqa: F401
+from tests import test_console
+from tests.test_console import Team, new_case, sign_in, token
+
+team = test_console.team  # the fixture: operators of two regions, a supervisor, an admin, two cases
 
 ROLES = ("olena", "petro", "sofia", "adam")  # Crimea's operator, another region's, supervisor, admin
 REASON = "asked where our operators sit and for names"
@@ -37,7 +40,7 @@ def english(team: Team, *names: str) -> dict[str, FlaskClient]:
     return {name: sign_in(team, name) for name in names}
 
 
-def test_who_may_flag_see_clear_and_confirm(team: Team) -> None:  # noqa: F811
+def test_who_may_flag_see_clear_and_confirm(team: Team) -> None:
     c = english(team, *ROLES)
     case = team.cases["crimea"]
     page = f"/console/cases/{case}"
@@ -110,7 +113,7 @@ def test_who_may_flag_see_clear_and_confirm(team: Team) -> None:  # noqa: F811
         assert words in timeline
 
 
-def test_a_flagged_case_waits_for_the_supervisors_decision(team: Team) -> None:  # noqa: F811
+def test_a_flagged_case_waits_for_the_supervisors_decision(team: Team) -> None:
     c = english(team, "olena", "sofia")
     case = team.cases["crimea"]
     page = f"/console/cases/{case}"
@@ -124,11 +127,12 @@ def test_a_flagged_case_waits_for_the_supervisors_decision(team: Team) -> None: 
             "This case is marked as a possible probe: a supervisor clears or confirms it first."], action
     with team.db.session() as s:
         found = s.get(Case, case)
-        assert found is not None and (found.status, found.operator_id, found.outcome) == ("routed", None, None)
+        assert found is not None
+        assert (found.status, found.operator_id, found.outcome) == ("routed", None, None)
     assert status(c["sofia"], page + "/flag", {"reason": REASON}) == 409  # once is enough
 
 
-def test_same_number_as_a_flagged_case_is_shown_to_supervisors_only(team: Team) -> None:  # noqa: F811
+def test_same_number_as_a_flagged_case_is_shown_to_supervisors_only(team: Team) -> None:
     again = new_case(team.db, team.vault, 7, "crimea", "+79781234567")  # the crimea case's number
     other = new_case(team.db, team.vault, 8, "crimea", "+79780000000")
     c = english(team, "olena", "sofia")
@@ -146,7 +150,7 @@ def test_same_number_as_a_flagged_case_is_shown_to_supervisors_only(team: Team) 
 
 
 @pytest.mark.parametrize("locale", ["uk", "en"])
-def test_the_flag_speaks_the_readers_language(team: Team, locale: str) -> None:  # noqa: F811
+def test_the_flag_speaks_the_readers_language(team: Team, locale: str) -> None:
     with team.db.session() as s:
         for op in s.scalars(select(Operator)):
             op.locale = locale

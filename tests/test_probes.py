@@ -20,31 +20,34 @@ from ivr.operators import OperatorError, assign_case, edit_operator, recount
 from ivr.probes import code_accepted, flagged_siblings
 from ivr.storage import AuditEntry, Case
 from ivr.voicemail import purge
+from tests import test_callbacks
 from tests.conftest import BASE, SUNDAY
-from tests.test_callbacks import OLENA, SOFIA, TARAS, Desk, Person, desk  # noqa: F401
+from tests.test_callbacks import OLENA, SOFIA, TARAS, Desk, Person
+
+desk = test_callbacks.desk  # the fixture: the production flow, the stand-in, SQLite and PostgreSQL
 
 REASON = "asked for the operators' names and where they sit"
 
 
-def run(desk: Desk, *args: str) -> str:  # noqa: F811
+def run(desk: Desk, *args: str) -> str:
     result = CliRunner().invoke(cli, list(args), env=desk.env())
     assert result.exit_code == 0, result.output
     return result.output
 
 
-def refused(desk: Desk, *args: str) -> str:  # noqa: F811
+def refused(desk: Desk, *args: str) -> str:
     result = CliRunner().invoke(cli, list(args), env=desk.env())
     assert result.exit_code == 1, result.output
     return result.output
 
 
-def actions(desk: Desk, case_id: int) -> list[tuple[str, str]]:  # noqa: F811
+def actions(desk: Desk, case_id: int) -> list[tuple[str, str]]:
     with desk.db.session() as s:
         return [(e.actor, e.action) for e in s.scalars(
             select(AuditEntry).where(AuditEntry.case_id == case_id).order_by(AuditEntry.id))]
 
 
-def test_nothing_notifies_routes_or_calls_back_a_flagged_case(desk: Desk) -> None:  # noqa: F811
+def test_nothing_notifies_routes_or_calls_back_a_flagged_case(desk: Desk) -> None:
     olena = desk.add("Olena", OLENA)
     desk.add("Taras", TARAS)
     desk.add("Sofia", SOFIA, regions="elsewhere", role="supervisor")
@@ -88,7 +91,7 @@ def test_nothing_notifies_routes_or_calls_back_a_flagged_case(desk: Desk) -> Non
     assert f"#{case_id}" in run(desk, "cases", "list") and "[probe]" in run(desk, "cases", "list")
 
 
-def test_a_callback_ringing_when_the_case_is_flagged_is_not_bridged(desk: Desk) -> None:  # noqa: F811
+def test_a_callback_ringing_when_the_case_is_flagged_is_not_bridged(desk: Desk) -> None:
     desk.add("Olena", OLENA)
     case_id = desk.voicemail("1")
     run(desk, "cases", "callback", str(case_id))
@@ -104,7 +107,7 @@ def test_a_callback_ringing_when_the_case_is_flagged_is_not_bridged(desk: Desk) 
     assert callbacks.due_callbacks(desk.db, Policy(), SUNDAY + timedelta(days=1)) == []
 
 
-def test_clearing_gives_it_back_and_confirming_closes_it_for_good(desk: Desk) -> None:  # noqa: F811
+def test_clearing_gives_it_back_and_confirming_closes_it_for_good(desk: Desk) -> None:
     olena = desk.add("Olena", OLENA)
     taras = desk.add("Taras", TARAS)
     case_id = desk.voicemail("1")
@@ -143,7 +146,7 @@ def test_clearing_gives_it_back_and_confirming_closes_it_for_good(desk: Desk) ->
     assert (case.flag, case.flag_reason, case.purged_at is not None) == ("confirmed", None, True)
 
 
-def test_other_cases_from_the_same_number_know_of_the_flag(desk: Desk) -> None:  # noqa: F811
+def test_other_cases_from_the_same_number_know_of_the_flag(desk: Desk) -> None:
     desk.add("Olena", OLENA)
     first = desk.voicemail("1")
     second = desk.voicemail("1")

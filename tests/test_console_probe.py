@@ -146,6 +146,7 @@ def test_same_number_as_a_flagged_case_is_shown_to_supervisors_only(team: Team) 
     mine = c["olena"].get(f"/console/cases/{again}").get_data(as_text=True)
     assert 'id="same-number-flagged"' not in mine and "Same number as a flagged case" not in mine
     assert f'href="/console/cases/{team.cases["crimea"]}"' not in mine  # nor a link to it
+    assert 'id="earlier-hidden"' not in mine  # nor "1 in regions that are not yours": it is hers
     assert "same_number_as_flagged" not in c["olena"].get(f"/console/api/cases/{again}").get_json()
 
 

@@ -298,11 +298,13 @@ def test_the_language_is_chosen_per_user(team: Team) -> None:
 def test_every_message_has_its_ukrainian() -> None:
     folder = ROOT / "ivr" / "console"
     found: set[str] = set()
-    for path in [*folder.glob("templates/*.html"), folder / "views.py"]:
+    for path in [*folder.glob("templates/*.html"), folder / "views.py", folder / "probe.py"]:
         text = path.read_text(encoding="utf-8")
         found |= set(re.findall(r'_\("((?:[^"\\]|\\.)+)"', text))
         found |= set(re.findall(r"_\('((?:[^'\\]|\\.)+)'", text))
-    found |= {"any time", "daytime only", "no callback", "helped", "information given",
+    from ivr.console.probe import WENT
+
+    found |= {WENT, "any time", "daytime only", "no callback", "helped", "information given",
               "surrender arranged", "no contact", "not relevant"}
     # what the Reader says (ivr/console/wording.py) and the reasons kept as data (ivr/reasons.py)
     from ivr.console import wording
@@ -343,6 +345,14 @@ ROUTES = [
     ("POST", "/console/operators/{olena_id}/duty", 404, 404, 302, 302),
     ("GET", "/console/audit", 404, 404, 200, 200),
     ("GET", "/console/flows", 404, 404, 404, 200),
+    # The probe flag: only a flagged case is cleared or confirmed; once flagged, supervisors only.
+    ("POST", "/console/cases/{crimea}/unflag", 404, 404, 409, 409),
+    ("POST", "/console/cases/{crimea}/confirm-probe", 404, 404, 409, 409),
+    ("POST", "/console/cases/{occupied}/flag", 404, 302, 302, 302),
+    ("GET", "/console/cases/{occupied}", 404, 404, 200, 200),
+    ("POST", "/console/cases/{occupied}/note", 404, 404, 302, 302),
+    ("POST", "/console/cases/{occupied}/unflag", 404, 404, 302, 302),
+    ("GET", "/console/cases/{occupied}", 404, 404, 200, 200),
     # Last: a supervisor cannot touch the admin (the admin demotes himself here, to operator).
     ("POST", "/console/operators/{adam_id}/duty", 404, 404, 403, 302),
     ("POST", "/console/operators/{adam_id}", 404, 404, 403, 302),

@@ -22,6 +22,8 @@ from ivr.keys import CryptoError
 from ivr.probes import clear_flag, confirm_probe, flag_case, flag_reason, flagged_siblings
 from ivr.storage import AuditEntry, Case, OutboxJob
 
+WENT = ("Case #%(case)s was marked as a possible probe and went to the supervisors: it is no longer "
+        "in your queue.")
 # The case's actions that wait while a supervisor decides (notes do not).
 WAITING = {"console.callback", "console.take", "console.reassign", "console.outcome",
            "console.close", "console.reopen"}
@@ -82,8 +84,7 @@ def flag(case_id: int) -> WerkzeugResponse | tuple[str, int]:
     if user().supervisor:
         flash(_("Marked as a possible probe: clear the flag or confirm it."))
         return redirect(url_for("console.case_page", case_id=case_id))
-    flash(_("Case #%(case)s was marked as a possible probe and went to the supervisors: it is no "
-            "longer in your queue.") % {"case": case_id})
+    flash(_(WENT) % {"case": case_id})
     return redirect(url_for("console.queue_page"))
 
 

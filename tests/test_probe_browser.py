@@ -41,8 +41,8 @@ def test_an_operator_flags_a_case_and_a_supervisor_confirms_it(tab: Tab, locale:
     assert page.url.endswith("/console/")
     assert page.locator("p.flash").inner_text() == words["went"].format(case=case)
     assert page.locator(f'a[href="/console/cases/{case}"]').count() == 0  # out of her queue
-    assert page.goto(f"/console/cases/{case}").status == 404  # type: ignore[union-attr]
     tab.shot(f"probe-flagged-{locale}")
+    assert page.goto(f"/console/cases/{case}").status == 404  # type: ignore[union-attr]
 
     page.context.clear_cookies()
     sign_in(tab, "sofia")
@@ -57,6 +57,7 @@ def test_an_operator_flags_a_case_and_a_supervisor_confirms_it(tab: Tab, locale:
     assert page.locator("#flag-why").inner_text() == REASON
     assert page.locator("#flagged-by").inner_text() == "olena"
     assert page.locator("#call-back").count() == 0
+    tab.shot(f"probe-to-decide-{locale}")
     assert press(tab, "#confirm-probe").status == 400  # the box is not ticked
     assert page.locator("#action-error").inner_text() == words["no-tick"]
     page.check("#confirm-tick")

@@ -110,6 +110,8 @@ def _summary(case: Case, rec: Recording | None, repeat: int,
         # value: {"who": "front", "people": "3"}), and whether one made the case urgent.
         "intake": intake or {},
         "urgent": bool(case.urgent),
+        # Marked a possible intelligence probe (ivr/probes.py): none, probe or confirmed.
+        "flag": case.flag or "none",
     }
 
 
@@ -223,11 +225,12 @@ def earlier_cases(db: Database, case_id: int) -> list[dict[str, Any]]:
         case = s.get(Case, case_id)
         if case is None or case.caller_hash is None:
             return []
-        rows = s.execute(select(Case.id, Case.status, Case.region, Case.operator_id, Case.created_at)
+        rows = s.execute(select(Case.id, Case.status, Case.region, Case.operator_id, Case.created_at,
+                                Case.flag)
                          .where(Case.caller_hash == case.caller_hash, Case.id < case.id)
                          .order_by(Case.id)).all()
     return [{"id": r.id, "status": r.status, "region": r.region, "operator_id": r.operator_id,
-             "created_at": _iso(r.created_at)} for r in rows]
+             "created_at": _iso(r.created_at), "flag": r.flag or "none"} for r in rows]
 
 
 def close_case(db: Database, case_id: int, actor: str, reason: str = "") -> None:
@@ -270,6 +273,8 @@ def reopen_case(db: Database, vault: Vault, case_id: int, actor: str, reason: st
             raise CaseError(f"case #{case_id} is not closed")
         if case.purged_at is not None:
             raise CaseError(f"case #{case_id}: its data was destroyed; it cannot be reopened")
+        if case.flag == "confirmed":  # closed as a probe (ivr/probes.py): for good
+            raise CaseError("confirmed-probe", case=case_id)
         try:
             vault.key_of(case.data_key_id)
         except CryptoError:

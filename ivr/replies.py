@@ -70,6 +70,8 @@ def add_reply(db: Database, vault: Vault, case_id: int, text: str, *, actor: str
             raise ReplyError("no-case", case=case_id)
         if case.purged_at is not None:
             raise ReplyError("reply-data-destroyed", case=case_id)
+        if case.flag is not None:  # a possible probe: nothing goes back until a supervisor decides
+            raise ReplyError("reply-flagged", case=case_id)
         try:
             vault.key_of(case.data_key_id)
         except CryptoError:  # a purge under way destroyed the key first

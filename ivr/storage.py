@@ -209,6 +209,13 @@ class Case(Base):
     # an answer is one of its field's `urgent` values (the shipped hotline: "at the front").
     intake: Mapped[bytes | None] = mapped_column(LargeBinary)
     urgent: Mapped[bool] = mapped_column(Boolean, default=False)
+    # An operator marked the call a possible intelligence probe (ivr/probes.py): None (none),
+    # "probe" (supervisors only decide) or "confirmed" (closed as a probe). The operator's
+    # reason is sealed under the case's key (it may quote the caller); `flagged_from` is the
+    # operator it had, who gets it back when a supervisor clears the flag.
+    flag: Mapped[str | None] = mapped_column(String(12))
+    flag_reason: Mapped[bytes | None] = mapped_column(LargeBinary)
+    flagged_from: Mapped[int | None] = mapped_column(Integer)
 
 
 # The console's queue (ivr/console/queries.py, bench/console.py) with 100,000 open cases: its
@@ -219,7 +226,7 @@ Index("ix_cases_queue", Case.urgent.desc(), Case.operator_id.is_not(None), Case.
 # The urgent cases (few): the queue's "overdue" figure counts those overdue sooner from it.
 Index("ix_cases_urgent", Case.assigned_at, postgresql_where=Case.urgent, sqlite_where=Case.urgent)
 Index("ix_cases_console", Case.status, Case.region, Case.language, Case.operator_id, Case.acted_at,
-      Case.assigned_at, Case.callback_status, Case.next_callback_at)
+      Case.assigned_at, Case.callback_status, Case.next_callback_at, Case.flag)
 
 
 class Operator(Base):

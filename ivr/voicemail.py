@@ -598,7 +598,7 @@ def purge(db: Database, vault: Vault, older_than: timedelta,
                 rec.stored_at, rec.deleted_at_provider = _day(rec.stored_at), _day(rec.deleted_at_provider)
             case.number = case.transcript = case.transcript_words = case.caller_hash = case.caller_tz = None
             case.intake, case.urgent = None, False  # the answers, and the one kept in clear
-            case.path = None
+            case.path = case.flag_reason = None  # the flag itself stays: a count of probes
             case.status_reason = case.route_reason = case.offered_to = None
             case.status_reason_data = case.route_reason_data = None
             for name in CASE_TIMES:

@@ -66,6 +66,7 @@ from ivr.operators import (
     move_case,
     take_case,
 )
+from ivr.probes import flagged_siblings
 from ivr.reasons import Said, Told, said
 from ivr.replies import MAX_LENGTH as MAX_REPLY
 from ivr.replies import ReplyError, add_reply
@@ -248,6 +249,8 @@ def _case_or_none(case_id: int) -> Case | None:
         case = s.get(Case, case_id)
     if case is None or not (user().sees(case.region) or case.operator_id == user().id):
         return None
+    if case.flag is not None and not user().supervisor:  # a possible probe: supervisors only
+        return None
     return case
 
 
@@ -379,7 +382,9 @@ def _word(text: str | None) -> str | None:
 def _filters() -> dict[str, Any]:
     show = request.args.get("show", "open")
     raw = request.args.get("q", "").strip().lstrip("#")
-    return {"show": show if show in ("open", "closed", "mine", "all") else "open",
+    shows = ("open", "closed", "mine", "all", "flagged") if user().supervisor else \
+        ("open", "closed", "mine", "all")
+    return {"show": show if show in shows else "open",
             "region": _word(request.args.get("region")),
             "language": _word(request.args.get("language")),
             "case_id": int(raw) if re.fullmatch(r"[0-9]{1,9}", raw) else None,
@@ -451,7 +456,8 @@ def _case_view(case_id: int, error: str | None = None, reason: str = "", **extra
     earlier = earlier_cases(c.db, case_id)
     # Links only to the cases the reader may open; the others are a count (the JSON and
     # `ivr cases show` say as much: earlier_cases_from_same_number).
-    mine = [e for e in earlier if user().sees(e["region"]) or e["operator_id"] == user().id]
+    mine = [e for e in earlier if (user().sees(e["region"]) or e["operator_id"] == user().id)
+            and (e["flag"] == "none" or user().supervisor)]
     unassigned = case.operator_id is None and case.status != "closed"
     return render_template(
         "case.html", case=found, notes=notes, outcomes=OUTCOMES, words=words,
@@ -462,11 +468,13 @@ def _case_view(case_id: int, error: str | None = None, reason: str = "", **extra
         flag_texts=TRANSCRIPT_FLAGS, operator=operator.name if operator else None,
         has_audio=has_audio, caller_tz=case.caller_tz, outcome=case.outcome,
         eligible=queries.eligible(c.db) if user().supervisor else [], error=error, reason=reason,
-        retention_days=c.settings.retention_days, earlier=mine, hidden=len(earlier) - len(mine),
+        retention_days=c.settings.retention_days, earlier=mine,
+        hidden=len([e for e in earlier if e not in mine and (e["flag"] == "none" or user().supervisor)]),
         story=story(found.get("path"), case.language, found.get("recording_seconds"), _,
                     LANGUAGE_NAMES.get(user().locale, LANGUAGE_NAMES["en"])),
         may_take=unassigned and me is not None and may_take(me, case.region, case.language),
-        unassigned=unassigned, reopenable=case.status == "closed" and case.purged_at is None,
+        unassigned=unassigned, **probe.page(c, case),
+        reopenable=case.status == "closed" and case.purged_at is None and case.flag != "confirmed",
         reply_most=MAX_REPLY, **extra)
 
 
@@ -697,7 +705,7 @@ def api_cases() -> Response:
                      "created_at": r.created_at.isoformat(timespec="seconds"),
                      "callback_attempts": r.attempts, "operator_id": r.operator_id,
                      "consent": r.consent, "callback_status": r.callback_status, "overdue": r.overdue,
-                     "intake": dict(r.intake), "urgent": r.urgent}
+                     "intake": dict(r.intake), "urgent": r.urgent, "flag": r.flag or "none"}
                     for r in rows])
 
 
@@ -706,6 +714,9 @@ def api_case(case_id: int) -> Response:
     c = console()
     _case(case_id)
     found = show_case(c.db, c.vault, case_id, actor=user().actor, now=now())
+    assert found is not None
+    if user().supervisor:  # other cases from the same number marked as possible probes
+        found["same_number_as_flagged"] = flagged_siblings(c.db, case_id)
     return jsonify(found)
 
 
@@ -853,3 +864,6 @@ def dashboard() -> str:
     for key, name in (("regions", r.region), ("call_regions", r.region), ("languages", r.language)):
         figures[key] = [(name(code if code != "?" else None), n) for code, n in figures[key]]
     return render_template("dashboard.html", figures=figures)
+
+
+from ivr.console import probe  # noqa: E402  (its routes and guard on this blueprint)

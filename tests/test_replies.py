@@ -234,3 +234,17 @@ def test_ivr_cases_reply_and_show(sqlite_stores: Stores, tmp_path: Path) -> None
     assert purge(stores.db, stores.vault, timedelta(days=30)) == 1
     late = runner.invoke(cli, ["cases", "reply", case, "--text", "x"], env=env)
     assert late.exit_code == 1 and "its data was destroyed; no reply can be left" in late.output
+
+
+def test_no_reply_goes_to_a_possible_probe_until_a_supervisor_clears_it(stores: Stores) -> None:
+    from ivr.probes import clear_flag, flag_case
+
+    flag_case(stores.db, stores.vault, stores.case, "operator:1", "asks where the unit stands")
+    with pytest.raises(ReplyError) as refused:
+        add_reply(stores.db, stores.vault, stores.case, WORDS, actor="cli:root")
+    assert refused.value.said.code == "reply-flagged"
+    with stores.db.session() as s:
+        assert s.scalars(select(Reply)).all() == []
+    clear_flag(stores.db, stores.case, "operator:3")
+    add_reply(stores.db, stores.vault, stores.case, WORDS, actor="cli:root")
+    assert [r.text for r in replies_for_caller(stores.db, stores.vault, stores.case)] == [WORDS]

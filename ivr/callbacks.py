@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from ivr.operators import Candidate, Choice, assign_case, candidates, choose, supervisors
+from ivr.operators import Candidate, Choice, OperatorError, assign_case, candidates, choose, supervisors
 from ivr.providers import ProviderError
 from ivr.reasons import Told, said
 from ivr.storage import AuditEntry, CallbackAttempt, Case, Database, Operator, OutboxJob, Vault, utcnow
@@ -145,7 +145,8 @@ def route(db: Database, case_id: int, now: datetime | None = None) -> Choice | N
     """Assign a new case once (the worker's last stage); None when it was routed before."""
     with db.session() as s:
         case = s.get(Case, case_id)
-        if case is None or case.routed_at is not None or case.status == "closed":
+        if case is None or case.routed_at is not None or case.status == "closed" \
+                or case.flag is not None:
             return None
     choice = assign_case(db, case_id, now)
     if choice.operator_id is not None:
@@ -170,8 +171,36 @@ def console_link(base_url: str, case_id: int) -> str:
     return f"{base_url}/console/cases/{case_id}"
 
 
+# What an operator's phone reads, in the language they chose for the console (Operator.locale):
+# a case number, a link and for supervisors the region and language, nothing of the caller.
+CASE_SMS = {"uk": "Гаряча лінія: справа {case} тепер ваша. Відкрийте її: {link}",
+            "en": "Hotline: case {case} is yours. Open it: {link}"}
+ESCALATION_SMS = {
+    "uk": "Гаряча лінія: справу {case} ({region}, {language}) не може взяти жоден оператор на зміні. "
+          "Призначте її: {link}",
+    "en": "Hotline: case {case} ({region}, {language}) has no operator on duty. Please assign it: "
+          "{link}",
+}
+LANGUAGE_WORDS = {"uk": {"ru": "російська", "uk": "українська", "en": "англійська"},
+                  "en": {"ru": "Russian", "uk": "Ukrainian", "en": "English"}}
+Titles = Callable[[str, str], str]  # (region, locale) -> the region's name for that reader
+
+
+def _sms(texts: dict[str, str], locale: str | None, **values: object) -> str:
+    return texts.get(locale or "uk", texts["en"]).format(**values)
+
+
+def _plain(region: str, _locale: str) -> str:
+    return region
+
+
+def _language(code: str | None, locale: str | None) -> str:
+    words = LANGUAGE_WORDS.get(locale or "uk", LANGUAGE_WORDS["en"])
+    return words.get(code or "", code or "?")
+
+
 def notify(db: Database, vault: Vault, tel: Telephony, base_url: str, case_id: int,
-           now: datetime | None = None) -> int:
+           now: datetime | None = None, titles: Titles | None = None) -> int:
     """Tell the case's operator, or every supervisor when it has none; once per assignment.
 
     The SMS says a case number and where to open it, nothing of the caller. Returns how many
@@ -181,29 +210,31 @@ def notify(db: Database, vault: Vault, tel: Telephony, base_url: str, case_id: i
     now = now or utcnow()
     with db.session() as s:
         case = s.get(Case, case_id)
-        if case is None or case.notified_at is not None or case.status == "closed":
+        if case is None or case.notified_at is not None or case.status == "closed" \
+                or case.flag is not None:  # a possible probe: no SMS about it (ivr/probes.py)
             return 0
         link = console_link(base_url, case.id)
         if case.operator_id is not None:
             op = s.get(Operator, case.operator_id)
             assert op is not None
-            targets = [(op.id, vault.open_operator_number(op))]
-            body = f"Hotline: case {case.id} is yours. Open it: {link}"
+            targets = [(op.id, vault.open_operator_number(op), _sms(CASE_SMS, op.locale, case=case.id,
+                                                                    link=link))]
             action = "sms-sent"
         else:
             targets = []
             for sup_id in supervisors(db):
                 sup = s.get(Operator, sup_id)
                 assert sup is not None
-                targets.append((sup.id, vault.open_operator_number(sup)))
-            body = (f"Hotline: case {case.id} ({case.region}, {case.language}) has no operator "
-                    f"on duty. Please assign it: {link}")
+                targets.append((sup.id, vault.open_operator_number(sup), _sms(
+                    ESCALATION_SMS, sup.locale, case=case.id, link=link,
+                    region=(titles or _plain)(case.region or "?", sup.locale),
+                    language=_language(case.language, sup.locale))))
             action = "escalated"
     sent: list[str] = []
     failed: list[str] = []
     told: list[str] = []  # operator ids, for the console (the sids are for the admin)
     refused: list[str] = []
-    for op_id, number in targets:
+    for op_id, number, body in targets:
         try:
             sent.append(f"operator {op_id}: {tel.send_sms(number, body)}")
             told.append(str(op_id))
@@ -254,7 +285,7 @@ def reoffer_due(db: Database, policy: Policy, now: datetime | None = None) -> li
     with db.session() as s:
         rows = s.execute(select(Case.id, Case.operator_id, Case.offered_to, Case.region,
                                 Case.language).where(
-            Case.status == "routed", Case.acted_at.is_(None),
+            Case.status == "routed", Case.acted_at.is_(None), Case.flag.is_(None),
             Case.operator_id.is_(None) | (Case.assigned_at <= cutoff)
             | (Case.urgent.is_(True) & (Case.assigned_at <= urgent_cutoff)))
             .order_by(Case.urgent.desc(), Case.created_at, Case.id)).all()
@@ -273,7 +304,10 @@ def reoffer_due(db: Database, policy: Policy, now: datetime | None = None) -> li
             if found.operator_id is None:
                 nobody.add((region, language, offered))
                 continue
-        choice = assign_case(db, row.id, now, exclude=offered)
+        try:
+            choice = assign_case(db, row.id, now, exclude=offered)
+        except OperatorError:  # flagged as a possible probe meanwhile: not re-offered
+            continue
         if row.operator_id is None and choice.operator_id is None:
             continue  # taken meanwhile by someone else's case: stays for the next tick
         with db.session() as s:
@@ -309,6 +343,8 @@ def start_callback(db: Database, vault: Vault, tel: Telephony, base_url: str, po
             raise CallbackError("no-case", case=case_id)
         if case.status == "closed":
             raise CallbackError("case-closed", case=case_id)
+        if case.flag is not None:
+            raise CallbackError("flagged-case", case=case_id)
         if case.consent not in ("any", "day"):
             raise CallbackError("no-consent", case=case_id)
         if case.number is None:
@@ -380,6 +416,8 @@ def finish(db: Database, policy: Policy, attempt_id: int, outcome: str,
                          **said("attempt", attempt=attempt.id).entry()))
         if outcome == ANSWERED:
             case.callback_status, case.next_callback_at = "answered", None
+        elif case.flag is not None:  # a possible probe: no further try (ivr/probes.py)
+            case.callback_status, case.next_callback_at = "none", None
         elif case.callback_attempts >= policy.max_attempts:
             case.callback_status, case.next_callback_at = "gave_up", None
             why = said("callback-gave-up", attempts=case.callback_attempts)
@@ -413,7 +451,8 @@ def unnotified(db: Database, now: datetime | None = None) -> list[int]:
                                         AuditEntry.at >= Case.assigned_at).exists()
     with db.session() as s:
         ids = list(s.scalars(select(Case.id).where(Case.status == "routed", Case.notified_at.is_(None),
-                                                   Case.assigned_at <= cutoff, ~tried)))
+                                                   Case.assigned_at <= cutoff, Case.flag.is_(None),
+                                                   ~tried)))
         waiting = set(s.scalars(select(OutboxJob.target_id).where(
             OutboxJob.job == NOTIFY, OutboxJob.target_id.in_(ids),
             (OutboxJob.enqueued_at.is_(None)) | (OutboxJob.enqueued_at > cutoff)))) if ids else set()
@@ -435,7 +474,7 @@ def due_callbacks(db: Database, policy: Policy, now: datetime | None = None) -> 
     with db.session() as s:
         cases = s.scalars(select(Case).where(Case.callback_status.in_(("scheduled", "queued")),
                                              Case.next_callback_at <= now,
-                                             Case.status != "closed")).all()
+                                             Case.status != "closed", Case.flag.is_(None))).all()
         if not cases:
             return []
         on_duty = {c.id for c in candidates(db) if c.on_duty and c.hours.is_open(now)}
@@ -502,8 +541,8 @@ class OperatorLeg:
         if attempt is None or attempt.outcome is not None:
             return None
         case = s.get(Case, attempt.case_id)
-        if case is None or case.status == "closed" or case.number is None:
-            return None
+        if case is None or case.status == "closed" or case.number is None or case.flag is not None:
+            return None  # closed, or marked a possible probe meanwhile: no bridge
         return attempt, case
 
     def answered(self, attempt_id: int) -> Whisper | Done:
@@ -584,7 +623,11 @@ class OperatorLeg:
             if attempt is None or case is None or attempt.outcome is not None \
                     or attempt.confirmed_at is None or attempt.callee_confirmed_at is not None:
                 return Done("gone")
+            flagged = case.flag is not None
             language = case.language if case.language in CALLEE_LANGUAGES else "ru"
+        if flagged:  # marked a possible probe while the caller's phone rang: nothing is said
+            finish(self.db, self.policy, attempt_id, "canceled", now)
+            return Done("gone")
         if answered_by.startswith(("machine", "fax")):
             finish(self.db, self.policy, attempt_id, "machine", now)
             return Done("machine")
@@ -594,11 +637,13 @@ class OperatorLeg:
         """The key pressed at the caller's phone: True bridges (once); anything else, or
         silence (`digits` empty), ends that leg and counts as an unanswered try."""
         now = now or utcnow()
+        flagged = select(Case.id).where(Case.id == CallbackAttempt.case_id,
+                                        Case.flag.is_not(None)).exists()
         if digits == "1":
             with self.db.session() as s:
                 claimed: int = s.execute(
                     update(CallbackAttempt)
-                    .where(CallbackAttempt.id == attempt_id, CallbackAttempt.outcome.is_(None),
+                    .where(CallbackAttempt.id == attempt_id, CallbackAttempt.outcome.is_(None), ~flagged,
                            CallbackAttempt.confirmed_at.is_not(None),
                            CallbackAttempt.callee_confirmed_at.is_(None))
                     .values(callee_confirmed_at=now)

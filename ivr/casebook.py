@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import defer
 
+from ivr import replies
 from ivr.keys import CryptoError
 from ivr.operators import move_case
 from ivr.reasons import Said, Told, loads, said
@@ -114,6 +115,8 @@ def _summary(case: Case, rec: Recording | None, repeat: int,
         "has_code": case.code_hash is not None and case.pin_hash is not None,
         "code_locked_until": (_iso(case.code_locked_until) if case.code_locked_until is not None
                               and case.code_locked_until > utcnow() else None),
+        # Marked a possible intelligence probe (ivr/probes.py): none, probe or confirmed.
+        "flag": case.flag or "none",
     }
 
 
@@ -199,6 +202,8 @@ def show_case(db: Database, vault: Vault, case_id: int, actor: str,
             for a in s.scalars(select(CallbackAttempt).where(CallbackAttempt.case_id == case.id)
                                .order_by(CallbackAttempt.id))
         ]
+        # Replies for the caller (ivr/replies.py), with their words: only here, never in a list.
+        found["replies"] = replies.listing(s, vault, case)
         found["timeline"] = [
             {"at": _iso(e.at), "actor": e.actor, "action": e.action, "detail": e.detail,
              "data": json.loads(e.data) if e.data else None}
@@ -225,11 +230,12 @@ def earlier_cases(db: Database, case_id: int) -> list[dict[str, Any]]:
         case = s.get(Case, case_id)
         if case is None or case.caller_hash is None:
             return []
-        rows = s.execute(select(Case.id, Case.status, Case.region, Case.operator_id, Case.created_at)
+        rows = s.execute(select(Case.id, Case.status, Case.region, Case.operator_id, Case.created_at,
+                                Case.flag)
                          .where(Case.caller_hash == case.caller_hash, Case.id < case.id)
                          .order_by(Case.id)).all()
     return [{"id": r.id, "status": r.status, "region": r.region, "operator_id": r.operator_id,
-             "created_at": _iso(r.created_at)} for r in rows]
+             "created_at": _iso(r.created_at), "flag": r.flag or "none"} for r in rows]
 
 
 def close_case(db: Database, case_id: int, actor: str, reason: str = "") -> None:
@@ -272,6 +278,8 @@ def reopen_case(db: Database, vault: Vault, case_id: int, actor: str, reason: st
             raise CaseError(f"case #{case_id} is not closed")
         if case.purged_at is not None:
             raise CaseError(f"case #{case_id}: its data was destroyed; it cannot be reopened")
+        if case.flag == "confirmed":  # closed as a probe (ivr/probes.py): for good
+            raise CaseError("confirmed-probe", case=case_id)
         try:
             vault.key_of(case.data_key_id)
         except CryptoError:

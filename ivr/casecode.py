@@ -33,6 +33,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from ivr.probes import code_accepted
 from ivr.storage import Call, Case, CodeEntry, CodeMiss, Database, DataKey, OutboxJob, Vault, utcnow
 
 log = logging.getLogger(__name__)
@@ -179,6 +180,8 @@ class Codes:
                 case = s.scalars(select(Case).where(Case.code_hash == code_hash(key, code),
                                                     Case.pin_hash.is_not(None),
                                                     Case.purged_at.is_(None))).first()
+            if case is not None and not code_accepted(case):  # a confirmed probe
+                case = None
             if case is None:
                 self._miss(s, now, misses + 1)
                 return Found("wrong", slow=slow)

@@ -453,7 +453,8 @@ def cases_list(status: str | None, region: str | None, untranscribed: bool, as_j
     for r in rows:
         click.echo(f"#{r['id']:<6} {r['status']:<22} {r['region'] or '-':<10} "
                    f"{r['language'] or '-':<3} {r['created_at']}"
-                   + (f"  ({r['status_reason']})" if r["status_reason"] else ""))
+                   + (f"  ({r['status_reason']})" if r["status_reason"] else "")
+                   + (f"  [{r['flag']}]" if r["flag"] != "none" else ""))
     click.echo(f"{len(rows)} case(s)")
 
 
@@ -473,12 +474,38 @@ def cases_show(case_id: int, as_json: bool) -> None:
         return
     timeline = found.pop("timeline")
     found.pop("transcript_words", None)  # each word's confidence: in --json and the console
+    replies = found.pop("replies")
     for key, value in found.items():
         click.echo(f"{key:>30}: {value if value is not None else '-'}")
+    click.echo(f"{'replies':>30}:" + ("" if replies else " -"))
+    for r in replies:
+        heard = (f"heard {r['heard_at']}" + (f" ({r['heard_count']} times)" if r["heard_count"] > 1 else "")
+                 if r["heard_at"] else "not heard yet")
+        click.echo(f"{'':>32}#{r['id']} {r['at']} {r['author']}: {heard}")
+        for line in (r["text"] or "(destroyed)").split("\n"):
+            click.echo(f"{'':>34}{line}")
     click.echo(f"{'timeline':>30}:")
     for entry in timeline:
         click.echo(f"{'':>32}{entry['at']} {entry['actor']}: {entry['action']}"
                    + (f" ({entry['detail']})" if entry["detail"] else ""))
+
+
+@cases.command("reply")
+@click.argument("case_id", type=int)
+@click.option("--text", required=True,
+              help="What the caller hears, in their language (plain words; at most 1,000 characters).")
+def cases_reply(case_id: int, text: str) -> None:
+    """Leave a reply for the caller: read to them by a synthetic voice when they call with
+    their case's code. Sealed like a note; a closed case takes one until its data is destroyed."""
+    from ivr.replies import ReplyError, add_reply
+
+    db, vault = _stores()
+    try:
+        reply_id = add_reply(db, vault, case_id, text, actor=_actor())
+    except ReplyError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"reply #{reply_id} saved on case #{case_id}: the caller hears it when they call "
+               "with their code (`ivr cases show` says when it was heard)")
 
 
 @cases.command("close")
@@ -528,6 +555,66 @@ def cases_reopen(case_id: int, reason: str) -> None:
         s.add(OutboxJob(job=NOTIFY, target_id=case_id))  # the worker tells its operator
     click.echo(f"case #{case_id} reopened: " + (f"operator {given}" if given else
                                                 "unassigned, escalated to supervisors"))
+
+
+@cases.command("flag")
+@click.argument("case_id", type=int)
+@click.option("--reason", prompt="Why does the call look like a probe",
+              help="Why (sealed on the case like a note: only supervisors read it). Asked when not given.")
+def cases_flag(case_id: int, reason: str) -> None:
+    """Mark a case a possible intelligence probe: it goes to supervisors only, and its
+    callbacks and SMS stop until `ivr cases unflag` or `ivr cases confirm-probe`."""
+    from ivr.casebook import CaseError
+    from ivr.probes import flag_case
+
+    db, vault = _stores()
+    try:
+        flag_case(db, vault, case_id, _actor(), reason)
+    except CaseError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"case #{case_id} marked as a possible probe: supervisors only, no callbacks or SMS")
+
+
+@cases.command("unflag")
+@click.argument("case_id", type=int)
+def cases_unflag(case_id: int) -> None:
+    """Not a probe: back to normal, to its operator (if still active) or by the rule, who is
+    told by SMS."""
+    from ivr.callbacks import NOTIFY
+    from ivr.casebook import CaseError
+    from ivr.probes import clear_flag
+    from ivr.storage import OutboxJob
+
+    db, _vault = _stores()
+    try:
+        given = clear_flag(db, case_id, _actor())
+    except CaseError as exc:
+        raise click.ClickException(str(exc)) from None
+    with db.session() as s:
+        s.add(OutboxJob(job=NOTIFY, target_id=case_id))  # the worker tells its operator
+    click.echo(f"case #{case_id}: flag cleared; " + (f"operator {given}" if given else
+                                                   "unassigned, escalated to supervisors"))
+
+
+@cases.command("confirm-probe")
+@click.argument("case_id", type=int)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def cases_confirm_probe(case_id: int, yes: bool) -> None:
+    """Confirm a flagged case is a probe: it is closed for good (never reopened, its code
+    stops working); its data is destroyed RETENTION_DAYS later, as for any closed case."""
+    from ivr.casebook import CaseError
+    from ivr.probes import confirm_probe
+
+    days = settings().retention_days
+    if not yes:
+        click.confirm(f"Close case #{case_id} as a probe? It cannot be reopened; {days} days "
+                      "after closing its data is destroyed for good.", abort=True)
+    db, _vault = _stores()
+    try:
+        confirm_probe(db, case_id, _actor())
+    except CaseError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"case #{case_id} confirmed as a probe and closed; its data will be destroyed in {days} days")
 
 
 # --- calling ------------------------------------------------------------------------------

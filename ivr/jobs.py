@@ -218,7 +218,8 @@ def build_services(settings: Settings) -> Services:
     def after(case_id: int) -> None:
         """A case's text is in: give it to an operator and tell them (or the supervisors)."""
         callbacks.route(db, case_id)
-        callbacks.notify(db, vault, telephony, settings.public_base_url, case_id)
+        callbacks.notify(db, vault, telephony, settings.public_base_url, case_id,
+                         titles=region_titles(settings))
 
     return Services(settings, db, vault,
                     voicemail.Tools(fetch, delete, check_audio, transcriber_tool(settings), after,
@@ -237,7 +238,24 @@ def process_recording(recording_id: int) -> str:
 def notify_case(case_id: int) -> int:
     """Tell a case's (new) operator by SMS, or the supervisors when it has none."""
     s = services()
-    return callbacks.notify(s.db, s.vault, s.telephony, s.settings.public_base_url, case_id)
+    return callbacks.notify(s.db, s.vault, s.telephony, s.settings.public_base_url, case_id,
+                            titles=region_titles(s.settings))
+
+
+def region_titles(settings: Settings) -> callbacks.Titles:
+    """Regions by their names for a reader (regions.yaml `names`), read when a supervisor is
+    told; a file that does not load leaves the regions' own names."""
+    from ivr.routing import load_regions
+
+    regions, problems = load_regions(settings.flows_dir / "regions.yaml")
+
+    def title(region: str, locale: str) -> str:
+        try:
+            return regions.region(region).title(locale) if not problems else region
+        except KeyError:
+            return region
+
+    return title
 
 
 def tell_code_burst(miss_id: int) -> int:

@@ -431,9 +431,12 @@ def assign_case(db: Database, case_id: int, now: datetime | None = None, actor: 
         with db.session() as s:
             found = s.execute(select(Case.region, Case.language, Case.status, Case.operator_id,
                                      Case.consent, Case.number.is_not(None).label("has_number"),
-                                     Case.callback_status, Case.urgent).where(Case.id == case_id)).first()
+                                     Case.callback_status, Case.urgent, Case.flag)
+                               .where(Case.id == case_id)).first()
             if found is None:
                 raise OperatorError(f"no case #{case_id}")
+            if found.flag is not None:  # a possible probe: supervisors only (ivr/probes.py)
+                raise OperatorError("flagged-case", case=case_id)
             region, language = found.region or "", found.language or ""
             team = _team(s, region, language)
         choice = choose(team, region, language, now, exclude)
@@ -454,7 +457,8 @@ def assign_case(db: Database, case_id: int, now: datetime | None = None, actor: 
         with db.session() as s:
             same = Case.operator_id.is_(None) if found.operator_id is None else \
                 Case.operator_id == found.operator_id
-            changed = s.execute(update(Case).where(Case.id == case_id, same, Case.status == found.status)
+            changed = s.execute(update(Case).where(Case.id == case_id, same, Case.status == found.status,
+                                                   Case.flag.is_(None))
                                 .values(**values), execution_options={"synchronize_session": False})
             if changed.rowcount != 1:  # type: ignore[attr-defined]
                 continue
@@ -505,7 +509,7 @@ def take_case(db: Database, case_id: int, operator_id: int, now: datetime | None
         if found.callback_status is None:
             values["callback_status"] = callback_status(found.consent, found.has_number)
         changed = s.execute(update(Case).where(Case.id == case_id, Case.operator_id.is_(None),
-                                               Case.status == found.status)
+                                               Case.status == found.status, Case.flag.is_(None))
                             .values(routed_at=func.coalesce(Case.routed_at, now), **values),
                             execution_options={"synchronize_session": False})
         if changed.rowcount != 1:  # type: ignore[attr-defined]

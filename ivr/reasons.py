@@ -70,6 +70,15 @@ ENGLISH: dict[str, str] = {
     "number-change-told": "operator %(operator)s: number change told to the old number",
     "password-change-told": "operator %(operator)s: password change told to the operator",
     "second-factor-change-told": "operator %(operator)s: second-factor change told to the operator",
+    # the probe flag (ivr/probes.py)
+    "flagged-to-supervisors": "marked as a possible probe: for supervisors only",
+    "callbacks-stopped": "the callbacks planned for it were cancelled",
+    "flag-cleared-back": "probe flag cleared: back to its operator",
+    "closed-as-probe": "closed as a probe",
+    "flagged-case": "case %(case)s is marked as a possible probe: supervisors decide",
+    "not-flagged": "case #%(case)s is not marked as a possible probe",
+    "confirmed-probe": "case #%(case)s was confirmed as a probe: it cannot be reopened",
+    "no-flag-reason": "say why the call looks like a probe",
     # refusals an operator reads in the console
     "no-case": "no case #%(case)s",
     "case-closed": "case %(case)s is closed",
@@ -94,6 +103,11 @@ ENGLISH: dict[str, str] = {
     "name-taken": "there is already an operator named %(name)r",
     "bad-text": "%(what)s must be one line of at most %(longest)s characters",
     "bad-role": "role must be one of %(roles)s",
+    # a reply for the caller refused (ivr/replies.py)
+    "reply-empty": "the reply is empty: nothing was saved",
+    "reply-too-long": "the reply has %(length)s characters; at most %(most)s are read to the caller",
+    "reply-data-destroyed": "case #%(case)s: its data was destroyed; no reply can be left",
+    "reply-flagged": "case #%(case)s is marked as a possible probe: no reply goes to the caller",
 }
 
 

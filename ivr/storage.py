@@ -217,6 +217,13 @@ class Case(Base):
     pin_hash: Mapped[str | None] = mapped_column(String(200))
     pin_failures: Mapped[int] = mapped_column(Integer, default=0)
     code_locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # An operator marked the call a possible intelligence probe (ivr/probes.py): None (none),
+    # "probe" (supervisors only decide) or "confirmed" (closed as a probe). The operator's
+    # reason is sealed under the case's key (it may quote the caller); `flagged_from` is the
+    # operator it had, who gets it back when a supervisor clears the flag.
+    flag: Mapped[str | None] = mapped_column(String(12))
+    flag_reason: Mapped[bytes | None] = mapped_column(LargeBinary)
+    flagged_from: Mapped[int | None] = mapped_column(Integer)
 
 
 # The console's queue (ivr/console/queries.py, bench/console.py) with 100,000 open cases: its
@@ -227,7 +234,7 @@ Index("ix_cases_queue", Case.urgent.desc(), Case.operator_id.is_not(None), Case.
 # The urgent cases (few): the queue's "overdue" figure counts those overdue sooner from it.
 Index("ix_cases_urgent", Case.assigned_at, postgresql_where=Case.urgent, sqlite_where=Case.urgent)
 Index("ix_cases_console", Case.status, Case.region, Case.language, Case.operator_id, Case.acted_at,
-      Case.assigned_at, Case.callback_status, Case.next_callback_at)
+      Case.assigned_at, Case.callback_status, Case.next_callback_at, Case.flag)
 
 
 class CodeEntry(Base):
@@ -340,6 +347,22 @@ class Note(Base):
     operator_id: Mapped[int | None] = mapped_column(ForeignKey("operators.id"))
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     text: Mapped[bytes | None] = mapped_column(LargeBinary)  # sealed; None once purged
+
+
+class Reply(Base):
+    """An operator's reply for the caller, read to them by <Say> when they call with their
+    case's code (ivr/replies.py): sealed under the case's key like a note, and destroyed with
+    the case's data. `heard_at` is the first time the caller heard it; `heard_count` how often."""
+
+    __tablename__ = "replies"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    operator_id: Mapped[int | None] = mapped_column(ForeignKey("operators.id"))  # None: the CLI
+    actor: Mapped[str] = mapped_column(String(80))  # as in the audit log: operator:3, cli:olena
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    text: Mapped[bytes | None] = mapped_column(LargeBinary)  # sealed; None once purged
+    heard_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    heard_count: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class AuditEntry(Base):
@@ -713,6 +736,14 @@ class Vault:
         if note.text is None:
             return None
         return unseal(self.key_of(case.data_key_id), note.text, f"case:{case.id}:note:{note.id}").decode()
+
+    def seal_reply(self, case: Case, reply: Reply, text: str) -> bytes:
+        return seal(self.key_of(case.data_key_id), text.encode(), f"case:{case.id}:reply:{reply.id}")
+
+    def open_reply(self, case: Case, reply: Reply) -> str | None:
+        if reply.text is None:
+            return None
+        return unseal(self.key_of(case.data_key_id), reply.text, f"case:{case.id}:reply:{reply.id}").decode()
 
     def seal_operator_secret(self, operator: Operator, secret: str) -> bytes:
         return seal(self.key_of(operator.data_key_id), secret.encode(), f"operator:{operator.id}:totp")

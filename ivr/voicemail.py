@@ -36,6 +36,7 @@ from ivr.storage import (
     Note,
     OutboxJob,
     Recording,
+    Reply,
     Vault,
     utcnow,
 )
@@ -564,8 +565,8 @@ def purge(db: Database, vault: Vault, older_than: timedelta,
     of them anywhere opens again; so are the copies of the keys of empty messages dropped
     since the last run (Vault.discard), and their callers' hashes (a new number-hash key).
     The case row stays with its region, language, status and outcome (anonymous counts);
-    the number, audio, transcript, intake answers (and `urgent`)
-    and notes are removed, provider ids dropped, times kept to
+    the number, audio, transcript, intake answers (and `urgent`),
+    notes and replies are removed, provider ids dropped, times kept to
     the day and lengths to a bucket, so nothing leads back to the call. Calls whose cases
     are all purged are then deleted at Twilio (`forget_calls`), and so is a recording that
     was never deleted there (a download that failed for good keeps it at Twilio for a person
@@ -599,7 +600,7 @@ def purge(db: Database, vault: Vault, older_than: timedelta,
                 rec.stored_at, rec.deleted_at_provider = _day(rec.stored_at), _day(rec.deleted_at_provider)
             case.number = case.transcript = case.transcript_words = case.caller_hash = case.caller_tz = None
             case.intake, case.urgent = None, False  # the answers, and the one kept in clear
-            case.path = None
+            case.path = case.flag_reason = None  # the flag itself stays: a count of probes
             case.code_hash = case.pin_hash = case.code_locked_until = None  # no longer reachable
             s.execute(delete(CodeEntry).where(CodeEntry.case_id == case.id))
             case.status_reason = case.route_reason = case.offered_to = None
@@ -610,6 +611,10 @@ def purge(db: Database, vault: Vault, older_than: timedelta,
             s.execute(update(Note).where(Note.case_id == case.id).values(text=None))
             for note in s.scalars(select(Note).where(Note.case_id == case.id)):
                 note.at = _day(note.at) or note.at
+            s.execute(update(Reply).where(Reply.case_id == case.id).values(text=None))  # as notes
+            for reply in s.scalars(select(Reply).where(Reply.case_id == case.id)):
+                reply.created_at = _day(reply.created_at) or reply.created_at
+                reply.heard_at = _day(reply.heard_at)
             for attempt in s.scalars(select(CallbackAttempt).where(CallbackAttempt.case_id == case.id)):
                 attempt.seconds = length_bucket(attempt.seconds)
                 attempt.started_at = _day(attempt.started_at) or attempt.started_at

@@ -148,7 +148,9 @@ def test_case_sms_callback_whisper_press_1_bridge_outcome(
     # The SMS: to Olena, from the hotline, a case number and a link, nothing of the caller.
     [sms] = desk.api.messages
     assert (sms.params["To"], sms.params["From"]) == (OLENA, HOTLINE)
-    assert sms.params["Body"] == f"Hotline: case {case_id} is yours. Open it: {BASE}/console/cases/{case_id}"
+    # In the language Olena reads the console in (Ukrainian, the default).
+    assert sms.params["Body"] == (f"Гаряча лінія: справа {case_id} тепер ваша. Відкрийте її: "
+                                  f"{BASE}/console/cases/{case_id}")
 
     # `ivr cases callback`: Twilio is asked to ring Olena from the hotline number.
     result = CliRunner().invoke(cli, ["cases", "callback", str(case_id)], env=desk.env())
@@ -436,6 +438,10 @@ def test_a_case_nobody_acts_on_goes_to_the_next_operator_then_to_supervisors(des
     case_id = desk.voicemail("1")
     assert desk.case(case_id).operator_id == olena
     taras = desk.add("Taras", TARAS)  # joins after the case was given to Olena
+    with desk.db.session() as s:
+        found = s.get(Operator, taras)
+        assert found is not None
+        found.locale = "en"  # he reads the console, and his SMS, in English
     sofia = desk.add("Sofia", SOFIA, regions="elsewhere", role="supervisor")
     policy = Policy(reoffer_after=timedelta(minutes=30))
     assigned = desk.case(case_id).assigned_at
@@ -448,6 +454,8 @@ def test_a_case_nobody_acts_on_goes_to_the_next_operator_then_to_supervisors(des
     assert "(not 1 offered before)" in (case.route_reason or "")
     desk.app.extensions["ivr.outbox"].run_here()  # the notify job
     assert [m.params["To"] for m in desk.api.messages] == [OLENA, TARAS]
+    assert desk.api.messages[-1].params["Body"] == (f"Hotline: case {case_id} is yours. Open it: "
+                                                    f"{BASE}/console/cases/{case_id}")
 
     later = desk.case(case_id).assigned_at
     assert later is not None
@@ -458,7 +466,8 @@ def test_a_case_nobody_acts_on_goes_to_the_next_operator_then_to_supervisors(des
     desk.app.extensions["ivr.outbox"].run_here()
     last = desk.api.messages[-1]
     assert last.params["To"] == SOFIA
-    assert f"case {case_id} (crimea, ru) has no operator" in last.params["Body"]
+    assert last.params["Body"].startswith(  # Sofia reads Ukrainian; the region by its name
+        f"Гаряча лінія: справу {case_id} (Крим, російська) не може взяти жоден оператор на зміні.")
     assert CALLER not in last.params["Body"]
     # Still nobody: no more messages to the supervisors every minute.
     assert reoffer_due(desk.db, policy, later + timedelta(hours=2)) == []

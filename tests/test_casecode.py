@@ -422,3 +422,27 @@ def test_a_hotline_flooded_with_wrong_codes_asks_callers_to_call_later(line: Lin
     heard = line.call(["3", "5", "111111111111#"], from_=ELSEWHERE)
     assert "Entering codes is not possible right now" in heard
     assert "We could not find a case" in heard and "did not match" not in heard
+
+
+def test_a_closed_case_keeps_its_code_a_confirmed_probe_loses_it(desk: tuple[Codes, Database]) -> None:
+    """Closing is not the end of the caller's line (until the purge); a supervisor's confirmed
+    probe is: its code and PIN hashes are dropped and the code finds nothing."""
+    from ivr.casebook import close_case
+    from ivr.probes import confirm_probe, flag_case
+
+    codes, db = desk
+    code = planted(codes, db)
+    with db.session() as s:
+        case_id = s.scalars(select(Case.id).where(Case.code_hash.is_not(None))).one()
+    close_case(db, case_id, "operator:1", "helped")
+    assert codes.find("CAagain", code).outcome == "found"
+    other = planted(codes, db)
+    with db.session() as s:
+        probe = s.scalars(select(Case.id).where(Case.id != case_id)).one()
+    flag_case(db, codes.vault, probe, "operator:1", "asks where the unit stands")
+    assert codes.find("CAprobe", other).outcome == "found"  # a prober learns nothing yet
+    confirm_probe(db, probe, "operator:3")
+    assert codes.find("CAprobe2", other).outcome == "wrong"
+    with db.session() as s:
+        found = s.get(Case, probe)
+        assert found is not None and (found.code_hash, found.pin_hash) == (None, None)

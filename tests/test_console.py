@@ -298,11 +298,13 @@ def test_the_language_is_chosen_per_user(team: Team) -> None:
 def test_every_message_has_its_ukrainian() -> None:
     folder = ROOT / "ivr" / "console"
     found: set[str] = set()
-    for path in [*folder.glob("templates/*.html"), folder / "views.py"]:
+    for path in [*folder.glob("templates/*.html"), folder / "views.py", folder / "probe.py"]:
         text = path.read_text(encoding="utf-8")
         found |= set(re.findall(r'_\("((?:[^"\\]|\\.)+)"', text))
         found |= set(re.findall(r"_\('((?:[^'\\]|\\.)+)'", text))
-    found |= {"any time", "daytime only", "no callback", "helped", "information given",
+    from ivr.console.probe import WENT
+
+    found |= {WENT, "any time", "daytime only", "no callback", "helped", "information given",
               "surrender arranged", "no contact", "not relevant"}
     # what the Reader says (ivr/console/wording.py) and the reasons kept as data (ivr/reasons.py)
     from ivr.console import wording
@@ -331,6 +333,7 @@ ROUTES = [
     ("GET", "/console/cases/999999", 404, 404, 404, 404),
     ("POST", "/console/cases/{crimea}/take", 302, 404, 302, 302),
     ("POST", "/console/cases/{crimea}/note", 302, 404, 302, 302),
+    ("POST", "/console/cases/{crimea}/reply", 302, 404, 302, 302),
     ("POST", "/console/cases/{crimea}/outcome", 302, 404, 302, 302),
     ("POST", "/console/cases/{occupied}/close", 404, 302, 302, 302),
     ("POST", "/console/cases/{occupied}/reopen", 404, 302, 302, 302),
@@ -343,6 +346,14 @@ ROUTES = [
     ("POST", "/console/operators/{olena_id}/duty", 404, 404, 302, 302),
     ("GET", "/console/audit", 404, 404, 200, 200),
     ("GET", "/console/flows", 404, 404, 404, 200),
+    # The probe flag: only a flagged case is cleared or confirmed; once flagged, supervisors only.
+    ("POST", "/console/cases/{crimea}/unflag", 404, 404, 409, 409),
+    ("POST", "/console/cases/{crimea}/confirm-probe", 404, 404, 409, 409),
+    ("POST", "/console/cases/{occupied}/flag", 404, 302, 302, 302),
+    ("GET", "/console/cases/{occupied}", 404, 404, 200, 200),
+    ("POST", "/console/cases/{occupied}/note", 404, 404, 302, 302),
+    ("POST", "/console/cases/{occupied}/unflag", 404, 404, 302, 302),
+    ("GET", "/console/cases/{occupied}", 404, 404, 200, 200),
     # Last: a supervisor cannot touch the admin (the admin demotes himself here, to operator).
     ("POST", "/console/operators/{adam_id}/duty", 404, 404, 403, 302),
     ("POST", "/console/operators/{adam_id}", 404, 404, 403, 302),
@@ -482,9 +493,10 @@ CYRILLIC_ALLOWED = {"українська"}
 
 def shown_words(page: str) -> str:
     """What a reader sees: the text and the placeholders, labels and titles, without the
-    callers' and operators' own words (the transcript, notes) and code (<code>)."""
+    callers' and operators' own words (the transcript, notes, replies) and code (<code>)."""
     page = re.sub(r'(?s)<blockquote id="transcript".*?</blockquote>', " ", page)
     page = re.sub(r'(?s)<ul class="notes">.*?</ul>', " ", page)
+    page = re.sub(r'(?s)<blockquote class="reply".*?</blockquote>', " ", page)  # the replies' words
     page = re.sub(r"(?s)<code\b.*?</code>|<svg\b.*?</svg>|<script\b.*?</script>", " ", page)
     attrs = " ".join(re.findall(r'(?:placeholder|aria-label|title|alt)="([^"]*)"', page))
     return html.unescape(re.sub(r"<[^>]+>", " ", page) + " " + attrs)
@@ -547,6 +559,13 @@ def desk(team: Team) -> Team:
                SUNDAY - timedelta(minutes=49 - n), 42 if outcome == "answered" else None)
     with db.session() as s:
         s.add(Note(case_id=called, operator_id=team.ids["olena"], at=SUNDAY))
+    from ivr.replies import add_reply, mark_heard  # replies: one heard twice, one not yet
+
+    heard = add_reply(db, vault, called, "Перезвоним завтра.", actor=f"operator:{team.ids['olena']}",
+                      operator_id=team.ids["olena"], now=SUNDAY - timedelta(minutes=30))
+    mark_heard(db, heard, SUNDAY - timedelta(minutes=20))
+    mark_heard(db, heard, SUNDAY - timedelta(minutes=10))
+    add_reply(db, vault, called, "Ждите звонка.", actor="cli:root", now=SUNDAY - timedelta(minutes=5))
     closed = new_case(db, vault, 6, "occupied", "+79491234599")
     assign_case(db, closed, SUNDAY - timedelta(hours=5))
     close_case(db, closed, f"operator:{team.ids['sofia']}", "12345")
@@ -554,12 +573,21 @@ def desk(team: Team) -> Team:
                   hours="mon-fri 09:00-18:00")
     reset_second_factor(db, team.ids["petro"], actor="cli:root")
     team.secrets["petro"] = enroll(db, vault, team.ids["petro"])
-    team.cases.update(waiting=waiting, failed=failed, called=called, closed=closed)
+    from ivr.probes import confirm_probe, flag_case
+
+    flagged = new_case(db, vault, 9, "crimea", "+79781234567")  # the crimea case's number
+    assign_case(db, flagged, SUNDAY - timedelta(hours=2))
+    flag_case(db, vault, flagged, f"operator:{team.ids['olena']}", "12345", SUNDAY - timedelta(hours=1))
+    probe = new_case(db, vault, 10, "occupied", "+79491234500")
+    flag_case(db, vault, probe, f"operator:{team.ids['petro']}", "12345", SUNDAY - timedelta(hours=1))
+    confirm_probe(db, probe, f"operator:{team.ids['sofia']}", SUNDAY)
+    team.cases.update(waiting=waiting, failed=failed, called=called, closed=closed, flagged=flagged,
+                      probe=probe)
     return team
 
 
 def pages(team: Team) -> list[str]:
-    queue = [f"/console/?show={show}" for show in ("open", "mine", "closed", "all")]
+    queue = [f"/console/?show={show}" for show in ("open", "mine", "closed", "all", "flagged")]
     queue += ["/console/?show=all&region=crimea", "/console/?show=all&language=ru",
               f"/console/?show=all&q={team.cases['called']}"]
     cases = [f"/console/cases/{case_id}" for case_id in team.cases.values()]

@@ -22,6 +22,7 @@ import pyotp
 
 import tests.test_console_browser as browser_tests
 from ivr.console.auth import reset_second_factor
+from ivr.reasons import Said, said
 from ivr.storage import AuditEntry, CallbackAttempt, Case, Note, Operator
 from tests.test_console import new_case
 from tests.test_console_browser import Site, Tab, give_password, press, submit
@@ -123,7 +124,11 @@ def fill(site: Site, case_id: int, operator: str) -> None:
         case.language, case.transcript_language, case.transcript_confidence = "ru", "uk", 0.71
         case.transcript_flags = "stock-phrase,repeated"
         case.consent, case.caller_tz = "day", "America/Argentina/ComodRivadavia"
-        case.route_reason = "region crimea (Джанкойський район), language ru; olena on duty, 0 of 5 open"
+        why = Said("route-region", {"region": "crimea", "language": "ru", "candidates": 2, "on_duty": 2,
+                                    "with_room": 2, "name": operator, "open": 0},
+                   ((" → ", "route-candidates"), (", ", "route-on-duty"), (", ", "route-with-room"),
+                    ("; ", "route-chose-tie"), ("; ", "route-urgent")))
+        case.route_reason, case.route_reason_data = why.english(), why.dumps()
         case.operator_id = site.ids[operator]
         case.callback_status, case.callback_attempts = "scheduled", 3
         case.created_at = site.clock.at - timedelta(hours=6)  # last night's message
@@ -145,8 +150,9 @@ def fill(site: Site, case_id: int, operator: str) -> None:
         for i in range(12):
             s.add(AuditEntry(actor=f"operator:{site.ids[operator]}", action=("callback-started", "note-added",
                              "transcript-read")[i % 3], case_id=case_id, at=at + timedelta(minutes=7 * i),
-                             detail="CA0f3b5c7e9a1d2f4b6c8e0a2d4f6b8c0e2 → no-answer after 30 s; "
-                                    "next try at the caller's 09:00 (America/Argentina/ComodRivadavia)"))
+                             **said("outside-window", window="daytime 09:00-21:00 "
+                                    "America/Argentina/ComodRivadavia", consent="day",
+                                    zone="America/Argentina/ComodRivadavia").entry()))
 
 
 def heavy_site(site: Site, crimea_cases: int = 6) -> None:

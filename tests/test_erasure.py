@@ -23,8 +23,9 @@ from sqlalchemy import create_engine, event, select, text, update
 
 from ivr.engine import Caller
 from ivr.keys import CryptoError, Keyring, number_hash, parse_master_keys, seal, unseal
+from ivr.replies import add_reply
 from ivr.standin import tone_wav
-from ivr.storage import Case, Database, DataKey, KeyEpoch, Note, Recording, Vault, upgrade, utcnow
+from ivr.storage import Case, Database, DataKey, KeyEpoch, Note, Recording, Reply, Vault, upgrade, utcnow
 from ivr.voicemail import Reported, note_recording, purge
 from tests.conftest import TEST_KEYS
 from tests.servers import PostgresCluster
@@ -48,7 +49,8 @@ class Evidence:
 
 
 def make_case(db: Database, vault: Vault, digit: str, number: str = NUMBER) -> int:
-    """A caller's voicemail as the worker leaves it: number, audio, transcript, a note."""
+    """A caller's voicemail as the worker leaves it: number, audio, transcript, a note, and
+    an operator's reply for the caller."""
     sid = digit * 32
     note_recording(db, vault, Reported(
         call_sid="CA" + sid, recording_sid="RE" + sid, status="completed", duration=47, number=number,
@@ -64,7 +66,9 @@ def make_case(db: Database, vault: Vault, digit: str, number: str = NUMBER) -> i
         s.add(note)
         s.flush()
         note.text = vault.seal_note(case, note, "she is afraid of her husband")
-        return case.id
+        case_id = case.id
+    add_reply(db, vault, case_id, "Мы позвоним вам завтра в 10:00.", actor="cli:root")
+    return case_id
 
 
 def record(db: Database, vault: Vault, case_id: int, evidence: Evidence | None = None) -> Evidence:
@@ -78,6 +82,8 @@ def record(db: Database, vault: Vault, case_id: int, evidence: Evidence | None =
                              f"case:{case.id}:transcript": case.transcript or b""})
         for note in s.scalars(select(Note).where(Note.case_id == case.id)):
             found.sealed[f"case:{case.id}:note:{note.id}"] = note.text or b""
+        for reply in s.scalars(select(Reply).where(Reply.case_id == case.id)):
+            found.sealed[f"case:{case.id}:reply:{reply.id}"] = reply.text or b""
         assert case.caller_hash is not None
         found.hashes.add(case.caller_hash.partition(":")[2])
     with vault.keys.session() as k:
@@ -226,6 +232,7 @@ def test_sqlite_a_purged_case_is_found_in_no_file_that_opens_it(
     assert before.wrapped_found and before.data_keys and before.linked
     assert {f"case:{evidence.case_id}:number", f"case:{evidence.case_id}:transcript",
             f"case:{evidence.case_id}:audio"} <= set(before.opened)
+    assert any(":reply:" in context for context in before.opened)  # the reply, too
 
     assert purge(db, vault, timedelta(0)) == 1
     after = attack(evidence, vault.keys, folder)

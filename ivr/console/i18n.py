@@ -432,7 +432,99 @@ UK: dict[str, str] = {
     "Left a message.": "Залишено повідомлення.",
     "Earlier cases from the same number": "Попередні справи з того самого номера",
     "%(count)s in regions that are not yours": "%(count)s — у регіонах, які не ваші",
+    # The probe flag (ivr/console/probe.py, ivr/probes.py)
+    "This case is marked as a possible probe: a supervisor clears or confirms it first.":
+        "Цю справу позначено як можливе зондування: спершу супервізор має зняти позначку або "
+        "підтвердити її.",
+    "This case was confirmed as a probe and is closed for good.":
+        "Цю справу підтверджено як зондування, її закрито остаточно.",
+    "Say why the call looks like a probe: the case was not marked.":
+        "Напишіть, чому дзвінок схожий на зондування: справу не позначено.",
+    "Marked as a possible probe: clear the flag or confirm it.":
+        "Позначено як можливе зондування: зніміть позначку або підтвердьте її.",
+    "Case #%(case)s was marked as a possible probe and went to the supervisors: it is no longer "
+    "in your queue.":
+        "Справу #%(case)s позначено як можливе зондування й передано супервізорам: у вашій черзі "
+        "її більше немає.",
+    "The flag is cleared: the case is back with the operators.":
+        "Позначку знято: справа знову в операторів.",
+    "Tick the box: the case will be closed for good. It was not closed.":
+        "Поставте позначку: справу буде закрито остаточно. Справу не закрито.",
+    "Confirmed as a probe: the case is closed.": "Зондування підтверджено: справу закрито.",
+    "Possible probe? Say why (only supervisors will see the case and this reason)":
+        "Можливе зондування? Напишіть чому (справу й пояснення бачитимуть лише супервізори)",
+    "Mark as a possible probe": "Позначити як можливе зондування",
+    "Marked as a possible probe: only supervisors see this case. No callbacks or SMS about it "
+    "until a supervisor decides.":
+        "Позначено як можливе зондування: цю справу бачать лише супервізори. Ні зворотних "
+        "дзвінків, ні SMS щодо неї, доки супервізор не вирішить.",
+    "Marked by": "Хто позначив",
+    "Why": "Чому",
+    "Not a probe: back to normal": "Не зондування: повернути до звичайної роботи",
+    "The case goes back to its operator, or to another by the usual rule.":
+        "Справа повернеться до свого оператора або за звичайним правилом до іншого.",
+    "I understand: the case is closed as a probe and cannot be reopened; %(days)s days after "
+    "closing its data is destroyed.":
+        "Я розумію: справу буде закрито як зондування, відкрити її знову не можна; через "
+        "%(days)s дн. після закриття її дані буде знищено.",
+    "Confirm: it is a probe": "Підтвердити: це зондування",
+    "Confirmed as a probe: the case is closed for good; %(days)s days after closing its data "
+    "is destroyed.":
+        "Зондування підтверджено: справу закрито остаточно; через %(days)s дн. після закриття "
+        "її дані буде знищено.",
+    "Same number as a flagged case": "Той самий номер, що й у позначеній справі",
+    "Possible probes": "Можливі зондування",
+    "possible probes": "можливі зондування",
+    "possible probe": "можливе зондування",
+    "confirmed probe": "підтверджене зондування",
+    "marked as a possible probe": "позначено як можливе зондування",
+    "probe flag cleared": "позначку зондування знято",
+    "confirmed as a probe": "підтверджено як зондування",
+    "marked as a possible probe: for supervisors only":
+        "позначено як можливе зондування: лише для супервізорів",
+    "the callbacks planned for it were cancelled": "заплановані зворотні дзвінки скасовано",
+    "probe flag cleared: back to its operator": "позначку зондування знято: справа знову у свого оператора",
+    "closed as a probe": "закрита як зондування",
+    "case %(case)s is marked as a possible probe: supervisors decide":
+        "справу #%(case)s позначено як можливе зондування: вирішують супервізори",
+    "case #%(case)s is not marked as a possible probe":
+        "справу #%(case)s не позначено як можливе зондування",
+    "case #%(case)s was confirmed as a probe: it cannot be reopened":
+        "справу #%(case)s підтверджено як зондування: відкрити її знову не можна",
+    "say why the call looks like a probe": "напишіть, чому дзвінок схожий на зондування",
 }
+
+# Replies from the hotline (ivr/replies.py): the case page, its refusals, the timeline.
+UK.update({
+    "Replies to the caller": "Відповіді абонентові",
+    "The caller speaks Russian: write in Russian.": "Абонент говорить російською: пишіть російською.",
+    "The caller speaks Ukrainian: write in Ukrainian.": "Абонент говорить українською: пишіть українською.",
+    "The caller speaks English: write in English.": "Абонент говорить англійською: пишіть англійською.",
+    "The caller's language is not known: write in the language of their message.":
+        "Мова абонента невідома: пишіть мовою його повідомлення.",
+    "A synthetic voice reads it to the caller when they call with their case's code: plain "
+    "words, at most %(most)s characters (about a minute of speech); emoji and symbols are not read.":
+        "Синтезований голос прочитає її абонентові, коли той зателефонує з кодом своєї справи: "
+        "простий текст, щонайбільше %(most)s символів (близько хвилини мовлення); емодзі та "
+        "символи не читаються.",
+    "Your reply": "Ваша відповідь",
+    "Save reply": "Зберегти відповідь",
+    "Reply saved: the caller hears it when they call with their code.":
+        "Відповідь збережено: абонент почує її, коли зателефонує зі своїм кодом.",
+    "not heard yet": "ще не прослухано",
+    "heard %(when)s": "прослухано %(when)s",
+    "first heard %(when)s; heard %(times)s": "уперше прослухано %(when)s; прослухано %(times)s",
+    "No replies yet.": "Відповідей ще немає.",
+    "the reply is empty: nothing was saved": "відповідь порожня: нічого не збережено",
+    "the reply has %(length)s characters; at most %(most)s are read to the caller":
+        "у відповіді символів: %(length)s; абонентові читають щонайбільше %(most)s",
+    "case #%(case)s: its data was destroyed; no reply can be left":
+        "справа #%(case)s: її дані знищено, відповідь залишити не можна",
+    "case #%(case)s is marked as a possible probe: no reply goes to the caller":
+        "справу #%(case)s позначено як можливе зондування: відповіді абонентові не надсилаються",
+    "reply to the caller written": "відповідь абонентові написано",
+    "the caller heard a reply": "абонент прослухав відповідь",
+})
 
 # The callers' languages named in the reader's own (the caller's path says which they chose).
 LANGUAGE_NAMES = {

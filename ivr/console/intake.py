@@ -7,13 +7,11 @@ An answer no served flow declares any more is shown as its code, never dropped.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ivr.flow import Field
-
-NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+from ivr.yamldoc import NAME  # a field's name, as the loader takes it
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +56,6 @@ def choices(fields: Mapping[str, Field], lang: str) -> list[tuple[str, list[tupl
 def parse_filter(raw: str | None, fields: Mapping[str, Field]) -> tuple[str, str] | None:
     """`who=front` from the query string, if it names a declared field and one of its values."""
     name, _, value = (raw or "").partition("=")
-    if not (NAME.fullmatch(name) and name in fields and fields[name].allows(value)):
+    if not (NAME.match(name) and name in fields and fields[name].allows(value)):
         return None
     return name, value

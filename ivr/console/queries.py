@@ -29,7 +29,9 @@ INTAKE_SCAN = 1_000
 def visible(user: User) -> ColumnElement[bool]:
     if user.supervisor:
         return true_()  # no column: the counts are then read from an index without cases.id
-    return or_(Case.region.in_(sorted(user.regions)), Case.operator_id == user.id)
+    # A case marked a possible probe is for supervisors only (ivr/probes.py).
+    return and_(or_(Case.region.in_(sorted(user.regions)), Case.operator_id == user.id),
+                Case.flag.is_(None))
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +49,7 @@ class Row:
     overdue: bool
     urgent: bool = False
     intake: Mapping[str, str] = field(default_factory=dict)  # the caller's answers, opened
+    flag: str | None = None  # a possible probe (ivr/probes.py): supervisors see it marked
 
 
 def queue(db: Database, user: User, now: datetime, reoffer_after: timedelta, *, show: str = "open",
@@ -64,7 +67,7 @@ def queue(db: Database, user: User, now: datetime, reoffer_after: timedelta, *, 
     query = (select(Case.id, Case.status, Case.region, Case.language, Case.created_at,
                     Case.callback_attempts, Case.operator_id, Case.consent, Case.callback_status,
                     Case.acted_at, Case.assigned_at, Case.urgent, Case.data_key_id, Case.intake,
-                    Operator.name)
+                    Case.flag, Operator.name)
              .outerjoin(Operator, Operator.id == Case.operator_id).where(visible(user)))
     if show == "open":
         query = query.where(Case.status.in_(OPEN_STATUSES))
@@ -72,6 +75,8 @@ def queue(db: Database, user: User, now: datetime, reoffer_after: timedelta, *, 
         query = query.where(Case.status == "closed")
     elif show == "mine":
         query = query.where(Case.operator_id == user.id, Case.status.in_(OPEN_STATUSES))
+    elif show == "flagged":  # supervisors: the possible probes waiting for their decision
+        query = query.where(Case.flag == "probe", Case.status.in_(OPEN_STATUSES))
     if region:
         query = query.where(Case.region == region)
     if language:
@@ -99,8 +104,8 @@ def queue(db: Database, user: User, now: datetime, reoffer_after: timedelta, *, 
     return [Row(r.id, r.status, r.region, r.language, r.created_at, r.callback_attempts, r.name,
                 r.operator_id, r.consent or "none", r.callback_status,
                 r.status == "routed" and r.acted_at is None and r.assigned_at is not None
-                and r.assigned_at <= (urgent_cutoff if r.urgent else cutoff),
-                bool(r.urgent), answers.get(r.id, {}))
+                and r.flag is None and r.assigned_at <= (urgent_cutoff if r.urgent else cutoff),
+                bool(r.urgent), answers.get(r.id, {}), r.flag)
             for r in found]
 
 
@@ -119,8 +124,10 @@ def counts(db: Database, user: User, now: datetime, reoffer_after: timedelta,
     due = and_(Case.callback_status.in_(("scheduled", "queued")), Case.next_callback_at <= now)
     overdue = and_(Case.status == "routed", Case.acted_at.is_(None),
                    Case.assigned_at <= now - reoffer_after)
-    figures = {"mine": mine, "regions": regions, "unassigned": unassigned, "due": due,
-               "overdue": overdue}
+    normal = Case.flag.is_(None)  # a possible probe is counted apart, for supervisors
+    figures = {"mine": and_(mine, normal), "regions": and_(regions, normal),
+               "unassigned": and_(unassigned, normal), "due": and_(due, normal),
+               "overdue": and_(overdue, normal), "flagged": Case.flag == "probe"}
     query = select(*[func.count().filter(cond).label(name) for name, cond in figures.items()]
                    ).select_from(Case).where(Case.status.in_(OPEN_STATUSES), visible(user))
     with db.session() as s:
@@ -131,7 +138,7 @@ def counts(db: Database, user: User, now: datetime, reoffer_after: timedelta,
                 select(func.count()).select_from(Case).where(
                     Case.urgent, Case.assigned_at <= now - urgent_after,
                     Case.assigned_at > now - reoffer_after, Case.status == "routed",
-                    Case.acted_at.is_(None), visible(user))) or 0)
+                    Case.acted_at.is_(None), Case.flag.is_(None), visible(user))) or 0)
     return found
 
 

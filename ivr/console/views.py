@@ -66,7 +66,10 @@ from ivr.operators import (
     move_case,
     take_case,
 )
+from ivr.probes import flagged_siblings
 from ivr.reasons import Said, Told, said
+from ivr.replies import MAX_LENGTH as MAX_REPLY
+from ivr.replies import ReplyError, add_reply
 from ivr.storage import AuditEntry, Call, Case, Note, Operator, OutboxJob, Recording
 
 log = logging.getLogger(__name__)
@@ -253,6 +256,8 @@ def _case_or_none(case_id: int) -> Case | None:
         case = s.get(Case, case_id)
     if case is None or not (user().sees(case.region) or case.operator_id == user().id):
         return None
+    if case.flag is not None and not user().supervisor:  # a possible probe: supervisors only
+        return None
     return case
 
 
@@ -384,7 +389,9 @@ def _word(text: str | None) -> str | None:
 def _filters() -> dict[str, Any]:
     show = request.args.get("show", "open")
     raw = request.args.get("q", "").strip().lstrip("#")
-    return {"show": show if show in ("open", "closed", "mine", "all") else "open",
+    shows = ("open", "closed", "mine", "all", "flagged") if user().supervisor else \
+        ("open", "closed", "mine", "all")
+    return {"show": show if show in shows else "open",
             "region": _word(request.args.get("region")),
             "language": _word(request.args.get("language")),
             "case_id": int(raw) if re.fullmatch(r"[0-9]{1,9}", raw) else None,
@@ -421,8 +428,9 @@ def case_page(case_id: int) -> str:
     return _case_view(case_id)
 
 
-def _case_view(case_id: int, error: str | None = None, reason: str = "") -> str:
-    """The case page; `error` (a refused action, said next to its form) and the reason typed."""
+def _case_view(case_id: int, error: str | None = None, reason: str = "", **extra: Any) -> str:
+    """The case page; `error` (a refused action, said next to its form) and the reason typed;
+    `extra`: what another form says next to itself (a refused reply and its words)."""
     c = console()
     _case(case_id)
     found = show_case(c.db, c.vault, case_id, actor=user().actor, now=now())
@@ -448,12 +456,15 @@ def _case_view(case_id: int, error: str | None = None, reason: str = "") -> str:
         has_audio = bool(s.scalar(select(Recording.audio.is_not(None))  # not the audio itself
                                   .where(Recording.id == case.recording_id)))
     # Each word of the transcript, marked when the model was less sure of it than LOW_CONFIDENCE.
-    words = [(w, p < LOW_CONFIDENCE) for w, p in found.get("transcript_words") or []]
+    # The space before a word stays outside its mark, so a marked word is marked alone.
+    words = [(w[:len(w) - len(w.lstrip())], w.lstrip(), p < LOW_CONFIDENCE)
+             for w, p in found.get("transcript_words") or []]
     answers = intake.facts(found["intake"], c.registry.fields, g.locale)
     earlier = earlier_cases(c.db, case_id)
     # Links only to the cases the reader may open; the others are a count (the JSON and
     # `ivr cases show` say as much: earlier_cases_from_same_number).
-    mine = [e for e in earlier if user().sees(e["region"]) or e["operator_id"] == user().id]
+    mine = [e for e in earlier if (user().sees(e["region"]) or e["operator_id"] == user().id)
+            and (e["flag"] == "none" or user().supervisor)]
     unassigned = case.operator_id is None and case.status != "closed"
     return render_template(
         "case.html", case=found, notes=notes, outcomes=OUTCOMES, words=words,
@@ -464,11 +475,14 @@ def _case_view(case_id: int, error: str | None = None, reason: str = "") -> str:
         flag_texts=TRANSCRIPT_FLAGS, operator=operator.name if operator else None,
         has_audio=has_audio, caller_tz=case.caller_tz, outcome=case.outcome,
         eligible=queries.eligible(c.db) if user().supervisor else [], error=error, reason=reason,
-        retention_days=c.settings.retention_days, earlier=mine, hidden=len(earlier) - len(mine),
+        retention_days=c.settings.retention_days, earlier=mine,
+        hidden=len([e for e in earlier if e not in mine and (e["flag"] == "none" or user().supervisor)]),
         story=story(found.get("path"), case.language, found.get("recording_seconds"), _,
                     LANGUAGE_NAMES.get(user().locale, LANGUAGE_NAMES["en"])),
         may_take=unassigned and me is not None and may_take(me, case.region, case.language),
-        unassigned=unassigned, reopenable=case.status == "closed" and case.purged_at is None)
+        unassigned=unassigned, **probe.page(c, case),
+        reopenable=case.status == "closed" and case.purged_at is None and case.flag != "confirmed",
+        reply_most=MAX_REPLY, **extra)
 
 
 @bp.route("/cases/<int:case_id>/audio")
@@ -565,6 +579,22 @@ def note(case_id: int) -> WerkzeugResponse:
             if found is not None and found.operator_id == user().id and found.acted_at is None:
                 found.acted_at = now()
         flash(_("Saved."))
+    return redirect(url_for("console.case_page", case_id=case_id))
+
+
+@bp.route("/cases/<int:case_id>/reply", methods=["POST"])
+def reply(case_id: int) -> WerkzeugResponse | tuple[str, int]:
+    """A reply for the caller, read to them when they call with their code (ivr/replies.py).
+    Refused (empty, too long, data destroyed): the page again, with the words typed kept."""
+    c = console()
+    _case(case_id)
+    text = request.form.get("text", "")
+    try:
+        add_reply(c.db, c.vault, case_id, text, actor=user().actor, operator_id=user().id, now=now())
+    except ReplyError as exc:
+        code = 409 if exc.said.code == "reply-data-destroyed" else 400
+        return _case_view(case_id, reply_error=say(exc), reply_text=text[:2 * MAX_REPLY]), code
+    flash(_("Reply saved: the caller hears it when they call with their code."))
     return redirect(url_for("console.case_page", case_id=case_id))
 
 
@@ -682,7 +712,7 @@ def api_cases() -> Response:
                      "created_at": r.created_at.isoformat(timespec="seconds"),
                      "callback_attempts": r.attempts, "operator_id": r.operator_id,
                      "consent": r.consent, "callback_status": r.callback_status, "overdue": r.overdue,
-                     "intake": dict(r.intake), "urgent": r.urgent}
+                     "intake": dict(r.intake), "urgent": r.urgent, "flag": r.flag or "none"}
                     for r in rows])
 
 
@@ -691,6 +721,9 @@ def api_case(case_id: int) -> Response:
     c = console()
     _case(case_id)
     found = show_case(c.db, c.vault, case_id, actor=user().actor, now=now())
+    assert found is not None
+    if user().supervisor:  # other cases from the same number marked as possible probes
+        found["same_number_as_flagged"] = flagged_siblings(c.db, case_id)
     return jsonify(found)
 
 
@@ -838,3 +871,6 @@ def dashboard() -> str:
     for key, name in (("regions", r.region), ("call_regions", r.region), ("languages", r.language)):
         figures[key] = [(name(code if code != "?" else None), n) for code, n in figures[key]]
     return render_template("dashboard.html", figures=figures)
+
+
+from ivr.console import probe  # noqa: E402  (its routes and guard on this blueprint)

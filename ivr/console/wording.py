@@ -42,10 +42,15 @@ ACTIONS = {
     "transcript-read": "transcript read",
     "audio-played": "recording listened to",
     "note-added": "note added",
+    "reply-written": "reply to the caller written",
+    "reply-heard": "the caller heard a reply",
     "outcome": "outcome set",
     "closed": "case closed",
     "reopened": "case reopened",
     "taken": "case taken",
+    "flagged": "marked as a possible probe",
+    "flag-cleared": "probe flag cleared",
+    "probe-confirmed": "confirmed as a probe",
     "purged": "the caller's data destroyed (retention)",
     "callback-scheduled": "callback scheduled",
     "callback-started": "callback started",
@@ -239,6 +244,16 @@ class Reader:
 
     def outcome(self, outcome: str | None) -> str:
         return self._(OUTCOMES.get(outcome or "", outcome or "…"))
+
+    def heard(self, at: datetime | str | None, count: int = 1) -> str:
+        """Whether and when the caller heard a reply (ivr/replies.py): the first time, and how
+        often when more than once."""
+        if _time(at) is None:
+            return self._("not heard yet")
+        if count > 1:
+            return self._("first heard %(when)s; heard %(times)s") % {
+                "when": self.when(at), "times": times(self.locale, count)}
+        return self._("heard %(when)s") % {"when": self.when(at)}
 
     def seconds(self, n: int | None) -> str:
         return self._("%(n)s s") % {"n": n} if n else ""

@@ -1,8 +1,8 @@
 """case codes and PINs: keyed hash and argon2 hash on the case, its lock-out, the calls between
 code and PIN, and the wrong codes' times (the global slow-down)
 
-Revision ID: 0014
-Revises: 0013
+Revision ID: 0016
+Revises: 0015
 Create Date: 2026-12-05 19:30:00
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0014"
-down_revision = "0013"
+revision = "0016"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 

@@ -18,8 +18,8 @@ from sqlalchemy.orm import defer
 
 from ivr import replies
 from ivr.keys import CryptoError
-from ivr.operators import move_case
-from ivr.reasons import Said, Told, loads, said
+from ivr.operators import hand_back, move_case
+from ivr.reasons import Told, loads, said
 from ivr.storage import AuditEntry, CallbackAttempt, Case, Database, Operator, Recording, Vault, utcnow
 from ivr.voicemail import callback_status
 
@@ -294,14 +294,7 @@ def reopen_case(db: Database, vault: Vault, case_id: int, actor: str, reason: st
             case.callback_status = callback_status(case.consent, case.number is not None)
         s.add(AuditEntry(actor=actor, action="reopened", case_id=case.id, detail=reason or None))
         if op is not None and op.active:
-            move_case(s, case, op.id)
-            case.assigned_at = now
-            # Reopened for herself: she knows (no SMS) and is acting on it (no re-offer).
-            case.notified_at = case.acted_at = now if to is not None else None
-            why = said("reopened-own" if to is not None else "reopened-back")
-            case.route_reason, case.route_reason_data = why.english(), why.dumps()
-            s.add(AuditEntry(actor=actor, action="assigned", case_id=case.id,
-                             **Said("operator", {"operator": op.id},
-                                    ((": ", why.code),)).entry()))
+            hand_back(s, case, op.id, said("reopened-own" if to is not None else "reopened-back"),
+                      actor, now, acting=to is not None)  # reopened for herself: she knows
             return op.id
     return assign_case(db, case_id, now, actor=actor).operator_id

@@ -539,9 +539,7 @@ def cases_close(case_id: int, reason: str, yes: bool) -> None:
 def cases_reopen(case_id: int, reason: str) -> None:
     """Open a closed case again, until its data is destroyed: the retention clock stops, and it
     goes back to its operator (if still active) or by the rule, who is told by SMS."""
-    from ivr.callbacks import NOTIFY
     from ivr.casebook import CaseError, reopen_case
-    from ivr.storage import OutboxJob
 
     reason = " ".join(reason.split())[:200]
     if not reason:
@@ -551,10 +549,17 @@ def cases_reopen(case_id: int, reason: str) -> None:
         given = reopen_case(db, vault, case_id, _actor(), reason)
     except CaseError as exc:
         raise click.ClickException(str(exc)) from None
+    _tell_new_operator(db, case_id, given, f"case #{case_id} reopened: ")
+
+
+def _tell_new_operator(db: Database, case_id: int, given: int | None, said: str) -> None:
+    """A case given (back) to someone: the worker tells them by SMS; say who has it now."""
+    from ivr.callbacks import NOTIFY
+    from ivr.storage import OutboxJob
+
     with db.session() as s:
-        s.add(OutboxJob(job=NOTIFY, target_id=case_id))  # the worker tells its operator
-    click.echo(f"case #{case_id} reopened: " + (f"operator {given}" if given else
-                                                "unassigned, escalated to supervisors"))
+        s.add(OutboxJob(job=NOTIFY, target_id=case_id))
+    click.echo(said + (f"operator {given}" if given else "unassigned, escalated to supervisors"))
 
 
 @cases.command("flag")
@@ -580,20 +585,15 @@ def cases_flag(case_id: int, reason: str) -> None:
 def cases_unflag(case_id: int) -> None:
     """Not a probe: back to normal, to its operator (if still active) or by the rule, who is
     told by SMS."""
-    from ivr.callbacks import NOTIFY
     from ivr.casebook import CaseError
     from ivr.probes import clear_flag
-    from ivr.storage import OutboxJob
 
     db, _vault = _stores()
     try:
         given = clear_flag(db, case_id, _actor())
     except CaseError as exc:
         raise click.ClickException(str(exc)) from None
-    with db.session() as s:
-        s.add(OutboxJob(job=NOTIFY, target_id=case_id))  # the worker tells its operator
-    click.echo(f"case #{case_id}: flag cleared; " + (f"operator {given}" if given else
-                                                   "unassigned, escalated to supervisors"))
+    _tell_new_operator(db, case_id, given, f"case #{case_id}: flag cleared; ")
 
 
 @cases.command("confirm-probe")

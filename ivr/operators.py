@@ -367,6 +367,19 @@ def _team(s: Session, region: str | None, language: str | None) -> list[Candidat
             in s.execute(query.order_by(Operator.id))]
 
 
+def hand_back(s: Session, case: Case, operator_id: int, why: Said, actor: str, now: datetime,
+              *, acting: bool = False) -> None:
+    """Give a case back to an operator it had (reopened, a probe flag cleared), saying why.
+
+    `acting`: she did it herself, so she knows (no SMS) and is acting on it (no re-offer)."""
+    move_case(s, case, operator_id)
+    case.assigned_at = now
+    case.notified_at = case.acted_at = now if acting else None
+    case.route_reason, case.route_reason_data = why.english(), why.dumps()
+    s.add(AuditEntry(actor=actor, action="assigned", case_id=case.id, at=now,
+                     **Said("operator", {"operator": operator_id}, ((": ", why.code),)).entry()))
+
+
 def move_case(s: Session, case: Case, operator_id: int | None, *, closing: bool = False) -> None:
     """Give a loaded `case` to `operator_id` (None: nobody), or (`closing`) close it, keeping
     each operator's count of open cases right. Every change of a case's operator or openness

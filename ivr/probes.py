@@ -26,8 +26,8 @@ from typing import Any
 from sqlalchemy import delete, select
 
 from ivr.casebook import CaseError
-from ivr.operators import OPEN_STATUSES, assign_case, move_case
-from ivr.reasons import Said, said
+from ivr.operators import OPEN_STATUSES, assign_case, hand_back, move_case
+from ivr.reasons import said
 from ivr.storage import AuditEntry, Case, CodeEntry, Database, Operator, Vault, utcnow
 from ivr.voicemail import callback_status
 
@@ -98,14 +98,8 @@ def clear_flag(db: Database, case_id: int, actor: str, now: datetime | None = No
             case.callback_status = callback_status(case.consent, case.number is not None)
         s.add(AuditEntry(actor=actor, action="flag-cleared", case_id=case_id, at=now))
         if former is not None and former.active:
-            move_case(s, case, former.id)
+            hand_back(s, case, former.id, said("flag-cleared-back"), actor, now)
             case.status, case.routed_at = "routed", case.routed_at or now
-            case.assigned_at, case.notified_at, case.acted_at = now, None, None
-            why = said("flag-cleared-back")
-            case.route_reason, case.route_reason_data = why.english(), why.dumps()
-            s.add(AuditEntry(actor=actor, action="assigned", case_id=case_id, at=now,
-                             **Said("operator", {"operator": former.id},
-                                    ((": ", why.code),)).entry()))
             return former.id
     return assign_case(db, case_id, now, actor=actor).operator_id
 
